@@ -1,0 +1,303 @@
+"""The command line and the only I/O loop: stdin lines in, stdout lines out, timers between.
+
+Everything decided here is about I/O: options, which kernel to drive (-m: the in-memory dry
+run), reading stdin in bounded pieces, flushing each line, and turning SIGTERM/SIGHUP into
+helper calls. What the lines mean is the Helper's business.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import BinaryIO, NoReturn
+
+from .errors import UsageError
+from .helper import VERSION, Helper
+from .kernel import Kernel
+from .memory import MemoryKernel
+from .model import KernelState, Settings
+from .planner import sysctl_paths
+from .protocol import MAX_LINE
+
+_IFNAMSIZ = 15
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _int_in(lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{hi}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400 or value != value:
+        raise argparse.ArgumentTypeError(f"{text} is not in 0..86400 seconds")
+    return value
+
+
+def _iface(text: str) -> str:
+    if (
+        not 0 < len(text) <= _IFNAMSIZ
+        or any(c in text for c in "/:% \t\n")
+        or not text.isprintable()
+        or text in (".", "..")
+    ):
+        raise argparse.ArgumentTypeError(f"not an interface name: {text!r}")
+    return text
+
+
+def _ports(text: str) -> tuple[tuple[str, int], ...]:
+    """`tcp:25,tcp:587,udp:5060`: the per-port services used with -p 0."""
+    ports = []
+    for item in text.split(","):
+        proto, _, port = item.strip().partition(":")
+        if proto not in ("tcp", "udp") or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"not PROTO:PORT (tcp:25, udp:5060): {item!r}")
+        if (proto, int(port)) not in ports:
+            ports.append((proto, int(port)))
+    return tuple(ports)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="IPVSHelper.py",
+        description="CommuniGate Pro load-balancer helper (IPVS, "
+        "direct routing). Speaks CGP's helper protocol on stdin/stdout.",
+    )
+    p.add_argument(
+        "-p",
+        dest="persistence",
+        type=_int_in(0, 2**31 - 1),
+        default=15,
+        metavar="N",
+        help="persistence seconds; 0 = off (default 15)",
+    )
+    p.add_argument(
+        "-i",
+        dest="iface",
+        type=_iface,
+        default="eth0",
+        metavar="IFACE",
+        help="LAN interface for VIPs, ARP and sync (default eth0)",
+    )
+    p.add_argument(
+        "-s",
+        dest="syncid",
+        type=_int_in(0, 255),
+        default=0,
+        metavar="N",
+        help="SyncID of the sync daemons, 0-255 (default 0)",
+    )
+    p.add_argument(
+        "-t",
+        dest="timeout",
+        type=_seconds,
+        default=15.0,
+        metavar="N",
+        help="refresh after N seconds without a request (default 15)",
+    )
+    p.add_argument(
+        "-f",
+        dest="vipfile",
+        default="/etc/sysconfig/vipaddrs",
+        metavar="PATH",
+        help="VIP list file (default /etc/sysconfig/vipaddrs)",
+    )
+    p.add_argument(
+        "-r",
+        dest="weight",
+        type=_int_in(0, 65535),
+        default=100,
+        metavar="N",
+        help="weight of this server when active, others 100 (default 100)",
+    )
+    p.add_argument(
+        "-m",
+        dest="dry_run",
+        action="store_true",
+        help="change nothing; log the equivalent shell commands",
+    )
+    p.add_argument(
+        "--ports",
+        type=_ports,
+        default=(),
+        metavar="LIST",
+        help="with -p 0: services as tcp:25,udp:5060,... (default: CGP's port set)",
+    )
+    p.add_argument(
+        "--drain",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="keep forwarding this long after DEACTIVATE (default 5)",
+    )
+    p.add_argument("--version", action="version", version=f"cgp-ipvs-helper {VERSION}")
+    return p
+
+
+def parse_settings(argv: Sequence[str]) -> Settings:
+    ns = parser().parse_args(list(argv))
+    if ns.timeout <= 0:
+        raise UsageError("-t must be more than 0 seconds")
+    return Settings(
+        persistence=ns.persistence,
+        iface=ns.iface,
+        syncid=ns.syncid,
+        timeout=ns.timeout,
+        vipfile=ns.vipfile,
+        weight=ns.weight,
+        dry_run=ns.dry_run,
+        ports=ns.ports,
+        drain=ns.drain,
+    )
+
+
+def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
+    """The netlink kernel, or for -m an in-memory copy of what the kernel holds now."""
+    from .netlink import NetlinkKernel
+
+    if not settings.dry_run:
+        real = NetlinkKernel()
+        problem = getattr(real, "ipvs_problem", None)
+        return real, [f"IPVS: {problem}"] if problem else []
+    notes = ["-m: dry run, nothing is changed; each command below is what real mode would run"]
+    paths = sysctl_paths(settings.iface)
+    try:
+        real = NetlinkKernel()
+        try:
+            state = real.observe(paths)
+        finally:
+            real.close()
+    except Exception as exc:
+        notes.append(f"cannot read the kernel state ({exc}): planning from an empty state")
+        return MemoryKernel(KernelState(sysctls={p: "" for p in paths})), notes
+    if not state.ipvs:
+        notes.append(
+            f"cannot read IPVS ({getattr(real, 'ipvs_problem', '?')}): "
+            "planning IPVS from an empty state"
+        )
+        unknown = {p: "" for p, v in state.sysctls.items() if v is None and "/vs/" in p}
+        state = KernelState(addresses=state.addresses, sysctls={**state.sysctls, **unknown})
+    return MemoryKernel(state), notes
+
+
+class LineReader:
+    """Splits stdin bytes into lines; a line over MAX_LINE is cut to MAX_LINE + 1 bytes (so it
+    is still answered, as too long) and the rest of it is dropped, keeping memory bounded."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.skipping = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            chunk = data[start:] if nl < 0 else data[start:nl]
+            if not self.skipping:
+                self.buf += chunk[: MAX_LINE + 1 - len(self.buf)]
+            if nl < 0:
+                if len(self.buf) > MAX_LINE and not self.skipping:
+                    lines.append(bytes(self.buf))
+                    self.buf.clear()
+                    self.skipping = True
+                return lines
+            if not self.skipping:
+                lines.append(bytes(self.buf))
+            self.buf.clear()
+            self.skipping = False
+            start = nl + 1
+
+    def finish(self) -> list[bytes]:
+        """A last line without LF at end of input still counts."""
+        rest = [bytes(self.buf)] if self.buf and not self.skipping else []
+        self.buf.clear()
+        return rest
+
+
+class Output:
+    """Writes and flushes each line; if CGP closed the pipe, stops writing quietly."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream, self.closed = stream, False
+
+    def write(self, lines: Sequence[str]) -> None:
+        if self.closed:
+            return
+        try:
+            for line in lines:
+                self.stream.write(line.encode("utf-8", "replace") + b"\n")
+                self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self.closed = True
+
+
+def serve(helper: Helper, stdin_fd: int, out: Output, notes: Sequence[str] = ()) -> None:
+    """Run the helper until QUIT or end of input has been fully handled."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    pending: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: pending.append(signum))
+    reader = LineReader()
+    eof = False
+    out.write(helper.start(notes))
+    while not helper.finished:
+        wait = max(0.0, helper.next_deadline() - helper.clock())
+        fds = [wake_r] if eof else [stdin_fd, wake_r]
+        ready, _, _ = select.select(fds, [], [], wait)
+        if wake_r in ready:
+            os.read(wake_r, 512)
+        while pending:
+            signum = pending.pop(0)
+            out.write(helper.reload() if signum == signal.SIGHUP else helper.end_of_input())
+        if stdin_fd in ready:
+            data = os.read(stdin_fd, 65536)
+            lines = reader.feed(data) if data else reader.finish()
+            for line in lines:
+                out.write(helper.handle(line))
+            if not data:
+                eof = True
+                out.write(helper.end_of_input())
+        out.write(helper.tick())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"IPVSHelper.py: {exc}", file=sys.stderr)
+        return 2
+    try:
+        kernel, notes = make_kernel(settings)
+    except Exception as exc:
+        print(f"IPVSHelper.py: cannot open the kernel interface: {exc}", file=sys.stderr)
+        return 1
+    helper = Helper(settings, kernel, clock=time.monotonic)
+    try:
+        serve(helper, sys.stdin.fileno(), Output(sys.stdout.buffer), notes)
+    finally:
+        kernel.close()
+    return 0

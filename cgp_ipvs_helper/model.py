@@ -1,0 +1,146 @@
+"""Small frozen values shared by the planner, the operations and the kernels.
+
+Frozen attrs classes hash by value, so "desired minus observed" is a set difference.
+They hold configuration only, never counters, so equality means "nothing to change".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import field, frozen
+from attrs.validators import in_, instance_of
+
+PROTOCOLS = ("tcp", "udp")
+SCHEDULERS = ("wlc", "wrr", "rr", "lc", "sh", "dh")
+DAEMON_STATES = ("master", "backup")
+
+
+def _port(_obj: object, _attr: object, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port out of range: {value}")
+
+
+@frozen
+class Settings:
+    """What the command line chose (see protocol.md, "Options")."""
+
+    persistence: int = 15
+    iface: str = "eth0"
+    syncid: int = 0
+    timeout: float = 15.0
+    vipfile: str = "/etc/sysconfig/vipaddrs"
+    weight: int = 100
+    dry_run: bool = False
+    ports: tuple[tuple[str, int], ...] = ()
+    drain: float = 5.0
+
+
+@frozen
+class Address:
+    """An IPv4 address on a device; `prefixlen` is what the kernel holds (we add /32)."""
+
+    ip: str
+    dev: str
+    prefixlen: int = 32
+
+
+@frozen
+class Sysctl:
+    """A /proc/sys setting; `path` uses "/" so interface names with dots stay intact."""
+
+    path: str
+    value: str
+
+    @property
+    def name(self) -> str:
+        """The spelling `sysctl -w` accepts: dotted unless a component holds a dot."""
+        parts = self.path.split("/")
+        return self.path if any("." in p for p in parts) else ".".join(parts)
+
+
+@frozen
+class ServiceKey:
+    """What identifies an IPVS virtual service."""
+
+    proto: str = field(validator=in_(PROTOCOLS))
+    vip: str = field(validator=instance_of(str))
+    port: int = field(validator=_port)
+
+    def __str__(self) -> str:
+        return f"{self.proto}/{self.vip}:{self.port}"
+
+
+@frozen
+class Service:
+    """An IPVS virtual service; `persistence` 0 means not persistent."""
+
+    key: ServiceKey
+    scheduler: str = field(default="wlc", validator=in_(SCHEDULERS))
+    persistence: int = 0
+
+
+@frozen
+class Dest:
+    """A real server of a service; `method` is "dr" for everything this helper makes."""
+
+    service: ServiceKey
+    ip: str
+    weight: int
+    method: str = "dr"
+
+    @property
+    def port(self) -> int:
+        """Direct routing cannot change the port: the real server's port is the service's."""
+        return self.service.port
+
+
+@frozen
+class Daemon:
+    """An IPVS connection-sync daemon."""
+
+    state: str = field(validator=in_(DAEMON_STATES))
+    iface: str
+    syncid: int
+
+
+@frozen
+class KernelState:
+    """What the kernel holds, as far as the planner needs to know.
+
+    `addresses` lists every IPv4 address in kernel order (primary addresses first per device);
+    `sysctls` maps each asked-for path to its value, or None where the kernel has no such file;
+    `ipvs` is False where IPVS could not be read (no module, or no privilege in -m mode).
+    """
+
+    addresses: tuple[Address, ...] = ()
+    sysctls: Mapping[str, str | None] = field(factory=dict, eq=False, hash=False)
+    services: frozenset[Service] = frozenset()
+    dests: frozenset[Dest] = frozenset()
+    daemons: frozenset[Daemon] = frozenset()
+    ipvs: bool = True
+
+    def addresses_on(self, dev: str) -> tuple[Address, ...]:
+        return tuple(a for a in self.addresses if a.dev == dev)
+
+    def primary_ip(self, dev: str, excluding: frozenset[str] = frozenset()) -> str | None:
+        """The first address the kernel lists on `dev`, skipping VIPs."""
+        for a in self.addresses_on(dev):
+            if a.ip not in excluding:
+                return a.ip
+        return None
+
+
+@frozen
+class DesiredState:
+    """What the planner wants the kernel to hold; `scope` is every VIP we own (may delete)."""
+
+    iface: str
+    syncid: int
+    on_lo: frozenset[str]
+    on_iface: frozenset[str]
+    sysctls: tuple[Sysctl, ...]
+    services: frozenset[Service]
+    dests: frozenset[Dest]
+    daemons: frozenset[Daemon]
+    scope: frozenset[str]

@@ -1,0 +1,169 @@
+"""The operations the planner emits and the kernels carry out.
+
+Each operation renders itself as the exact shell command with the same effect (`argv()`);
+`str(op)` is that command safely quoted, which is what -m prints into CGP's log. Real mode
+never runs these commands: the netlink kernel carries out the same operation directly.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Union
+
+from attrs import frozen
+
+from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
+
+_PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
+
+
+def _service_args(key: ServiceKey) -> list[str]:
+    return [_PROTO_FLAG[key.proto], f"{key.vip}:{key.port}"]
+
+
+class _Renders:
+    """Mixin: `str(op)` is the quoted shell command."""
+
+    __slots__ = ()
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return shlex.join(self.argv())
+
+
+@frozen
+class AddAddress(_Renders):
+    address: Address
+
+    def argv(self) -> list[str]:
+        a = self.address
+        return ["ip", "address", "add", f"{a.ip}/{a.prefixlen}", "dev", a.dev]
+
+
+@frozen
+class DelAddress(_Renders):
+    address: Address
+
+    def argv(self) -> list[str]:
+        a = self.address
+        return ["ip", "address", "del", f"{a.ip}/{a.prefixlen}", "dev", a.dev]
+
+
+@frozen
+class SetSysctl(_Renders):
+    sysctl: Sysctl
+
+    def argv(self) -> list[str]:
+        return ["sysctl", "-w", f"{self.sysctl.name}={self.sysctl.value}"]
+
+
+def _service_options(service: Service) -> list[str]:
+    opts = ["-s", service.scheduler]
+    if service.persistence:
+        opts += ["-p", str(service.persistence)]
+    return opts
+
+
+@frozen
+class AddService(_Renders):
+    service: Service
+
+    def argv(self) -> list[str]:
+        return ["ipvsadm", "-A", *_service_args(self.service.key), *_service_options(self.service)]
+
+
+@frozen
+class EditService(_Renders):
+    service: Service
+
+    def argv(self) -> list[str]:
+        return ["ipvsadm", "-E", *_service_args(self.service.key), *_service_options(self.service)]
+
+
+@frozen
+class DelService(_Renders):
+    service: Service
+
+    def argv(self) -> list[str]:
+        return ["ipvsadm", "-D", *_service_args(self.service.key)]
+
+
+@frozen
+class AddDest(_Renders):
+    dest: Dest
+
+    def argv(self) -> list[str]:
+        d = self.dest
+        return ["ipvsadm", "-a", *_service_args(d.service), "-r", d.ip, "-g", "-w", str(d.weight)]
+
+
+@frozen
+class EditDest(_Renders):
+    dest: Dest
+
+    def argv(self) -> list[str]:
+        d = self.dest
+        return ["ipvsadm", "-e", *_service_args(d.service), "-r", d.ip, "-g", "-w", str(d.weight)]
+
+
+@frozen
+class DelDest(_Renders):
+    dest: Dest
+
+    def argv(self) -> list[str]:
+        return ["ipvsadm", "-d", *_service_args(self.dest.service), "-r", self.dest.ip]
+
+
+@frozen
+class StartDaemon(_Renders):
+    daemon: Daemon
+
+    def argv(self) -> list[str]:
+        d = self.daemon
+        return [
+            "ipvsadm",
+            "--start-daemon",
+            d.state,
+            "--mcast-interface",
+            d.iface,
+            "--syncid",
+            str(d.syncid),
+        ]
+
+
+@frozen
+class StopDaemon(_Renders):
+    daemon: Daemon
+
+    def argv(self) -> list[str]:
+        return ["ipvsadm", "--stop-daemon", self.daemon.state]
+
+
+@frozen
+class SendGarp(_Renders):
+    """One gratuitous ARP frame for `ip` out of `dev`: request form, or reply form."""
+
+    ip: str
+    dev: str
+    reply: bool
+
+    def argv(self) -> list[str]:
+        return ["arping", "-A" if self.reply else "-U", "-c", "1", "-I", self.dev, self.ip]
+
+
+Operation = Union[
+    AddAddress,
+    DelAddress,
+    SetSysctl,
+    AddService,
+    EditService,
+    DelService,
+    AddDest,
+    EditDest,
+    DelDest,
+    StartDaemon,
+    StopDaemon,
+    SendGarp,
+]

@@ -1,0 +1,232 @@
+"""Pure planning: the desired kernel state for a role, and the operations that reach it.
+
+`plan()` compares desired with observed and returns only the difference, in an order that keeps
+traffic flowing: lo aliases and ARP sysctls first; VIPs leave the LAN interface before anything
+else changes; IPVS services and real servers are ready, and the sync daemons switched, before a
+VIP is taken on the LAN interface. Deletions are limited to `scope` (our VIPs) and to sync
+daemons on our interface and SyncID: nothing that is not ours is ever touched.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections.abc import Iterable, Sequence
+
+from .model import (
+    Address,
+    Daemon,
+    DesiredState,
+    Dest,
+    KernelState,
+    Service,
+    ServiceKey,
+    Settings,
+    Sysctl,
+)
+from .operations import (
+    AddAddress,
+    AddDest,
+    AddService,
+    DelAddress,
+    DelDest,
+    DelService,
+    EditDest,
+    EditService,
+    Operation,
+    SendGarp,
+    SetSysctl,
+    StartDaemon,
+    StopDaemon,
+)
+
+OTHER_WEIGHT = 100
+SCHEDULER = "wlc"
+
+# With -p 0 IPVS cannot balance "all ports" (port 0 needs persistence), so one service per port
+# of CommuniGate Pro's usual set: SMTP, HTTP, POP, IMAP, LDAP, HTTPS, SMTPS, submission, LDAPS,
+# IMAPS, POP3S, SIP, SIP/TLS, XMPP (c2s, legacy TLS, s2s), CGP admin and CGP's HTTP user port.
+DEFAULT_PORTS: tuple[tuple[str, int], ...] = tuple(
+    [
+        ("tcp", p)
+        for p in (
+            25,
+            80,
+            110,
+            143,
+            389,
+            443,
+            465,
+            587,
+            636,
+            993,
+            995,
+            5060,
+            5061,
+            5222,
+            5223,
+            5269,
+            8100,
+            9100,
+        )
+    ]
+    + [("udp", 5060)]
+)
+
+
+class Role(enum.Enum):
+    """What this frontend is for the group; STOPPED is the state a QUIT leaves behind."""
+
+    STANDBY = "standby"
+    ACTIVE = "active"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+def sysctls(iface: str) -> tuple[Sysctl, ...]:
+    """The settings every member keeps; a path the kernel lacks is skipped, not created."""
+    return (
+        # answer ARP only for addresses on the interface asked: a VIP on lo stays silent
+        Sysctl("net/ipv4/conf/all/arp_ignore", "1"),
+        Sysctl(f"net/ipv4/conf/{iface}/arp_ignore", "1"),
+        # source ARP requests from the interface's own address, never from a VIP on lo
+        Sysctl("net/ipv4/conf/all/arp_announce", "2"),
+        Sysctl(f"net/ipv4/conf/{iface}/arp_announce", "2"),
+        # a sync backup that is also a real server must not forward synced connections again,
+        # or SYNs loop between directors (kernel >= 4.5 and RHEL 7+ have it)
+        Sysctl("net/ipv4/vs/backup_only", "1"),
+        # connections to a member that left expire at once, so its clients reconnect elsewhere
+        Sysctl("net/ipv4/vs/expire_nodest_conn", "1"),
+    )
+
+
+def sysctl_paths(iface: str) -> frozenset[str]:
+    return frozenset(s.path for s in sysctls(iface))
+
+
+def services(settings: Settings, vips: Iterable[str]) -> frozenset[Service]:
+    """Per VIP: TCP and UDP on port 0 with persistence, or the per-port set without it."""
+    if settings.persistence > 0:
+        ports: Sequence[tuple[str, int]] = (("tcp", 0), ("udp", 0))
+    else:
+        ports = settings.ports or DEFAULT_PORTS
+    return frozenset(
+        Service(ServiceKey(proto, vip, port), SCHEDULER, settings.persistence)
+        for vip in vips
+        for proto, port in ports
+    )
+
+
+def desired_state(
+    settings: Settings,
+    vips: Sequence[str],
+    role: Role,
+    members: Sequence[str],
+    self_ip: str | None,
+    retired: frozenset[str] = frozenset(),
+) -> DesiredState:
+    """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up."""
+    balancing = role in (Role.ACTIVE, Role.DRAINING)
+    svcs = services(settings, vips) if balancing else frozenset()
+    dests = frozenset(
+        Dest(s.key, m, settings.weight if m == self_ip else OTHER_WEIGHT)
+        for s in svcs
+        for m in members
+    )
+    daemon_state = {Role.STANDBY: "backup", Role.ACTIVE: "master", Role.DRAINING: "master"}
+    daemons = frozenset(
+        [Daemon(daemon_state[role], settings.iface, settings.syncid)]
+        if role in daemon_state
+        else []
+    )
+    return DesiredState(
+        iface=settings.iface,
+        syncid=settings.syncid,
+        on_lo=frozenset(vips),
+        on_iface=frozenset(vips) if role is Role.ACTIVE else frozenset(),
+        sysctls=sysctls(settings.iface),
+        services=svcs,
+        dests=dests,
+        daemons=daemons,
+        scope=frozenset(vips) | retired,
+    )
+
+
+def ip_order(ip: str) -> bytes:
+    return socket.inet_aton(ip)
+
+
+def _key_order(key: ServiceKey) -> tuple[bytes, str, int]:
+    return (ip_order(key.vip), key.proto, key.port)
+
+
+def _dest_order(k: tuple[ServiceKey, str]) -> tuple[tuple[bytes, str, int], bytes]:
+    return (_key_order(k[0]), ip_order(k[1]))
+
+
+def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
+    """The operations that turn `actual` into `desired`, and nothing else."""
+    ops: list[Operation] = []
+    iface, scope = desired.iface, desired.scope
+
+    on_lo = {a.ip for a in actual.addresses_on("lo")}
+    ops += [AddAddress(Address(ip, "lo")) for ip in sorted(desired.on_lo - on_lo, key=ip_order)]
+
+    for s in desired.sysctls:
+        current = actual.sysctls.get(s.path)
+        if current is not None and current.strip() != s.value:
+            ops.append(SetSysctl(s))
+
+    ours_on_iface = [a for a in actual.addresses_on(iface) if a.ip in scope]
+    ops += [DelAddress(a) for a in ours_on_iface if a.ip not in desired.on_iface]
+
+    have: dict[ServiceKey, Service] = {s.key: s for s in actual.services if s.key.vip in scope}
+    want: dict[ServiceKey, Service] = {s.key: s for s in desired.services}
+    for key in sorted(want, key=_key_order):
+        if key not in have:
+            ops.append(AddService(want[key]))
+        elif have[key] != want[key]:
+            ops.append(EditService(want[key]))
+
+    have_d = {(d.service, d.ip): d for d in actual.dests if d.service in have}
+    want_d = {(d.service, d.ip): d for d in desired.dests}
+    for k in sorted(want_d, key=_dest_order):
+        if k not in have_d:
+            ops.append(AddDest(want_d[k]))
+        elif have_d[k] != want_d[k]:
+            ops.append(EditDest(want_d[k]))
+    ops += [
+        DelDest(have_d[k])
+        for k in sorted(have_d, key=_dest_order)
+        if k not in want_d and k[0] in want
+    ]
+
+    ours_daemons = {d for d in actual.daemons if d.iface == iface and d.syncid == desired.syncid}
+    ops += [StopDaemon(d) for d in sorted(ours_daemons - desired.daemons, key=_daemon_order)]
+    ops += [StartDaemon(d) for d in sorted(desired.daemons - actual.daemons, key=_daemon_order)]
+
+    ops += [DelService(have[k]) for k in sorted(have, key=_key_order) if k not in want]
+
+    on_iface = {a.ip for a in ours_on_iface}
+    ops += [
+        AddAddress(Address(ip, iface)) for ip in sorted(desired.on_iface - on_iface, key=ip_order)
+    ]
+
+    ops += [
+        DelAddress(a)
+        for a in actual.addresses_on("lo")
+        if a.ip in scope and a.ip not in desired.on_lo
+    ]
+    return tuple(ops)
+
+
+def _daemon_order(d: Daemon) -> int:
+    # stop/start the backup before the master: the backup's backup_only blocks forwarding
+    return 0 if d.state == "backup" else 1
+
+
+def announce(vips: Iterable[str], iface: str) -> tuple[SendGarp, ...]:
+    """A gratuitous ARP round: request and reply form per VIP (peers differ in what they learn)."""
+    return tuple(
+        SendGarp(ip, iface, reply) for ip in sorted(vips, key=ip_order) for reply in (False, True)
+    )

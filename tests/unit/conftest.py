@@ -1,0 +1,55 @@
+"""Shared fixtures for the pure tests: a fake clock and a kernel as a fresh frontend has it."""
+
+from __future__ import annotations
+
+import pytest
+
+from cgp_ipvs_helper.helper import Helper
+from cgp_ipvs_helper.model import Address, KernelState, Settings
+from cgp_ipvs_helper.planner import sysctl_paths
+from cgp_ipvs_helper.testing import FakeKernel
+
+VIPS = ("198.51.100.10", "198.51.100.11")
+SELF = "192.0.2.11"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def fresh_state(iface: str = "eth0", ip: str = SELF) -> KernelState:
+    """A frontend after boot: lo, the LAN address, ARP sysctls at their defaults."""
+    return KernelState(
+        addresses=(Address("127.0.0.1", "lo", 8), Address(ip, iface, 24)),
+        sysctls={p: "0" for p in sysctl_paths(iface)},
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    return FakeKernel(fresh_state())
+
+
+def make_helper(kernel: FakeKernel, clock: Clock, vips=VIPS, **settings) -> Helper:
+    s = Settings(**{"vipfile": "/etc/sysconfig/vipaddrs", **settings})
+    return Helper(s, kernel, clock=clock, load=lambda _path: tuple(vips))
+
+
+@pytest.fixture
+def helper(kernel: FakeKernel, clock: Clock) -> Helper:
+    h = make_helper(kernel, clock)
+    h.start()
+    kernel.take()
+    return h

@@ -1,0 +1,334 @@
+"""The engine driven like CGP drives it, against the in-memory kernel and a fake clock."""
+
+from __future__ import annotations
+
+from cgp_ipvs_helper.model import Address, Daemon, KernelState
+from cgp_ipvs_helper.operations import (
+    AddAddress,
+    AddDest,
+    AddService,
+    DelAddress,
+    DelDest,
+    DelService,
+    SendGarp,
+    StartDaemon,
+    StopDaemon,
+)
+from cgp_ipvs_helper.planner import Role
+from cgp_ipvs_helper.testing import FakeKernel
+
+from .conftest import SELF, VIPS, Clock, fresh_state, make_helper
+
+
+def responses(lines: list[str]) -> list[str]:
+    return [line for line in lines if not line.startswith("* ")]
+
+
+def infos(lines: list[str]) -> list[str]:
+    return [line[2:] for line in lines if line.startswith("* ")]
+
+
+def kinds(ops) -> list[str]:
+    return [type(op).__name__ for op in ops]
+
+
+def test_contract_example_transcript(clock: Clock) -> None:
+    """The example of protocol.md, verbatim (addresses from the contract, kernel in memory)."""
+    vips = tuple(f"198.51.100.{i}" for i in range(8))
+    kernel = FakeKernel(fresh_state(ip="192.168.1.80"))
+    h = make_helper(kernel, clock, vips=vips)
+    banner = h.start()
+    assert banner[0] == ("* cgp-ipvs-helper 0.1.0: 8 VIPs from /etc/sysconfig/vipaddrs, "
+                         "iface eth0, persistence 15s, syncid 0, weight 100")
+    transcript = [
+        ("00001 INTF 3", "00001 INTF 1"),
+        ("00002 ACTIVATE 192.168.1.80 192.168.1.81 192.168.1.82",
+         "00002 OK active vips=8 members=3"),
+        ("00003 ACTIVATE 192.168.1.80 192.168.1.82", "00003 OK active vips=8 members=2"),
+        ("00004 DEACTIVATE", "00004 OK standby"),
+        ("00005 QUIT", "00005 OK"),
+    ]
+    for request, expected in transcript:
+        out = h.handle(request + "\n")
+        if request.endswith("QUIT"):
+            clock.advance(5.0)
+            out += h.tick()
+        assert responses(out) == [expected], request
+    assert h.finished
+
+
+def test_start_converges_to_standby(kernel: FakeKernel, clock: Clock) -> None:
+    h = make_helper(kernel, clock)
+    lines = h.start()
+    ops = kernel.take()
+    assert AddAddress(Address("198.51.100.10", "lo")) in ops
+    assert StartDaemon(Daemon("backup", "eth0", 0)) in ops
+    assert kernel.sysctls["net/ipv4/conf/eth0/arp_ignore"] == "1"
+    assert kernel.sysctls["net/ipv4/vs/backup_only"] == "1"
+    assert "ip address add 198.51.100.10/32 dev lo" in infos(lines)
+    assert "ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 0" in infos(lines)
+    assert not kernel.services and responses(lines) == []
+
+
+def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock) -> None:
+    kernel = FakeKernel(fresh_state())
+    h = make_helper(kernel, clock)
+    h.start()
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    kernel.apply(AddService(_foreign_service()))
+    kernel.apply(AddAddress(Address("203.0.113.9", "eth0")))
+    dead = kernel.observe(frozenset(kernel.sysctls))
+    restarted = FakeKernel(KernelState(addresses=dead.addresses, sysctls=dict(kernel.sysctls),
+                                       services=dead.services, dests=dead.dests,
+                                       daemons=dead.daemons))
+    make_helper(restarted, Clock()).start()
+    ops = restarted.take()
+    assert {type(op) for op in ops} == {DelAddress, DelService, StopDaemon, StartDaemon}
+    assert {s.key.vip for s in restarted.services.values()} == {"203.0.113.80"}
+    assert Address("203.0.113.9", "eth0") in restarted.addresses
+    assert not any(a.dev == "eth0" and a.ip in VIPS for a in restarted.addresses)
+    assert restarted.daemons == {Daemon("backup", "eth0", 0)}
+
+
+def _foreign_service():
+    from cgp_ipvs_helper.model import Service, ServiceKey
+
+    return Service(ServiceKey("tcp", "203.0.113.80", 80), "rr", 0)
+
+
+def test_activate_programs_ipvs_before_taking_the_vips(helper, kernel: FakeKernel) -> None:
+    out = helper.handle("7 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
+    assert responses(out) == ["7 OK active vips=2 members=3"]
+    ops = kernel.take()
+    k = kinds(ops)
+    last_ipvs = max(i for i, n in enumerate(k) if n in ("AddService", "AddDest"))
+    assert k.index("StopDaemon") > last_ipvs
+    assert k.index("StartDaemon") > k.index("StopDaemon")
+    first_vip_on_lan = k.index("AddAddress")
+    assert first_vip_on_lan > k.index("StartDaemon")
+    assert k.index("SendGarp") > max(i for i, n in enumerate(k) if n == "AddAddress")
+    assert kinds(ops).count("AddService") == 4  # 2 VIPs x TCP/UDP, port 0
+    assert kinds(ops).count("AddDest") == 12
+    assert kernel.daemons == {Daemon("master", "eth0", 0)}
+    garps = [op for op in ops if isinstance(op, SendGarp)]
+    assert {(g.ip, g.reply) for g in garps} == {(v, r) for v in VIPS for r in (False, True)}
+    weights = {d.ip: d.weight for d in kernel.dests.values()}
+    assert weights == {"192.0.2.11": 100, "192.0.2.12": 100, "192.0.2.13": 100}
+    svc = next(iter(kernel.services.values()))
+    assert (svc.key.port, svc.persistence, svc.scheduler) == (0, 15, "wlc")
+
+
+def test_repeated_activate_changes_nothing_but_announces(helper, kernel: FakeKernel) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    kernel.take()
+    out = helper.handle("2 ACTIVATE 192.0.2.12 192.0.2.11 192.0.2.12")
+    assert responses(out) == ["2 OK active vips=2 members=2"]
+    assert set(kinds(kernel.take())) == {"SendGarp"}
+
+
+def test_member_change_applies_only_the_difference(helper, kernel: FakeKernel) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
+    kernel.take()
+    helper.handle("2 ACTIVATE 192.0.2.11 192.0.2.13 192.0.2.14")
+    ops = [op for op in kernel.take() if not isinstance(op, SendGarp)]
+    assert {type(op) for op in ops} == {AddDest, DelDest}
+    assert {op.dest.ip for op in ops if isinstance(op, DelDest)} == {"192.0.2.12"}
+    assert {op.dest.ip for op in ops if isinstance(op, AddDest)} == {"192.0.2.14"}
+
+
+def test_implicit_self_and_weight(kernel: FakeKernel, clock: Clock) -> None:
+    h = make_helper(kernel, clock, weight=0)
+    h.start()
+    out = h.handle("1 ACTIVATE 192.0.2.12 192.0.2.13")
+    assert responses(out) == ["1 OK active vips=2 members=3"]
+    weights = {d.ip: d.weight for d in kernel.dests.values()}
+    assert weights == {SELF: 0, "192.0.2.12": 100, "192.0.2.13": 100}
+    assert "members=192.0.2.12,192.0.2.13,192.0.2.11" in responses(h.handle("2 STATUS"))[0]
+
+
+def test_empty_member_list_means_this_server_alone(helper, kernel: FakeKernel) -> None:
+    assert responses(helper.handle("1 ACTIVATE")) == ["1 OK active vips=2 members=1"]
+    assert {d.ip for d in kernel.dests.values()} == {SELF}
+
+
+def test_bad_members_answer_error_and_change_nothing(helper, kernel: FakeKernel) -> None:
+    bad = ["127.0.0.1", "224.0.0.5", "255.255.255.255", "0.0.0.0", "198.51.100.10",
+           "::1", "192.0.2.256", "192.0.2", "192.0.2.1;reboot", "$(id)", "01.2.3.4"]
+    for i, member in enumerate(bad):
+        out = helper.handle(f"{i} ACTIVATE 192.0.2.12 {member}")
+        assert responses(out)[0].startswith(f"{i} ERROR "), member
+    assert kernel.take() == []
+    assert helper.session.role is Role.STANDBY
+
+
+def test_no_local_member_and_no_lan_address(clock: Clock) -> None:
+    kernel = FakeKernel(KernelState(addresses=(Address("127.0.0.1", "lo", 8),)))
+    h = make_helper(kernel, clock)
+    h.start()
+    kernel.take()
+    out = h.handle("1 ACTIVATE 192.0.2.12")
+    assert responses(out) == ["1 ERROR no listed member is local and eth0 has no IPv4 address"]
+    assert kernel.take() == []
+
+
+def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    kernel.take()
+    out = helper.handle("2 DEACTIVATE")
+    assert responses(out) == ["2 OK standby"]
+    assert set(kinds(kernel.take())) == {"DelAddress"}
+    assert kernel.services and kernel.daemons == {Daemon("master", "eth0", 0)}
+    assert "role=standby" in helper.handle("3 STATUS")[0]
+    clock.advance(4.9)
+    helper.tick()
+    assert kernel.services
+    clock.advance(0.2)
+    helper.tick()
+    assert not kernel.services
+    assert kernel.daemons == {Daemon("backup", "eth0", 0)}
+    assert responses(helper.handle("4 STATUS")) == [
+        "4 OK role=standby vips=2 members= persistence=15 syncid=0 weight=100"]
+
+
+def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    helper.handle("2 DEACTIVATE")
+    clock.advance(2)
+    kernel.take()
+    assert responses(helper.handle("3 ACTIVATE 192.0.2.11 192.0.2.12")) == [
+        "3 OK active vips=2 members=2"]
+    assert {type(op) for op in kernel.take()} == {AddAddress, SendGarp}
+    clock.advance(10)
+    helper.tick()
+    assert kernel.services and helper.session.role is Role.ACTIVE
+
+
+def test_garp_repeats_after_the_response(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11")
+    kernel.take()
+    assert helper.next_deadline() == clock.now + 1.1
+    clock.advance(1.1)
+    helper.tick()
+    assert set(kinds(kernel.take())) == {"SendGarp"}
+    clock.advance(1.1)
+    helper.tick()
+    assert len(kernel.take()) == 4
+    clock.advance(1.1)
+    helper.tick()
+    assert kernel.take() == []
+
+
+def test_refresh_repairs_drift_and_reannounces(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    kernel.take()
+    # somebody removed a VIP from eth0 and a real server, and reset a sysctl
+    vip_addr = next(a for a in kernel.addresses if a.dev == "eth0" and a.ip == VIPS[0])
+    kernel.addresses.remove(vip_addr)
+    del kernel.dests[next(iter(kernel.dests))]
+    kernel.sysctls["net/ipv4/conf/all/arp_ignore"] = "0"
+    clock.advance(15)
+    lines = helper.tick()
+    ops = kernel.take()
+    assert {type(op).__name__ for op in ops} == {"AddAddress", "AddDest", "SetSysctl",
+                                                  "SendGarp"}
+    assert "refresh: the kernel drifted from the desired state" in infos(lines)
+
+
+def test_kernel_failure_answers_error_and_retries_at_refresh(helper, kernel, clock) -> None:
+    kernel.fail[AddService] = "Operation not permitted"
+    out = helper.handle("1 ACTIVATE 192.0.2.11")
+    reply = responses(out)[0]
+    assert reply.startswith("1 ERROR ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: "
+                            "Operation not permitted (and ")
+    assert "FAILED ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: Operation not permitted" in infos(out)
+    del kernel.fail[AddService]
+    clock.advance(15)
+    helper.tick()
+    assert len(kernel.services) == 4 and len(kernel.dests) == 4
+
+
+def test_quit_when_active_drains_before_answering(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    out = helper.handle("2 QUIT")
+    assert responses(out) == []
+    assert not any(a.dev == "eth0" and a.ip in VIPS for a in kernel.addresses)
+    assert responses(helper.handle("3 STATUS")) == []
+    clock.advance(5)
+    out = helper.tick()
+    assert responses(out) == ["2 OK"] and helper.finished
+    assert not kernel.services and not kernel.daemons
+    assert {a.ip for a in kernel.addresses if a.dev == "lo"} >= set(VIPS)
+
+
+def test_quit_from_standby_stops_the_backup_daemon_at_once(helper, kernel) -> None:
+    assert responses(helper.handle("9 QUIT")) == ["9 OK"]
+    assert helper.finished and not kernel.daemons
+    assert kernel.sysctls["net/ipv4/conf/all/arp_ignore"] == "1"
+
+
+def test_end_of_input_is_quit_without_a_response(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE")
+    assert responses(helper.end_of_input()) == []
+    clock.advance(5)
+    assert responses(helper.tick()) == [] and helper.finished
+    assert not kernel.services
+
+
+def test_unknown_and_malformed_lines(helper, kernel) -> None:
+    assert responses(helper.handle("5 FROB x")) == ["5 ERROR unknown command: FROB"]
+    assert responses(helper.handle("6")) == ["6 ERROR no command"]
+    assert responses(helper.handle("")) == []
+    assert responses(helper.handle("   \t ")) == []
+    assert responses(helper.handle("7 STATUS extra")) == ["7 ERROR unexpected argument: 'extra'"]
+    assert responses(helper.handle("8 INTF")) == ["8 ERROR INTF needs one version number"]
+    assert "not understood: 5 FROB x" in infos(helper.handle("5 FROB x"))
+    assert kernel.take() == []
+
+
+def test_tabs_crlf_and_padded_seq(helper) -> None:
+    assert helper.handle("00042\tINTF\t3\r\n") == ["00042 INTF 1"]
+    assert responses(helper.handle("x-1  status\r\n"))[0].startswith("x-1 OK role=standby")
+
+
+def test_bad_vip_file_leaves_the_helper_inert(kernel, clock) -> None:
+    from cgp_ipvs_helper.errors import VipFileError
+
+    def load(path: str):
+        raise VipFileError(path, 3, "10.0.0.0/8", "mask /8 is below /24")
+
+    h = make_helper(kernel, clock)
+    h.load = load
+    lines = h.start()
+    assert kernel.take() == []
+    assert any("/etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24" in i
+               for i in infos(lines))
+    out = h.handle("1 ACTIVATE 192.0.2.11")
+    assert responses(out) == [
+        "1 ERROR /etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24"]
+    assert responses(h.handle("2 QUIT")) == ["2 OK"]
+    assert kernel.take() == []
+
+
+def test_sighup_reload_applies_the_difference(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11")
+    kernel.take()
+    helper.load = lambda _p: ("198.51.100.11", "198.51.100.12")
+    lines = helper.reload()
+    ops = kernel.take()
+    added = {op.address.ip for op in ops if isinstance(op, AddAddress)}
+    removed = {op.address.ip for op in ops if isinstance(op, DelAddress)}
+    assert added == {"198.51.100.12"} and removed == {"198.51.100.10"}
+    assert {s.key.vip for s in kernel.services.values()} == {"198.51.100.11", "198.51.100.12"}
+    assert "reloaded /etc/sysconfig/vipaddrs: 2 VIPs" in infos(lines)
+
+
+def test_sighup_with_a_bad_file_keeps_everything(helper, kernel) -> None:
+    from cgp_ipvs_helper.errors import VipFileError
+
+    def load(path: str):
+        raise VipFileError(path, 1, "x", "not an IPv4 address")
+
+    helper.load = load
+    lines = helper.reload()
+    assert kernel.take() == [] and helper.vips == VIPS
+    assert any(i.startswith("ERROR /etc/sysconfig/vipaddrs:1") for i in infos(lines))
