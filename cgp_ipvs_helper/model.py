@@ -124,9 +124,9 @@ class KernelState:
         return tuple(a for a in self.addresses if a.dev == dev)
 
     def primary_ip(self, dev: str, excluding: frozenset[str] = frozenset()) -> str | None:
-        """The first address the kernel lists on `dev`, skipping VIPs."""
+        """The first address the kernel lists on `dev`, skipping VIPs and loopback."""
         for a in self.addresses_on(dev):
-            if a.ip not in excluding:
+            if a.ip not in excluding and not a.ip.startswith("127."):
                 return a.ip
         return None
 

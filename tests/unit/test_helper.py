@@ -38,12 +38,16 @@ def test_contract_example_transcript(clock: Clock) -> None:
     kernel = FakeKernel(fresh_state(ip="192.168.1.80"))
     h = make_helper(kernel, clock, vips=vips)
     banner = h.start()
-    assert banner[0] == ("* cgp-ipvs-helper 0.1.0: 8 VIPs from /etc/sysconfig/vipaddrs, "
-                         "iface eth0, persistence 15s, syncid 0, weight 100")
+    assert banner[0] == (
+        "* cgp-ipvs-helper 0.1.0: 8 VIPs from /etc/sysconfig/vipaddrs, "
+        "iface eth0, persistence 15s, syncid 0, weight 100"
+    )
     transcript = [
         ("00001 INTF 3", "00001 INTF 1"),
-        ("00002 ACTIVATE 192.168.1.80 192.168.1.81 192.168.1.82",
-         "00002 OK active vips=8 members=3"),
+        (
+            "00002 ACTIVATE 192.168.1.80 192.168.1.81 192.168.1.82",
+            "00002 OK active vips=8 members=3",
+        ),
         ("00003 ACTIVATE 192.168.1.80 192.168.1.82", "00003 OK active vips=8 members=2"),
         ("00004 DEACTIVATE", "00004 OK standby"),
         ("00005 QUIT", "00005 OK"),
@@ -78,9 +82,15 @@ def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock)
     kernel.apply(AddService(_foreign_service()))
     kernel.apply(AddAddress(Address("203.0.113.9", "eth0")))
     dead = kernel.observe(frozenset(kernel.sysctls))
-    restarted = FakeKernel(KernelState(addresses=dead.addresses, sysctls=dict(kernel.sysctls),
-                                       services=dead.services, dests=dead.dests,
-                                       daemons=dead.daemons))
+    restarted = FakeKernel(
+        KernelState(
+            addresses=dead.addresses,
+            sysctls=dict(kernel.sysctls),
+            services=dead.services,
+            dests=dead.dests,
+            daemons=dead.daemons,
+        )
+    )
     make_helper(restarted, Clock()).start()
     ops = restarted.take()
     assert {type(op) for op in ops} == {DelAddress, DelService, StopDaemon, StartDaemon}
@@ -152,8 +162,19 @@ def test_empty_member_list_means_this_server_alone(helper, kernel: FakeKernel) -
 
 
 def test_bad_members_answer_error_and_change_nothing(helper, kernel: FakeKernel) -> None:
-    bad = ["127.0.0.1", "224.0.0.5", "255.255.255.255", "0.0.0.0", "198.51.100.10",
-           "::1", "192.0.2.256", "192.0.2", "192.0.2.1;reboot", "$(id)", "01.2.3.4"]
+    bad = [
+        "127.0.0.1",
+        "224.0.0.5",
+        "255.255.255.255",
+        "0.0.0.0",
+        "198.51.100.10",
+        "::1",
+        "192.0.2.256",
+        "192.0.2",
+        "192.0.2.1;reboot",
+        "$(id)",
+        "01.2.3.4",
+    ]
     for i, member in enumerate(bad):
         out = helper.handle(f"{i} ACTIVATE 192.0.2.12 {member}")
         assert responses(out)[0].startswith(f"{i} ERROR "), member
@@ -187,7 +208,8 @@ def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> Non
     assert not kernel.services
     assert kernel.daemons == {Daemon("backup", "eth0", 0)}
     assert responses(helper.handle("4 STATUS")) == [
-        "4 OK role=standby vips=2 members= persistence=15 syncid=0 weight=100"]
+        "4 OK role=standby vips=2 members= persistence=15 syncid=0 weight=100"
+    ]
 
 
 def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
@@ -196,7 +218,8 @@ def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
     clock.advance(2)
     kernel.take()
     assert responses(helper.handle("3 ACTIVATE 192.0.2.11 192.0.2.12")) == [
-        "3 OK active vips=2 members=2"]
+        "3 OK active vips=2 members=2"
+    ]
     assert {type(op) for op in kernel.take()} == {AddAddress, SendGarp}
     clock.advance(10)
     helper.tick()
@@ -229,8 +252,7 @@ def test_refresh_repairs_drift_and_reannounces(helper, kernel, clock) -> None:
     clock.advance(15)
     lines = helper.tick()
     ops = kernel.take()
-    assert {type(op).__name__ for op in ops} == {"AddAddress", "AddDest", "SetSysctl",
-                                                  "SendGarp"}
+    assert {type(op).__name__ for op in ops} == {"AddAddress", "AddDest", "SetSysctl", "SendGarp"}
     assert "refresh: the kernel drifted from the desired state" in infos(lines)
 
 
@@ -238,9 +260,12 @@ def test_kernel_failure_answers_error_and_retries_at_refresh(helper, kernel, clo
     kernel.fail[AddService] = "Operation not permitted"
     out = helper.handle("1 ACTIVATE 192.0.2.11")
     reply = responses(out)[0]
-    assert reply.startswith("1 ERROR ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: "
-                            "Operation not permitted (and ")
-    assert "FAILED ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: Operation not permitted" in infos(out)
+    assert reply.startswith(
+        "1 ERROR ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: Operation not permitted (and "
+    )
+    assert "FAILED ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: Operation not permitted" in infos(
+        out
+    )
     del kernel.fail[AddService]
     clock.advance(15)
     helper.tick()
@@ -300,11 +325,13 @@ def test_bad_vip_file_leaves_the_helper_inert(kernel, clock) -> None:
     h.load = load
     lines = h.start()
     assert kernel.take() == []
-    assert any("/etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24" in i
-               for i in infos(lines))
+    assert any(
+        "/etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24" in i for i in infos(lines)
+    )
     out = h.handle("1 ACTIVATE 192.0.2.11")
     assert responses(out) == [
-        "1 ERROR /etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24"]
+        "1 ERROR /etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24"
+    ]
     assert responses(h.handle("2 QUIT")) == ["2 OK"]
     assert kernel.take() == []
 

@@ -1,0 +1,76 @@
+"""Each operation renders as the exact, safely quoted shell command -m prints."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
+from cgp_ipvs_helper.operations import (
+    AddAddress,
+    AddDest,
+    AddService,
+    DelAddress,
+    DelDest,
+    DelService,
+    EditDest,
+    EditService,
+    SendGarp,
+    SetSysctl,
+    StartDaemon,
+    StopDaemon,
+)
+
+TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
+UDP = ServiceKey("udp", "198.51.100.10", 5060)
+
+RENDERED = [
+    (AddAddress(Address("198.51.100.10", "lo")), "ip address add 198.51.100.10/32 dev lo"),
+    (DelAddress(Address("198.51.100.10", "eth0", 24)), "ip address del 198.51.100.10/24 dev eth0"),
+    (
+        SetSysctl(Sysctl("net/ipv4/conf/all/arp_ignore", "1")),
+        "sysctl -w net.ipv4.conf.all.arp_ignore=1",
+    ),
+    (
+        SetSysctl(Sysctl("net/ipv4/conf/eth0.100/arp_announce", "2")),
+        "sysctl -w net/ipv4/conf/eth0.100/arp_announce=2",
+    ),
+    (AddService(Service(TCP0, "wlc", 15)), "ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15"),
+    (EditService(Service(TCP0, "wlc", 30)), "ipvsadm -E -t 198.51.100.10:0 -s wlc -p 30"),
+    (AddService(Service(UDP, "wlc", 0)), "ipvsadm -A -u 198.51.100.10:5060 -s wlc"),
+    (DelService(Service(UDP, "wlc", 0)), "ipvsadm -D -u 198.51.100.10:5060"),
+    (
+        AddDest(Dest(TCP0, "192.0.2.11", 100)),
+        "ipvsadm -a -t 198.51.100.10:0 -r 192.0.2.11 -g -w 100",
+    ),
+    (
+        EditDest(Dest(UDP, "192.0.2.11", 0)),
+        "ipvsadm -e -u 198.51.100.10:5060 -r 192.0.2.11 -g -w 0",
+    ),
+    (DelDest(Dest(TCP0, "192.0.2.12", 100)), "ipvsadm -d -t 198.51.100.10:0 -r 192.0.2.12"),
+    (
+        StartDaemon(Daemon("backup", "eth0", 7)),
+        "ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 7",
+    ),
+    (StopDaemon(Daemon("master", "eth0", 7)), "ipvsadm --stop-daemon master"),
+    (SendGarp("198.51.100.10", "eth0", False), "arping -U -c 1 -I eth0 198.51.100.10"),
+    (SendGarp("198.51.100.10", "eth0", True), "arping -A -c 1 -I eth0 198.51.100.10"),
+]
+
+
+@pytest.mark.parametrize(("op", "command"), RENDERED)
+def test_render(op, command) -> None:
+    assert str(op) == command
+    assert shlex.split(str(op)) == op.argv()
+
+
+def test_hostile_values_are_quoted() -> None:
+    op = AddAddress(Address("198.51.100.10", "eth0; rm -rf /"))
+    assert str(op) == "ip address add 198.51.100.10/32 dev 'eth0; rm -rf /'"
+    assert shlex.split(str(op))[-1] == "eth0; rm -rf /"
+
+
+def test_operations_are_hashable_values() -> None:
+    a = AddAddress(Address("198.51.100.10", "lo"))
+    assert a == AddAddress(Address("198.51.100.10", "lo")) and len({a, a}) == 1

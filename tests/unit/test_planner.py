@@ -1,0 +1,175 @@
+"""The planner: desired state per role, and only the difference against the kernel."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from cgp_ipvs_helper.model import Address, Daemon, Dest, KernelState, Service, ServiceKey, Settings
+from cgp_ipvs_helper.operations import (
+    AddAddress,
+    AddDest,
+    AddService,
+    DelAddress,
+    DelService,
+    EditDest,
+    EditService,
+    SetSysctl,
+    StartDaemon,
+    StopDaemon,
+)
+from cgp_ipvs_helper.planner import DEFAULT_PORTS, Role, announce, desired_state, plan
+from cgp_ipvs_helper.testing import FakeKernel
+
+from .conftest import SELF, fresh_state
+
+VIPS = ("198.51.100.10", "198.51.100.11")
+MEMBERS = (SELF, "192.0.2.12", "192.0.2.13")
+
+
+def want(role: Role, settings: Settings | None = None, vips=VIPS, members=MEMBERS, retired=()):
+    settings = settings or Settings()
+    return desired_state(
+        settings, vips, role, members if role is not Role.STANDBY else (), SELF, frozenset(retired)
+    )
+
+
+def apply(state: KernelState, ops) -> KernelState:
+    k = FakeKernel(state)
+    for op in ops:
+        k.apply(op)
+    return k.observe(frozenset(state.sysctls))
+
+
+def count(ops) -> Counter:
+    return Counter(type(op).__name__ for op in ops)
+
+
+def test_standby_from_a_fresh_kernel() -> None:
+    ops = plan(want(Role.STANDBY), fresh_state())
+    assert count(ops) == {"AddAddress": 2, "SetSysctl": 6, "StartDaemon": 1}
+    assert all(op.address.dev == "lo" for op in ops if isinstance(op, AddAddress))
+    assert ops[-1] == StartDaemon(Daemon("backup", "eth0", 0))
+
+
+def test_activation_from_standby() -> None:
+    standby = apply(fresh_state(), plan(want(Role.STANDBY), fresh_state()))
+    ops = plan(want(Role.ACTIVE), standby)
+    assert count(ops) == {
+        "AddService": 4,
+        "AddDest": 12,
+        "StopDaemon": 1,
+        "StartDaemon": 1,
+        "AddAddress": 2,
+    }
+    assert [type(op) for op in ops[-4:]] == [StopDaemon, StartDaemon, AddAddress, AddAddress]
+    assert plan(want(Role.ACTIVE), apply(standby, ops)) == ()
+
+
+def test_member_change_and_weight_change() -> None:
+    active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
+    ops = plan(want(Role.ACTIVE, Settings(weight=50), members=(SELF, "192.0.2.12")), active)
+    assert count(ops) == {"DelDest": 4, "EditDest": 4}
+    assert {op.dest.weight for op in ops if isinstance(op, EditDest)} == {50}
+
+
+def test_draining_keeps_ipvs_but_drops_vips_from_lan_first() -> None:
+    active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
+    ops = plan(want(Role.DRAINING), active)
+    assert count(ops) == {"DelAddress": 2}
+    assert all(op.address.dev == "eth0" for op in ops)
+    drained = apply(active, ops)
+    ops = plan(want(Role.STANDBY), drained)
+    assert count(ops) == {"StopDaemon": 1, "StartDaemon": 1, "DelService": 4}
+
+
+def test_stopped_keeps_lo_aliases_and_sysctls() -> None:
+    standby = apply(fresh_state(), plan(want(Role.STANDBY), fresh_state()))
+    assert plan(want(Role.STOPPED), standby) == (StopDaemon(Daemon("backup", "eth0", 0)),)
+
+
+def test_no_persistence_uses_the_port_set() -> None:
+    ops = plan(want(Role.ACTIVE, Settings(persistence=0)), fresh_state())
+    services = [op.service for op in ops if isinstance(op, AddService)]
+    assert len(services) == len(VIPS) * len(DEFAULT_PORTS)
+    assert {(s.key.proto, s.key.port) for s in services} == set(DEFAULT_PORTS)
+    assert all(s.persistence == 0 and s.key.port for s in services)
+    ports = Settings(persistence=0, ports=(("tcp", 25), ("udp", 5060)))
+    assert count(plan(want(Role.ACTIVE, ports), fresh_state()))["AddService"] == 4
+
+
+def test_switching_persistence_off_replaces_port_zero_services() -> None:
+    active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
+    ops = plan(want(Role.ACTIVE, Settings(persistence=0, ports=(("tcp", 25),))), active)
+    assert count(ops) == {"AddService": 2, "AddDest": 6, "DelService": 4}
+    assert ops.index(next(o for o in ops if isinstance(o, DelService))) > ops.index(
+        next(o for o in ops if isinstance(o, AddService))
+    )
+
+
+def test_persistence_change_edits_in_place() -> None:
+    active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
+    ops = plan(want(Role.ACTIVE, Settings(persistence=60)), active)
+    assert count(ops) == {"EditService": 4}
+    assert {op.service.persistence for op in ops if isinstance(op, EditService)} == {60}
+
+
+def test_weight_zero_keeps_self_as_quiesced_real_server() -> None:
+    ops = plan(want(Role.ACTIVE, Settings(weight=0)), fresh_state())
+    weights = {op.dest.ip: op.dest.weight for op in ops if isinstance(op, AddDest)}
+    assert weights == {SELF: 0, "192.0.2.12": 100, "192.0.2.13": 100}
+
+
+def test_a_slash_24() -> None:
+    vips = tuple(f"203.0.113.{i}" for i in range(256))
+    ops = plan(want(Role.ACTIVE, vips=vips, members=MEMBERS[:2]), fresh_state())
+    c = count(ops)
+    assert (c["AddService"], c["AddDest"], c["AddAddress"]) == (512, 1024, 512)
+    lan = [op.address.ip for op in ops if isinstance(op, AddAddress) and op.address.dev == "eth0"]
+    assert lan == list(vips)  # numeric order, not string order
+
+
+def test_drift_is_repaired_and_nothing_foreign_is_touched() -> None:
+    foreign_svc = Service(ServiceKey("tcp", "203.0.113.80", 80), "rr", 0)
+    foreign_dest = Dest(foreign_svc.key, "203.0.113.81", 1, "nat")
+    active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
+    svc = next(iter(sorted(active.services, key=str)))
+    drifted = KernelState(
+        addresses=tuple(a for a in active.addresses if (a.ip, a.dev) != (VIPS[0], "eth0"))
+        + (Address("203.0.113.9", "eth0"), Address("203.0.113.10", "lo")),
+        sysctls={**active.sysctls, "net/ipv4/conf/all/arp_announce": "0"},
+        services=(active.services - {svc}) | {foreign_svc, Service(svc.key, "rr", 15)},
+        dests=(active.dests - {d for d in active.dests if d.ip == "192.0.2.13"}) | {foreign_dest},
+        daemons=active.daemons | {Daemon("backup", "eth1", 9)},
+    )
+    ops = plan(want(Role.ACTIVE), drifted)
+    assert count(ops) == {"SetSysctl": 1, "EditService": 1, "AddDest": 4, "AddAddress": 1}
+    assert ops[0] == SetSysctl(
+        next(s for s in want(Role.ACTIVE).sysctls if s.path == "net/ipv4/conf/all/arp_announce")
+    )
+    assert all("203.0.113" not in str(op) for op in ops)
+
+
+def test_sysctls_the_kernel_lacks_are_skipped() -> None:
+    state = fresh_state()
+    state = KernelState(
+        addresses=state.addresses, sysctls={**state.sysctls, "net/ipv4/vs/backup_only": None}
+    )
+    ops = plan(want(Role.STANDBY), state)
+    assert "backup_only" not in " ".join(map(str, ops))
+
+
+def test_retired_vips_are_cleaned_from_lo_and_lan() -> None:
+    active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
+    ops = plan(want(Role.ACTIVE, vips=VIPS[1:], retired=VIPS[:1]), active)
+    assert count(ops) == {"DelService": 2, "DelAddress": 2}
+    assert {op.address.dev for op in ops if isinstance(op, DelAddress)} == {"eth0", "lo"}
+
+
+def test_announce_sends_both_forms_per_vip() -> None:
+    garps = announce(("198.51.100.11", "198.51.100.9"), "eth0")
+    assert [(g.ip, g.reply) for g in garps] == [
+        ("198.51.100.9", False),
+        ("198.51.100.9", True),
+        ("198.51.100.11", False),
+        ("198.51.100.11", True),
+    ]

@@ -1,0 +1,81 @@
+"""The line grammar: parsing table, responses, info lines, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from cgp_ipvs_helper import protocol
+from cgp_ipvs_helper.protocol import Activate, BadRequest, Deactivate, Intf, Quit, Status
+
+PARSED = [
+    ("00001 INTF 3", Intf("00001", "3")),
+    ("00001 INTF 3\r\n", Intf("00001", "3")),
+    ("7\tACTIVATE\t192.0.2.1  192.0.2.2\n", Activate("7", ("192.0.2.1", "192.0.2.2"))),
+    ("7 ACTIVATE 192.0.2.1 192.0.2.1", Activate("7", ("192.0.2.1",))),
+    ("7 ACTIVATE", Activate("7", ())),
+    ("8 activate 192.0.2.9", Activate("8", ("192.0.2.9",))),
+    ("9 DEACTIVATE", Deactivate("9")),
+    ("  10 STATUS  ", Status("10")),
+    ("11 QUIT", Quit("11")),
+    (b"12 QUIT\r\n", Quit("12")),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), PARSED)
+def test_parse(line, expected) -> None:
+    assert protocol.parse_line(line) == expected
+
+
+REJECTED = [
+    ("", None, "no request sequence number"),
+    ("\r\n", None, "no request sequence number"),
+    ("5", "5", "no command"),
+    ("5 NOPE", "5", "unknown command: NOPE"),
+    ("5 INTF", "5", "INTF needs one version number"),
+    ("5 INTF x", "5", "INTF needs one version number"),
+    ("5 STATUS now", "5", "unexpected argument: 'now'"),
+    ("5 QUIT now", "5", "unexpected argument: 'now'"),
+    ("5 ACTIVATE 192.0.2.300", "5", "not a dotted-quad IPv4 address: '192.0.2.300'"),
+    ("5 ACTIVATE 2001:db8::1", "5", "not a dotted-quad IPv4 address: '2001:db8::1'"),
+    ("5 ACTIVATE 127.0.0.1", "5", "not a unicast address: 127.0.0.1"),
+    ("5 ACTIVATE 224.0.0.81", "5", "not a unicast address: 224.0.0.81"),
+    ("5 ACTIVATE 255.255.255.255", "5", "not a unicast address: 255.255.255.255"),
+    ("5 ACTIVATE 0.0.0.0", "5", "not a unicast address: 0.0.0.0"),
+    ("5 ACTIVATE 192.0.2.1;id", "5", "not a dotted-quad IPv4 address: '192.0.2.1;id'"),
+    ("5 ACTIVATE 010.0.0.1", "5", "not a dotted-quad IPv4 address: '010.0.0.1'"),
+]
+
+
+@pytest.mark.parametrize(("line", "seq", "reason"), REJECTED)
+def test_rejected(line, seq, reason) -> None:
+    with pytest.raises(BadRequest) as err:
+        protocol.parse_line(line)
+    assert (err.value.seq, err.value.reason) == (seq, reason)
+
+
+def test_too_many_members() -> None:
+    members = " ".join(f"192.0.2.{i}" for i in range(1, 130))
+    with pytest.raises(BadRequest, match="too many members: 129"):
+        protocol.parse_line(f"1 ACTIVATE {members}")
+
+
+def test_overlong_line_is_answered_when_it_has_a_seq() -> None:
+    with pytest.raises(BadRequest) as err:
+        protocol.parse_line("77 STATUS " + "x" * 5000)
+    assert (err.value.seq, err.value.reason) == ("77", "request line longer than 4096 bytes")
+
+
+def test_responses() -> None:
+    assert protocol.ok("1") == "1 OK"
+    assert protocol.ok("1", "standby") == "1 OK standby"
+    assert protocol.error("1", "bad\nthing\x00") == "1 ERROR bad thing\\x00"
+    assert protocol.intf("00001") == "00001 INTF 1"
+
+
+def test_info_lines_fit_and_keep_all_text() -> None:
+    text = "é" * 5000
+    lines = protocol.info(text)
+    assert all(len(line.encode()) <= 4096 and line.startswith("* ") for line in lines)
+    assert "".join(line[2:] for line in lines) == text
+    assert protocol.info("a\nb") == ["* a", "* b"]
+    assert protocol.info("bell\x07") == ["* bell\\x07"]
