@@ -41,6 +41,7 @@ from .operations import (
 )
 
 OTHER_WEIGHT = 100
+DRAIN_SELF_WEIGHT = 100
 SCHEDULER = "wlc"
 
 # With -p 0 IPVS cannot balance "all ports" (port 0 needs persistence), so one service per port
@@ -117,6 +118,20 @@ def services(settings: Settings, vips: Iterable[str]) -> frozenset[Service]:
     )
 
 
+def _weight(settings: Settings, role: Role, is_self: bool) -> int:
+    """Relative weight of a real server.
+
+    While draining, this server takes every new connection itself and quiesces the others
+    (weight 0: their existing connections are still forwarded). A new connection reaching a
+    draining balancer was either sent by a client that has not yet seen the new balancer's
+    gratuitous ARP, or forwarded here by the new balancer as to a real server: scheduling it
+    elsewhere again would make it bounce between the two directors.
+    """
+    if role is Role.DRAINING:
+        return DRAIN_SELF_WEIGHT if is_self else 0
+    return settings.weight if is_self else OTHER_WEIGHT
+
+
 def desired_state(
     settings: Settings,
     vips: Sequence[str],
@@ -129,9 +144,7 @@ def desired_state(
     balancing = role in (Role.ACTIVE, Role.DRAINING)
     svcs = services(settings, vips) if balancing else frozenset()
     dests = frozenset(
-        Dest(s.key, m, settings.weight if m == self_ip else OTHER_WEIGHT)
-        for s in svcs
-        for m in members
+        Dest(s.key, m, _weight(settings, role, m == self_ip)) for s in svcs for m in members
     )
     daemon_state = {Role.STANDBY: "backup", Role.ACTIVE: "master", Role.DRAINING: "master"}
     daemons = frozenset(

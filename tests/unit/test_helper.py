@@ -197,7 +197,7 @@ def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> Non
     kernel.take()
     out = helper.handle("2 DEACTIVATE")
     assert responses(out) == ["2 OK standby"]
-    assert set(kinds(kernel.take())) == {"DelAddress"}
+    assert set(kinds(kernel.take())) == {"DelAddress", "EditDest"}
     assert kernel.services and kernel.daemons == {Daemon("master", "eth0", 0)}
     assert "role=standby" in helper.handle("3 STATUS")[0]
     clock.advance(4.9)
@@ -220,7 +220,7 @@ def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
     assert responses(helper.handle("3 ACTIVATE 192.0.2.11 192.0.2.12")) == [
         "3 OK active vips=2 members=2"
     ]
-    assert {type(op) for op in kernel.take()} == {AddAddress, SendGarp}
+    assert {type(op).__name__ for op in kernel.take()} == {"AddAddress", "EditDest", "SendGarp"}
     clock.advance(10)
     helper.tick()
     assert kernel.services and helper.session.role is Role.ACTIVE

@@ -72,11 +72,14 @@ def test_member_change_and_weight_change() -> None:
     assert {op.dest.weight for op in ops if isinstance(op, EditDest)} == {50}
 
 
-def test_draining_keeps_ipvs_but_drops_vips_from_lan_first() -> None:
-    active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
-    ops = plan(want(Role.DRAINING), active)
-    assert count(ops) == {"DelAddress": 2}
-    assert all(op.address.dev == "eth0" for op in ops)
+def test_draining_drops_vips_from_lan_first_and_serves_new_connections_itself() -> None:
+    active = apply(fresh_state(), plan(want(Role.ACTIVE, Settings(weight=0)), fresh_state()))
+    ops = plan(want(Role.DRAINING, Settings(weight=0)), active)
+    assert count(ops) == {"DelAddress": 2, "EditDest": 12}
+    assert [type(op) for op in ops[:2]] == [DelAddress, DelAddress]
+    assert all(op.address.dev == "eth0" for op in ops[:2])
+    weights = {(op.dest.ip, op.dest.weight) for op in ops if isinstance(op, EditDest)}
+    assert weights == {(SELF, 100), ("192.0.2.12", 0), ("192.0.2.13", 0)}
     drained = apply(active, ops)
     ops = plan(want(Role.STANDBY), drained)
     assert count(ops) == {"StopDaemon": 1, "StartDaemon": 1, "DelService": 4}
