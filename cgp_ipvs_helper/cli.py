@@ -71,7 +71,11 @@ def _ports(text: str) -> tuple[tuple[str, int], ...]:
     ports = []
     for item in text.split(","):
         proto, _, port = item.strip().partition(":")
-        if proto not in ("tcp", "udp") or not port.isdigit() or not 0 < int(port) <= 65535:
+        if (
+            proto not in ("tcp", "udp")
+            or not (port.isascii() and port.isdigit())
+            or not 0 < int(port) <= 65535
+        ):
             raise argparse.ArgumentTypeError(f"not PROTO:PORT (tcp:25, udp:5060): {item!r}")
         if (proto, int(port)) not in ports:
             ports.append((proto, int(port)))

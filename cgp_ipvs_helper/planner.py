@@ -2,9 +2,9 @@
 
 `plan()` compares desired with observed and returns only the difference, in an order that keeps
 traffic flowing: lo aliases and ARP sysctls first; VIPs leave the LAN interface before anything
-else changes; IPVS services and real servers are ready, and the sync daemons switched, before a
-VIP is taken on the LAN interface. Deletions are limited to `scope` (our VIPs) and to sync
-daemons on our interface and SyncID: nothing that is not ours is ever touched.
+else changes; IPVS services and real servers are ready (and stale ones gone), and the sync
+daemons switched, before a VIP is taken on the LAN interface. Deletions are limited to `scope`
+(our VIPs) and to sync daemons on our interface and SyncID: nothing not ours is ever touched.
 """
 
 from __future__ import annotations
@@ -214,11 +214,11 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         if k not in want_d and k[0] in want
     ]
 
+    ops += [DelService(have[k]) for k in sorted(have, key=_key_order) if k not in want]
+
     ours_daemons = {d for d in actual.daemons if d.iface == iface and d.syncid == desired.syncid}
     ops += [StopDaemon(d) for d in sorted(ours_daemons - desired.daemons, key=_daemon_order)]
     ops += [StartDaemon(d) for d in sorted(desired.daemons - actual.daemons, key=_daemon_order)]
-
-    ops += [DelService(have[k]) for k in sorted(have, key=_key_order) if k not in want]
 
     on_iface = {a.ip for a in ours_on_iface}
     ops += [

@@ -19,7 +19,9 @@ from .vipfile import is_unicast
 INTF_VERSION = 1
 MAX_LINE = 4096
 MAX_MEMBERS = 128
-_IPV4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
+_IPV4 = re.compile(
+    r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}", re.ASCII
+)
 _SEQ = re.compile(r"[!-~]{1,64}")
 
 
@@ -71,7 +73,7 @@ def _no_args(make: Callable[[str], Request]) -> Callable[[str, Sequence[str]], R
 
 
 def _intf(seq: str, args: Sequence[str]) -> Request:
-    if len(args) != 1 or not args[0].isdigit() or len(args[0]) > 9:
+    if len(args) != 1 or not (args[0].isascii() and args[0].isdigit()) or len(args[0]) > 9:
         raise BadRequest(seq, "INTF needs one version number")
     return Intf(seq, args[0])
 

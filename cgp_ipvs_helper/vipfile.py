@@ -14,7 +14,7 @@ import netaddr
 from .errors import VipFileError
 
 MIN_PREFIXLEN = 24
-_DOTTED = re.compile(r"\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?")
+_DOTTED = re.compile(r"\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?", re.ASCII)
 
 
 def is_unicast(ip: int) -> bool:

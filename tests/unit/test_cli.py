@@ -155,7 +155,7 @@ def test_dry_run_session_prints_commands_then_responses() -> None:
     ]
     assert "ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15" in commands
     assert f"arping -U -c 1 -I {lan_interface()[0]} 198.51.100.23" in commands
-    assert commands[-1] == "ipvsadm --stop-daemon backup"
+    assert commands[-1] == "ipvsadm --stop-daemon master"
 
 
 def test_partial_last_line_and_garbage_do_not_stop_the_helper() -> None:

@@ -79,3 +79,8 @@ def test_info_lines_fit_and_keep_all_text() -> None:
     assert "".join(line[2:] for line in lines) == text
     assert protocol.info("a\nb") == ["* a", "* b"]
     assert protocol.info("bell\x07") == ["* bell\\x07"]
+
+
+def test_only_ascii_digits_make_an_address() -> None:
+    with pytest.raises(BadRequest, match="not a dotted-quad"):
+        protocol.parse_line("1 ACTIVATE \u0661.0.0.1")
