@@ -1,0 +1,23 @@
+#!/usr/bin/python3 -s
+"""CommuniGate Pro's "External Load Balancer" helper, as installed by the cgp-ipvs-helper RPM.
+
+CGP starts `$Services/IPVSHelper.py` (this file, /opt/CommuniGate/Services/IPVSHelper.py) and
+talks to it over stdin/stdout. The helper and its own copies of pyroute2, netaddr and attrs live
+in a private directory, put first on sys.path here, so the only thing taken from the OS is
+python3 >= 3.9 and no system-wide Python package can shadow or break them.
+
+CGP_IPVS_HELPER_LIB names another private directory (the tests run an unpacked RPM with it).
+"""
+
+import os
+import sys
+
+LIB = os.environ.get("CGP_IPVS_HELPER_LIB") or "/usr/lib/cgp-ipvs-helper"
+
+if __name__ == "__main__":
+    # The RPM byte-compiles the private directory when it is installed; never write beside it.
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, LIB)
+    from cgp_ipvs_helper.cli import main
+
+    sys.exit(main())
