@@ -1,0 +1,143 @@
+"""Hostile input against the helper process (-m mode): it answers, in order, and stays up.
+
+Every line carrying a seq gets exactly one response, in order; lines without one are logged
+and skipped; the process never writes to stderr and never exits on input.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = str(ROOT / "sysconfig" / "vipaddrs")
+COMMANDS = ("ip", "sysctl", "ipvsadm", "arping")
+
+
+def run(stdin: bytes, *args: str, timeout: float = 60) -> tuple[list[str], list[str]]:
+    """Responses and shell commands the -m helper printed for `stdin`."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cgp_ipvs_helper", "-m", "-f", SAMPLE, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr[-2000:]
+    lines = proc.stdout.decode("utf-8").split("\n")
+    assert lines[-1] == ""
+    assert all(len(line.encode()) <= 4096 for line in lines)
+    replies = [line for line in lines[:-1] if not line.startswith("* ")]
+    commands = [
+        line[2:]
+        for line in lines[:-1]
+        if line.startswith("* ") and line[2:].split(" ")[0] in COMMANDS
+    ]
+    return replies, commands
+
+
+NASTY = [
+    b"\x00",
+    b"1\x00 STATUS",
+    b"\xff\xfe\xfd\xfc",
+    b"\x1b[2J\x1b[H clear screen",
+    b"* 12 OK fake info line",
+    b"12 OK",
+    b"13 ERROR",
+    b"14 INTF 99999999999999999999",
+    b"15 ACTIVATE " + b"9" * 3000,
+    b"16 ACTIVATE 192.0.2.1\x00",
+    b"17 STATUS " + b"A" * 1_000_000,
+    b"18" + b" " * 5000 + b"STATUS",
+    b"\t\t\r",
+    b"19 QUIT now",
+    b"20 ACTIVATE $(reboot) `id` ;rm -rf / |cat",
+    b"21 " + "\u202e".encode() + b"STATUS",
+    b"-1 -1 -1",
+    b"%s%s%n 22",
+]
+
+
+def test_corpus_of_nasty_lines_each_answered_once_in_order() -> None:
+    stdin = b"\n".join(NASTY) + b"\n99 STATUS\n"
+    replies, commands = run(stdin)
+    seqs = [r.split(" ", 1)[0] for r in replies]
+    assert seqs == [
+        "12",
+        "13",
+        "14",
+        "15",
+        "16",
+        "17",
+        "18",
+        "19",
+        "20",
+        "21",
+        "-1",
+        "%s%s%n",
+        "99",
+    ]
+    assert all(r.split(" ")[1] == "ERROR" for r in replies[:-1]), replies
+    assert replies[-1].startswith("99 OK role=standby")
+    assert not any(c.startswith("ipvsadm -A") for c in commands)
+
+
+def test_partial_line_at_end_of_input_is_still_a_request() -> None:
+    replies, _ = run(b"1 INTF 1\n2 STAT")
+    assert replies == ["1 INTF 1", "2 ERROR unknown command: STAT"]
+
+
+def test_thousands_of_pipelined_requests_in_order() -> None:
+    n = 5000
+    stdin = b"".join(b"%d STATUS\n" % i for i in range(n)) + b"x QUIT\n"
+    replies, _ = run(stdin)
+    assert [r.split(" ", 1)[0] for r in replies] == [str(i) for i in range(n)] + ["x"]
+
+
+def test_random_bytes_never_kill_the_helper() -> None:
+    rnd = random.Random(20261123)
+    chunks = [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300))) for _ in range(300)]
+    stdin = b"".join(chunks) + b"\nzz INTF 1\n"
+    replies, _ = run(stdin)
+    assert replies[-1] == "zz INTF 1"
+
+
+def test_hostile_member_lists_change_nothing() -> None:
+    hostile = [
+        "127.0.0.1",
+        "224.0.0.81",
+        "255.255.255.255",
+        "0.0.0.0",
+        "198.51.100.10",
+        "2001:db8::1",
+        "192.0.2.1/24",
+        "192.0.2.1;id",
+        "$(id)",
+        "192.0.2.1'",
+        '"192.0.2.1"',
+        " ".join(f"192.0.2.{i % 250 + 1}" for i in range(1000)),
+        " ".join(f"10.{i // 250}.{i % 250}.1" for i in range(200)),
+    ]
+    stdin = "".join(f"{i} ACTIVATE 192.0.2.1 {m}\n" for i, m in enumerate(hostile)).encode()
+    _, start_commands = run(b"")
+    replies, commands = run(stdin)
+    assert len(replies) == len(hostile)
+    assert all(" ERROR " in r for r in replies), replies
+    assert commands == start_commands  # start-up convergence only; no ACTIVATE change
+
+
+def test_every_printed_command_is_safely_quoted() -> None:
+    _, commands = run(
+        b"1 ACTIVATE 192.0.2.1 192.0.2.2\n2 DEACTIVATE\n3 QUIT\n", "--drain", "0", "-i", "eth0"
+    )
+    assert commands
+    for command in commands:
+        argv = shlex.split(command)
+        assert shlex.join(argv) == command
+        assert argv[0] in COMMANDS and not any(c in command for c in ";|&`$<>\n")
