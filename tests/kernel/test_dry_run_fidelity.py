@@ -1,0 +1,71 @@
+"""What -m prints is what real mode does: replayed by a shell, it builds the same kernel state.
+
+Three identical single-frontend LANs: one helper in real mode, one in -m mode, and a third
+namespace where a shell runs the commands the -m helper printed. Run inside user-mode Linux.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab.driver import HelperProcess, write_vipfile
+from tests.lab.net import Host, Lan, ipvsadm
+
+VIPS = ["198.51.100.10", "198.51.100.20/30"]
+SCRIPT = ["INTF 1", "ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13", "ACTIVATE 192.0.2.11 192.0.2.13"]
+
+
+@pytest.fixture
+def hosts() -> Iterator[dict[str, Host]]:
+    with Lan("fidreal") as a, Lan("fiddry") as b, Lan("fidsh") as c:
+        yield {
+            "real": a.add_host("fe", "192.0.2.11"),
+            "dry": b.add_host("fe", "192.0.2.11"),
+            "shell": c.add_host("fe", "192.0.2.11"),
+        }
+
+
+def state(host: Host) -> dict[str, object]:
+    sysctls = {}
+    for name in (
+        "conf.all.arp_ignore",
+        "conf.eth0.arp_ignore",
+        "conf.all.arp_announce",
+        "conf.eth0.arp_announce",
+        "vs.backup_only",
+        "vs.expire_nodest_conn",
+    ):
+        sysctls[name] = host.sysctl(f"net.ipv4.{name}")
+    return {
+        "ipvs": sorted(ipvsadm(host, "-S", "-n").splitlines()),
+        "daemons": ipvsadm(host, "-L", "-n", "--daemon"),
+        "lo": sorted(host.addresses("lo")),
+        "eth0": sorted(host.addresses("eth0")),
+        "sysctls": sysctls,
+    }
+
+
+def run_script(helper: HelperProcess) -> list[str]:
+    return [helper.request(line) for line in SCRIPT]
+
+
+def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> None:
+    vipfile = write_vipfile(str(tmp_path / "vipaddrs"), VIPS)
+    real = HelperProcess(hosts["real"], vipfile)
+    dry = HelperProcess(hosts["dry"], vipfile, "-m")
+    try:
+        assert run_script(real) == run_script(dry)
+        commands = dry.commands()
+        assert commands == real.commands()
+        assert state(hosts["dry"])["ipvs"] == [] and state(hosts["dry"])["eth0"] == [
+            "192.0.2.11/24"
+        ]
+        script = "set -e\n" + "\n".join(commands) + "\n"
+        hosts["shell"].run(["sh", "-c", script], timeout=300)
+        assert state(hosts["shell"]) == state(hosts["real"])
+        assert any(c.startswith("arping -U -c 1 -I eth0 198.51.100.23") for c in commands)
+    finally:
+        real.kill()
+        dry.kill()
