@@ -24,3 +24,8 @@ class Kernel(Protocol):
 
     def close(self) -> None:
         """Release sockets."""
+
+
+# Optional, used when a kernel has them (the netlink kernel does):
+#   apply_many(ops) -> list[KernelError]: apply in order, batched; failures in order.
+#   ipvs_problem: str | None: why IPVS cannot be used right now (module missing, no privilege).

@@ -12,7 +12,6 @@ from attrs import field, frozen
 from attrs.validators import in_, instance_of
 
 PROTOCOLS = ("tcp", "udp")
-SCHEDULERS = ("wlc", "wrr", "rr", "lc", "sh", "dh")
 DAEMON_STATES = ("master", "backup")
 
 
@@ -76,7 +75,7 @@ class Service:
     """An IPVS virtual service; `persistence` 0 means not persistent."""
 
     key: ServiceKey
-    scheduler: str = field(default="wlc", validator=in_(SCHEDULERS))
+    scheduler: str = field(default="wlc", validator=instance_of(str))
     persistence: int = 0
 
 

@@ -1,0 +1,596 @@
+"""NetlinkKernel in a real kernel: every operation, observe() round trips, errors, GARP frames.
+
+Runs INSIDE user-mode Linux (conftest.py fails the run anywhere else):
+
+    python -m tests.lab.uml -- python -m pytest -p no:cacheprovider tests/kernel/test_netlink.py
+
+Each test gets two fresh network namespaces joined by a veth pair: "ours", where the kernel under
+test works (eth0 192.0.2.10/24), and "peer" (eth0 192.0.2.20/24), which sees the frames. The
+test body runs with its thread inside "ours", so the NetlinkKernel's sockets and every tool the
+test runs belong there. Checks read the kernel with the usual tools (ipvsadm, ip, sysctl), never
+with the code under test. Addresses: LAN 192.0.2.0/24, VIPs 198.51.100.0/24, someone else's
+203.0.113.0/24 (and 2001:db8::1 for an IPv6 service that never carries traffic).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from cgp_ipvs_helper import netlink, planner
+from cgp_ipvs_helper.errors import KernelError
+from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Settings, Sysctl
+from cgp_ipvs_helper.netlink import NetlinkKernel
+from cgp_ipvs_helper.operations import (
+    AddAddress,
+    AddDest,
+    AddService,
+    DelAddress,
+    DelDest,
+    DelService,
+    EditDest,
+    EditService,
+    SendGarp,
+    SetSysctl,
+    StartDaemon,
+    StopDaemon,
+)
+from tests.lab.net import create_netns, delete_netns, in_netns
+
+OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
+OUR_MAC = "02:00:00:00:01:10"
+VIP = "198.51.100.7"
+ETH_P_ARP = 0x0806
+_names = itertools.count()
+
+
+@dataclass
+class Box:
+    ours: str  # netns of the kernel under test; the test's thread is in it
+    peer: str  # netns on the other end of eth0
+    kernel: NetlinkKernel
+
+
+def ip_batch(commands: str) -> None:
+    subprocess.run(["ip", "-batch", "-"], input=commands, text=True, check=True)
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    n = next(_names)
+    ours, peer = f"nl{os.getpid()}-{n}a", f"nl{os.getpid()}-{n}b"
+    create_netns(ours)
+    create_netns(peer)
+    try:
+        with in_netns(peer):
+            ip_batch("link set lo up\n")
+        with in_netns(ours):
+            ip_batch(
+                "link set lo up\n"
+                f"link add eth0 address {OUR_MAC} type veth peer name eth0 netns {peer}\n"
+                f"address add {OUR_IP}/24 dev eth0\n"
+                "link set eth0 up\n"
+            )
+        with in_netns(peer):
+            ip_batch(f"address add {PEER_IP}/24 dev eth0\nlink set eth0 up\n")
+        with in_netns(ours):
+            kernel = NetlinkKernel()
+            try:
+                yield Box(ours, peer, kernel)
+            finally:
+                kernel.close()
+    finally:
+        delete_netns(ours)
+        delete_netns(peer)
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def ipvsadm_rules() -> set[str]:
+    """`ipvsadm -Sn`, one rule per line."""
+    return set(run("ipvsadm", "-S", "-n").splitlines())
+
+
+def addresses(dev: str) -> list[str]:
+    """`ip -4 addr` of dev as 'a.b.c.d/len', in kernel order."""
+    return re.findall(r"inet (\S+)", run("ip", "-4", "-o", "address", "show", "dev", dev))
+
+
+def sysctl(name: str) -> str:
+    return run("sysctl", "-n", name).strip()
+
+
+def kernel_error(op: object, kernel: NetlinkKernel) -> KernelError:
+    with pytest.raises(KernelError) as caught:
+        kernel.apply(op)  # type: ignore[arg-type]
+    assert caught.value.op == op
+    return caught.value
+
+
+def svc(proto: str = "tcp", vip: str = VIP, port: int = 0, sched: str = "wlc", p: int = 15):
+    return Service(ServiceKey(proto, vip, port), sched, p)
+
+
+# --- addresses and sysctls ----------------------------------------------------------------------
+
+
+def test_addresses_are_added_deleted_and_observed_in_kernel_order(box: Box) -> None:
+    k = box.kernel
+    k.apply(AddAddress(Address(VIP, "lo")))
+    k.apply(AddAddress(Address(VIP, "eth0")))
+    k.apply(AddAddress(Address("198.51.100.8", "eth0", 28)))
+    assert addresses("eth0") == [f"{OUR_IP}/24", f"{VIP}/32", "198.51.100.8/28"]
+    assert addresses("lo") == ["127.0.0.1/8", f"{VIP}/32"]
+
+    observed = k.observe(frozenset()).addresses
+    assert observed == (
+        Address("127.0.0.1", "lo", 8),
+        Address(VIP, "lo", 32),
+        Address(OUR_IP, "eth0", 24),
+        Address(VIP, "eth0", 32),
+        Address("198.51.100.8", "eth0", 28),
+    )
+
+    k.apply(DelAddress(Address(VIP, "eth0")))
+    k.apply(DelAddress(Address("198.51.100.8", "eth0", 28)))
+    assert addresses("eth0") == [f"{OUR_IP}/24"]
+    assert addresses("lo") == ["127.0.0.1/8", f"{VIP}/32"]  # the lo copy stays
+
+
+def test_address_errors_carry_the_kernels_reason(box: Box) -> None:
+    k = box.kernel
+    k.apply(AddAddress(Address(VIP, "lo")))
+    assert kernel_error(AddAddress(Address(VIP, "lo")), k).reason == "File exists"
+    missing = DelAddress(Address("198.51.100.9", "eth0"))
+    assert kernel_error(missing, k).reason == "Cannot assign requested address"
+    # the kernel deletes by address and prefix length: /32 does not match a /24
+    wrong_len = DelAddress(Address(OUR_IP, "eth0", 32))
+    assert kernel_error(wrong_len, k).reason == "Cannot assign requested address"
+    no_dev = AddAddress(Address("198.51.100.9", "nosuch0"))
+    assert kernel_error(no_dev, k).reason == "No such device"
+    assert addresses("eth0") == [f"{OUR_IP}/24"]
+
+
+def test_a_replaced_device_is_found_again(box: Box) -> None:
+    k = box.kernel
+    ip_batch("link add dum0 type veth peer name dum0p\n")
+    k.observe(frozenset())  # caches dum0's index
+    ip_batch("link del dum0\nlink add dum0 type veth peer name dum0p\n")
+    op = AddAddress(Address(VIP, "dum0"))
+    assert kernel_error(op, k).reason == "No such device"  # the old index
+    k.apply(op)  # resolved again
+    assert addresses("dum0") == [f"{VIP}/32"]
+
+
+def test_sysctls_are_written_and_read(box: Box) -> None:
+    k = box.kernel
+    ip_batch("link add e.1 type veth peer name e1p\n")  # a dot in a device name
+    for path in ("net/ipv4/conf/eth0/arp_ignore", "net/ipv4/conf/e.1/arp_ignore"):
+        k.apply(SetSysctl(Sysctl(path, "1")))
+    k.apply(SetSysctl(Sysctl("net/ipv4/conf/eth0/arp_announce", "2")))
+    k.apply(SetSysctl(Sysctl("net/ipv4/vs/expire_nodest_conn", "1")))
+    assert sysctl("net.ipv4.conf.eth0.arp_ignore") == "1"
+    assert sysctl("net/ipv4/conf/e.1/arp_ignore") == "1"
+    assert sysctl("net.ipv4.conf.eth0.arp_announce") == "2"
+    assert sysctl("net.ipv4.vs.expire_nodest_conn") == "1"
+
+    paths = frozenset(
+        [
+            "net/ipv4/conf/eth0/arp_ignore",
+            "net/ipv4/conf/e.1/arp_ignore",
+            "net/ipv4/conf/all/arp_ignore",
+            "net/ipv4/vs/backup_only",
+            "net/ipv4/no/such/setting",
+        ]
+    )
+    assert k.observe(paths).sysctls == {
+        "net/ipv4/conf/eth0/arp_ignore": "1",
+        "net/ipv4/conf/e.1/arp_ignore": "1",
+        "net/ipv4/conf/all/arp_ignore": "0",
+        "net/ipv4/vs/backup_only": "0",
+        "net/ipv4/no/such/setting": None,
+    }
+
+    missing = SetSysctl(Sysctl("net/ipv4/no/such/setting", "1"))
+    assert kernel_error(missing, k).reason == "No such file or directory"
+    bad = SetSysctl(Sysctl("net/ipv4/conf/eth0/arp_ignore", "x"))
+    assert kernel_error(bad, k).reason == "Invalid argument"
+    escape = SetSysctl(Sysctl("net/../../etc/passwd", "x"))
+    assert "bad sysctl path" in kernel_error(escape, k).reason
+
+
+# --- IPVS ---------------------------------------------------------------------------------------
+
+
+def test_services_and_dests_round_trip_including_the_local_real_server(box: Box) -> None:
+    k = box.kernel
+    tcp, udp, smtp = svc("tcp"), svc("udp"), svc("tcp", port=25, sched="wrr", p=0)
+    dests = {
+        Dest(tcp.key, OUR_IP, 50),  # the director itself
+        Dest(tcp.key, "192.0.2.11", 100),
+        Dest(udp.key, OUR_IP, 50),
+        Dest(udp.key, "192.0.2.11", 100),
+        Dest(smtp.key, "192.0.2.12", 7),
+    }
+    assert k.apply_many([AddService(s) for s in (tcp, udp, smtp)]) == []
+    assert k.apply_many([AddDest(d) for d in sorted(dests, key=str)]) == []
+
+    assert ipvsadm_rules() == {
+        f"-A -t {VIP}:0 -s wlc -p 15",
+        f"-a -t {VIP}:0 -r {OUR_IP}:0 -g -w 50",
+        f"-a -t {VIP}:0 -r 192.0.2.11:0 -g -w 100",
+        f"-A -u {VIP}:0 -s wlc -p 15",
+        f"-a -u {VIP}:0 -r {OUR_IP}:0 -g -w 50",
+        f"-a -u {VIP}:0 -r 192.0.2.11:0 -g -w 100",
+        f"-A -t {VIP}:25 -s wrr",
+        f"-a -t {VIP}:25 -r 192.0.2.12:25 -g -w 7",
+    }
+    # Linux 6.1 keeps the director's own address as a DR ("Route") real server, not "Local"
+    listing = run("ipvsadm", "-L", "-n")
+    assert re.search(rf"-> {re.escape(OUR_IP)}:0\s+Route\s+50\s", listing), listing
+
+    state = k.observe(frozenset())
+    assert state.ipvs is True and k.ipvs_problem is None
+    assert state.services == {tcp, udp, smtp}
+    assert state.dests == dests  # method "dr" for the local one too
+
+
+def test_services_and_dests_are_edited_and_deleted(box: Box) -> None:
+    k = box.kernel
+    tcp, smtp = svc("tcp"), svc("tcp", port=25, p=0)
+    local, other = Dest(tcp.key, OUR_IP, 100), Dest(tcp.key, "192.0.2.11", 100)
+    ops = [AddService(tcp), AddService(smtp), AddDest(local), AddDest(other)]
+    assert k.apply_many(ops) == []
+
+    edited = [
+        EditService(svc("tcp", sched="wrr", p=30)),
+        EditService(svc("tcp", port=25, p=20)),  # becomes persistent
+        EditDest(Dest(tcp.key, OUR_IP, 0)),  # the director stops taking new clients
+    ]
+    assert k.apply_many(edited) == []
+    assert ipvsadm_rules() == {
+        f"-A -t {VIP}:0 -s wrr -p 30",
+        f"-a -t {VIP}:0 -r {OUR_IP}:0 -g -w 0",
+        f"-a -t {VIP}:0 -r 192.0.2.11:0 -g -w 100",
+        f"-A -t {VIP}:25 -s wlc -p 20",
+    }
+    k.apply(EditService(svc("tcp", port=25, p=0)))  # and back: persistence off
+    assert f"-A -t {VIP}:25 -s wlc" in ipvsadm_rules()
+    state = k.observe(frozenset())
+    assert state.services == {svc("tcp", sched="wrr", p=30), svc("tcp", port=25, p=0)}
+    assert state.dests == {Dest(tcp.key, OUR_IP, 0), other}
+
+    k.apply(DelDest(other))
+    assert ipvsadm_rules() == {
+        f"-A -t {VIP}:0 -s wrr -p 30",
+        f"-a -t {VIP}:0 -r {OUR_IP}:0 -g -w 0",
+        f"-A -t {VIP}:25 -s wlc",
+    }
+    assert k.apply_many([DelService(svc("tcp")), DelService(smtp)]) == []
+    assert ipvsadm_rules() == set()
+    assert k.observe(frozenset()).dests == frozenset()
+
+
+def test_ipvs_errors_carry_the_kernels_reason(box: Box) -> None:
+    k = box.kernel
+    tcp = svc("tcp")
+    k.apply(AddService(tcp))
+    k.apply(AddDest(Dest(tcp.key, "192.0.2.11", 100)))
+    gone = svc("tcp", vip="198.51.100.99")
+    expected = [
+        (AddService(tcp), "File exists"),
+        (DelService(gone), "No such process"),
+        (EditService(gone), "No such process"),
+        (AddDest(Dest(gone.key, "192.0.2.11", 1)), "No such process"),
+        (AddDest(Dest(tcp.key, "192.0.2.11", 1)), "File exists"),
+        (EditDest(Dest(tcp.key, "192.0.2.12", 1)), "No such file or directory"),
+        (DelDest(Dest(tcp.key, "192.0.2.12", 1)), "No such file or directory"),
+        # a scheduler whose module is not loaded (the lab loads rr, wlc and wrr only)
+        (AddService(svc("tcp", vip="198.51.100.98", sched="sh")), "No such file or directory"),
+    ]
+    for op, reason in expected:
+        assert kernel_error(op, k).reason == reason, op
+    assert ipvsadm_rules() == {
+        f"-A -t {VIP}:0 -s wlc -p 15",
+        f"-a -t {VIP}:0 -r 192.0.2.11:0 -g -w 100",
+    }
+
+
+def test_apply_many_goes_on_after_failures_and_reports_them_in_order(box: Box) -> None:
+    k = box.kernel
+    # 300 services: more than one datagram; failures in the middle of batches, and an
+    # address operation in between that splits the IPVS run in two
+    ops: list = [AddService(svc("tcp", port=p, p=0)) for p in range(1, 301)]
+    bad = {
+        5: AddService(svc("tcp", port=1, p=0)),
+        150: AddAddress(Address(VIP, "nosuch0")),
+        151: AddAddress(Address(VIP, "lo")),
+        260: AddDest(Dest(ServiceKey("tcp", VIP, 999), "192.0.2.11", 1)),
+        299: AddService(svc("tcp", port=2, p=0)),
+    }
+    for index in sorted(bad):
+        ops.insert(index, bad[index])
+    errors = k.apply_many(ops)
+    assert [(e.op, e.reason) for e in errors] == [
+        (bad[5], "File exists"),
+        (bad[150], "No such device"),
+        (bad[260], "No such process"),
+        (bad[299], "File exists"),
+    ]
+    assert len([r for r in ipvsadm_rules() if r.startswith("-A")]) == 300
+    assert addresses("lo") == ["127.0.0.1/8", f"{VIP}/32"]
+
+    # every request of several full datagrams failing: each is reported, none is lost
+    again = [AddService(svc("tcp", port=p, p=0)) for p in range(1, 301)] * 2
+    errors = k.apply_many(again)
+    assert [e.op for e in errors] == again
+    assert {e.reason for e in errors} == {"File exists"}
+
+
+def test_sync_daemons_start_stop_and_are_observed(box: Box) -> None:
+    k = box.kernel
+    master, backup = Daemon("master", "eth0", 7), Daemon("backup", "eth0", 7)
+    assert k.apply_many([StartDaemon(backup), StartDaemon(master)]) == []
+    listing = run("ipvsadm", "-L", "-n", "--daemon")
+    assert "master sync daemon (mcast=eth0, syncid=7," in listing
+    assert "backup sync daemon (mcast=eth0, syncid=7," in listing
+    assert k.observe(frozenset()).daemons == {master, backup}
+
+    assert kernel_error(StartDaemon(master), k).reason == "File exists"
+    no_dev = StartDaemon(Daemon("master", "nosuch0", 7))
+    assert kernel_error(no_dev, k).reason in ("File exists", "No such device")
+
+    k.apply(StopDaemon(master))
+    listing = run("ipvsadm", "-L", "-n", "--daemon")
+    assert "master" not in listing and "backup sync daemon (mcast=eth0, syncid=7," in listing
+    assert k.observe(frozenset()).daemons == {backup}
+    assert kernel_error(StopDaemon(master), k).reason == "No such process"
+    assert kernel_error(no_dev, k).reason == "No such device"
+    k.apply(StopDaemon(backup))
+    assert k.observe(frozenset()).daemons == frozenset()
+
+
+def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) -> None:
+    k = box.kernel
+    # someone else's: a NAT service on the LAN address, fwmark, IPv6 and SCTP services, and an
+    # address of theirs on eth0
+    for rule in (
+        f"-A -t {OUR_IP}:80 -s rr",
+        f"-a -t {OUR_IP}:80 -r 203.0.113.30:8080 -m -w 3",
+        "-A -f 7 -s rr",
+        "-A -t [2001:db8::1]:80 -s rr",
+        f"-A --sctp-service {OUR_IP}:5000 -s rr",
+    ):
+        run("ipvsadm", *rule.split())
+    ip_batch("address add 203.0.113.5/32 dev eth0\n")
+    foreign_rules = ipvsadm_rules()
+    foreign = Service(ServiceKey("tcp", OUR_IP, 80), "rr", 0)
+
+    settings = Settings(iface="eth0", syncid=3, persistence=15, weight=50)
+    paths = planner.sysctl_paths("eth0")
+    before = k.observe(paths)
+    # fwmark, IPv6 and SCTP services are never ours: not reported
+    assert before.services == {foreign}
+    assert before.dests == {Dest(foreign.key, "203.0.113.30", 3, "nat")}
+    assert Address("203.0.113.5", "eth0", 32) in before.addresses
+
+    vips = ["198.51.100.1", "198.51.100.2"]
+    members = [OUR_IP, "192.0.2.11", "192.0.2.12"]
+    active = planner.desired_state(settings, vips, planner.Role.ACTIVE, members, OUR_IP)
+    assert k.apply_many(planner.plan(active, before)) == []
+
+    after = k.observe(paths)
+    assert planner.plan(active, after) == ()
+    assert after.services == active.services | {foreign}
+    assert {d for d in after.dests if d.service.vip in vips} == active.dests
+    assert after.daemons == active.daemons
+    assert foreign_rules <= ipvsadm_rules()
+    assert addresses("eth0") == [f"{OUR_IP}/24", "203.0.113.5/32", *(f"{v}/32" for v in vips)]
+    assert sysctl("net.ipv4.vs.backup_only") == "1"
+
+    standby = planner.desired_state(settings, vips, planner.Role.STANDBY, members, OUR_IP)
+    assert k.apply_many(planner.plan(standby, after)) == []
+    assert ipvsadm_rules() == foreign_rules
+    assert addresses("eth0") == [f"{OUR_IP}/24", "203.0.113.5/32"]
+    assert k.observe(paths).daemons == standby.daemons
+    assert planner.plan(standby, k.observe(paths)) == ()
+
+
+# --- IPVS that cannot be read -------------------------------------------------------------------
+
+
+def test_a_missing_ipvs_module_is_reported_not_raised(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the kernel answers for an unknown family exactly as when ip_vs is not loaded
+    monkeypatch.setattr(netlink, "IPVS_FAMILY", "IPVS_MISSING")
+    k = NetlinkKernel()
+    try:
+        state = k.observe(frozenset(["net/ipv4/conf/all/arp_ignore"]))
+        assert state.ipvs is False
+        assert (state.services, state.dests, state.daemons) == (frozenset(),) * 3
+        assert k.ipvs_problem is not None and "load the ip_vs kernel module" in k.ipvs_problem
+        assert Address(OUR_IP, "eth0", 24) in state.addresses  # the rest still works
+        assert state.sysctls == {"net/ipv4/conf/all/arp_ignore": "0"}
+        error = kernel_error(AddService(svc()), k)
+        assert error.reason.startswith("IPVS is not available")
+        k.apply(AddAddress(Address(VIP, "lo")))
+    finally:
+        k.close()
+    # and once IPVS is there, the problem is gone
+    monkeypatch.setattr(netlink, "IPVS_FAMILY", "IPVS")
+    k = NetlinkKernel()
+    try:
+        assert k.observe(frozenset()).ipvs is True and k.ipvs_problem is None
+    finally:
+        k.close()
+
+
+def _in_child_as_nobody() -> dict:
+    """What an unprivileged NetlinkKernel sees (run in a forked child)."""
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    k = NetlinkKernel()
+    state = k.observe(frozenset(["net/ipv4/conf/all/arp_ignore"]))
+    out = {
+        "ipvs": state.ipvs,
+        "problem": k.ipvs_problem,
+        "addresses": len(state.addresses),
+        "sysctl": state.sysctls["net/ipv4/conf/all/arp_ignore"],
+    }
+    # 600 failures: more than one datagram (256) of errors fits the unprivileged receive buffer
+    many = k.apply_many([AddService(svc(port=p, p=0)) for p in range(1, 601)])
+    out["many"] = sorted({e.reason for e in many}) + [len(many)]
+    for name, op in (
+        ("service", AddService(svc())),
+        ("address", AddAddress(Address(VIP, "lo"))),
+        ("sysctl_write", SetSysctl(Sysctl("net/ipv4/conf/all/arp_ignore", "1"))),
+        ("garp", SendGarp(VIP, "eth0", False)),
+    ):
+        try:
+            k.apply(op)
+            out[name] = "ok"
+        except KernelError as exc:
+            out[name] = exc.reason
+    k.close()
+    return out
+
+
+def test_without_privilege_ipvs_is_reported_and_operations_fail_cleanly(box: Box) -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.write(write, json.dumps(_in_child_as_nobody()).encode())
+        except BaseException as exc:
+            os.write(write, json.dumps({"crash": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        result = json.loads(pipe.read() or b"{}")
+    os.waitpid(pid, 0)
+    assert result == {
+        "ipvs": False,
+        "problem": "IPVS is not available: permission denied (needs root or CAP_NET_ADMIN)",
+        "addresses": 2,
+        "sysctl": "0",
+        "many": ["Operation not permitted", 600],
+        "service": "Operation not permitted",
+        "address": "Operation not permitted",
+        "sysctl_write": "Permission denied",
+        "garp": "Operation not permitted",
+    }
+
+
+# --- gratuitous ARP -----------------------------------------------------------------------------
+
+
+def _arp_frames(sniffer: socket.socket, count: int) -> list[bytes]:
+    """The next `count` ARP frames that announce VIP."""
+    frames = []
+    deadline = time.monotonic() + 5
+    while len(frames) < count and time.monotonic() < deadline:
+        frame = sniffer.recv(2048)
+        if frame[28:32] == socket.inet_aton(VIP):
+            frames.append(frame)
+    return frames
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def _peer_neigh(box: Box) -> str:
+    with in_netns(box.peer):
+        return run("ip", "-4", "neigh", "show", VIP, "dev", "eth0")
+
+
+def test_garp_frames_on_the_wire(box: Box) -> None:
+    with in_netns(box.peer):
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    with sniffer:
+        sniffer.bind(("eth0", ETH_P_ARP))
+        sniffer.settimeout(5)
+        assert (
+            box.kernel.apply_many([SendGarp(VIP, "eth0", False), SendGarp(VIP, "eth0", True)]) == []
+        )
+        request, reply = _arp_frames(sniffer, 2)
+    mac, vip = _mac(OUR_MAC), socket.inet_aton(VIP)
+    for frame, opcode, target_mac in ((request, 1, b"\0" * 6), (reply, 2, mac)):
+        assert len(frame) == 60  # padded to the Ethernet minimum
+        fields = struct.unpack("!6s6sHHHBBH6s4s6s4s", frame[:42])
+        assert fields == (
+            b"\xff" * 6, mac, ETH_P_ARP,  # broadcast, from our MAC, ARP
+            1, 0x0800, 6, 4, opcode,  # Ethernet/IPv4
+            mac, vip, target_mac, vip,  # sender = target = the VIP
+        )  # fmt: skip
+        assert frame[42:] == bytes(18)
+
+
+def test_garp_updates_the_peers_neighbour_table_with_the_current_mac(box: Box) -> None:
+    k = box.kernel
+    with in_netns(box.peer):
+        ip_batch(f"neigh replace {VIP} lladdr 02:00:00:00:00:99 dev eth0 nud stale\n")
+    k.apply(SendGarp(VIP, "eth0", False))  # request form: Linux takes it at once
+    deadline = time.monotonic() + 2  # (once the peer's softirq has run)
+    while OUR_MAC not in _peer_neigh(box) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert OUR_MAC in _peer_neigh(box)
+
+    new_mac = "02:00:00:00:01:11"
+    ip_batch(f"link set eth0 address {new_mac}\n")  # veth changes its MAC while up
+    # the reply form carries target MAC = sender MAC, so Linux takes it as gratuitous at once,
+    # inside its 1 s ARP lock time (arp_is_garp); only one frame is sent
+    k.apply(SendGarp(VIP, "eth0", True))  # reply form, same socket, the MAC of now
+    deadline = time.monotonic() + 2
+    while new_mac not in _peer_neigh(box) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert new_mac in _peer_neigh(box)
+
+
+def test_garp_errors(box: Box) -> None:
+    k = box.kernel
+    assert kernel_error(SendGarp(VIP, "lo", True), k).reason == "lo is not an Ethernet device"
+    assert kernel_error(SendGarp(VIP, "nosuch0", True), k).reason == "No such device"
+    ip_batch("link set eth0 down\n")
+    assert kernel_error(SendGarp(VIP, "eth0", True), k).reason == "Network is down"
+    ip_batch("link set eth0 up\n")
+    k.apply(SendGarp(VIP, "eth0", True))
+
+
+# --- sockets ------------------------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_sockets_open_once_and_are_reused(box: Box) -> None:
+    k = box.kernel
+    start = _open_fds()
+    k.observe(frozenset())
+    k.apply(SendGarp(VIP, "eth0", False))
+    assert _open_fds() == start + 3  # route netlink, generic netlink, one packet socket
+    for port in range(1, 51):
+        k.apply(AddService(svc(port=port, p=0)))
+        k.apply(AddAddress(Address(f"198.51.100.{port}", "lo")))
+        k.apply(SendGarp(VIP, "eth0", port % 2 == 0))
+    k.observe(frozenset())
+    assert _open_fds() == start + 3
+    k.close()
+    assert _open_fds() == start
