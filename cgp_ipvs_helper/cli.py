@@ -196,8 +196,10 @@ def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
         notes.append(f"cannot read the kernel state ({exc}): planning from an empty state")
         return MemoryKernel(KernelState(sysctls={p: "" for p in paths})), notes
     if not state.ipvs:
-        notes.append(f"{getattr(real, 'ipvs_problem', 'IPVS cannot be read')}; "
-                     "planning IPVS from an empty state")
+        notes.append(
+            f"{getattr(real, 'ipvs_problem', 'IPVS cannot be read')}; "
+            "planning IPVS from an empty state"
+        )
         unknown = {p: "" for p, v in state.sysctls.items() if v is None and "/vs/" in p}
         state = KernelState(addresses=state.addresses, sysctls={**state.sysctls, **unknown})
     return MemoryKernel(state), notes
