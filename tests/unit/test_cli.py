@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cgp_ipvs_helper.cli import LineReader, main, parse_settings
+from cgp_ipvs_helper.cli import LineReader, main, make_kernel, parse_settings
+from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.model import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,3 +166,43 @@ def test_partial_last_line_and_garbage_do_not_stop_the_helper() -> None:
     replies = [line for line in run.stdout.decode().splitlines() if not line.startswith("* ")]
     assert replies == ["1 ERROR unknown command: NOPE", "2 INTF 1", "3 OK"]
     assert run.returncode == 0 and run.stderr == b""
+
+
+def _dry_run_as_nobody(iface: str, ip: str) -> dict:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    settings = parse_settings(["-m", "-f", SAMPLE, "-i", iface])
+    kernel, notes = make_kernel(settings)
+    helper = Helper(settings, kernel)
+    lines = helper.start(notes) + helper.handle(f"1 ACTIVATE {ip}")
+    return {"notes": notes, "lines": lines}
+
+
+def test_dry_run_without_root_plans_from_what_it_can_read() -> None:
+    """-m needs no privilege: what it cannot read it says once, and plans from empty."""
+    iface, ip = lan_interface()
+    # imported before the fork: as nobody, the child may not read the Python under /root
+    importlib.import_module("cgp_ipvs_helper.netlink")
+    importlib.import_module("multiprocessing")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.write(write, json.dumps(_dry_run_as_nobody(iface, ip)).encode())
+        except BaseException as exc:
+            os.write(write, json.dumps({"crash": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        result = json.loads(pipe.read() or b"{}")
+    os.waitpid(pid, 0)
+    assert "crash" not in result, result
+    notes = result["notes"]
+    assert len(notes) == 2 and notes[1].endswith("; planning IPVS from an empty state")
+    lines = result["lines"]
+    assert lines[-1] == "1 OK active vips=8 members=1"
+    assert "* ipvsadm --start-daemon backup --mcast-interface " in "\n".join(lines)
+    assert "* ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15" in lines
