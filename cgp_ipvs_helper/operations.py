@@ -59,11 +59,24 @@ class SetSysctl(_Renders):
         return ["sysctl", "-w", f"{self.sysctl.name}={self.sysctl.value}"]
 
 
-def _service_options(service: Service) -> list[str]:
+def _service_command(flag: str, service: Service) -> list[str]:
     opts = ["-s", service.scheduler]
     if service.persistence:
         opts += ["-p", str(service.persistence)]
-    return opts
+    return ["ipvsadm", flag, *_service_args(service.key), *opts]
+
+
+def _dest_command(flag: str, dest: Dest) -> list[str]:
+    return [
+        "ipvsadm",
+        flag,
+        *_service_args(dest.service),
+        "-r",
+        dest.ip,
+        "-g",
+        "-w",
+        str(dest.weight),
+    ]
 
 
 @frozen
@@ -71,7 +84,7 @@ class AddService(_Renders):
     service: Service
 
     def argv(self) -> list[str]:
-        return ["ipvsadm", "-A", *_service_args(self.service.key), *_service_options(self.service)]
+        return _service_command("-A", self.service)
 
 
 @frozen
@@ -79,7 +92,7 @@ class EditService(_Renders):
     service: Service
 
     def argv(self) -> list[str]:
-        return ["ipvsadm", "-E", *_service_args(self.service.key), *_service_options(self.service)]
+        return _service_command("-E", self.service)
 
 
 @frozen
@@ -95,8 +108,7 @@ class AddDest(_Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
-        d = self.dest
-        return ["ipvsadm", "-a", *_service_args(d.service), "-r", d.ip, "-g", "-w", str(d.weight)]
+        return _dest_command("-a", self.dest)
 
 
 @frozen
@@ -104,8 +116,7 @@ class EditDest(_Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
-        d = self.dest
-        return ["ipvsadm", "-e", *_service_args(d.service), "-r", d.ip, "-g", "-w", str(d.weight)]
+        return _dest_command("-e", self.dest)
 
 
 @frozen

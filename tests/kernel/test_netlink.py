@@ -15,7 +15,6 @@ with the code under test. Addresses: LAN 192.0.2.0/24, VIPs 198.51.100.0/24, som
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import socket
@@ -45,6 +44,7 @@ from cgp_ipvs_helper.operations import (
     StartDaemon,
     StopDaemon,
 )
+from tests.forked import as_nobody
 from tests.lab.net import create_netns, delete_netns, in_netns
 
 OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
@@ -440,9 +440,6 @@ def test_a_missing_ipvs_module_is_reported_not_raised(
 
 def _in_child_as_nobody() -> dict:
     """What an unprivileged NetlinkKernel sees (run in a forked child)."""
-    os.setgroups([])
-    os.setgid(65534)
-    os.setuid(65534)
     k = NetlinkKernel()
     state = k.observe(frozenset(["net/ipv4/conf/all/arp_ignore"]))
     out = {
@@ -470,20 +467,7 @@ def _in_child_as_nobody() -> dict:
 
 
 def test_without_privilege_ipvs_is_reported_and_operations_fail_cleanly(box: Box) -> None:
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read)
-            os.write(write, json.dumps(_in_child_as_nobody()).encode())
-        except BaseException as exc:
-            os.write(write, json.dumps({"crash": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        result = json.loads(pipe.read() or b"{}")
-    os.waitpid(pid, 0)
+    result = as_nobody(_in_child_as_nobody)
     assert result == {
         "ipvs": False,
         "problem": "IPVS is not available: permission denied (needs root or CAP_NET_ADMIN)",

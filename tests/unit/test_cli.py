@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 from cgp_ipvs_helper.cli import LineReader, main, make_kernel, parse_settings
 from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.model import Settings
+from tests.forked import as_nobody
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = str(ROOT / "sysconfig" / "vipaddrs")
@@ -169,9 +169,6 @@ def test_partial_last_line_and_garbage_do_not_stop_the_helper() -> None:
 
 
 def _dry_run_as_nobody(iface: str, ip: str) -> dict:
-    os.setgroups([])
-    os.setgid(65534)
-    os.setuid(65534)
     settings = parse_settings(["-m", "-f", SAMPLE, "-i", iface])
     kernel, notes = make_kernel(settings)
     helper = Helper(settings, kernel)
@@ -185,20 +182,7 @@ def test_dry_run_without_root_plans_from_what_it_can_read() -> None:
     # imported before the fork: as nobody, the child may not read the Python under /root
     importlib.import_module("cgp_ipvs_helper.netlink")
     importlib.import_module("multiprocessing")
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read)
-            os.write(write, json.dumps(_dry_run_as_nobody(iface, ip)).encode())
-        except BaseException as exc:
-            os.write(write, json.dumps({"crash": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        result = json.loads(pipe.read() or b"{}")
-    os.waitpid(pid, 0)
+    result = as_nobody(_dry_run_as_nobody, iface, ip)
     assert "crash" not in result, result
     notes = result["notes"]
     assert len(notes) == 2 and notes[1].endswith("; planning IPVS from an empty state")
