@@ -181,9 +181,7 @@ def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
     from .netlink import NetlinkKernel
 
     if not settings.dry_run:
-        real = NetlinkKernel()
-        problem = getattr(real, "ipvs_problem", None)
-        return real, [f"IPVS: {problem}"] if problem else []
+        return NetlinkKernel(), []
     notes = ["-m: dry run, nothing is changed; each command below is what real mode would run"]
     paths = sysctl_paths(settings.iface)
     try:

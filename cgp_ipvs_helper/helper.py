@@ -45,6 +45,7 @@ class Helper:
         self.refresh_due = clock() + settings.timeout
         self.pending_quit: str | None = None
         self.finished = False
+        self.ipvs_problem: str | None = None
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -80,7 +81,7 @@ class Helper:
             request = protocol.parse_line(line)
         except BadRequest as exc:
             text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-            logged = protocol.info(f"not understood: {text.rstrip()[:256]}")
+            logged = protocol.info(f"not understood: {text.rstrip()}")
             if exc.seq is None:
                 return logged
             return [*logged, protocol.error(exc.seq, exc.reason)]
@@ -155,16 +156,23 @@ class Helper:
     def _activate(self, req: Activate) -> list[str]:
         if self.vip_error is not None:
             return [protocol.error(req.seq, str(self.vip_error))]
-        actual = self.kernel.observe(self.paths)
+        lines: list[str] = []
+        actual = self._observe(lines)
         try:
             members, self_ip = self._members(req.members, actual)
         except BadRequest as exc:
-            return [protocol.error(req.seq, exc.reason)]
+            return [*lines, protocol.error(req.seq, exc.reason)]
         self.session.activate(members, self_ip, self.clock())
-        lines, failures = self._converge(actual=actual, garp=True)
-        return lines + [
-            self._reply(req.seq, failures, f"active vips={len(self.vips)} members={len(members)}")
-        ]
+        body, failures = self._converge(actual=actual, garp=True)
+        return (
+            lines
+            + body
+            + [
+                self._reply(
+                    req.seq, failures, f"active vips={len(self.vips)} members={len(members)}"
+                )
+            ]
+        )
 
     def _members(self, listed: Sequence[str], actual: KernelState) -> tuple[list[str], str]:
         vips = frozenset(self.vips)
@@ -213,8 +221,9 @@ class Helper:
         """Bring the kernel to the desired state of the current role; log each operation."""
         if self.vip_error is not None:
             return [], []
+        lines: list[str] = []
         if actual is None:
-            actual = self.kernel.observe(self.paths)
+            actual = self._observe(lines)
         ses = self.session
         desired = desired_state(
             self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
@@ -225,7 +234,16 @@ class Helper:
         failures = execute(ops, self.kernel)
         if not failures:
             self.retired = frozenset()
-        return self._log(ops, failures), failures
+        return lines + self._log(ops, failures), failures
+
+    def _observe(self, lines: list[str]) -> KernelState:
+        """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
+        actual = self.kernel.observe(self.paths)
+        problem = None if actual.ipvs else getattr(self.kernel, "ipvs_problem", None)
+        if problem != self.ipvs_problem:
+            lines += protocol.info(f"IPVS: {problem}" if problem else "IPVS: available again")
+            self.ipvs_problem = problem
+        return actual
 
     def _garp_round(self, what: str) -> list[str]:
         ops = announce(self.vips, self.settings.iface)

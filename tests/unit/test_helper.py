@@ -359,3 +359,27 @@ def test_sighup_with_a_bad_file_keeps_everything(helper, kernel) -> None:
     lines = helper.reload()
     assert kernel.take() == [] and helper.vips == VIPS
     assert any(i.startswith("ERROR /etc/sysconfig/vipaddrs:1") for i in infos(lines))
+
+
+def test_a_missing_ipvs_is_said_once_and_when_it_is_back(clock: Clock) -> None:
+    class NoIpvs(FakeKernel):
+        ipvs_problem = "IPVS is not available: load the ip_vs kernel module"
+
+        def observe(self, sysctls):
+            state = super().observe(sysctls)
+            return KernelState(addresses=state.addresses, sysctls=state.sysctls, ipvs=False)
+
+    kernel = NoIpvs(fresh_state())
+    h = make_helper(kernel, clock)
+    problem = "IPVS: IPVS is not available: load the ip_vs kernel module"
+    assert infos(h.start()).count(problem) == 1
+    assert problem not in infos(h.handle("1 ACTIVATE 192.0.2.11"))
+    kernel.__class__ = FakeKernel
+    clock.advance(15)
+    assert "IPVS: available again" in infos(h.tick())
+
+
+def test_not_understood_lines_are_logged_verbatim(helper) -> None:
+    line = "7 FROB " + "x" * 3000
+    logged = "".join(i for i in infos(helper.handle(line)))
+    assert logged == f"not understood: {line}"
