@@ -8,6 +8,7 @@ helper calls. What the lines mean is the Helper's business.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import select
 import signal
@@ -239,18 +240,20 @@ class LineReader:
 
 
 class Output:
-    """Writes and flushes each line; if CGP closed the pipe, stops writing quietly."""
+    """Writes each batch of lines with one write() and flushes it; if CGP closed the pipe, stops
+    writing quietly. One system call per batch, not per line: an ACTIVATE for a /24 logs
+    thousands of lines, and a write per line cost 0.37 s of its 0.6 s in the user-mode kernel.
+    Nothing is ever left in the buffer while the helper waits."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream, self.closed = stream, False
 
     def write(self, lines: Sequence[str]) -> None:
-        if self.closed:
+        if self.closed or not lines:
             return
         try:
-            for line in lines:
-                self.stream.write(line.encode("utf-8", "replace") + b"\n")
-                self.stream.flush()
+            self.stream.write("".join(f"{line}\n" for line in lines).encode("utf-8", "replace"))
+            self.stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             self.closed = True
 
@@ -298,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"IPVSHelper.py: cannot open the kernel interface: {exc}", file=sys.stderr)
         return 1
     helper = Helper(settings, kernel, clock=time.monotonic)
+    # What is loaded now lives as long as the process: keep the cyclic collector off it, so the
+    # thousands of short-lived values of a /24 activation are not scanned against it (-30%).
+    gc.freeze()
     try:
         serve(helper, sys.stdin.fileno(), Output(sys.stdout.buffer), notes)
     finally:
