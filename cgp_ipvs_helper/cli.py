@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import BinaryIO, NoReturn
+from typing import BinaryIO, Callable, NoReturn
 
 from .errors import UsageError
 from .helper import VERSION, Helper
@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _int_in(lo: int, hi: int):
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text, 10)
@@ -191,7 +191,7 @@ def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
             state = real.observe(paths)
         finally:
             real.close()
-    except Exception as exc:
+    except Exception as exc:  # any failure to read means "plan from empty"
         notes.append(f"cannot read the kernel state ({exc}): planning from an empty state")
         return MemoryKernel(KernelState(sysctls={p: "" for p in paths})), notes
     if not state.ipvs:
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         kernel, notes = make_kernel(settings)
-    except Exception as exc:
+    except Exception as exc:  # a fatal start-up reason: one line on stderr
         print(f"IPVSHelper.py: cannot open the kernel interface: {exc}", file=sys.stderr)
         return 1
     helper = Helper(settings, kernel, clock=time.monotonic)

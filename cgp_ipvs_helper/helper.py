@@ -9,6 +9,7 @@ info line holding its shell equivalent, the same text in real mode and in -m mod
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Callable
 
@@ -85,7 +86,10 @@ class Helper:
             if exc.seq is None:
                 return logged
             return [*logged, protocol.error(exc.seq, exc.reason)]
-        return self._dispatch(request)
+        try:
+            return self._dispatch(request)
+        except Exception as exc:  # a bug must cost one request, not the helper
+            return [*_internal(exc), protocol.error(request.seq, f"internal error: {exc!r}")]
 
     def end_of_input(self) -> list[str]:
         """CGP went away (or SIGTERM): as QUIT, without a response."""
@@ -107,6 +111,13 @@ class Helper:
 
     def tick(self) -> list[str]:
         """Run whatever timer is due: drain end, gratuitous ARP repeats, the -t refresh."""
+        try:
+            return self._timers()
+        except Exception as exc:  # the next tick or refresh tries again
+            self.refresh_due = self.clock() + self.settings.timeout
+            return _internal(exc)
+
+    def _timers(self) -> list[str]:
         now = self.clock()
         lines: list[str] = []
         if self.session.drain_over(now):
@@ -272,3 +283,10 @@ class Helper:
         first = failures[0]
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         return protocol.error(seq, f"{first.op}: {first.reason}{more}")
+
+
+def _internal(exc: BaseException) -> list[str]:
+    """Info lines for an unexpected error: where it happened, for a bug report."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    return protocol.info(f"internal error{at}: {exc!r}")

@@ -383,3 +383,17 @@ def test_not_understood_lines_are_logged_verbatim(helper) -> None:
     line = "7 FROB " + "x" * 3000
     logged = "".join(i for i in infos(helper.handle(line)))
     assert logged == f"not understood: {line}"
+
+
+def test_an_unexpected_error_costs_one_request_not_the_helper(helper, kernel, clock) -> None:
+    def broken(_sysctls):
+        raise OSError(105, "No buffer space available")
+
+    kernel.observe = broken
+    out = helper.handle("1 ACTIVATE 192.0.2.11")
+    assert responses(out) == ["1 ERROR internal error: OSError(105, 'No buffer space available')"]
+    assert infos(out)[0].startswith("internal error at ")
+    clock.advance(15)
+    assert infos(helper.tick())[0].startswith("internal error at ")
+    del kernel.observe
+    assert responses(helper.handle("2 ACTIVATE 192.0.2.11")) == ["2 OK active vips=2 members=1"]
