@@ -46,6 +46,7 @@ def test_any_lines_get_at_most_one_response_each(lines) -> None:
         h.tick()
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=2000), st.integers(min_value=1, max_value=50))
 def test_line_reader_never_loses_or_overruns(data, piece) -> None:
     r = LineReader()
@@ -60,7 +61,7 @@ def test_line_reader_never_loses_or_overruns(data, piece) -> None:
     assert out == expected
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.text(max_size=400))
 def test_vip_file_loads_or_names_file_and_line(text) -> None:
     try:
