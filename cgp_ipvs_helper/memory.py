@@ -43,7 +43,6 @@ class MemoryKernel:
         self.services: dict[ServiceKey, Service] = {s.key: s for s in state.services}
         self.dests: dict[tuple[ServiceKey, str], Dest] = {(d.service, d.ip): d for d in state.dests}
         self.daemons: set[Daemon] = set(state.daemons)
-        self.garps: list[SendGarp] = []
 
     def observe(self, sysctls: frozenset[str]) -> KernelState:
         return KernelState(
@@ -85,7 +84,7 @@ class MemoryKernel:
                 raise _fail(op, errno.ESRCH)
             self.daemons -= running
         elif isinstance(op, SendGarp):
-            self.garps.append(op)
+            pass  # a frame on the wire changes no state; FakeKernel records it like any op
         else:
             raise TypeError(f"not an operation: {op!r}")
 
