@@ -189,6 +189,29 @@ def prepare(workdir: Path, argv: Sequence[str], env: Mapping[str, str], kernel: 
     return script
 
 
+def xstate_shim(workdir: Path) -> dict[str, str]:
+    """The environment for linux.uml: LD_PRELOAD of xstate_shim.c, built here with cc.
+
+    Debian's UML 6.1 dies at boot on hosts with AMX (see the C file). The shim is harmless
+    elsewhere; without a C compiler the kernel starts without it (and fails only on such hosts).
+    """
+    env = dict(os.environ)
+    source = Path(__file__).with_name("xstate_shim.c")
+    lib = workdir / "xstate_shim.so"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return env
+    built = subprocess.run(
+        [cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(source), "-ldl"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    if built.returncode != 0:
+        raise LabSetupError(f"cannot build {source.name}: {built.stderr.decode(errors='replace')}")
+    env["LD_PRELOAD"] = str(lib)
+    return env
+
+
 def _times(path: Path) -> dict:
     """Parse the 'start'/'end' epoch lines init wrote (UML's clock is the host's)."""
     found = {}
@@ -296,6 +319,7 @@ def run_uml(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=str(workdir),
+                env=xstate_shim(workdir),
             )
             status: int | None = None
             try:
