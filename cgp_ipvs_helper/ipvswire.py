@@ -60,9 +60,8 @@ _PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _PROTOCOL_NAMES = {v: k for k, v in _PROTOCOLS.items()}
 
 
-def request(cmd: int, *attributes: bytes) -> bytes:
-    """The body of an IPVS request or dump."""
-    return genl(cmd, pr_ipvs.GENL_VERSION, *attributes)
+# request(cmd, *attributes): the body of an IPVS request or dump
+request = functools.partial(genl, pr_ipvs.GENL_VERSION)
 
 
 # --- requests --------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ type of `Operation`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .errors import KernelError
 from .model import KernelState
 from .operations import Operation
 
 
+@runtime_checkable  # so a test can check that every kernel has the whole contract
 class Kernel(Protocol):
     """Read the state the planner needs; apply operations in order."""
 

@@ -124,9 +124,6 @@ class _Ipvs:
         except (OSError, IndexError, KeyError, struct.error) as exc:
             raise _Unavailable(f"IPVS is not available: {_reason(exc)}") from None
 
-    def request(self, cmd: int, attrs: bytes) -> Request:
-        return self.family(), 0, ipvswire.request(cmd, attrs)
-
     def failed(self, codes: set[int]) -> None:
         if codes & {errno.ENOENT, errno.EOPNOTSUPP}:
             self.sock.forget(IPVS_FAMILY)  # perhaps the module was reloaded: ask again next time
@@ -182,7 +179,8 @@ class Handler:
 
 
 def _ipvs_row(cmd: int, attrs: Callable[[Any], bytes]) -> Handler:
-    return Handler("genl", lambda k, op: k._ipvs.request(cmd, attrs(op)))
+    """The row of an IPVS operation: command `cmd` with the attributes `attrs(op)`."""
+    return Handler("genl", lambda k, op: (k._ipvs.family(), 0, ipvswire.request(cmd, attrs(op))))
 
 
 HANDLERS: dict[type, Handler] = {
@@ -265,13 +263,14 @@ class NetlinkKernel:
                 errors += self._flush(channel, pending)
                 pending, channel = [], handler.channel
             try:
-                request = self._run(handler, op)
-                if channel is not None:
-                    pending.append((op, request))
-            except KernelError as exc:
+                request = handler.run(self, op)
+            except Exception as exc:  # a malformed operation fails alone; the helper never crashes
                 errors += self._flush(channel, pending)
                 pending = []
-                errors.append(exc)
+                errors.append(KernelError(op, _reason(exc)))
+                continue
+            if channel is not None:
+                pending.append((op, request))
         errors += self._flush(channel, pending)
         return errors
 
@@ -280,16 +279,10 @@ class NetlinkKernel:
         self._ipvs.close()
         self._garp.close()
 
-    def _run(self, handler: Handler, op: operations.Operation) -> Any:
-        try:
-            return handler.run(self, op)
-        except Exception as exc:  # a malformed operation fails alone; the helper never crashes
-            raise KernelError(op, _reason(exc)) from None
-
     def _encode(self, op: operations.Operation) -> Request:
         """The netlink request of an operation that has a channel: the encoding step alone, as
         bench/probe.py times it."""
-        return self._run(HANDLERS[type(op)], op)
+        return HANDLERS[type(op)].run(self, op)
 
     def _flush(
         self, channel: str | None, pending: list[tuple[operations.Operation, Request]]

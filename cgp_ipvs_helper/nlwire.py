@@ -21,6 +21,7 @@ NLA = struct.Struct("=HH")  # length, type
 U16 = struct.Struct("=H")
 U32 = struct.Struct("=I")
 BE16 = struct.Struct("!H")
+GENLMSGHDR = struct.Struct("=BBH")  # command, version, reserved
 GENLHDR = 20  # nlmsghdr + genlmsghdr: where a generic netlink message's attributes start
 CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 1, 2
 
@@ -68,14 +69,14 @@ def ipv4(ip: str) -> bytes:
 # --- generic netlink -------------------------------------------------------------------------
 
 
-def genl(cmd: int, version: int, *attributes: bytes) -> bytes:
+def genl(version: int, cmd: int, *attributes: bytes) -> bytes:
     """A generic netlink message body: genlmsghdr, then the attributes."""
-    return struct.pack("=BBH", cmd, version, 0) + b"".join(attributes)
+    return GENLMSGHDR.pack(cmd, version, 0) + b"".join(attributes)
 
 
 def family_request(name: str) -> bytes:
     """The controller's CTRL_CMD_GETFAMILY for a family name (sent to GENL_ID_CTRL)."""
-    return genl(CTRL_CMD_GETFAMILY, 1, nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"))
+    return genl(1, CTRL_CMD_GETFAMILY, nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"))
 
 
 def family_id(reply: bytes) -> int:
