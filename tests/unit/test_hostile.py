@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = str(ROOT / "sysconfig" / "vipaddrs")
 COMMANDS = ("ip", "sysctl", "ipvsadm", "arping")
@@ -199,3 +201,56 @@ def test_a_bad_entry_after_odd_comments_is_named_by_its_own_line(tmp_path: Path)
     checked = vipctl("-f", str(path), "check")
     assert checked.returncode == 1 and checked.stdout == b""
     assert checked.stderr.decode() == f"cgp-ipvs-vip: {error}\n"
+
+
+# --- issue 10 item 7: options --------------------------------------------------------------
+
+NOT_ASCII_NUMBERS = [
+    ["-s", "1_0"],
+    ["-p", "\u0665"],  # Arabic-Indic digit five
+    ["-r", "+5"],
+    ["-p", " 5"],
+    ["-s", "5 "],
+    ["-r", "\uff15"],  # fullwidth five
+    ["-t", "1_0"],
+    ["-t", "1e3"],
+    ["-t", "inf"],
+    ["-t", "\u0665"],
+    ["--drain", "+1"],
+    ["--drain", "0x5"],
+    ["--ports", "tcp:2\u0665"],
+]
+
+
+def helper_exit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cgp_ipvs_helper", "-m", "-f", SAMPLE, *args],
+        input=b"1 STATUS\n",
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", NOT_ASCII_NUMBERS + [["-t", "0.001"], ["-t", "0.99"], ["-t", ".5"]]
+)
+def test_numbers_are_ascii_digits_and_t_is_at_least_1s(argv: list[str]) -> None:
+    proc = helper_exit(*argv)
+    assert proc.returncode == 2 and proc.stdout == b""
+    err = proc.stderr.decode()
+    assert err.startswith("IPVSHelper.py: argument ") and err.count("\n") == 1, err
+    assert err[:-1].isprintable()
+
+
+def test_ascii_numbers_still_work() -> None:
+    lines = output(b"1 STATUS\n", "-s", "010", "-p", "0", "-r", "5", "-t", "1", "--drain", ".5")
+    assert split(lines)[0] == ["1 OK role=standby vips=8 members= persistence=0 syncid=10 weight=5"]
+
+
+def test_a_missing_interface_is_said_at_start() -> None:
+    lines = output(b"1 INTF 1\n", "-i", "nosuch0")
+    assert "* -i nosuch0: no such interface (yet); it is needed to balance" in lines
+    assert not any("no such interface" in line for line in output(b"", "-i", "lo"))
