@@ -264,3 +264,11 @@ def test_as_a_process_a_bad_file_is_one_stderr_line_and_status_1(tmp_path: Path)
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr == f"cgp-ipvs-vip: {path}:2: '198.51.100.0/16': mask /16 is below /24\n"
+
+
+def test_a_file_name_with_a_line_break_is_shown_on_one_line(tmp_path: Path) -> None:
+    path = vipfile(tmp_path, FILE, name="vip\naddrs")
+    checked = Run(FakeKernel(), ["-f", path, "-v", "check"])
+    assert checked.out == [f"{tmp_path}/vip\\x0aaddrs: 6 VIPs"]
+    up = Run(FakeKernel(state()), ["-f", path, "-v", "up"])
+    assert len(up.out) == 1 and up.out[0].startswith(f"cgp-ipvs-vip: {tmp_path}/vip\\x0aaddrs: ")
