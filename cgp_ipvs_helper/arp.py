@@ -11,7 +11,7 @@ from .nlwire import ipv4
 ETH_P_ARP = 0x0806
 ARPHRD_ETHER = 1
 _BROADCAST = b"\xff" * 6
-_ARP = struct.Struct("!6s6sHHHBBH6s4s6s4s")
+FRAME = struct.Struct("!6s6sHHHBBH6s4s6s4s")  # an Ethernet ARP frame for IPv4, without padding
 _FRAME_LEN = 60  # minimum Ethernet frame without FCS; some drivers do not pad short frames
 
 
@@ -60,7 +60,7 @@ class GarpSender:
                 # as iputils `arping -A` sends it: Linux takes a reply as gratuitous (and past
                 # its 1 s ARP lock time) only when target MAC equals sender MAC (arp_is_garp)
                 tha = mac if reply else b"\0" * 6
-                frame = _ARP.pack(
+                frame = FRAME.pack(
                     _BROADCAST, mac, ETH_P_ARP,
                     ARPHRD_ETHER, 0x0800, 6, 4, 2 if reply else 1, mac, packed, tha, packed,
                 )  # fmt: skip
