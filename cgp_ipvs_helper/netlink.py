@@ -7,9 +7,11 @@ IPVS.service("add") 2.1-2.8 ms a call, a forked `ipvsadm -A` 26-48 ms, an operat
 ipvswire, nlsocket) import pyroute2, and for its constants only.
 
 To carry out a new operation type: one row in `HANDLERS`. A row with a channel encodes the
-operation into a netlink request; consecutive operations of the same channel travel together
-in batches, which changes no order of effects. A row without one carries the operation out at
-once. A new netlink protocol is one more channel: a socket and what its failures mean.
+operation into a request of that channel (a netlink message; a gratuitous ARP frame's device
+and address); consecutive operations of the same channel travel together in batches (netlink
+datagrams of many messages, one sendmmsg of many frames), which changes no order of effects. A
+row without one carries the operation out at once. A new netlink protocol is one more channel:
+a socket and what its failures mean.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Protocol
 
 from attrs import frozen
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
@@ -62,7 +64,17 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-# --- channels: one netlink socket each, and what it caches -------------------------------------
+# --- channels: one socket each, and what it caches ---------------------------------------------
+
+
+class _Channel(Protocol):
+    """Where the requests of one row's channel go: sent together, failures by index."""
+
+    def batch(self, requests: Sequence[Any]) -> dict[int, int]:
+        """Send in order; {index: errno} of those that failed; OSError if nothing was sent."""
+
+    def failed(self, codes: set[int]) -> None:
+        """Some requests failed with these errors: forget what they make doubtful."""
 
 
 class _Route:
@@ -81,6 +93,9 @@ class _Route:
         self._ifindex = {name: index for index, name in names.items()}
         found = (address_from(msg, names) for msg in self.sock.dump(RTM_GETADDR, ADDRESS_DUMP))
         return tuple(a for a in found if a is not None)
+
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
+        return self.sock.batch(requests)
 
     def request(self, address: Address, add: bool) -> Request:
         body = ifaddr(address, self._index(address.dev))
@@ -123,6 +138,9 @@ class _Ipvs:
             raise _Unavailable(f"IPVS is not available: {_reason(exc)}") from None
         except (OSError, IndexError, KeyError, struct.error) as exc:
             raise _Unavailable(f"IPVS is not available: {_reason(exc)}") from None
+
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
+        return self.sock.batch(requests)
 
     def failed(self, codes: set[int]) -> None:
         if codes & {errno.ENOENT, errno.EOPNOTSUPP}:
@@ -170,8 +188,9 @@ class _Ipvs:
 class Handler:
     """How the netlink kernel carries out one operation type.
 
-    With a `channel`, `run(kernel, op)` returns the operation's netlink request, sent in a batch
-    with the consecutive operations of the same channel; without one, it carries `op` out.
+    With a `channel`, `run(kernel, op)` returns the operation's request for that channel, sent
+    in a batch with the consecutive operations of the same channel; without one, it carries
+    `op` out.
     """
 
     channel: str | None
@@ -195,7 +214,7 @@ HANDLERS: dict[type, Handler] = {
     operations.DelDest: _ipvs_row(CMD_DEL_DEST, lambda op: dest_attrs(op.dest, False)),
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
-    operations.SendGarp: Handler(None, lambda k, op: k._send_garp(op)),
+    operations.SendGarp: Handler("garp", lambda k, op: k._garp.request(op.ip, op.dev, op.reply)),
 }
 
 
@@ -220,8 +239,12 @@ class NetlinkKernel:
         self.ipvs_problem: str | None = None
         self._route = _Route()
         self._ipvs = _Ipvs()
-        self._channels = {"rtnl": self._route, "genl": self._ipvs}
         self._garp = GarpSender()
+        self._channels: dict[str, _Channel] = {
+            "rtnl": self._route,
+            "genl": self._ipvs,
+            "garp": self._garp,
+        }
 
     def observe(self, sysctls: frozenset[str]) -> KernelState:
         """Addresses, the asked-for sysctls and IPVS; KernelError if addresses cannot be read."""
@@ -291,11 +314,8 @@ class NetlinkKernel:
             return []
         chan = self._channels[channel]
         try:
-            failed = chan.sock.batch([request for _, request in pending])
+            failed = chan.batch([request for _, request in pending])
         except OSError as exc:  # the socket could not be opened
             return [KernelError(op, _reason(exc)) for op, _ in pending]
         chan.failed(set(failed.values()))
         return [KernelError(pending[i][0], os.strerror(code)) for i, code in sorted(failed.items())]
-
-    def _send_garp(self, op: operations.SendGarp) -> None:
-        self._garp.send(op.ip, op.dev, op.reply)
