@@ -101,7 +101,7 @@ def run_script(root: Path, name: str, body: str, console: Path, timeout: float =
         "mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t tmpfs tmpfs /run\n"
         f"(\nset -e\n{body}\n)\n"
         f"echo $? >{shlex.quote(rc)}\n"
-        "umount /run; poweroff -f\n"
+        "umount /run; systemctl --force --force poweroff\n"
     )
     script.chmod(0o755)
     boot(root, f"/{WORK}/{name}.sh", console, timeout)
