@@ -72,16 +72,19 @@ def boot(root: Path, init: str, console: Path, timeout: float, *args: str) -> fl
                 status = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 uml._kill(proc)
-                raise BootError(
-                    f"killed the kernel after {timeout:g} s; console: {console}"
-                ) from None
+                raise BootError(f"killed the kernel after {timeout:g} s{_tail(console)}") from None
             except BaseException:
                 uml._kill(proc)
                 raise
             taken = time.monotonic() - t0
     if status != 0:
-        raise BootError(f"the kernel exited with status {status}; console: {console}")
+        raise BootError(f"the kernel exited with status {status}{_tail(console)}")
     return taken
+
+
+def _tail(console: Path, lines: int = 40) -> str:
+    text = console.read_text(errors="replace").splitlines()[-lines:]
+    return f"; the end of its console ({console}):\n" + "\n".join(text)
 
 
 def run_script(root: Path, name: str, body: str, console: Path, timeout: float = 120.0) -> str:

@@ -6,16 +6,17 @@ Debian's package mirror is the one this machine's apt already reaches. Its pytho
 the RPM's launchers; `rpm` installs the package for real; iproute2 and kmod are what a frontend
 has to look at addresses and modules.
 
-The recipe is this file: any change to it (packages, suite, the finishing steps) gives another
-key, so another root; older roots are removed when a new one is built. A build runs under a lock
-(two test runs on one host share the cache) into a `.partial` directory that is renamed into
-place only when complete, so a killed build is never mistaken for a root.
+The recipe is SUITE, VARIANT, PACKAGES and the source of _finish: any change to them gives
+another key, so another root; older roots are removed when a new one is built. A build runs
+under a lock (two test runs on one host share the cache) into a `.partial` directory that is
+renamed into place only when complete, so a killed build is never mistaken for a root.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SUITE = "bookworm"
+VARIANT = "minbase"
 PACKAGES = ("systemd", "iproute2", "kmod", "python3", "rpm")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CACHE = Path(os.environ.get("CGP_BOOT_CACHE", "/var/cache/cgp-ipvs-helper"))
@@ -36,8 +38,9 @@ class RootBuildError(RuntimeError):
 
 
 def recipe_key() -> str:
-    """The cache key: a hash of this file, which is the whole recipe."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """The cache key: a hash of the recipe (not of the mirror: any Debian mirror serves it)."""
+    recipe = repr((SUITE, VARIANT, PACKAGES, inspect.getsource(_finish)))
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
 def _source_texts(paths: Iterable[Path]) -> list[str]:
@@ -86,7 +89,9 @@ def _finish(root: Path) -> None:
 def cached_root(log: Path) -> Path:
     """The root for this recipe, built now if the cache has none (debootstrap's output to log)."""
     if shutil.which("debootstrap") is None:
-        raise RootBuildError("debootstrap is missing: run make setup (apt-get install debootstrap)")
+        raise RootBuildError(
+            "debootstrap is missing: make boot-test installs it (apt-get install debootstrap)"
+        )
     CACHE.mkdir(parents=True, exist_ok=True)
     final = CACHE / f"rootfs-{recipe_key()}"
     with open(CACHE / "rootfs.lock", "w") as lock:
@@ -96,7 +101,7 @@ def cached_root(log: Path) -> Path:
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         mirror = apt_mirror(_source_texts(APT_SOURCES)) or DEFAULT_MIRROR
-        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
+        argv = ["debootstrap", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}"]
         with open(log, "wb") as out:
             proc = subprocess.run(
                 [*argv, SUITE, str(partial), mirror],

@@ -135,63 +135,77 @@ def _enable(root: Path, name: str, text: str) -> None:
     wants.symlink_to(f"/etc/systemd/system/{name}")
 
 
+class _Phases:
+    """Prints how long each phase took (the test's own cost, cold and cached, shows in CI logs)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def done(self, what: str) -> None:
+        now = time.monotonic()
+        print(f"boot test: {what}: {now - self.last:.1f} s", flush=True)
+        self.last = now
+
+
+def _copy_root(cached: Path, run: Path, phases: _Phases) -> None:
+    """run: a private copy of the cached root, with the kernel's modules."""
+    subprocess.run(["cp", "-a", f"{cached}/.", str(run)], check=True, timeout=600)
+    machine.install_modules(run)
+    phases.done(f"copied to {run}")
+
+
+def _boot_all(run: Path, logs: Path, phases: _Phases) -> Booted:
+    rpm = make_rpm(logs / "top", logs / "dist")
+    shutil.copy(rpm, run / "var/tmp" / NAME)
+    phases.done("make rpm")
+    # --nodeps: the root's rpm database is empty (Debian's python3 and sh belong to dpkg),
+    # so rpm cannot see that Requires: python3 >= 3.9, /usr/bin/python3, /bin/sh are met.
+    install = machine.run_script(run, "install", INSTALL, logs / "install.console")
+    phases.done("install boot (rpm -i)")
+    (run / VIPFILE.lstrip("/")).write_text(MY_VIPS)
+    _enable(run, STANDIN, STANDIN_UNIT)
+    _enable(run, "boot-probe.service", PROBE_UNIT)
+    _write(run / WORK.lstrip("/") / "probe.sh", PROBE, 0o755)
+    console = logs / "systemd.console"
+    args = ("systemd.log_color=0", "systemd.show_status=1")
+    machine.boot(run, "/lib/systemd/systemd", console, SYSTEMD_BOOT_S, *args)
+    phases.done("systemd boot to power-off")
+    after = f"journalctl -D /var/log/journal -o json --no-pager >{WORK}/journal.json\n"
+    erase = machine.run_script(run, "after", f"{after}{RPM} -e cgp-ipvs-helper\n", logs / "after")
+    phases.done("after boot (journal, rpm -e)")
+    work = run / WORK.lstrip("/")
+    names = ("status", "show", "failed", "sysctl", "modules", "links", "lo", "standin-lo")
+    probe = {name: (work / name).read_text() for name in names if (work / name).is_file()}
+    journal = (work / "journal.json").read_text().splitlines()
+    return Booted(
+        root=run,
+        install=install,
+        probe=probe,
+        show=_show(probe.get("show", "")),
+        journal=[json.loads(line) for line in journal],
+        console=console.read_text(errors="replace"),
+        erase=erase,
+    )
+
+
 @pytest.fixture(scope="module")
 def booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
     if os.geteuid() != 0:
         pytest.fail("the boot test needs root (debootstrap, a root-owned root): run it as root")
     logs = tmp_path_factory.mktemp("boot")
-    t0 = time.monotonic()
+    phases = _Phases()
     cached = rootfs.cached_root(logs / "debootstrap.log")
-    print(f"root {cached}: {time.monotonic() - t0:.1f} s")
+    phases.done(f"root {cached.name}")
     run = Path(tempfile.mkdtemp(prefix="run-", dir=str(rootfs.CACHE)))
     try:
-        subprocess.run(["cp", "-a", f"{cached}/.", str(run)], check=True, timeout=600)
-        machine.install_modules(run)
-        rpm = make_rpm(logs / "top", logs / "dist")
-        shutil.copy(rpm, run / "var/tmp" / NAME)
-        # --nodeps: the root's rpm database is empty (Debian's python3 and sh belong to dpkg),
-        # so rpm cannot see that Requires: python3 >= 3.9, /usr/bin/python3, /bin/sh are met.
-        install = machine.run_script(
-            run,
-            "install",
-            INSTALL,
-            logs / "install.console",
-        )
-        (run / VIPFILE.lstrip("/")).write_text(MY_VIPS)
-        _enable(run, STANDIN, STANDIN_UNIT)
-        _enable(run, "boot-probe.service", PROBE_UNIT)
-        _write(run / WORK.lstrip("/") / "probe.sh", PROBE, 0o755)
-        t1 = time.monotonic()
-        machine.boot(
-            run, "/lib/systemd/systemd", logs / "systemd.console", SYSTEMD_BOOT_S,
-            "systemd.log_color=0", "systemd.show_status=1",
-        )  # fmt: skip
-        print(f"systemd boot to power-off: {time.monotonic() - t1:.1f} s")
-        erase = machine.run_script(
-            run,
-            "after",
-            f"journalctl -D /var/log/journal -o json --no-pager >{WORK}/journal.json\n"
-            f"{RPM} -e cgp-ipvs-helper\n",
-            logs / "after.console",
-        )
-        work = run / WORK.lstrip("/")
-        names = ("status", "show", "failed", "sysctl", "modules", "links", "lo", "standin-lo")
-        probe = {name: (work / name).read_text() for name in names if (work / name).is_file()}
-        journal = [json.loads(line) for line in (work / "journal.json").read_text().splitlines()]
-        yield Booted(
-            root=run,
-            install=install,
-            probe=probe,
-            show=_show(probe.get("show", "")),
-            journal=journal,
-            console=(logs / "systemd.console").read_text(errors="replace"),
-            erase=erase,
-        )
+        _copy_root(cached, run, phases)
+        yield _boot_all(run, logs, phases)
     finally:
         if os.environ.get("CGP_BOOT_KEEP"):
-            print(f"kept {run}")
+            print(f"boot test: kept {run}")
         else:
             shutil.rmtree(run, ignore_errors=True)
+            phases.done("removed the copy")
 
 
 def _messages(booted: Booted, ident: str) -> list[str]:
