@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -68,6 +69,8 @@ def boot(root: Path, init: str, console: Path, timeout: float, *args: str) -> fl
                 cwd=tmp,
                 env=uml.xstate_shim(Path(tmp)),
             )
+            # A CI runner stops jobs with SIGTERM: unwind like ^C, so the kernel is killed too.
+            previous = signal.signal(signal.SIGTERM, uml._interrupt)
             try:
                 status = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -76,6 +79,8 @@ def boot(root: Path, init: str, console: Path, timeout: float, *args: str) -> fl
             except BaseException:
                 uml._kill(proc)
                 raise
+            finally:
+                signal.signal(signal.SIGTERM, previous)
             taken = time.monotonic() - t0
     if status != 0:
         raise BootError(f"the kernel exited with status {status}{_tail(console)}")

@@ -62,11 +62,13 @@ WantedBy=multi-user.target
 PROBE_UNIT = f"""[Unit]
 Description=Boot test probe: record the booted system, then power off
 After=multi-user.target {STANDIN}
+# systemd's own way out: no systemctl call to be killed by the shutdown it starts
+SuccessAction=poweroff
+FailureAction=poweroff
 
 [Service]
 Type=oneshot
 ExecStart={WORK}/probe.sh
-ExecStartPost=/bin/systemctl --no-block poweroff
 
 [Install]
 WantedBy=multi-user.target
