@@ -135,18 +135,20 @@ class GarpSender:
         self._device(dev, retry=True)
         return (dev, packed, reply)
 
+    def prepare(self, requests: Sequence[Request]) -> None:
+        """Build the frames of these requests and lay each device's run out for sendmmsg, as
+        batch() of the same requests will want them."""
+        for start, end in _runs(requests):
+            device = self._devs.get(requests[start][0])
+            if device is not None and device.mac is not None:
+                device.round([device.frame(ip, reply) for _dev, ip, reply in requests[start:end]])
+
     def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         """Send the frames in order, one sendmmsg per run of one device; {index: errno} of the
         frames the kernel refused."""
         failed: dict[int, int] = {}
-        start = 0
-        while start < len(requests):
-            dev = requests[start][0]
-            end = start
-            while end < len(requests) and requests[end][0] == dev:
-                end += 1
+        for start, end in _runs(requests):
             self._send_run(requests, start, end, failed)
-            start = end
         return failed
 
     def failed(self, codes: set[int]) -> None:
@@ -201,3 +203,16 @@ class GarpSender:
         device = self._devs.pop(dev, None)
         if device is not None:
             device.sock.close()
+
+
+def _runs(requests: Sequence[Request]) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive requests for one device."""
+    runs = []
+    start = 0
+    while start < len(requests):
+        end = start + 1
+        while end < len(requests) and requests[end][0] == requests[start][0]:
+            end += 1
+        runs.append((start, end))
+        start = end
+    return runs

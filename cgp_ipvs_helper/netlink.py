@@ -240,6 +240,7 @@ class NetlinkKernel:
         self._route = _Route()
         self._ipvs = _Ipvs()
         self._garp = GarpSender()
+        self._prepared: dict[int, tuple[operations.Operation, Any]] = {}  # id(op): (op, request)
         self._channels: dict[str, _Channel] = {
             "rtnl": self._route,
             "genl": self._ipvs,
@@ -247,7 +248,9 @@ class NetlinkKernel:
         }
 
     def observe(self, sysctls: frozenset[str]) -> KernelState:
-        """Addresses, the asked-for sysctls and IPVS; KernelError if addresses cannot be read."""
+        """Addresses, the asked-for sysctls and IPVS; KernelError if addresses cannot be read.
+        Drops the last preparation: device indexes are looked up again."""
+        self._prepared = {}
         try:
             addresses = self._route.addresses()
         except (OSError, ValueError, KeyError, struct.error) as exc:
@@ -280,13 +283,18 @@ class NetlinkKernel:
         pending: list[tuple[operations.Operation, Request]] = []
         channel: str | None = None
         self._garp.forget_macs()  # a device's MAC is read once per call
+        prepared = self._prepared
         for op in ops:
             handler = HANDLERS.get(type(op), _UNSUPPORTED)
             if handler.channel != channel:
                 errors += self._flush(channel, pending)
                 pending, channel = [], handler.channel
             try:
-                request = handler.run(self, op)
+                built = prepared.get(id(op))
+                if built is not None and built[0] is op:
+                    request = built[1]
+                else:
+                    request = handler.run(self, op)
             except Exception as exc:  # a malformed operation fails alone; the helper never crashes
                 errors += self._flush(channel, pending)
                 pending = []
@@ -297,10 +305,32 @@ class NetlinkKernel:
         errors += self._flush(channel, pending)
         return errors
 
+    def prepare(self, ops: Sequence[operations.Operation]) -> None:
+        """Encode the operations now, by identity; frames of a gratuitous ARP round are laid out
+        for their sendmmsg. What a kernel error makes doubtful (a device index, the IPVS family
+        id) is dropped with the whole preparation (`_flush`)."""
+        self._garp.forget_macs()
+        self._prepared = {}
+        frames: list[Any] = []
+        for op in ops:
+            handler = HANDLERS.get(type(op), _UNSUPPORTED)
+            if handler.channel is None:
+                continue
+            try:
+                request = handler.run(self, op)
+            except Exception:  # applying it will say why
+                continue
+            if handler.channel == "garp":
+                frames.append(request)  # each round reads the MAC anew: the frames are kept
+            else:
+                self._prepared[id(op)] = (op, request)
+        self._garp.prepare(frames)
+
     def close(self) -> None:
         self._route.close()
         self._ipvs.close()
         self._garp.close()
+        self._prepared = {}
 
     def _encode(self, op: operations.Operation) -> Request:
         """The netlink request of an operation that has a channel: the encoding step alone, as
@@ -316,6 +346,9 @@ class NetlinkKernel:
         try:
             failed = chan.batch([request for _, request in pending])
         except OSError as exc:  # the socket could not be opened
+            self._prepared = {}
             return [KernelError(op, _reason(exc)) for op, _ in pending]
-        chan.failed(set(failed.values()))
+        if failed:
+            chan.failed(set(failed.values()))
+            self._prepared = {}
         return [KernelError(pending[i][0], os.strerror(code)) for i, code in sorted(failed.items())]
