@@ -146,6 +146,8 @@ def intf(seq: str) -> str:
 
 def info(text: str) -> list[str]:
     """Info lines (`* ...`) for `text`: one per text line, long ones split to fit 4096 bytes."""
+    if len(text) <= _SHORT and text.isprintable():  # one line that fits: checked in C
+        return [f"* {text}"]
     lines: list[str] = []
     for part in text.splitlines() or [""]:
         part = _printable(part)
@@ -157,6 +159,9 @@ def info(text: str) -> list[str]:
                 break
             part = rest
     return lines
+
+
+_SHORT = (MAX_LINE - 2) // 4  # characters that fit an info line even if each takes 4 bytes
 
 
 def _printable(text: str) -> str:

@@ -79,6 +79,9 @@ def test_info_lines_fit_and_keep_all_text() -> None:
     assert "".join(line[2:] for line in lines) == text
     assert protocol.info("a\nb") == ["* a", "* b"]
     assert protocol.info("bell\x07") == ["* bell\\x07"]
+    wide = "\U0001f600"  # 4 bytes of UTF-8
+    assert protocol.info(wide * 1023) == ["* " + wide * 1023]  # 4,094 bytes: one line
+    assert protocol.info(wide * 1024) == ["* " + wide * 1023, "* " + wide]
 
 
 def test_only_ascii_digits_make_an_address() -> None:
