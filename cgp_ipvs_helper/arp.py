@@ -1,9 +1,11 @@
-"""Gratuitous ARP frames, sent on a packet socket per device (never a forked `arping`).
+"""Gratuitous ARP frames, and the IPv6 neighbour advertisements built by nd.py, sent on a packet
+socket per device (never a forked `arping` or `ndptool`).
 
 A round of frames for one device goes out in one sendmmsg (mmsg.py) addressed by interface
-index: no per-frame system call, and no per-frame interface lookup (Python's sendto((name,
-proto)) asks the kernel for the index of `name` on every call). Frames are built once per
-device MAC and kept, and so is the last round's C layout, so a repeated round costs one call.
+index: no system call per frame, and no interface lookup per frame (Python's sendto((name,
+proto)) asks the kernel for the index of `name` on every call: 1,024 system calls for the 512
+frames of a /24). Frames are built once per device MAC and kept, and so is the last round's C
+layout, so a repeated round costs one call.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from . import mmsg
-from .nlwire import ipv4
+from . import mmsg, nd
+from .nlwire import ipv4, packed
 
 ETH_P_ARP = 0x0806
 ARPHRD_ETHER = 1
@@ -24,8 +26,10 @@ FRAME = struct.Struct("!6s6sHHHBBH6s4s6s4s")  # an Ethernet ARP frame for IPv4, 
 _FRAME_LEN = 60  # minimum Ethernet frame without FCS; some drivers do not pad short frames
 _REPLACED = (errno.ENODEV, errno.ENXIO)  # the device went away or was replaced: open anew once
 _MAX_FRAMES = 8192  # kept frames per device (VIPs x 2); beyond that the cache starts afresh
+REQUEST, REPLY, NA = 1, 2, 3  # the kinds of frame: ARP request and reply form, IPv6 NA
+_PROTO = {REQUEST: ETH_P_ARP, REPLY: ETH_P_ARP, NA: nd.ETH_P_IPV6}
 
-Request = tuple[str, bytes, bool]  # device, IPv4 address, reply form
+Request = tuple[str, int, bytes]  # device, kind of frame, the address it announces
 
 
 def frame(mac: bytes, ip: bytes, reply: bool) -> bytes:
@@ -41,6 +45,15 @@ def frame(mac: bytes, ip: bytes, reply: bool) -> bytes:
     ).ljust(_FRAME_LEN, b"\0")
 
 
+def _sockaddr_ll(index: int, proto: int) -> bytes:
+    """family, protocol (big-endian), ifindex, hatype, pkttype, halen, address: to send only."""
+    return (
+        struct.pack("=H", socket.AF_PACKET)
+        + struct.pack("!H", proto)
+        + struct.pack("=iHBB8s", index, 0, 0, 0, b"")
+    )
+
+
 class _Device:
     """An open packet socket on one device: bound with protocol 0, it receives nothing."""
 
@@ -48,22 +61,17 @@ class _Device:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self.sock.bind((dev, 0))
-            self.index = socket.if_nametoindex(dev)
+            index = socket.if_nametoindex(dev)
         except OSError:
             self.sock.close()
             raise
         self.dev = dev
         self.mac: bytes | None = None  # the device's MAC, read once per round
-        self.frames: dict[tuple[bytes, bool], bytes] = {}
+        self.frames: dict[tuple[int, bytes], bytes] = {}
+        self.names = {kind: _sockaddr_ll(index, proto) for kind, proto in _PROTO.items()}
         self.last: mmsg.Round | None = None
-        # sockaddr_ll: family, protocol (big-endian), ifindex, hatype, pkttype, halen, addr
-        self.address = (
-            struct.pack("=H", socket.AF_PACKET)
-            + struct.pack("!H", ETH_P_ARP)
-            + struct.pack("=iHBB8s", self.index, 0, 0, 0, b"")
-        )
 
-    def read_mac(self) -> bytes:
+    def read_mac(self) -> None:
         name, _proto, _pkttype, hatype, mac = self.sock.getsockname()
         if not name:  # the index the socket is bound to is gone: the device was replaced
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
@@ -73,48 +81,54 @@ class _Device:
             self.frames.clear()
             self.last = None
         self.mac = mac
-        return mac
 
-    def frame(self, ip: bytes, reply: bool) -> bytes:
-        found = self.frames.get((ip, reply))
+    def frame(self, kind: int, addr: bytes) -> bytes:
+        found = self.frames.get((kind, addr))
         if found is None:
             assert self.mac is not None
             if len(self.frames) >= _MAX_FRAMES:
                 self.frames.clear()
-            found = self.frames[(ip, reply)] = frame(self.mac, ip, reply)
+            if kind == NA:
+                found = nd.frame(addr, self.mac)
+            else:
+                found = frame(self.mac, addr, kind == REPLY)
+            self.frames[(kind, addr)] = found
         return found
 
-    def round(self, frames: Sequence[bytes]) -> mmsg.Round:
-        """The C layout of these frames: the last one again if it is the same round."""
-        if self.last is None or self.last.datagrams != tuple(frames):
-            self.last = mmsg.Round(frames, self.address)
+    def round(self, requests: Sequence[Request]) -> mmsg.Round:
+        """These frames laid out for sendmmsg: the last round again if it is the same."""
+        items = [(self.names[kind], self.frame(kind, addr)) for _dev, kind, addr in requests]
+        if self.last is None or self.last.items != items:
+            self.last = mmsg.Round(items)
         return self.last
 
-    def send(self, frames: Sequence[bytes], failed: dict[int, int], first: int) -> int:
-        """Send frames in order, each failure into `failed` at `first` + its index. Stops at a
-        frame refused because the device was replaced and returns its index (to retry on a new
-        socket); len(frames) once every frame has its outcome."""
+    def send(self, requests: Sequence[Request], failed: dict[int, int], first: int) -> int:
+        """Send the frames in order, each failure into `failed` at `first` + its index. Stops at
+        a frame refused because the device was replaced and returns its index (to retry on a
+        new socket); len(requests) once every frame has its outcome."""
         fd = self.sock.fileno()
+        batch = self.round(requests)
         i = 0
-        batch = self.round(frames) if mmsg.available() else None
-        while i < len(frames):
+        while i < len(requests):
             try:
-                if batch is not None:
+                if mmsg.available():
                     i += batch.send(fd, i)
                     continue
-                self.sock.sendto(frames[i], (self.dev, ETH_P_ARP))  # no sendmmsg: one a call
+                _dev, kind, _addr = requests[i]  # without sendmmsg: one frame a call
+                self.sock.sendto(batch.items[i][1], (self.dev, _PROTO[kind]))
             except OSError as exc:
-                if exc.errno in _REPLACED:
-                    failed[first + i] = exc.errno
-                    return i
                 failed[first + i] = exc.errno or errno.EIO
+                if exc.errno in _REPLACED:
+                    return i
             i += 1
         return i
 
 
-class GarpSender:
-    """Sends gratuitous ARP frames; keeps one socket per device open, and its MAC until
-    `forget_macs()` (called once per batch of operations, so a changed MAC is seen)."""
+class FrameSender:
+    """Sends gratuitous ARP frames and unsolicited NAs; keeps one socket per device open, and
+    its MAC until `forget_macs()` (called once per batch of operations, so a changed MAC is
+    seen). A frame is a request of the netlink kernel's "frames" channel: consecutive ones are
+    sent together by batch()."""
 
     def __init__(self) -> None:
         self._devs: dict[str, _Device] = {}
@@ -128,20 +142,28 @@ class GarpSender:
             device.sock.close()
         self._devs.clear()
 
-    def request(self, ip: str, dev: str, reply: bool) -> Request:
-        """Check that a frame for `ip` can be made on `dev` (socket open, MAC read): OSError as
-        the kernel refuses, with a reason of its own for a device that is not Ethernet."""
-        packed = ipv4(ip)
+    def arp(self, ip: str, dev: str, reply: bool) -> Request:
+        """An ARP frame announcing the IPv4 address `ip` on `dev`, checked (socket open, MAC
+        read): OSError as the kernel refuses, with a reason of its own for a non-Ethernet one."""
+        addr = ipv4(ip)
         self._device(dev, retry=True)
-        return (dev, packed, reply)
+        return (dev, REPLY if reply else REQUEST, addr)
+
+    def na(self, ip: str, dev: str) -> Request:
+        """An unsolicited neighbour advertisement of the IPv6 address `ip` on `dev`, checked."""
+        family, addr = packed(ip)
+        if family != socket.AF_INET6:
+            raise OSError(errno.EINVAL, f"not an IPv6 address: {ip!r}")
+        self._device(dev, retry=True)
+        return (dev, NA, addr)
 
     def prepare(self, requests: Sequence[Request]) -> None:
-        """Build the frames of these requests and lay each device's run out for sendmmsg, as
-        batch() of the same requests will want them."""
+        """Build these frames and lay each device's run out for sendmmsg, as batch() of the
+        same requests will want them."""
         for start, end in _runs(requests):
             device = self._devs.get(requests[start][0])
             if device is not None and device.mac is not None:
-                device.round([device.frame(ip, reply) for _dev, ip, reply in requests[start:end]])
+                device.round(requests[start:end])
 
     def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         """Send the frames in order, one sendmmsg per run of one device; {index: errno} of the
@@ -162,8 +184,7 @@ class GarpSender:
         while start < end:
             try:
                 device = self._device(dev, retry=False)
-                frames = [device.frame(ip, reply) for _dev, ip, reply in requests[start:end]]
-                stopped = start + device.send(frames, failed, start)
+                stopped = start + device.send(requests[start:end], failed, start)
             except OSError as exc:
                 if exc.errno in _REPLACED and not retried:
                     self._drop(dev)

@@ -7,8 +7,8 @@ ctypes is in the standard library and libc (glibc 2.14+, musl) exports sendmmsg;
 not, or the C structures do not have the layout packed here, `available()` is False and the
 caller sends one datagram a call instead.
 
-A `Round` is a fixed list of equally addressed datagrams with its C arrays built once, so a
-round sent again (the repeats, each refresh) costs the system call alone.
+A `Round` is a fixed list of addressed datagrams with its C arrays built once, so a round sent
+again (the repeats, each refresh) costs the system call alone.
 """
 
 from __future__ import annotations
@@ -87,32 +87,34 @@ def available() -> bool:
 
 
 class Round:
-    """Datagrams to one address, laid out for sendmmsg once; `send()` them as often as needed."""
+    """Datagrams, each with its address, laid out for sendmmsg once; `send()` them as often as
+    needed."""
 
-    def __init__(self, datagrams: Sequence[bytes], address: bytes) -> None:
-        self.datagrams = tuple(datagrams)
-        n = len(self.datagrams)
-        self._data = ctypes.create_string_buffer(b"".join(self.datagrams) or b"\0")
-        self._name = ctypes.create_string_buffer(address)
+    def __init__(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        self.items = list(items)  # (address, datagram)
+        n = len(self.items)
+        self._data = ctypes.create_string_buffer(b"".join(d for _a, d in self.items) or b"\0")
+        self._names = {a: ctypes.create_string_buffer(a) for a in {a for a, _d in self.items}}
         self._iov = bytearray(_IOVEC.size * n)
         self._msgs = bytearray(_MMSGHDR.size * n)
         self._iov_c = (ctypes.c_char * len(self._iov)).from_buffer(self._iov) if n else None
         self._msgs_c = (ctypes.c_char * len(self._msgs)).from_buffer(self._msgs) if n else None
-        base, name = ctypes.addressof(self._data), ctypes.addressof(self._name)
+        base = ctypes.addressof(self._data)
+        names = {a: ctypes.addressof(buf) for a, buf in self._names.items()}
         iov_base = ctypes.addressof(self._iov_c) if n else 0
         offset = 0
-        for i, datagram in enumerate(self.datagrams):
+        for i, (address, datagram) in enumerate(self.items):
             _IOVEC.pack_into(self._iov, i * _IOVEC.size, base + offset, len(datagram))
             _MMSGHDR.pack_into(
                 self._msgs, i * _MMSGHDR.size,
-                name, len(address), iov_base + i * _IOVEC.size, 1, 0, 0, 0, 0,
+                names[address], len(address), iov_base + i * _IOVEC.size, 1, 0, 0, 0, 0,
             )  # fmt: skip
             offset += len(datagram)
 
     def send(self, fd: int, start: int = 0) -> int:
         """Send from datagram `start` on; how many left in one call (at least 1), or OSError
         for datagram `start` (the kernel reports an error only when it sent none)."""
-        n = min(len(self.datagrams) - start, MAX_VLEN)
+        n = min(len(self.items) - start, MAX_VLEN)
         if n <= 0:
             return 0
         assert _sendmmsg is not None and self._msgs_c is not None

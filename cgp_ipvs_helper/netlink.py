@@ -1,5 +1,6 @@
 """The real-mode kernel: addresses and IPVS over netlink, sysctls through /proc/sys, gratuitous
-ARP on packet sockets; every operation type is carried out as its row of `HANDLERS` says.
+ARP and IPv6 neighbour advertisements on packet sockets; every operation type is carried out as
+its row of `HANDLERS` says.
 
 Real mode never forks per change. Measured in the user-mode kernel: pyroute2's
 IPVS.service("add") 2.1-2.8 ms a call, a forked `ipvsadm -A` 26-48 ms, an operation here batched
@@ -28,7 +29,7 @@ from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR
 
 from . import ipvswire, operations, sysctl
-from .arp import GarpSender
+from .arp import FrameSender
 from .errors import KernelError
 from .ipvswire import (
     CMD_DEL_DAEMON,
@@ -96,6 +97,10 @@ class _Route:
 
     def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         return self.sock.batch(requests)
+
+    def indexes(self) -> dict[str, int]:
+        """The device indexes known now, by name."""
+        return dict(self._ifindex)
 
     def request(self, address: Address, add: bool) -> Request:
         body = ifaddr(address, self._index(address.dev))
@@ -214,7 +219,8 @@ HANDLERS: dict[type, Handler] = {
     operations.DelDest: _ipvs_row(CMD_DEL_DEST, lambda op: dest_attrs(op.dest, False)),
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
-    operations.SendGarp: Handler("garp", lambda k, op: k._garp.request(op.ip, op.dev, op.reply)),
+    operations.SendGarp: Handler("frames", lambda k, op: k._frames.arp(op.ip, op.dev, op.reply)),
+    operations.SendNa: Handler("frames", lambda k, op: k._frames.na(op.ip, op.dev)),
 }
 
 
@@ -239,22 +245,24 @@ class NetlinkKernel:
         self.ipvs_problem: str | None = None
         self._route = _Route()
         self._ipvs = _Ipvs()
-        self._garp = GarpSender()
+        self._frames = FrameSender()
         self._prepared: dict[int, tuple[operations.Operation, Any]] = {}  # id(op): (op, request)
         self._channels: dict[str, _Channel] = {
             "rtnl": self._route,
             "genl": self._ipvs,
-            "garp": self._garp,
+            "frames": self._frames,
         }
 
     def observe(self, sysctls: frozenset[str]) -> KernelState:
         """Addresses, the asked-for sysctls and IPVS; KernelError if addresses cannot be read.
-        Drops the last preparation: device indexes are looked up again."""
-        self._prepared = {}
+        A device whose index changed drops the last preparation (its requests hold indexes)."""
+        indexes = self._route.indexes()
         try:
             addresses = self._route.addresses()
         except (OSError, ValueError, KeyError, struct.error) as exc:
             raise KernelError("reading addresses", _reason(exc)) from None
+        if self._route.indexes() != indexes:
+            self._prepared = {}
         values = {path: sysctl.read(path) for path in sorted(sysctls)}
         try:
             services, dests, daemons = self._ipvs.state()
@@ -282,7 +290,7 @@ class NetlinkKernel:
         errors: list[KernelError] = []
         pending: list[tuple[operations.Operation, Request]] = []
         channel: str | None = None
-        self._garp.forget_macs()  # a device's MAC is read once per call
+        self._frames.forget_macs()  # a device's MAC is read once per call
         prepared = self._prepared
         for op in ops:
             handler = HANDLERS.get(type(op), _UNSUPPORTED)
@@ -306,10 +314,10 @@ class NetlinkKernel:
         return errors
 
     def prepare(self, ops: Sequence[operations.Operation]) -> None:
-        """Encode the operations now, by identity; frames of a gratuitous ARP round are laid out
+        """Encode the operations now, by identity; the frames of a round are built and laid out
         for their sendmmsg. What a kernel error makes doubtful (a device index, the IPVS family
         id) is dropped with the whole preparation (`_flush`)."""
-        self._garp.forget_macs()
+        self._frames.forget_macs()
         self._prepared = {}
         frames: list[Any] = []
         for op in ops:
@@ -320,16 +328,16 @@ class NetlinkKernel:
                 request = handler.run(self, op)
             except Exception:  # applying it will say why
                 continue
-            if handler.channel == "garp":
+            if handler.channel == "frames":
                 frames.append(request)  # each round reads the MAC anew: the frames are kept
             else:
                 self._prepared[id(op)] = (op, request)
-        self._garp.prepare(frames)
+        self._frames.prepare(frames)
 
     def close(self) -> None:
         self._route.close()
         self._ipvs.close()
-        self._garp.close()
+        self._frames.close()
         self._prepared = {}
 
     def _encode(self, op: operations.Operation) -> Request:

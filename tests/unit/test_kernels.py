@@ -28,7 +28,7 @@ KEY = ServiceKey("tcp", "198.51.100.7", 0)
 
 @pytest.mark.parametrize("table", [netlink.HANDLERS, memory.HANDLERS], ids=["netlink", "memory"])
 def test_every_operation_type_has_exactly_one_handler(table: dict) -> None:
-    assert len(OPERATION_TYPES) == 12
+    assert len(OPERATION_TYPES) == 13
     assert set(table) == OPERATION_TYPES
 
 
@@ -141,8 +141,14 @@ def test_prepared_operations_are_sent_as_built_until_a_failure(monkeypatch) -> N
     genl.fail = {}
     assert k.apply_many(ops) == [] and len(built) == 5  # a failure dropped the preparation
     k.prepare(ops)
-    k._route.addresses = lambda: ()  # type: ignore[method-assign]
+    indexes = [{"eth0": 2}, {"eth0": 2}, {"eth0": 7}]
+    k._route.addresses = lambda: k._route._ifindex.update(indexes.pop(0)) or ()  # type: ignore
     k._ipvs.state = lambda: (frozenset(), frozenset(), frozenset())  # type: ignore[method-assign]
-    k.observe(frozenset())  # so does reading the kernel (a device index may have changed)
+    k.observe(frozenset())  # the device indexes read the first time: dropped
     assert k.apply_many(ops) == [] and len(built) == 9
-    assert [name for name, _ in events] == ["genl"] * 5
+    k.prepare(ops)
+    k.observe(frozenset())  # the same again: kept
+    assert k.apply_many(ops) == [] and len(built) == 11
+    k.observe(frozenset())  # a device has a new index: dropped
+    assert k.apply_many(ops) == [] and len(built) == 13
+    assert [name for name, _ in events] == ["genl"] * 7

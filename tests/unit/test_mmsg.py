@@ -32,7 +32,8 @@ def test_the_c_layout_is_checked_and_sendmmsg_is_found_on_linux() -> None:
 
 def test_a_round_sends_every_datagram_in_order_in_one_call(receiver) -> None:
     datagrams = [bytes([i % 256]) * (1 + i % 7) for i in range(1500)]  # more than one call's 1,024
-    batch = mmsg.Round(datagrams, _sockaddr_in(receiver.getsockname()[1]))
+    address = _sockaddr_in(receiver.getsockname()[1])
+    batch = mmsg.Round([(address, d) for d in datagrams])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         assert batch.send(sender.fileno()) == mmsg.MAX_VLEN
         assert batch.send(sender.fileno(), mmsg.MAX_VLEN) == 1500 - mmsg.MAX_VLEN
@@ -43,8 +44,19 @@ def test_a_round_sends_every_datagram_in_order_in_one_call(receiver) -> None:
 
 
 def test_an_error_is_raised_for_the_first_datagram_with_the_kernels_reason() -> None:
-    batch = mmsg.Round([b"x"], _sockaddr_in(9))
+    batch = mmsg.Round([(_sockaddr_in(9), b"x")])
     with open(os.devnull, "rb") as not_a_socket:
         with pytest.raises(OSError) as info:
             batch.send(not_a_socket.fileno())
     assert (info.value.errno, info.value.strerror) == (errno.ENOTSOCK, os.strerror(errno.ENOTSOCK))
+
+
+def test_each_datagram_goes_to_its_own_address(receiver) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.settimeout(5)
+        here, there = (_sockaddr_in(s.getsockname()[1]) for s in (receiver, other))
+        batch = mmsg.Round([(here, b"1"), (there, b"2"), (here, b"3")])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            assert batch.send(sender.fileno()) == 3
+        assert [receiver.recv(8), other.recv(8), receiver.recv(8)] == [b"1", b"2", b"3"]
