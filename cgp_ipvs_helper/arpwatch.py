@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from attrs import define, frozen
 
-from .netlink import _ARP, ARPHRD_ETHER, ETH_P_ARP
+from .arp import ARPHRD_ETHER, ETH_P_ARP, FRAME
 
 CONFIRM = 0.5  # seconds: a planned switch's DEACTIVATE arrives well within this
 REPEAT = 60.0  # seconds between two warnings for one VIP and MAC while the claims go on
@@ -41,9 +41,9 @@ def mac_text(mac: bytes) -> str:
 
 def sender(frame: bytes) -> tuple[str, bytes] | None:
     """(sender IPv4 address, sender MAC) of an Ethernet ARP request or reply, else None."""
-    if len(frame) < _ARP.size:
+    if len(frame) < FRAME.size:
         return None
-    _dst, _src, ethertype, htype, ptype, hlen, plen, op, sha, spa, _tha, _tpa = _ARP.unpack_from(
+    _dst, _src, ethertype, htype, ptype, hlen, plen, op, sha, spa, _tha, _tpa = FRAME.unpack_from(
         frame
     )
     if (ethertype, htype, ptype, hlen, plen) != (ETH_P_ARP, ARPHRD_ETHER, 0x0800, 6, 4):

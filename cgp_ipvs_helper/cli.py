@@ -19,12 +19,11 @@ import time
 from collections.abc import Sequence
 from typing import BinaryIO, Callable, NoReturn
 
+from .dryrun import dry_run_kernel
 from .errors import UsageError
 from .helper import VERSION, Helper
 from .kernel import Kernel
-from .memory import MemoryKernel
-from .model import KernelState, Settings
-from .planner import sysctl_paths
+from .model import Settings
 from .protocol import MAX_LINE
 from .shown import quoted
 
@@ -188,29 +187,11 @@ def parse_settings(argv: Sequence[str]) -> Settings:
 
 def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
     """The netlink kernel, or for -m an in-memory copy of what the kernel holds now."""
+    if settings.dry_run:
+        return dry_run_kernel(settings.iface)
     from .netlink import NetlinkKernel
 
-    if not settings.dry_run:
-        return NetlinkKernel(), []
-    notes = ["-m: dry run, nothing is changed; each command below is what real mode would run"]
-    paths = sysctl_paths(settings.iface)
-    try:
-        real = NetlinkKernel()
-        try:
-            state = real.observe(paths)
-        finally:
-            real.close()
-    except Exception as exc:  # any failure to read means "plan from empty"
-        notes.append(f"cannot read the kernel state ({exc}): planning from an empty state")
-        return MemoryKernel(KernelState(sysctls={p: "" for p in paths})), notes
-    if not state.ipvs:
-        notes.append(
-            f"{getattr(real, 'ipvs_problem', 'IPVS cannot be read')}; "
-            "planning IPVS from an empty state"
-        )
-        unknown = {p: "" for p, v in state.sysctls.items() if v is None and "/vs/" in p}
-        state = KernelState(addresses=state.addresses, sysctls={**state.sysctls, **unknown})
-    return MemoryKernel(state), notes
+    return NetlinkKernel(), []
 
 
 def iface_notes(iface: str) -> list[str]:
