@@ -27,10 +27,11 @@ from typing import Any
 from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.model import Settings
 from cgp_ipvs_helper.netlink import NetlinkKernel
-from tests.lab.driver import write_vipfile
-from tests.lab.net import Host, in_netns
+from tests.lab.driver import HelperProcess, commands, write_vipfile
+from tests.lab.lan import Host
+from tests.lab.netns import in_netns
 
-from .lab import FE_IP, ArpWatch, PipeHelper, Snapshot, commands, fresh_lan, progress, snapshot
+from .lab import FE_IP, ArpWatch, Snapshot, fresh_lan, progress, snapshot
 from .report import Table, Target, median, ms, ratio, result, secs, spread, times
 
 VIP_COUNTS = (1, 8, 256)
@@ -105,16 +106,16 @@ def dry_run_commands(vipfile: str, member_counts: Sequence[int]) -> dict[int, li
     """What `-m` prints for ACTIVATE from standby, per member count (one -m process)."""
     out: dict[int, list[str]] = {}
     with fresh_lan("dry") as (_lan, fe, _client):
-        helper = PipeHelper(fe, "-m", "--drain", "0", "-f", vipfile, "-i", "eth0")
+        helper = HelperProcess(fe, "-m", "--drain", "0", "-f", vipfile, "-i", "eth0", timed=True)
         try:
-            helper.started()
+            helper.wait_started(60)
             for m in member_counts:
-                reply = helper.request("ACTIVATE " + " ".join(members_of(m)))
+                reply = helper.exchange("ACTIVATE " + " ".join(members_of(m)), 60)
                 if " OK active" not in reply.line:
                     raise RuntimeError(f"-m ACTIVATE failed: {reply.line}")
                 out[m] = commands(reply.before)
-                helper.request("DEACTIVATE")
-                status = helper.request("STATUS").line
+                helper.request("DEACTIVATE", 60)
+                status = helper.request("STATUS", 60)
                 if "role=standby" not in status:
                     raise RuntimeError(f"-m helper did not return to standby: {status}")
         finally:
@@ -125,18 +126,18 @@ def dry_run_commands(vipfile: str, member_counts: Sequence[int]) -> dict[int, li
 def measure_helper(vipfile: str, vips: list[str], members: list[str]) -> dict[str, Any]:
     """One ACTIVATE of a started real-mode helper in fresh namespaces."""
     with fresh_lan("act") as (_lan, fe, client):
-        helper = PipeHelper(fe, "-f", vipfile, "-i", "eth0")
+        helper = HelperProcess(fe, "-f", vipfile, "-i", "eth0", timed=True)
         try:
-            helper.started(timeout=180)
+            helper.wait_started(timeout=180)
             with ArpWatch(client, fe.mac, vips) as watch:
                 watch.clear()
-                reply = helper.request("ACTIVATE " + " ".join(members), timeout=180)
+                reply = helper.exchange("ACTIVATE " + " ".join(members), timeout=180)
                 arp = watch.first(timeout=10)
             expected = f"OK active vips={len(vips)} members={len(members)}"
             if not reply.line.endswith(expected):
                 raise RuntimeError(f"ACTIVATE answered {reply.line!r}")
             return {
-                "ok_s": reply.answered - reply.sent,
+                "ok_s": reply.seconds,
                 "first_arp_s": None if arp is None else arp - reply.sent,
                 "info_lines": len(reply.before),
                 "state": snapshot(fe),

@@ -83,6 +83,7 @@ class HelperProcess:
         self.log: list[str] = []
         self._queue: queue.Queue[_Line | None] = queue.Queue()
         self._partial = b""
+        self.read_at = 0.0  # time.time() right after the last read returned
         self._at_end = False  # the reader saw the end of output
         self._eof = False  # the consumer did
         self._seq = 0
@@ -100,6 +101,7 @@ class HelperProcess:
         if timeout is not None and not select.select([self.stdout], [], [], timeout)[0]:
             return []
         chunk = os.read(self.stdout, 1 << 20)
+        self.read_at = time.time()
         if not chunk:
             raise EOFError(f"process exited with {self.proc.poll()}")
         parts = (self._partial + chunk).split(b"\n")
@@ -114,11 +116,10 @@ class HelperProcess:
             self._at_end = True
             self._queue.put(None)
             return
-        read_at = time.time()
         for raw in parts:
             line = raw.decode("utf-8", "replace")
             self.log.append(line)
-            self._queue.put((line, read_at))
+            self._queue.put((line, self.read_at))
 
     def _drain(self) -> None:
         while not self._at_end:
