@@ -15,12 +15,12 @@ waits, so the clock stops when the response arrives, not when a reader thread ge
 from __future__ import annotations
 
 import os
-import queue
 import select
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,12 +80,13 @@ class HelperProcess:
         self.proc = host.call(spawn) if host is not None else spawn()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        self.log: list[str] = []
-        self._queue: queue.Queue[_Line | None] = queue.Queue()
+        self._raw_log: list[bytes] = []
+        self._log: list[str] = []
+        self._pending: deque[tuple[bytes, float]] = deque()
+        self._ready = threading.Condition()
         self._partial = b""
         self.read_at = 0.0  # time.time() right after the last read returned
         self._at_end = False  # the reader saw the end of output
-        self._eof = False  # the consumer did
         self._seq = 0
         self._thread: threading.Thread | None = None
         if not timed:
@@ -109,17 +110,16 @@ class HelperProcess:
         return parts
 
     def _read(self, timeout: float | None) -> None:
-        """One read; its lines go to `log` and the queue (None once at end of output)."""
+        """One read; its lines are queued as they are (decoding is the consumer's work, so a
+        timed reader returns to the pipe at once while the helper still writes)."""
         try:
             parts = self.read_raw(timeout)
         except (EOFError, OSError):
-            self._at_end = True
-            self._queue.put(None)
-            return
-        for raw in parts:
-            line = raw.decode("utf-8", "replace")
-            self.log.append(line)
-            self._queue.put((line, self.read_at))
+            parts, self._at_end = [], True
+        with self._ready:
+            self._raw_log += parts
+            self._pending.extend((part, self.read_at) for part in parts)
+            self._ready.notify_all()
 
     def _drain(self) -> None:
         while not self._at_end:
@@ -129,23 +129,27 @@ class HelperProcess:
         """The next line and when it was read; None at end of output; TimeoutError after the
         deadline (time.monotonic())."""
         while True:
-            if self._eof and self._queue.empty():
-                return None
-            left = deadline - time.monotonic()
-            try:
+            with self._ready:
+                if self._pending:
+                    raw, read_at = self._pending.popleft()
+                    return raw.decode("utf-8", "replace"), read_at
+                if self._at_end:
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
                 if self._thread is not None:
-                    item = self._queue.get(timeout=max(0.0, left))
-                else:
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                if self._thread is not None or left <= 0:
-                    raise TimeoutError from None
-                self._read(left)
-                continue
-            if item is None:
-                self._eof = True
-                return None
-            return item
+                    self._ready.wait(left)
+                    continue
+            self._read(left)
+
+    @property
+    def log(self) -> list[str]:
+        """Every line read so far, in order."""
+        with self._ready:
+            new = self._raw_log[len(self._log) :]
+        self._log += [raw.decode("utf-8", "replace") for raw in new]
+        return self._log
 
     def lines(self, timeout: float) -> list[str]:
         """The lines that arrive within `timeout` (all that are there once one has)."""
