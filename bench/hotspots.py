@@ -29,7 +29,7 @@ from tests.lab.driver import HelperProcess, write_vipfile
 from .activation import TARGET_CASE, VIP_ENTRIES, members_of
 from .footprint import FAKE_MEMBERS, lan_iface
 from .lab import fresh_lan, progress
-from .report import Table, median, result
+from .report import Table, median, ms, result
 
 PHASES = [
     ("observe", "observe: netlink dumps of addresses and IPVS, sysctl reads"),
@@ -174,7 +174,7 @@ def rebuild(
             ["function", "calls", "own ms", "cumulative ms"],
         )
         for row in profile[:TOP]:
-            top.add(row["function"], row["calls"], _ms(row["own_s"]), _ms(row["cumulative_s"]))
+            top.add(row["function"], row["calls"], ms(row["own_s"]), ms(row["cumulative_s"]))
         top.notes.append(
             "cProfile roughly doubles Python's run time; read the calls and the ranking. With "
             "-m the kernel is the in-memory one, so netlink encoding is not in this list."
@@ -195,10 +195,6 @@ def _med(runs: list[dict[str, Any]] | None, *path: str) -> float | None:
     return median(values) if values else None
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f}"
-
-
 def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Table]:
     vips, members = TARGET_CASE
     total = _med(u, "total") or 0.0
@@ -214,10 +210,10 @@ def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Tabl
         faults = _med(u, "faults", key)
         phases.add(
             label,
-            _ms(value),
+            ms(value),
             f"{value / total:.0%}" if total else "-",
             "" if faults is None else f"{faults:.0f}",
-            _ms(_med(h, "phases", key)) if h and key in IN_DRY_RUN else "-",
+            ms(_med(h, "phases", key)) if h and key in IN_DRY_RUN else "-",
         )
     faults = (_med(u, "faults", "handle") or 0.0) + (_med(u, "faults", "output") or 0.0)
     for label, key, fault_text in (
@@ -225,8 +221,8 @@ def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Tabl
         ("first gratuitous ARP leaves after", "first_garp", ""),
         ("as the reader sees it: ACTIVATE written -> OK read", "wall_ok", ""),
     ):
-        host = _ms(_med(h, key)) if key != "first_garp" else "-"
-        phases.add(label, _ms(_med(u, key)), "", fault_text, host)
+        host = ms(_med(h, key)) if key != "first_garp" else "-"
+        phases.add(label, ms(_med(u, key)), "", fault_text, host)
     phases.notes += [
         f"Median of {len(u)} runs each. UML: real mode in fresh namespaces; host: -m mode "
         "(in-memory kernel, no netlink, no ARP), i.e. the helper's own Python work.",
@@ -243,7 +239,7 @@ def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Tabl
         parts.add(
             label,
             f"{_med(u, 'components', key, 'items') or 0:.0f}",
-            _ms(_med(u, "components", key, "seconds")),
+            ms(_med(u, "components", key, "seconds")),
             f"{_med(u, 'components', key, 'each_us') or 0:.1f}",
             f"{_med(h, 'components', key, 'each_us') or 0:.1f}" if h else "-",
         )
