@@ -147,14 +147,19 @@ def components(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, An
 
 
 class Probe(Helper):
-    """The helper, with its first ACTIVATE timed from handle() to the end of its output."""
+    """The helper, with its first ACTIVATE timed from handle() to the end of its output; the
+    record is completed and written when the next request arrives."""
 
     def arm(self, kernel: TimingKernel, stream: Recorder, result_path: str) -> None:
         self.timing, self.stream, self.result_path = kernel, stream, result_path
-        self.mark: dict[str, float] = {}
+        self.mark: dict[str, Any] = {}
+        self.ops: list[Operation] = []
+        self.lines: list[bytes] = []
 
     def handle(self, line: str | bytes) -> Any:
         text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+        if "record" in self.mark:  # the request after the ACTIVATE: nothing else runs now
+            self.save()
         if " ACTIVATE" not in text or self.mark:
             return super().handle(line)
         self.timing.reset()
@@ -190,8 +195,15 @@ class Probe(Helper):
             "ops": len(k.ops),
             "output_writes": self.stream.writes - int(m["writes"]),
             "reply": lines[-1].decode(),
-            "components": components(k.ops, lines),
         }
+        self.mark["record"] = record
+        self.ops, self.lines = list(k.ops), lines
+
+    def save(self) -> None:
+        """The steps alone (not while the reader still reads the ACTIVATE's output), then the
+        record to RESULT.json."""
+        record: dict[str, Any] = self.mark.pop("record")
+        record["components"] = components(self.ops, self.lines)
         with open(self.result_path, "w") as f:
             json.dump(record, f)
 
