@@ -158,8 +158,10 @@ class Group:
         self.helpers[fe.name] = h
         return h
 
-    def start_all(self, *args: str, timeout: float = 20.0) -> list[HelperProcess]:
-        """A helper on every frontend, each started (standby reached)."""
+    def start_all(self, *args: str, timeout: float = 60.0) -> list[HelperProcess]:
+        """A helper on every frontend, each started (standby reached). Three Python start-ups
+        at once can take tens of seconds in user-mode Linux on a busy host: the timeout is
+        generous, as nothing here measures start-up."""
         helpers = [self.start(fe, *args) for fe in self.fe]
         for h in helpers:
             h.wait_started(timeout)
