@@ -23,6 +23,7 @@ from .model import (
     ServiceKey,
     Settings,
     Sysctl,
+    is_ipv6,
 )
 from .operations import (
     AddAddress,
@@ -140,9 +141,14 @@ def desired_state(
     self_ip: str | None,
     retired: frozenset[str] = frozenset(),
 ) -> DesiredState:
-    """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up."""
+    """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up.
+
+    IPv6 VIPs are held on lo only: members are named by IPv4, and their IPv6 addresses (which
+    IPv6 direct routing needs) are not known to the helper yet.
+    """
     balancing = role in (Role.ACTIVE, Role.DRAINING)
-    svcs = services(settings, vips) if balancing else frozenset()
+    balanced = balanced_vips(vips)
+    svcs = services(settings, balanced) if balancing else frozenset()
     dests = frozenset(
         Dest(s.key, m, _weight(settings, role, m == self_ip)) for s in svcs for m in members
     )
@@ -156,7 +162,7 @@ def desired_state(
         iface=settings.iface,
         syncid=settings.syncid,
         on_lo=frozenset(vips),
-        on_iface=frozenset(vips) if role is Role.ACTIVE else frozenset(),
+        on_iface=frozenset(balanced) if role is Role.ACTIVE else frozenset(),
         sysctls=sysctls(settings.iface),
         services=svcs,
         dests=dests,
@@ -165,8 +171,16 @@ def desired_state(
     )
 
 
+def balanced_vips(vips: Iterable[str]) -> list[str]:
+    """The VIPs the active balancer takes on -i, balances and announces: the IPv4 ones."""
+    return [v for v in vips if not is_ipv6(v)]
+
+
 def ip_order(ip: str) -> bytes:
-    return socket.inet_aton(ip)
+    """Sort key of an address: IPv4 before IPv6, each in numeric order."""
+    if is_ipv6(ip):
+        return b"\6" + socket.inet_pton(socket.AF_INET6, ip)
+    return b"\4" + socket.inet_aton(ip)
 
 
 def _key_order(key: ServiceKey) -> tuple[bytes, str, int]:
@@ -190,7 +204,7 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         if current is not None and current.strip() != s.value:
             ops.append(SetSysctl(s))
 
-    ours_on_iface = [a for a in actual.addresses_on(iface) if a.ip in scope]
+    ours_on_iface = [a for a in actual.addresses_on(iface) if _ours(a, scope)]
     ops += [DelAddress(a) for a in ours_on_iface if a.ip not in desired.on_iface]
 
     have: dict[ServiceKey, Service] = {s.key: s for s in actual.services if s.key.vip in scope}
@@ -228,9 +242,28 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
     ops += [
         DelAddress(a)
         for a in actual.addresses_on("lo")
-        if a.ip in scope and a.ip not in desired.on_lo
+        if _ours(a, scope) and a.ip not in desired.on_lo
     ]
     return tuple(ops)
+
+
+def _ours(a: Address, scope: frozenset[str]) -> bool:
+    """An address this helper may take away: a /32 of one of its VIPs, as it adds them. An
+    address with any other prefix is the host's own (a LAN address listed as a VIP by mistake,
+    or a range someone put on lo), whatever the VIP file says."""
+    return a.prefixlen == 32 and a.ip in scope
+
+
+def local_clashes(vips: Iterable[str], actual: KernelState, iface: str) -> list[Address]:
+    """The host's own addresses that are VIPs: on any device but lo, other than as a /32 on
+    `iface` (what an active run adds, and a dead one leaves). Taking such a VIP would take the
+    address off its interface on the next DEACTIVATE or start."""
+    wanted = frozenset(vips)
+    return [
+        a
+        for a in actual.addresses
+        if a.ip in wanted and a.dev != "lo" and not (a.dev == iface and a.prefixlen == 32)
+    ]
 
 
 def _daemon_order(d: Daemon) -> int:
@@ -241,5 +274,7 @@ def _daemon_order(d: Daemon) -> int:
 def announce(vips: Iterable[str], iface: str) -> tuple[SendGarp, ...]:
     """A gratuitous ARP round: request and reply form per VIP (peers differ in what they learn)."""
     return tuple(
-        SendGarp(ip, iface, reply) for ip in sorted(vips, key=ip_order) for reply in (False, True)
+        SendGarp(ip, iface, reply)
+        for ip in sorted(balanced_vips(vips), key=ip_order)
+        for reply in (False, True)
     )
