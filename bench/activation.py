@@ -32,6 +32,7 @@ from tests.lab.group import expand
 from tests.lab.lan import Host
 from tests.lab.netns import in_netns
 
+from . import limit
 from .lab import FE_IP, ArpWatch, Snapshot, fresh_lan, progress, snapshot
 from .report import Table, Target, median, ms, ratio, result, secs, spread, times
 
@@ -219,6 +220,7 @@ def run(reps: int) -> dict[str, Any]:
     cases = [(v, m) for v in VIP_COUNTS for m in MEMBER_COUNTS]
     helper: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     classic: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    limits: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     check: list[float] = []
     for rep in range(reps):
         for v, m in cases:
@@ -226,17 +228,27 @@ def run(reps: int) -> dict[str, Any]:
             pre_arp = next(i for i, c in enumerate(cmds) if c.startswith("arping ")) + 1
             h = measure_helper(files[v], vips, members_of(m))
             c = measure_baseline(files[v], vips, cmds, full=pre_arp <= FULL_LIMIT)
+            lim = limit.measure(files[v], vips, members_of(m))
             helper[(v, m)].append(h)
             classic[(v, m)].append(c)
+            limits[(v, m)].append(lim)
             if (v, m) == CHECK_CASE:
                 check.append(measure_baseline(files[v], vips, cmds, full=False)["first_arp_s"])
             progress(
                 f"activation {v}x{m} rep {rep + 1}/{reps}: helper OK {ms(h['ok_s'])} ms, "
                 f"first ARP {ms(h['first_arp_s'])} ms; classic first ARP "
                 f"{secs(c['first_arp_s'])} s ({'measured' if c['measured'] else 'extrapolated'}"
-                f", {c['ran']} of {c['total']} commands run)"
+                f", {c['ran']} of {c['total']} commands run); limit {ms(lim['total_s'], 2)} ms"
             )
-    return _report(cases, dry, helper, classic, check, reps, time.monotonic() - t_start)
+    res = _report(cases, dry, helper, classic, check, reps, time.monotonic() - t_start)
+    versus, targets = limit.table(cases, helper, limits)
+    res["tables"].append(versus.to_dict())
+    res["targets"] += [t.to_dict() for t in targets]
+    res["raw"]["limit"] = {
+        f"{v}x{m}": [{k: x for k, x in r.items() if k != "state"} for r in limits[(v, m)]]
+        for v, m in cases
+    }
+    return res
 
 
 def _same(hs: list[dict[str, Any]], cs: list[dict[str, Any]]) -> bool | None:

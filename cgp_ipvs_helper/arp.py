@@ -45,7 +45,7 @@ def frame(mac: bytes, ip: bytes, reply: bool) -> bytes:
     ).ljust(_FRAME_LEN, b"\0")
 
 
-def _sockaddr_ll(index: int, proto: int) -> bytes:
+def sockaddr_ll(index: int, proto: int) -> bytes:
     """family, protocol (big-endian), ifindex, hatype, pkttype, halen, address: to send only."""
     return (
         struct.pack("=H", socket.AF_PACKET)
@@ -68,7 +68,7 @@ class _Device:
         self.dev = dev
         self.mac: bytes | None = None  # the device's MAC, read once per round
         self.frames: dict[tuple[int, bytes], bytes] = {}
-        self.names = {kind: _sockaddr_ll(index, proto) for kind, proto in _PROTO.items()}
+        self.names = {kind: sockaddr_ll(index, proto) for kind, proto in _PROTO.items()}
         self.last: mmsg.Round | None = None
 
     def read_mac(self) -> None:
