@@ -34,6 +34,7 @@ from cgp_ipvs_helper import cli, operations, protocol
 from cgp_ipvs_helper import helper as helper_module
 from cgp_ipvs_helper.cli import Output
 from cgp_ipvs_helper.helper import Helper
+from cgp_ipvs_helper.protocol import Reply
 
 LOOPS = 1000
 
@@ -278,7 +279,7 @@ def hook(helper: Helper, out: Output, result_path: str) -> None:
     handle, write = helper.handle, out.write
     state: dict[str, Any] = {}
 
-    def timed_handle(line: str | bytes) -> list[str]:
+    def timed_handle(line: str | bytes) -> Reply:
         text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
         if " ACTIVATE" not in text or state:
             return handle(line)
@@ -292,14 +293,14 @@ def hook(helper: Helper, out: Output, result_path: str) -> None:
         state["lines"] = lines
         return lines
 
-    def timed_write(lines: Sequence[str]) -> None:
-        if "lines" not in state or lines is not state["lines"]:
-            write(lines)
+    def timed_write(reply: Reply) -> None:
+        if "lines" not in state or reply is not state["lines"]:
+            write(reply)
             return
         counting = _CountingStream(out.stream)
         out.stream = counting
         try:
-            write(lines)
+            write(reply)
         finally:
             out.stream = counting.inner
         state["t"].append(time.perf_counter())
@@ -307,6 +308,7 @@ def hook(helper: Helper, out: Output, result_path: str) -> None:
         state["context"].__exit__(None, None, None)
         clock = state["clock"]
         record = _record(clock, state["t"], state["f"], counting.writes)
+        lines = protocol.render(reply)
         record["reply"] = lines[-1] if lines else ""
         record["components"] = _components(helper.kernel, clock.ops, lines)
         with open(result_path, "w") as f:

@@ -6,6 +6,7 @@ They hold configuration only, never counters, so equality means "nothing to chan
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 from attrs import field, frozen
@@ -18,6 +19,15 @@ DAEMON_STATES = ("master", "backup")
 def _port(_obj: object, _attr: object, value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"port out of range: {value}")
+
+
+class Role(enum.Enum):
+    """What this frontend is for the group, as the planner sees it; STOPPED is what QUIT leaves."""
+
+    STANDBY = "standby"
+    ACTIVE = "active"
+    DRAINING = "draining"
+    STOPPED = "stopped"
 
 
 @frozen
