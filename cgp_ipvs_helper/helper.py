@@ -279,7 +279,7 @@ class Helper:
     def _observe(self, infos: Infos) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
         actual = self.kernel.observe(self.paths)
-        problem = None if actual.ipvs else getattr(self.kernel, "ipvs_problem", None)
+        problem = None if actual.ipvs else self.kernel.ipvs_problem
         if problem != self.ipvs_problem:
             infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))
             self.ipvs_problem = problem

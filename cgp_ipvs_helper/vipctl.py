@@ -1,6 +1,7 @@
 """`cgp-ipvs-vip`: put the VIPs of the VIP file on `lo` at boot, or take them off.
 
-Every frontend of a load-balancer group holds every VIP as a /32 on `lo`, so it accepts the
+Every frontend of a load-balancer group holds every VIP as a /32 (IPv6: a /128, added without
+duplicate address detection) on `lo`, so it accepts the
 packets the active balancer forwards to it by MAC (direct routing). The helper adds them when it
 starts, but a frontend must hold them from boot on, before CommuniGate Pro starts: the network
 scripts (`ifup-lo`, `ifdown-lo`) and the systemd unit run this command for that.
@@ -31,6 +32,7 @@ from .executor import execute
 from .kernel import Kernel
 from .model import Address
 from .operations import AddAddress, DelAddress, Operation
+from .shown import escaped
 from .vipfile import load_vips
 
 PROG = "cgp-ipvs-vip"
@@ -51,8 +53,8 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Add the VIPs of the VIP file to lo as /32 (up), remove them (down), print "
-        "them (list), or only validate the file (check). Used by ifup-lo, ifdown-lo and "
+        description="Add the VIPs of the VIP file to lo as /32 or /128 (up), remove them (down), "
+        "print them (list), or only validate the file (check). Used by ifup-lo, ifdown-lo and "
         "cgp-ipvs-vip.service.",
     )
     p.add_argument(
@@ -76,9 +78,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def plan_up(vips: Sequence[str], on_lo: Sequence[Address]) -> list[Operation]:
-    """A /32 on lo for every VIP lo does not hold yet (with any prefix): re-running adds nothing."""
+    """A /32 (/128) on lo for every VIP lo does not hold yet (with any prefix): re-running adds
+    nothing."""
     present = {a.ip for a in on_lo}
-    return [AddAddress(Address(ip, LO, 32)) for ip in vips if ip not in present]
+    return [AddAddress(Address(ip, LO)) for ip in vips if ip not in present]
 
 
 def plan_down(vips: Sequence[str], on_lo: Sequence[Address]) -> list[Operation]:
@@ -119,7 +122,7 @@ def run(
         return 0
     if ns.command == "check":
         if ns.verbose:
-            print(f"{ns.file}: {len(vips)} VIPs", file=out)
+            print(f"{escaped(ns.file)}: {len(vips)} VIPs", file=out)
         return 0
     return _change(ns.command, ns.file, vips, ns.dry_run, ns.verbose, kernel_factory, out, err)
 
@@ -163,7 +166,7 @@ def _change(
         untouched = max(0, len(vips) - len(ops))
         state_word = "already there" if command == "up" else "not there"
         print(
-            f"{PROG}: {path}: {len(vips)} VIPs; {len(ops) - len(failures)} {done} {LO}, "
+            f"{PROG}: {escaped(path)}: {len(vips)} VIPs; {len(ops) - len(failures)} {done} {LO}, "
             f"{untouched} {state_word}, {len(failures)} failed",
             file=out,
         )

@@ -30,7 +30,7 @@ OTHER_ON_LO = Address("198.51.100.200", "lo", 32)  # on lo, but not a VIP of the
 
 
 class BatchKernel(FakeKernel):
-    """A fake that, like NetlinkKernel, offers apply_many: records each batch it is given."""
+    """A fake that records each batch apply_many is given."""
 
     def __init__(self, state: KernelState | None = None) -> None:
         super().__init__(state)
@@ -39,13 +39,7 @@ class BatchKernel(FakeKernel):
     def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
         batch = list(ops)
         self.batches.append(batch)
-        errors = []
-        for op in batch:
-            try:
-                self.apply(op)
-            except KernelError as exc:
-                errors.append(exc)
-        return errors
+        return super().apply_many(batch)
 
 
 class Run:
@@ -270,3 +264,25 @@ def test_as_a_process_a_bad_file_is_one_stderr_line_and_status_1(tmp_path: Path)
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr == f"cgp-ipvs-vip: {path}:2: '198.51.100.0/16': mask /16 is below /24\n"
+
+
+def test_a_file_name_with_a_line_break_is_shown_on_one_line(tmp_path: Path) -> None:
+    path = vipfile(tmp_path, FILE, name="vip\naddrs")
+    checked = Run(FakeKernel(), ["-f", path, "-v", "check"])
+    assert checked.out == [f"{tmp_path}/vip\\x0aaddrs: 6 VIPs"]
+    up = Run(FakeKernel(state()), ["-f", path, "-v", "up"])
+    assert len(up.out) == 1 and up.out[0].startswith(f"cgp-ipvs-vip: {tmp_path}/vip\\x0aaddrs: ")
+
+
+def test_ipv6_vips_go_on_lo_as_128_without_dad_and_come_off_again(tmp_path: Path) -> None:
+    kernel = FakeKernel(state())
+    path = vipfile(tmp_path, "198.51.100.10\n2001:db8:10::/126\n")
+    dry = Run(kernel, ["-n", "-f", path, "up"])
+    assert dry.out == ["ip address add 198.51.100.10/32 dev lo"] + [
+        f"ip -6 address add 2001:db8:10::{i}/128 dev lo nodad" for i in ("", 1, 2, 3)
+    ]
+    assert Run(kernel, ["-f", path, "up"]).status == 0
+    assert on(kernel, "lo")[-4:] == [(f"2001:db8:10::{i}", 128) for i in ("", 1, 2, 3)]
+    down = Run(kernel, ["-f", path, "-v", "down"])
+    assert down.status == 0
+    assert on(kernel, "lo") == [("127.0.0.1", 8)]
