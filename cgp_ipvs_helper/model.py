@@ -43,7 +43,7 @@ class Role(enum.Enum):
 
 @frozen
 class Settings:
-    """What the command line chose (see protocol.md, "Options")."""
+    """What the command line chose (see docs/protocol.md, "Options")."""
 
     persistence: int = 15
     iface: str = "eth0"

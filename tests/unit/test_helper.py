@@ -38,7 +38,7 @@ def kinds(ops) -> list[str]:
 
 
 def test_contract_example_transcript(clock: Clock) -> None:
-    """The example of protocol.md, verbatim (addresses from the contract, kernel in memory)."""
+    """The example of docs/protocol.md, verbatim (addresses from the contract, kernel in memory)."""
     vips = tuple(f"198.51.100.{i}" for i in range(8))
     kernel = FakeKernel(fresh_state(ip="192.168.1.80"))
     h = make_helper(kernel, clock, vips=vips)
