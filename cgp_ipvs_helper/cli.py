@@ -273,6 +273,7 @@ def serve(helper: Helper, stdin_fd: int, out: Output, notes: Sequence[str] = ())
     reader = LineReader()
     eof = False
     out.write(helper.start(notes))
+    gc.freeze()  # and what start-up planned ahead for an ACTIVATE (see main)
     while not helper.finished:
         wait = max(0.0, helper.next_deadline() - helper.clock())
         fds = [wake_r] if eof else [stdin_fd, wake_r]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable, Union
 
 from .errors import KernelError, VipFileError
@@ -35,6 +35,7 @@ from .protocol import (
     Status,
     parse_line,
 )
+from .ready import Ready, activation, prepare
 from .session import Event, Session, State
 from .vipfile import load_vips
 
@@ -60,6 +61,7 @@ class Helper:
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
         self.ipvs_problem: str | None = None
+        self.ready: Ready | None = None  # while standby: the ACTIVATE planned ahead (ready.py)
         s = settings
         self._options = f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
 
@@ -195,7 +197,9 @@ class Helper:
     def _activate(self, req: Activate, infos: Infos) -> Response:
         if self.vip_error is not None:
             return Response(req.seq, "ERROR", str(self.vip_error))
-        actual = self._observe(infos)
+        # from standby, the state read at the last step, which ready was planned against
+        ahead = self.ready if self.session.state is State.STANDBY else None
+        actual = self._observe(infos) if ahead is None else ahead.state
         try:
             members, self_ip = self._members(req.members, actual)
         except BadRequest as exc:
@@ -263,18 +267,35 @@ class Helper:
         if actual is None:
             actual = self._observe(infos)
         ses = self.session
-        desired = desired_state(
-            self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
-        )
-        ops: list[Operation] = list(plan(desired, actual))
-        if garp and ses.state is State.ACTIVE:
-            ops += announce(self.vips, self.settings.iface)
+        ahead, self.ready = self.ready, None
+        known: dict[int, str] = {}
+        if garp and ahead is not None and ahead.state is actual and ses.self_ip is not None:
+            ops: Sequence[Operation] = activation(ahead, self.settings, ses.members, ses.self_ip)
+            known = ahead.texts
+        else:
+            desired = desired_state(
+                self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
+            )
+            ops = plan(desired, actual)
+            if garp and ses.state is State.ACTIVE:
+                ops += announce(self.vips, self.settings.iface)
         failures = execute(ops, self.kernel)
         if not failures:
             self.retired = frozenset()
+            if ses.state is State.STANDBY:  # what it did is all that changed: read it again
+                self._plan_ahead(ahead, self.kernel.observe(self.paths) if ops else actual)
         ses.settled = not failures
-        self._log(ops, failures, infos)
+        self._log(ops, failures, infos, known)
         return failures
+
+    def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
+        """While standby: plan the ACTIVATE against `state` now, and have the kernel build its
+        messages (the last plan is kept while it still fits: a quiet refresh costs nothing)."""
+        if last is None or not last.fits(self.vips, self.retired, state):
+            last = prepare(self.settings, self.vips, self.retired, state)
+            if last is not None:
+                self.kernel.prepare(last.ops())
+        self.ready = last
 
     def _observe(self, infos: Infos) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
@@ -294,13 +315,19 @@ class Helper:
         self._log((), failures, infos)
 
     @staticmethod
-    def _log(ops: Sequence[Operation], failures: Sequence[KernelError], infos: Infos) -> None:
-        """The operations done (as shell commands), then one FAILED line per failure."""
+    def _log(
+        ops: Sequence[Operation],
+        failures: Sequence[KernelError],
+        infos: Infos,
+        known: Mapping[int, str] | None = None,
+    ) -> None:
+        """The operations done (as shell commands; `known` has some texts already, by id()),
+        then one FAILED line per failure."""
         if failures:
             failed = {f.op for f in failures}
             ops = [op for op in ops if op not in failed]
         if ops:
-            infos.append(Commands(tuple(ops)))
+            infos.append(Commands(tuple(ops), known or {}))
         infos += [Info(f"FAILED {f.op}: {f.reason}") for f in failures]
 
 

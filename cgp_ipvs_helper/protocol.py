@@ -10,10 +10,10 @@ writes out what comes back.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable, Literal, Union
 
-from attrs import frozen
+from attrs import field, frozen
 
 from .errors import ProtocolError
 from .vipfile import is_unicast
@@ -69,12 +69,15 @@ class Info:
 
 @frozen
 class Commands:
-    """Kernel operations carried out: one info line each, holding its shell equivalent."""
+    """Kernel operations carried out: one info line each, holding its shell equivalent.
+    `known` may hold that text already for some of them, by id() (built while standby)."""
 
     ops: tuple[object, ...]
+    known: Mapping[int, str] = field(factory=dict, eq=False)
 
     def texts(self) -> tuple[str, ...]:
-        return tuple(str(op) for op in self.ops)
+        known = self.known
+        return tuple(known.get(id(op)) or str(op) for op in self.ops)
 
 
 # Response and Reply are built once per request: without slots attrs builds them faster.
