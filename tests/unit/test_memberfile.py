@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cgp_ipvs_helper.errors import MemberFileError
 from cgp_ipvs_helper.memberfile import load_members, parse_members
 from cgp_ipvs_helper.steering import MemberRange
 
+ROOT = Path(__file__).resolve().parents[2]
 CGP_PORTS = (25, 80, 110, 143, 5060, 5061, 8100, 9100)
 
 
@@ -72,3 +75,16 @@ def test_missing_file_is_no_map_unreadable_is_an_error(tmp_path) -> None:
     good = tmp_path / "members"
     good.write_text("192.0.2.11 50000-54999\n")
     assert load_members(str(good), CGP_PORTS) == (MemberRange("192.0.2.11", 50000, 54999),)
+
+
+def test_sample_file_is_no_map_until_its_example_is_uncommented() -> None:
+    sample = ROOT / "sysconfig" / "cgp-ipvs-members"
+    assert load_members(str(sample), CGP_PORTS) == ()
+    example = "\n".join(
+        line[1:] for line in sample.read_text().splitlines() if line.startswith("# 192.0.2.")
+    )
+    assert parse_members(example, str(sample), CGP_PORTS) == (
+        MemberRange("192.0.2.11", 50000, 54999),
+        MemberRange("192.0.2.12", 55000, 59999),
+        MemberRange("192.0.2.13", 60000, 64999),
+    )
