@@ -19,6 +19,8 @@ _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
 
 
 def _service_args(key: ServiceKey) -> list[str]:
+    if key.fwmark:
+        return ["-f", str(key.fwmark)]
     return [_PROTO_FLAG[key.proto], f"{key.vip}:{key.port}"]
 
 
@@ -165,22 +167,6 @@ class SendGarp(_Renders):
         return ["arping", "-A" if self.reply else "-U", "-c", "1", "-I", self.dev, self.ip]
 
 
-Operation = Union[
-    AddAddress,
-    DelAddress,
-    SetSysctl,
-    AddService,
-    EditService,
-    DelService,
-    AddDest,
-    EditDest,
-    DelDest,
-    StartDaemon,
-    StopDaemon,
-    SendGarp,
-]
-
-
 # --- steering of replies to outgoing connections (see steering.py) -------------------------------
 
 _TC_FILTER = ("protocol", "ip", "pref", str(TC_PREF))
@@ -225,3 +211,22 @@ class DelFilter(_Renders):
     def argv(self) -> list[str]:
         head = ["tc", "filter", "del", "dev", self.dev, "ingress", *_TC_FILTER]
         return [*head, "chain", str(self.chain), "handle", hex(self.handle), "flower"]
+
+
+Operation = Union[
+    AddAddress,
+    DelAddress,
+    SetSysctl,
+    AddService,
+    EditService,
+    DelService,
+    AddDest,
+    EditDest,
+    DelDest,
+    StartDaemon,
+    StopDaemon,
+    SendGarp,
+    AddClsact,
+    AddFilter,
+    DelFilter,
+]
