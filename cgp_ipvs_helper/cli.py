@@ -10,22 +10,31 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import re
 import select
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
 from typing import BinaryIO, Callable, NoReturn
 
+from .dryrun import dry_run_kernel
 from .errors import UsageError
 from .helper import VERSION, Helper
 from .kernel import Kernel
-from .memory import MemoryKernel
-from .model import KernelState, Settings
-from .planner import sysctl_paths
+from .model import Settings
 from .protocol import MAX_LINE
+from .shown import quoted
 
 _IFNAMSIZ = 15
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{0,9})?|\.[0-9]{1,9}")
+DAY = 86400.0
+# Each refresh reads the whole kernel state and, while active, re-announces every VIP, which
+# Linux ignores within 1 s of the last announcement anyway; at -t 0.001 an idle standby burnt
+# 6-9 % of a CPU.
+MIN_REFRESH = 1.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,11 +43,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """ASCII digits only: int() would also take `1_0`, `+5`, ` 5` and an Arabic-Indic 5."""
+
     def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not _DIGITS.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"not a whole number: {quoted(text)}")
+        value = int(text)
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{hi}")
         return value
@@ -46,14 +56,18 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(text: str) -> float:
-    try:
+def _seconds_in(lo: float, hi: float) -> Callable[[str], float]:
+    """ASCII decimal seconds (`2`, `2.5`, `.5`): float() would also take `1_0`, `1e3`, `inf`."""
+
+    def parse(text: str) -> float:
+        if not _DECIMAL.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {quoted(text)}")
         value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 86400 or value != value:
-        raise argparse.ArgumentTypeError(f"{text} is not in 0..86400 seconds")
-    return value
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text} is not in {lo:g}..{hi:g} seconds")
+        return value
+
+    return parse
 
 
 def _iface(text: str) -> str:
@@ -63,7 +77,7 @@ def _iface(text: str) -> str:
         or not text.isprintable()
         or text in (".", "..")
     ):
-        raise argparse.ArgumentTypeError(f"not an interface name: {text!r}")
+        raise argparse.ArgumentTypeError(f"not an interface name: {quoted(text)}")
     return text
 
 
@@ -71,13 +85,9 @@ def _ports(text: str) -> tuple[tuple[str, int], ...]:
     """`tcp:25,tcp:587,udp:5060`: the per-port services used with -p 0."""
     ports = []
     for item in text.split(","):
-        proto, _, port = item.strip().partition(":")
-        if (
-            proto not in ("tcp", "udp")
-            or not (port.isascii() and port.isdigit())
-            or not 0 < int(port) <= 65535
-        ):
-            raise argparse.ArgumentTypeError(f"not PROTO:PORT (tcp:25, udp:5060): {item!r}")
+        proto, _, port = item.strip(" \t").partition(":")
+        if proto not in ("tcp", "udp") or not _DIGITS.fullmatch(port) or not 0 < int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"not PROTO:PORT (tcp:25, udp:5060): {quoted(item)}")
         if (proto, int(port)) not in ports:
             ports.append((proto, int(port)))
     return tuple(ports)
@@ -116,10 +126,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-t",
         dest="timeout",
-        type=_seconds,
+        type=_seconds_in(MIN_REFRESH, DAY),
         default=15.0,
         metavar="N",
-        help="refresh after N seconds without a request (default 15)",
+        help=f"refresh after N seconds without a request, at least {MIN_REFRESH:g} (default 15)",
     )
     p.add_argument(
         "-f",
@@ -151,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--drain",
-        type=_seconds,
+        type=_seconds_in(0.0, DAY),
         default=5.0,
         metavar="SECONDS",
         help="keep forwarding this long after DEACTIVATE (default 5)",
@@ -162,8 +172,6 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_settings(argv: Sequence[str]) -> Settings:
     ns = parser().parse_args(list(argv))
-    if ns.timeout <= 0:
-        raise UsageError("-t must be more than 0 seconds")
     return Settings(
         persistence=ns.persistence,
         iface=ns.iface,
@@ -179,29 +187,21 @@ def parse_settings(argv: Sequence[str]) -> Settings:
 
 def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
     """The netlink kernel, or for -m an in-memory copy of what the kernel holds now."""
+    if settings.dry_run:
+        return dry_run_kernel(settings.iface)
     from .netlink import NetlinkKernel
 
-    if not settings.dry_run:
-        return NetlinkKernel(), []
-    notes = ["-m: dry run, nothing is changed; each command below is what real mode would run"]
-    paths = sysctl_paths(settings.iface)
+    return NetlinkKernel(), []
+
+
+def iface_notes(iface: str) -> list[str]:
+    """Say at start if -i names no interface: it may be a bond or VLAN brought up later, so the
+    helper starts anyway, but an operator who mistyped it must see why nothing is balanced."""
     try:
-        real = NetlinkKernel()
-        try:
-            state = real.observe(paths)
-        finally:
-            real.close()
-    except Exception as exc:  # any failure to read means "plan from empty"
-        notes.append(f"cannot read the kernel state ({exc}): planning from an empty state")
-        return MemoryKernel(KernelState(sysctls={p: "" for p in paths})), notes
-    if not state.ipvs:
-        notes.append(
-            f"{getattr(real, 'ipvs_problem', 'IPVS cannot be read')}; "
-            "planning IPVS from an empty state"
-        )
-        unknown = {p: "" for p, v in state.sysctls.items() if v is None and "/vs/" in p}
-        state = KernelState(addresses=state.addresses, sysctls={**state.sysctls, **unknown})
-    return MemoryKernel(state), notes
+        socket.if_nametoindex(iface)
+    except OSError:
+        return [f"-i {iface}: no such interface (yet); it is needed to balance"]
+    return []
 
 
 class LineReader:
@@ -300,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a fatal start-up reason: one line on stderr
         print(f"IPVSHelper.py: cannot open the kernel interface: {exc}", file=sys.stderr)
         return 1
+    notes = [*notes, *iface_notes(settings.iface)]
     helper = Helper(settings, kernel, clock=time.monotonic)
     # What is loaded now lives as long as the process: keep the cyclic collector off it, so the
     # thousands of short-lived values of a /24 activation are not scanned against it (-30%).

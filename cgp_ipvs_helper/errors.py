@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .shown import escaped, quoted
+
 
 class HelperError(Exception):
     """Base of every error the helper reports instead of crashing."""
@@ -12,13 +14,16 @@ class UsageError(HelperError):
 
 
 class VipFileError(HelperError):
-    """The VIP list file is unreadable or malformed; carries file, line and text."""
+    """The VIP list file is unreadable or malformed; carries file, line and text.
+
+    The file name and the text are shown escaped: the message is one line whatever they hold.
+    """
 
     def __init__(self, path: str, lineno: int | None, text: str, reason: str) -> None:
         self.path, self.lineno, self.text, self.reason = path, lineno, text, reason
-        where = f"{path}:{lineno}" if lineno is not None else path
-        shown = f": {text!r}" if text else ""
-        super().__init__(f"{where}{shown}: {reason}")
+        where = f"{escaped(path)}:{lineno}" if lineno is not None else escaped(path)
+        shown = f": {quoted(text)}" if text else ""
+        super().__init__(f"{where}{shown}: {escaped(reason)}")
 
 
 class MemberFileError(VipFileError):

@@ -1,20 +1,29 @@
 """The one narrow door to privileged kernel work.
 
 Everything that reads or changes the kernel goes through a `Kernel`: the netlink kernel
-(real mode), the dry-run kernel (-m) and the in-memory fake for tests all satisfy it, so the
-planner and the session never know which one they drive.
+(real mode) and the in-memory kernel (the -m dry run, and the tests' fake) both satisfy it, so
+the planner and the session never know which one they drive. Each carries out an operation
+type as one row of its own table (`HANDLERS`); a unit test checks that both tables cover every
+type of `Operation`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
 
+from .errors import KernelError
 from .model import KernelState
 from .operations import Operation
 
 
+@runtime_checkable  # so a test can check that every kernel has the whole contract
 class Kernel(Protocol):
-    """Read the state the planner needs; apply one operation at a time."""
+    """Read the state the planner needs; apply operations in order."""
+
+    ipvs_problem: str | None
+    """Why IPVS cannot be used (module missing, no privilege), as of the last observe(); None
+    while it can. observe() then reports ipvs=False, without services, real servers, daemons."""
 
     def observe(self, sysctls: frozenset[str]) -> KernelState:
         """Addresses, the asked-for sysctl paths, IPVS services, real servers, sync daemons."""
@@ -22,10 +31,9 @@ class Kernel(Protocol):
     def apply(self, op: Operation) -> None:
         """Carry out `op`; raise KernelError with the kernel's reason if it fails."""
 
+    def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
+        """Carry out every operation in order, going on after a failure (a balancer missing one
+        real server still serves more clients than none); the failures, in order."""
+
     def close(self) -> None:
         """Release sockets."""
-
-
-# Optional, used when a kernel has them (the netlink kernel does):
-#   apply_many(ops) -> list[KernelError]: apply in order, batched; failures in order.
-#   ipvs_problem: str | None: why IPVS cannot be used right now (module missing, no privilege).

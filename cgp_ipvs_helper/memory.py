@@ -2,39 +2,30 @@
 
 It accepts and refuses exactly what the real kernel does for our operations (adding what exists,
 deleting what is absent), with the kernel's own error texts, so a plan that works here is a plan
-the kernel takes. It never reaches the real kernel.
+the kernel takes. It never reaches the real kernel. Each operation type is one row of
+`HANDLERS`, as in the netlink kernel.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
+from typing import Any, Callable
 
+from . import operations
 from .errors import KernelError
 from .model import Address, Daemon, Dest, KernelState, Service, ServiceKey
-from .operations import (
-    AddAddress,
-    AddDest,
-    AddService,
-    DelAddress,
-    DelDest,
-    DelService,
-    EditDest,
-    EditService,
-    Operation,
-    SendGarp,
-    SetSysctl,
-    StartDaemon,
-    StopDaemon,
-)
 
 
-def _fail(op: Operation, code: int) -> KernelError:
+def _fail(op: operations.Operation, code: int) -> KernelError:
     return KernelError(op, os.strerror(code))
 
 
 class MemoryKernel:
     """Holds a KernelState and changes it as the kernel would."""
+
+    ipvs_problem: str | None = None  # IPVS is always there
 
     def __init__(self, state: KernelState | None = None) -> None:
         state = state or KernelState()
@@ -56,37 +47,88 @@ class MemoryKernel:
     def close(self) -> None:
         """Nothing to release."""
 
-    def apply(self, op: Operation) -> None:
-        if isinstance(op, AddAddress):
-            if self._find(op.address) is not None:
-                raise _fail(op, errno.EEXIST)
-            self.addresses.append(op.address)
-        elif isinstance(op, DelAddress):
-            found = self._find(op.address)
-            if found is None:
-                raise _fail(op, errno.EADDRNOTAVAIL)
-            self.addresses.remove(found)
-        elif isinstance(op, SetSysctl):
-            if op.sysctl.path in self.sysctls and self.sysctls[op.sysctl.path] is None:
-                raise _fail(op, errno.ENOENT)
-            self.sysctls[op.sysctl.path] = op.sysctl.value
-        elif isinstance(op, (AddService, EditService, DelService)):
-            self._service(op)
-        elif isinstance(op, (AddDest, EditDest, DelDest)):
-            self._dest(op)
-        elif isinstance(op, StartDaemon):
-            if any(d.state == op.daemon.state for d in self.daemons):
-                raise _fail(op, errno.EEXIST)
-            self.daemons.add(op.daemon)
-        elif isinstance(op, StopDaemon):
-            running = {d for d in self.daemons if d.state == op.daemon.state}
-            if not running:
-                raise _fail(op, errno.ESRCH)
-            self.daemons -= running
-        elif isinstance(op, SendGarp):
-            pass  # a frame on the wire changes no state; FakeKernel records it like any op
-        else:
+    def apply(self, op: operations.Operation) -> None:
+        handler = HANDLERS.get(type(op))
+        if handler is None:
             raise TypeError(f"not an operation: {op!r}")
+        handler(self, op)
+
+    def apply_many(self, ops: Iterable[operations.Operation]) -> list[KernelError]:
+        """Each operation through apply() (which a subclass may record), going on after a
+        failure; the failures, in order."""
+        failures: list[KernelError] = []
+        for op in ops:
+            try:
+                self.apply(op)
+            except KernelError as exc:
+                failures.append(exc)
+        return failures
+
+    # --- one handler per operation type ----------------------------------------------------------
+
+    def _add_address(self, op: operations.AddAddress) -> None:
+        if self._find(op.address) is not None:
+            raise _fail(op, errno.EEXIST)
+        self.addresses.append(op.address)
+
+    def _del_address(self, op: operations.DelAddress) -> None:
+        found = self._find(op.address)
+        if found is None:
+            raise _fail(op, errno.EADDRNOTAVAIL)
+        self.addresses.remove(found)
+
+    def _set_sysctl(self, op: operations.SetSysctl) -> None:
+        if op.sysctl.path in self.sysctls and self.sysctls[op.sysctl.path] is None:
+            raise _fail(op, errno.ENOENT)
+        self.sysctls[op.sysctl.path] = op.sysctl.value
+
+    def _add_service(self, op: operations.AddService) -> None:
+        if op.service.key in self.services:
+            raise _fail(op, errno.EEXIST)
+        self.services[op.service.key] = op.service
+
+    def _edit_service(self, op: operations.EditService) -> None:
+        if op.service.key not in self.services:
+            raise _fail(op, errno.ESRCH)
+        self.services[op.service.key] = op.service
+
+    def _del_service(self, op: operations.DelService) -> None:
+        key = op.service.key
+        if key not in self.services:
+            raise _fail(op, errno.ESRCH)
+        del self.services[key]
+        self.dests = {k: d for k, d in self.dests.items() if k[0] != key}
+
+    def _add_dest(self, op: operations.AddDest) -> None:
+        if self._dest_exists(op, op.dest):
+            raise _fail(op, errno.EEXIST)
+        self.dests[(op.dest.service, op.dest.ip)] = op.dest
+
+    def _edit_dest(self, op: operations.EditDest) -> None:
+        if not self._dest_exists(op, op.dest):
+            raise _fail(op, errno.ENOENT)
+        self.dests[(op.dest.service, op.dest.ip)] = op.dest
+
+    def _del_dest(self, op: operations.DelDest) -> None:
+        if not self._dest_exists(op, op.dest):
+            raise _fail(op, errno.ENOENT)
+        del self.dests[(op.dest.service, op.dest.ip)]
+
+    def _start_daemon(self, op: operations.StartDaemon) -> None:
+        if any(d.state == op.daemon.state for d in self.daemons):
+            raise _fail(op, errno.EEXIST)
+        self.daemons.add(op.daemon)
+
+    def _stop_daemon(self, op: operations.StopDaemon) -> None:
+        running = {d for d in self.daemons if d.state == op.daemon.state}
+        if not running:
+            raise _fail(op, errno.ESRCH)
+        self.daemons -= running
+
+    def _send_garp(self, op: operations.SendGarp) -> None:
+        """A frame on the wire changes no state; FakeKernel records it like any op."""
+
+    # --- lookups -----------------------------------------------------------------------------
 
     def _find(self, address: Address) -> Address | None:
         for a in self.addresses:
@@ -94,29 +136,24 @@ class MemoryKernel:
                 return a
         return None
 
-    def _service(self, op: AddService | EditService | DelService) -> None:
-        key = op.service.key
-        exists = key in self.services
-        if isinstance(op, AddService) and exists:
-            raise _fail(op, errno.EEXIST)
-        if not isinstance(op, AddService) and not exists:
+    def _dest_exists(self, op: operations.Operation, dest: Dest) -> bool:
+        """Whether `dest` is there; ESRCH (as the kernel) if its service is not."""
+        if dest.service not in self.services:
             raise _fail(op, errno.ESRCH)
-        if isinstance(op, DelService):
-            del self.services[key]
-            self.dests = {k: d for k, d in self.dests.items() if k[0] != key}
-        else:
-            self.services[key] = op.service
+        return (dest.service, dest.ip) in self.dests
 
-    def _dest(self, op: AddDest | EditDest | DelDest) -> None:
-        d = op.dest
-        if d.service not in self.services:
-            raise _fail(op, errno.ESRCH)
-        exists = (d.service, d.ip) in self.dests
-        if isinstance(op, AddDest) and exists:
-            raise _fail(op, errno.EEXIST)
-        if not isinstance(op, AddDest) and not exists:
-            raise _fail(op, errno.ENOENT)
-        if isinstance(op, DelDest):
-            del self.dests[(d.service, d.ip)]
-        else:
-            self.dests[(d.service, d.ip)] = d
+
+HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
+    operations.AddAddress: MemoryKernel._add_address,
+    operations.DelAddress: MemoryKernel._del_address,
+    operations.SetSysctl: MemoryKernel._set_sysctl,
+    operations.AddService: MemoryKernel._add_service,
+    operations.EditService: MemoryKernel._edit_service,
+    operations.DelService: MemoryKernel._del_service,
+    operations.AddDest: MemoryKernel._add_dest,
+    operations.EditDest: MemoryKernel._edit_dest,
+    operations.DelDest: MemoryKernel._del_dest,
+    operations.StartDaemon: MemoryKernel._start_daemon,
+    operations.StopDaemon: MemoryKernel._stop_daemon,
+    operations.SendGarp: MemoryKernel._send_garp,
+}

@@ -31,6 +31,7 @@ from .executor import execute
 from .kernel import Kernel
 from .model import Address
 from .operations import AddAddress, DelAddress, Operation
+from .shown import escaped
 from .vipfile import load_vips
 
 PROG = "cgp-ipvs-vip"
@@ -119,7 +120,7 @@ def run(
         return 0
     if ns.command == "check":
         if ns.verbose:
-            print(f"{ns.file}: {len(vips)} VIPs", file=out)
+            print(f"{escaped(ns.file)}: {len(vips)} VIPs", file=out)
         return 0
     return _change(ns.command, ns.file, vips, ns.dry_run, ns.verbose, kernel_factory, out, err)
 
@@ -163,7 +164,7 @@ def _change(
         untouched = max(0, len(vips) - len(ops))
         state_word = "already there" if command == "up" else "not there"
         print(
-            f"{PROG}: {path}: {len(vips)} VIPs; {len(ops) - len(failures)} {done} {LO}, "
+            f"{PROG}: {escaped(path)}: {len(vips)} VIPs; {len(ops) - len(failures)} {done} {LO}, "
             f"{untouched} {state_word}, {len(failures)} failed",
             file=out,
         )

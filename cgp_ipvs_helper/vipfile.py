@@ -3,15 +3,22 @@
 One entry per line: an IPv4 address, or a subnet a.b.c.d/m (m >= 24) standing for every address
 in it. `#` starts a comment. A bad line is reported with file, line number and text, and nothing
 is returned, so a half-valid file can never be half applied.
+
+The file is read as bytes and split on LF (CRLF) only: a form feed, vertical tab, NEL or U+2028
+in a comment is part of the comment, not a line break that would turn the rest into an entry and
+shift every later line number. A comment may hold any bytes; an entry is ASCII, and one that is
+not is an error naming its line, with the text shown escaped.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import netaddr
 
 from .errors import VipFileError
+from .shown import decode
 
 MIN_PREFIXLEN = 24
 _DOTTED = re.compile(r"\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?", re.ASCII)
@@ -39,14 +46,22 @@ def _entry(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
     return net
 
 
-def parse_vips(text: str, path: str) -> tuple[str, ...]:
+def _lines(data: bytes) -> Iterator[tuple[int, str]]:
+    """(line number, entry text) for each line holding an entry: LF or CRLF ends a line, `#`
+    starts a comment, spaces and tabs around the entry do not count."""
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        entry = line.split(b"#", 1)[0].strip(b" \t")
+        if entry:
+            yield lineno, decode(entry)
+
+
+def parse_vips(text: str | bytes, path: str) -> tuple[str, ...]:
     """Every VIP the file names, in file order; raise VipFileError on the first bad line."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
     seen: dict[int, tuple[int, str]] = {}
     vips: list[str] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
+    for lineno, line in _lines(data):
         net = _entry(path, lineno, line)
         for addr in net:
             first = seen.get(int(addr))
@@ -62,8 +77,8 @@ def parse_vips(text: str, path: str) -> tuple[str, ...]:
 def load_vips(path: str) -> tuple[str, ...]:
     """Read and parse `path`; an unreadable file is a VipFileError too."""
     try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VipFileError(path, None, "", f"cannot read: {exc}") from None
-    return parse_vips(text, path)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise VipFileError(path, None, "", f"cannot read: {exc.strerror or exc}") from None
+    return parse_vips(data, path)

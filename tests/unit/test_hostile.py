@@ -13,15 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = str(ROOT / "sysconfig" / "vipaddrs")
 COMMANDS = ("ip", "sysctl", "ipvsadm", "arping")
 
 
-def run(stdin: bytes, *args: str, timeout: float = 60) -> tuple[list[str], list[str]]:
-    """Responses and shell commands the -m helper printed for `stdin`."""
+def output(stdin: bytes, *args: str, vipfile: str = SAMPLE, timeout: float = 60) -> list[str]:
+    """Every line the -m helper printed for `stdin`; it exited 0 and said nothing on stderr."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cgp_ipvs_helper", "-m", "-f", SAMPLE, *args],
+        [sys.executable, "-m", "cgp_ipvs_helper", "-m", "-f", vipfile, *args],
         input=stdin,
         capture_output=True,
         timeout=timeout,
@@ -33,13 +35,21 @@ def run(stdin: bytes, *args: str, timeout: float = 60) -> tuple[list[str], list[
     lines = proc.stdout.decode("utf-8").split("\n")
     assert lines[-1] == ""
     assert all(len(line.encode()) <= 4096 for line in lines)
-    replies = [line for line in lines[:-1] if not line.startswith("* ")]
+    return lines[:-1]
+
+
+def split(lines: list[str]) -> tuple[list[str], list[str]]:
+    """Responses, and the shell commands of the info lines."""
+    replies = [line for line in lines if not line.startswith("* ")]
     commands = [
-        line[2:]
-        for line in lines[:-1]
-        if line.startswith("* ") and line[2:].split(" ")[0] in COMMANDS
+        line[2:] for line in lines if line.startswith("* ") and line[2:].split(" ")[0] in COMMANDS
     ]
     return replies, commands
+
+
+def run(stdin: bytes, *args: str, timeout: float = 60) -> tuple[list[str], list[str]]:
+    """Responses and shell commands the -m helper printed for `stdin`."""
+    return split(output(stdin, *args, timeout=timeout))
 
 
 NASTY = [
@@ -141,3 +151,106 @@ def test_every_printed_command_is_safely_quoted() -> None:
         argv = shlex.split(command)
         assert shlex.join(argv) == command
         assert argv[0] in COMMANDS and not any(c in command for c in ";|&`$<>\n")
+
+
+# --- issue 10: the VIP file (items 2 and 3), through the helper and through cgp-ipvs-vip -------
+
+FF_IN_COMMENT = (
+    b"198.51.100.8  # old:\x0c198.51.100.99\n"
+    b"# \xc2\x85 \xe2\x80\xa8 \x0b \x1c\x1d\x1e caf\xe9 \xff\xfe\n"
+    b"198.51.100.9\r\n"
+)
+
+
+def vipctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cgp_ipvs_helper.vipctl", *args],
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_a_line_break_other_than_lf_inside_a_comment_applies_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "vipaddrs"
+    path.write_bytes(FF_IN_COMMENT)
+    lines = output(b"1 STATUS\n2 ACTIVATE 192.0.2.1\n", "--drain", "0", vipfile=str(path))
+    replies, commands = split(lines)
+    assert replies[0].startswith("1 OK role=standby vips=2 ")
+    assert replies[1].startswith("2 OK active vips=2 members=")
+    assert not any("198.51.100.99" in line for line in lines)
+    assert "ip address add 198.51.100.9/32 dev lo" in commands
+    listed = vipctl("-f", str(path), "list")
+    assert (listed.returncode, listed.stdout, listed.stderr) == (
+        0,
+        b"198.51.100.8\n198.51.100.9\n",
+        b"",
+    )
+
+
+def test_a_bad_entry_after_odd_comments_is_named_by_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "vipaddrs"
+    path.write_bytes(FF_IN_COMMENT + b"198.51.100.10\xff\x0c# x\n")
+    error = f"{path}:4: '198.51.100.10\\xff\\x0c': not an IPv4 address or a.b.c.d/m subnet"
+    lines = output(b"1 ACTIVATE 192.0.2.1\n", vipfile=str(path))
+    assert f"* ERROR {error}; nothing is changed until it is fixed" in "\n".join(lines)
+    replies, commands = split(lines)
+    assert replies == [f"1 ERROR {error}"] and commands == []
+    checked = vipctl("-f", str(path), "check")
+    assert checked.returncode == 1 and checked.stdout == b""
+    assert checked.stderr.decode() == f"cgp-ipvs-vip: {error}\n"
+
+
+# --- issue 10 item 7: options --------------------------------------------------------------
+
+NOT_ASCII_NUMBERS = [
+    ["-s", "1_0"],
+    ["-p", "\u0665"],  # Arabic-Indic digit five
+    ["-r", "+5"],
+    ["-p", " 5"],
+    ["-s", "5 "],
+    ["-r", "\uff15"],  # fullwidth five
+    ["-t", "1_0"],
+    ["-t", "1e3"],
+    ["-t", "inf"],
+    ["-t", "\u0665"],
+    ["--drain", "+1"],
+    ["--drain", "0x5"],
+    ["--ports", "tcp:2\u0665"],
+]
+
+
+def helper_exit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cgp_ipvs_helper", "-m", "-f", SAMPLE, *args],
+        input=b"1 STATUS\n",
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", NOT_ASCII_NUMBERS + [["-t", "0.001"], ["-t", "0.99"], ["-t", ".5"]]
+)
+def test_numbers_are_ascii_digits_and_t_is_at_least_1s(argv: list[str]) -> None:
+    proc = helper_exit(*argv)
+    assert proc.returncode == 2 and proc.stdout == b""
+    err = proc.stderr.decode()
+    assert err.startswith("IPVSHelper.py: argument ") and err.count("\n") == 1, err
+    assert err[:-1].isprintable()
+
+
+def test_ascii_numbers_still_work() -> None:
+    lines = output(b"1 STATUS\n", "-s", "010", "-p", "0", "-r", "5", "-t", "1", "--drain", ".5")
+    assert split(lines)[0] == ["1 OK role=standby vips=8 members= persistence=0 syncid=10 weight=5"]
+
+
+def test_a_missing_interface_is_said_at_start() -> None:
+    lines = output(b"1 INTF 1\n", "-i", "nosuch0")
+    assert "* -i nosuch0: no such interface (yet); it is needed to balance" in lines
+    assert not any("no such interface" in line for line in output(b"", "-i", "lo"))

@@ -30,7 +30,7 @@ OTHER_ON_LO = Address("198.51.100.200", "lo", 32)  # on lo, but not a VIP of the
 
 
 class BatchKernel(FakeKernel):
-    """A fake that, like NetlinkKernel, offers apply_many: records each batch it is given."""
+    """A fake that records each batch apply_many is given."""
 
     def __init__(self, state: KernelState | None = None) -> None:
         super().__init__(state)
@@ -39,13 +39,7 @@ class BatchKernel(FakeKernel):
     def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
         batch = list(ops)
         self.batches.append(batch)
-        errors = []
-        for op in batch:
-            try:
-                self.apply(op)
-            except KernelError as exc:
-                errors.append(exc)
-        return errors
+        return super().apply_many(batch)
 
 
 class Run:
@@ -270,3 +264,11 @@ def test_as_a_process_a_bad_file_is_one_stderr_line_and_status_1(tmp_path: Path)
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr == f"cgp-ipvs-vip: {path}:2: '198.51.100.0/16': mask /16 is below /24\n"
+
+
+def test_a_file_name_with_a_line_break_is_shown_on_one_line(tmp_path: Path) -> None:
+    path = vipfile(tmp_path, FILE, name="vip\naddrs")
+    checked = Run(FakeKernel(), ["-f", path, "-v", "check"])
+    assert checked.out == [f"{tmp_path}/vip\\x0aaddrs: 6 VIPs"]
+    up = Run(FakeKernel(state()), ["-f", path, "-v", "up"])
+    assert len(up.out) == 1 and up.out[0].startswith(f"cgp-ipvs-vip: {tmp_path}/vip\\x0aaddrs: ")

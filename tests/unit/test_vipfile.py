@@ -67,7 +67,63 @@ def test_errors_name_file_line_and_text(text, lineno, reason) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(VipFileError, match=r"missing: cannot read"):
         load_vips(str(tmp_path / "missing"))
-    binary = tmp_path / "bin"
-    binary.write_bytes(b"\xff\xfe192.0.2.1\n")
-    with pytest.raises(VipFileError, match="cannot read"):
-        load_vips(str(binary))
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(VipFileError, match=r"dir: cannot read: Is a directory$"):
+        load_vips(str(tmp_path / "dir"))
+
+
+# Characters str.splitlines() takes for line breaks: inside a comment they are comment text.
+SPLITLINES_BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"]
+
+
+@pytest.mark.parametrize("brk", SPLITLINES_BREAKS)
+def test_only_lf_ends_a_line_a_break_in_a_comment_is_comment(brk: str) -> None:
+    text = f"198.51.100.8  # old:{brk}198.51.100.99\n# {brk}\n198.51.100.0/16\n"
+    with pytest.raises(VipFileError) as err:
+        parse_vips(text, "f")
+    assert (err.value.lineno, err.value.text) == (3, "198.51.100.0/16")
+    assert parse_vips(text.rsplit("\n", 2)[0] + "\n", "f") == ("198.51.100.8",)
+
+
+def test_crlf_lines_and_a_last_line_without_lf() -> None:
+    assert parse_vips(b"198.51.100.8\r\n# x\r\n\r\n198.51.100.9 # y\r\n198.51.100.10", "f") == (
+        "198.51.100.8",
+        "198.51.100.9",
+        "198.51.100.10",
+    )
+
+
+def test_comments_may_hold_any_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "vipaddrs"
+    path.write_bytes(b"# caf\xe9 \xff\xfe\x00\x1b[2J\n198.51.100.8 # \x80\xc3\n\xe2\x80\xa8#\n")
+    with pytest.raises(VipFileError) as err:
+        load_vips(str(path))
+    assert err.value.lineno == 3  # U+2028 outside a comment is a bad entry, on its own line
+    path.write_bytes(b"# caf\xe9 \xff\xfe\x00\x1b[2J\n198.51.100.8 # \x80\xc3\n")
+    assert load_vips(str(path)) == ("198.51.100.8",)
+
+
+BAD_BYTES = [
+    (b"198.51.100.8\xff", "'198.51.100.8\\xff'"),
+    (b"\xc3\xa9198.51.100.8", "'\u00e9198.51.100.8'"),  # printable: shown as it is
+    (b"198.51.100.8\x0c", "'198.51.100.8\\x0c'"),
+    (b"\x0b198.51.100.8", "'\\x0b198.51.100.8'"),
+    (b"198.51.100.8\r198.51.100.9", "'198.51.100.8\\x0d198.51.100.9'"),
+    (b"198.51.100.8\xc2\x85", "'198.51.100.8\\x85'"),
+    (b"198.51.100.8\xe2\x80\xa8x", "'198.51.100.8\\u2028x'"),
+    (b"1\x1b[2J", "'1\\x1b[2J'"),
+    (b"it's\\", "'it\\'s\\\\'"),
+]
+
+
+@pytest.mark.parametrize(("entry", "shown"), BAD_BYTES)
+def test_an_entry_with_a_bad_byte_names_its_line_with_the_text_escaped(
+    tmp_path: Path, entry: bytes, shown: str
+) -> None:
+    path = tmp_path / "vipaddrs"
+    path.write_bytes(b"# \xff comment\n198.51.100.10\n  " + entry + b"  # why\n198.51.100.11\n")
+    with pytest.raises(VipFileError) as err:
+        load_vips(str(path))
+    message = str(err.value)
+    assert message == f"{path}:3: {shown}: not an IPv4 address or a.b.c.d/m subnet"
+    assert message.isprintable()

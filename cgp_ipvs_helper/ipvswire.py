@@ -1,0 +1,173 @@
+"""IPVS generic netlink messages (include/uapi/linux/ip_vs.h): requests for services, real
+servers and sync daemons, as `ipvsadm` sends them, and the models read back from dumps."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import struct
+
+from pyroute2.netlink.generic import ipvs as pr_ipvs
+
+from .model import Daemon, Dest, Service, ServiceKey
+from .nlwire import BE16, GENLHDR, U16, U32, attrs, genl, ipv4, nla, string
+
+FAMILY = pr_ipvs.GENL_NAME  # "IPVS": the generic netlink family the ip_vs module registers
+CMD_NEW_SERVICE, CMD_SET_SERVICE = pr_ipvs.IPVS_CMD_NEW_SERVICE, pr_ipvs.IPVS_CMD_SET_SERVICE
+CMD_DEL_SERVICE, CMD_GET_SERVICE = pr_ipvs.IPVS_CMD_DEL_SERVICE, pr_ipvs.IPVS_CMD_GET_SERVICE
+CMD_NEW_DEST, CMD_SET_DEST = pr_ipvs.IPVS_CMD_NEW_DEST, pr_ipvs.IPVS_CMD_SET_DEST
+CMD_DEL_DEST, CMD_GET_DEST = pr_ipvs.IPVS_CMD_DEL_DEST, pr_ipvs.IPVS_CMD_GET_DEST
+CMD_NEW_DAEMON, CMD_DEL_DAEMON = pr_ipvs.IPVS_CMD_NEW_DAEMON, pr_ipvs.IPVS_CMD_DEL_DAEMON
+CMD_GET_DAEMON = pr_ipvs.IPVS_CMD_GET_DAEMON
+
+IPVS_CMD_ATTR_SERVICE, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_DAEMON = 1, 2, 3
+IPVS_SVC_ATTR_AF = 1  # u16
+IPVS_SVC_ATTR_PROTOCOL = 2  # u16
+IPVS_SVC_ATTR_ADDR = 3  # union nf_inet_addr (4 bytes are enough for AF_INET)
+IPVS_SVC_ATTR_PORT = 4  # be16
+IPVS_SVC_ATTR_FWMARK = 5  # u32
+IPVS_SVC_ATTR_SCHED_NAME = 6  # string
+IPVS_SVC_ATTR_FLAGS = 7  # struct ip_vs_flags {u32 flags; u32 mask}
+IPVS_SVC_ATTR_TIMEOUT = 8  # u32 seconds
+IPVS_SVC_ATTR_NETMASK = 9  # be32
+IPVS_DEST_ATTR_ADDR = 1  # union nf_inet_addr
+IPVS_DEST_ATTR_PORT = 2  # be16
+IPVS_DEST_ATTR_FWD_METHOD = 3  # u32, IP_VS_CONN_F_*
+IPVS_DEST_ATTR_WEIGHT = 4  # u32
+IPVS_DEST_ATTR_U_THRESH = 5  # u32
+IPVS_DEST_ATTR_L_THRESH = 6  # u32
+IPVS_DEST_ATTR_ADDR_FAMILY = 11  # u16, Linux 3.18 and later
+# The sync daemon's attributes, which pyroute2 0.9.7 does not declare (it has the whole
+# IPVS_CMD_ATTR_DAEMON as "hex"). NEW_DAEMON needs the first three, DEL_DAEMON only STATE.
+# Linux 4.3 added SYNC_MAXLEN (u16, 1472 by default), MCAST_GROUP (in_addr, 224.0.0.81),
+# MCAST_GROUP6 (in6_addr), MCAST_PORT (u16 in host order, 8848) and MCAST_TTL (u8, 1), numbered
+# 4 to 8; 6.1 reports all but MCAST_GROUP6 for an IPv4 daemon. This helper keeps the defaults.
+IPVS_DAEMON_ATTR_STATE = 1  # u32: 1 master, 2 backup
+IPVS_DAEMON_ATTR_MCAST_IFN = 2  # NUL-terminated interface name
+IPVS_DAEMON_ATTR_SYNC_ID = 3  # u32
+IP_VS_SVC_F_PERSISTENT = 0x1
+IP_VS_CONN_F_FWD_MASK = 0x7
+IP_VS_CONN_F_DROUTE = 3
+IP_VS_STATE = {"master": 1, "backup": 2}
+_STATE_NAMES = {v: k for k, v in IP_VS_STATE.items()}
+
+# A local real server (the director itself: this project's "self" member) added with -g is
+# reported by Linux 6.1 with fwd_method 3 (DROUTE), and `ipvsadm -Ln` shows "Route" (seen in the
+# user-mode kernel); 6.1 finds out per packet that the route is local. Older kernels (2.6.x, such
+# as RHEL 6's 2.6.32) rewrote it to 1 (LOCALNODE, "Local") when it was added. Both read as "dr".
+_METHODS = {0: "nat", 1: "dr", 2: "tunnel", 3: "dr"}
+_PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+_PROTOCOL_NAMES = {v: k for k, v in _PROTOCOLS.items()}
+
+
+# request(cmd, *attributes): the body of an IPVS request or dump
+request = functools.partial(genl, pr_ipvs.GENL_VERSION)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)  # a dest names its service: 4 real servers share one key
+def _service_key(key: ServiceKey) -> bytes:
+    return (
+        nla(IPVS_SVC_ATTR_AF, U16.pack(socket.AF_INET))
+        + nla(IPVS_SVC_ATTR_PROTOCOL, U16.pack(_PROTOCOLS[key.proto]))
+        + nla(IPVS_SVC_ATTR_ADDR, ipv4(key.vip))
+        + nla(IPVS_SVC_ATTR_PORT, BE16.pack(key.port))
+    )
+
+
+def key_attrs(key: ServiceKey) -> bytes:
+    """The service attribute naming `key` alone: what DEL_SERVICE and GET_DEST need."""
+    return nla(IPVS_CMD_ATTR_SERVICE, _service_key(key))
+
+
+def service_attrs(svc: Service) -> bytes:
+    """The whole service, for NEW_SERVICE and SET_SERVICE."""
+    # what ipvsadm sends: the whole flag word (mask ~0), the timeout in seconds, netmask /32
+    flags = IP_VS_SVC_F_PERSISTENT if svc.persistence else 0
+    return nla(
+        IPVS_CMD_ATTR_SERVICE,
+        _service_key(svc.key)
+        + nla(IPVS_SVC_ATTR_SCHED_NAME, svc.scheduler.encode() + b"\0")
+        + nla(IPVS_SVC_ATTR_FLAGS, struct.pack("=II", flags, 0xFFFFFFFF))
+        + nla(IPVS_SVC_ATTR_TIMEOUT, U32.pack(svc.persistence))
+        + nla(IPVS_SVC_ATTR_NETMASK, b"\xff\xff\xff\xff"),
+    )
+
+
+def dest_attrs(d: Dest, full: bool) -> bytes:
+    """A real server of its service: all of it (NEW/SET_DEST), or its address only (DEL_DEST)."""
+    a = nla(IPVS_DEST_ATTR_ADDR, ipv4(d.ip)) + nla(IPVS_DEST_ATTR_PORT, BE16.pack(d.port))
+    if full:
+        a += (
+            nla(IPVS_DEST_ATTR_FWD_METHOD, U32.pack(IP_VS_CONN_F_DROUTE))
+            + nla(IPVS_DEST_ATTR_WEIGHT, U32.pack(d.weight))
+            + nla(IPVS_DEST_ATTR_U_THRESH, U32.pack(0))
+            + nla(IPVS_DEST_ATTR_L_THRESH, U32.pack(0))
+        )
+    return key_attrs(d.service) + nla(IPVS_CMD_ATTR_DEST, a)
+
+
+def daemon_attrs(d: Daemon, full: bool) -> bytes:
+    """A sync daemon: all of it (NEW_DAEMON), or its state alone, all DEL_DAEMON takes (the
+    kernel runs one master and one backup daemon per network namespace)."""
+    a = nla(IPVS_DAEMON_ATTR_STATE, U32.pack(IP_VS_STATE[d.state]))
+    if full:
+        a += nla(IPVS_DAEMON_ATTR_MCAST_IFN, d.iface.encode() + b"\0") + nla(
+            IPVS_DAEMON_ATTR_SYNC_ID, U32.pack(d.syncid)
+        )
+    return nla(IPVS_CMD_ATTR_DAEMON, a)
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def service_from(msg: bytes) -> Service | None:
+    """A Service, or None for what is never ours: IPv6, fwmark, SCTP, unknown scheduler."""
+    a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_SERVICE, b""), 0)
+    if IPVS_SVC_ATTR_FWMARK in a or U16.unpack(a[IPVS_SVC_ATTR_AF])[0] != socket.AF_INET:
+        return None
+    proto = _PROTOCOL_NAMES.get(U16.unpack(a[IPVS_SVC_ATTR_PROTOCOL])[0])
+    if proto is None:
+        return None
+    flags = struct.unpack_from("=I", a[IPVS_SVC_ATTR_FLAGS])[0]
+    timeout = U32.unpack(a[IPVS_SVC_ATTR_TIMEOUT])[0]
+    try:
+        return Service(
+            ServiceKey(
+                proto,
+                socket.inet_ntoa(a[IPVS_SVC_ATTR_ADDR][:4]),
+                BE16.unpack(a[IPVS_SVC_ATTR_PORT])[0],
+            ),
+            string(a[IPVS_SVC_ATTR_SCHED_NAME]),
+            timeout if flags & IP_VS_SVC_F_PERSISTENT else 0,
+        )
+    except ValueError:
+        return None  # a scheduler the model does not know: not one of ours
+
+
+def dest_from(key: ServiceKey, msg: bytes) -> Dest | None:
+    """A real server of the service `key`; None for an IPv6 one (tunnel mode: never ours)."""
+    a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_DEST, b""), 0)
+    family = a.get(IPVS_DEST_ATTR_ADDR_FAMILY)
+    if family is not None and U16.unpack(family)[0] != socket.AF_INET:
+        return None
+    fwd = U32.unpack(a[IPVS_DEST_ATTR_FWD_METHOD])[0] & IP_VS_CONN_F_FWD_MASK
+    return Dest(
+        key,
+        socket.inet_ntoa(a[IPVS_DEST_ATTR_ADDR][:4]),
+        U32.unpack(a[IPVS_DEST_ATTR_WEIGHT])[0],
+        _METHODS.get(fwd, f"fwd{fwd}"),
+    )
+
+
+def daemon_from(msg: bytes) -> Daemon | None:
+    """A sync daemon; None for a state this helper does not know."""
+    a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_DAEMON, b""), 0)
+    state = _STATE_NAMES.get(U32.unpack(a[IPVS_DAEMON_ATTR_STATE])[0])
+    if state is None:
+        return None
+    return Daemon(
+        state, string(a[IPVS_DAEMON_ATTR_MCAST_IFN]), U32.unpack(a[IPVS_DAEMON_ATTR_SYNC_ID])[0]
+    )

@@ -1,0 +1,118 @@
+"""Both kernels: the whole `Kernel` contract, a handler for every operation type, and (with
+stand-in sockets) how the netlink kernel groups operations into batches."""
+
+from __future__ import annotations
+
+import errno
+import typing
+
+import pytest
+
+from cgp_ipvs_helper import memory, netlink
+from cgp_ipvs_helper.kernel import Kernel
+from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
+from cgp_ipvs_helper.operations import (
+    AddAddress,
+    AddDest,
+    AddService,
+    DelAddress,
+    Operation,
+    SetSysctl,
+    StopDaemon,
+)
+from cgp_ipvs_helper.testing import FakeKernel
+
+OPERATION_TYPES = set(typing.get_args(Operation))
+KEY = ServiceKey("tcp", "198.51.100.7", 0)
+
+
+@pytest.mark.parametrize("table", [netlink.HANDLERS, memory.HANDLERS], ids=["netlink", "memory"])
+def test_every_operation_type_has_exactly_one_handler(table: dict) -> None:
+    assert len(OPERATION_TYPES) == 12
+    assert set(table) == OPERATION_TYPES
+
+
+@pytest.mark.parametrize("kernel", [netlink.NetlinkKernel, memory.MemoryKernel, FakeKernel])
+def test_each_kernel_has_the_whole_contract(kernel: type) -> None:
+    k = kernel()  # the netlink kernel opens its sockets on first use: nothing here
+    try:
+        assert isinstance(k, Kernel)
+        assert k.ipvs_problem is None
+    finally:
+        k.close()
+
+
+def test_the_memory_kernel_applies_many_through_apply_and_goes_on_after_a_failure() -> None:
+    k = FakeKernel()
+    k.fail[AddDest] = "refused"
+    ops = [AddService(Service(KEY, "wlc", 15)), AddDest(Dest(KEY, "192.0.2.11", 1))]
+    ops.append(StopDaemon(Daemon("master", "eth0", 0)))
+    errors = k.apply_many(ops)
+    assert [(e.op, e.reason) for e in errors] == [(ops[1], "refused"), (ops[2], "No such process")]
+    assert k.take() == [ops[0]]
+    with pytest.raises(TypeError):
+        k.apply_many(["not an operation"])  # type: ignore[list-item]
+
+
+class Socket:
+    """A stand-in netlink socket: records each batch, fails the requests it is told to."""
+
+    def __init__(self, name: str, events: list) -> None:
+        self.name, self.events = name, events
+        self.fail: dict[int, int] = {}
+
+    def batch(self, requests: list) -> dict[int, int]:
+        self.events.append((self.name, [mtype for mtype, _flags, _body in requests]))
+        return {i: code for i, code in self.fail.items() if i < len(requests)}
+
+    def family(self, _name: str) -> int:
+        return 42
+
+    def forget(self, _name: str) -> None:
+        self.events.append(("forget", []))
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def test_consecutive_operations_of_one_channel_travel_in_one_batch(monkeypatch) -> None:
+    events: list = []
+    k = netlink.NetlinkKernel()
+    rtnl = k._route.sock = Socket("rtnl", events)  # type: ignore[assignment]
+    genl = k._ipvs.sock = Socket("genl", events)  # type: ignore[assignment]
+
+    def direct(_kernel, op) -> None:
+        events.append(("direct", [op.sysctl.path]))
+
+    monkeypatch.setitem(netlink.HANDLERS, SetSysctl, netlink.Handler(None, direct))
+    a, b = Address("198.51.100.7", "lo"), Address("198.51.100.8", "lo")
+    service = Service(KEY, "wlc", 15)
+    no_dev = AddAddress(Address("198.51.100.9", "nosuch0"))
+    ops: list[Operation] = [
+        AddAddress(a),
+        DelAddress(b),
+        AddService(service),
+        AddDest(Dest(KEY, "192.0.2.11", 1)),
+        SetSysctl(Sysctl("net/ipv4/vs/backup_only", "1")),
+        AddAddress(b),
+        no_dev,  # cannot be encoded: fails alone, after the batch before it was sent
+        StopDaemon(Daemon("master", "lo", 0)),
+    ]
+    rtnl.fail = {1: errno.EADDRNOTAVAIL}
+    genl.fail = {0: errno.ENOENT}
+    errors = k.apply_many(ops)
+    assert events == [
+        ("rtnl", [20, 21]),  # RTM_NEWADDR, RTM_DELADDR
+        ("genl", [42, 42]),
+        ("forget", []),  # ENOENT: perhaps ip_vs was reloaded with another family id
+        ("direct", ["net/ipv4/vs/backup_only"]),
+        ("rtnl", [20]),
+        ("genl", [42]),
+        ("forget", []),
+    ]
+    assert [(e.op, e.reason) for e in errors] == [
+        (ops[1], "Cannot assign requested address"),
+        (ops[2], "No such file or directory"),
+        (no_dev, "No such device"),
+        (ops[7], "No such file or directory"),
+    ]
