@@ -13,7 +13,8 @@ import struct
 
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 
-from .netlink import _attrs, _nla
+from .nlwire import attrs as _attrs
+from .nlwire import nla as _nla
 from .steering import TC_CHAIN, TC_PREF, VIP_CHAIN, RangeFilter, VipFilter, mark_of
 
 RTM_NEWQDISC, RTM_GETQDISC = 36, 38

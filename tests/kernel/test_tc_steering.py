@@ -13,9 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from cgp_ipvs_helper import tc
-from cgp_ipvs_helper.netlink import NETLINK_ROUTE, _Netlink
-from cgp_ipvs_helper.operations import AddClsact, AddFilter, DelFilter
+from cgp_ipvs_helper.errors import KernelError
+from cgp_ipvs_helper.model import TcState
+from cgp_ipvs_helper.netlink import NetlinkKernel
+from cgp_ipvs_helper.operations import AddClsact, AddFilter, DelFilter, Operation
 from cgp_ipvs_helper.steering import (
     TC_CHAIN,
     MemberRange,
@@ -27,8 +28,7 @@ from tests.lab.net import Host, Lan, ipvsadm
 
 VIPS = ["198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"]
 MEMBERS = [MemberRange("192.0.2.11", 50000, 54999), MemberRange("192.0.2.12", 55000, 59999)]
-FILTERS = sorted(vip_blocks(VIPS), key=str) + sorted(range_filters(MEMBERS), key=str)
-# steering filters first, so the foreign ones and ours share chain 0 in both orders
+FILTERS = sorted(range_filters(MEMBERS), key=str) + sorted(vip_blocks(VIPS), key=str)
 FOREIGN = [
     "tc filter add dev eth0 ingress protocol ip pref 100 flower dst_ip 203.0.113.1 action drop",
     "tc filter add dev eth0 ingress protocol ip pref 49152 flower ip_proto tcp action pass",
@@ -41,27 +41,27 @@ def lan() -> Iterator[Lan]:
         yield lan
 
 
-def netlink_in(host: Host) -> _Netlink:
-    return host.call(_Netlink, NETLINK_ROUTE)
+class Kernel:
+    """The real-mode kernel of one host: every call runs inside the host's namespace."""
+
+    def __init__(self, host: Host) -> None:
+        self.host, self.kernel = host, NetlinkKernel()
+
+    def apply(self, ops: list[Operation]) -> list[KernelError]:
+        return self.host.call(self.kernel.apply_many, ops)
+
+    def tc(self) -> TcState:
+        state = self.host.call(self.kernel.observe, frozenset(), "eth0")
+        assert state.tc is not None
+        return state.tc
 
 
-def apply(host: Host, requests: list[tc.Request]) -> dict[int, int]:
-    nl = netlink_in(host)
-    try:
-        return nl.batch(requests)
-    finally:
-        nl.close()
+def adds(filters) -> list[Operation]:
+    return [AddFilter("eth0", f) for f in filters]
 
 
-def observe(host: Host) -> tuple[set[str], list[tc.Observed]]:
-    nl = netlink_in(host)
-    try:
-        index = host.ifindex()
-        kinds = {tc.ingress_kind(m, index) for m in nl.dump(*tc.dump_qdiscs())} - {None}
-        found = [tc.parse_filter(m) for m in nl.dump(*tc.dump_filters(index))]
-        return kinds, [f for f in found if f is not None]
-    finally:
-        nl.close()
+def mine(filters) -> frozenset:
+    return frozenset((f.chain, f.handle, f) for f in filters)
 
 
 def shown(host: Host) -> str:
@@ -74,48 +74,53 @@ def sh(host: Host, commands: list[str]) -> None:
 
 def test_netlink_equals_printed_commands_and_reads_back(lan: Lan) -> None:
     by_netlink, by_shell = lan.add_host("a", "192.0.2.1"), lan.add_host("b", "192.0.2.2")
-    assert observe(by_netlink) == (set(), [])
-    index = by_netlink.ifindex()
-    assert (
-        apply(by_netlink, [tc.add_clsact(index)] + [tc.add_filter(index, f) for f in FILTERS]) == {}
-    )
-    sh(by_shell, [str(AddClsact("eth0"))] + [str(AddFilter("eth0", f)) for f in FILTERS])
+    k = Kernel(by_netlink)
+    assert k.tc() == TcState(None, frozenset())
+    ops = [AddClsact("eth0"), *adds(FILTERS)]
+    assert k.apply(ops) == []
+    sh(by_shell, [str(op) for op in ops])
     assert shown(by_netlink) == shown(by_shell)
     assert "dst_ip 198.51.100.10/31" in shown(by_netlink)
     assert "skbedit  mark 1128781528 pipe" in shown(by_netlink)
-    for host in (by_netlink, by_shell):
-        kinds, found = observe(host)
-        assert kinds == {"clsact"}
-        assert sorted(found, key=str) == sorted(((f.chain, f.handle, f) for f in FILTERS), key=str)
-    # the same filter twice is refused (EEXIST), as `tc filter add` is
-    assert apply(by_netlink, [tc.add_filter(index, FILTERS[0])]) == {0: 17}
-    first = FILTERS[-1]
-    assert apply(by_netlink, [tc.del_filter(index, first.chain, first.handle)]) == {}
-    sh(by_shell, [str(DelFilter("eth0", first.chain, first.handle))])
+    assert k.tc() == TcState("clsact", mine(FILTERS))
+    assert Kernel(by_shell).tc() == TcState("clsact", mine(FILTERS))
+    # what exists is refused, as by tc
+    assert [e.reason for e in k.apply([AddClsact("eth0"), *adds(FILTERS[:1])])] == [
+        "File exists",
+        "File exists",
+    ]
+    last = FILTERS[-1]
+    assert k.apply([DelFilter("eth0", last.chain, last.handle)]) == []
+    sh(by_shell, [str(DelFilter("eth0", last.chain, last.handle))])
     assert shown(by_netlink) == shown(by_shell)
-    assert len(observe(by_netlink)[1]) == len(FILTERS) - 1
+    assert k.tc() == TcState("clsact", mine(FILTERS[:-1]))
+    assert (
+        k.apply([DelFilter("eth0", last.chain, last.handle)])[0].reason
+        == "No such file or directory"
+    )
 
 
 def test_foreign_qdisc_and_filters_are_untouched_and_changed_ones_are_found(lan: Lan) -> None:
     host = lan.add_host("a", "192.0.2.1")
+    k = Kernel(host)
+    assert k.apply(adds(FILTERS[:1]))[0].reason == "Invalid argument"  # no ingress qdisc yet
     host.run(["tc", "qdisc", "add", "dev", "eth0", "ingress"])  # an operator's plain ingress
     sh(host, FOREIGN)
     before = shown(host)
-    index = host.ifindex()
-    assert observe(host) == ({"ingress"}, [])
-    assert apply(host, [tc.add_filter(index, f) for f in FILTERS]) == {}
+    assert k.tc() == TcState("ingress", frozenset())
+    assert k.apply(adds(FILTERS)) == []
     # someone edits one of ours: it reads back as "not what we made", to be replaced
+    changed = FILTERS[0]
     sh(host, [
-        f"tc filter del dev eth0 ingress protocol ip pref 65000 chain {TC_CHAIN} "
-        f"handle {hex(FILTERS[-1].handle)} flower",
+        str(DelFilter("eth0", changed.chain, changed.handle)),
         f"tc filter add dev eth0 ingress protocol ip pref 65000 chain {TC_CHAIN} "
-        f"handle {hex(FILTERS[-1].handle)} flower skip_hw ip_proto tcp dst_port 1-2 "
+        f"handle {hex(changed.handle)} flower skip_hw ip_proto tcp dst_port 1-2 "
         "action skbedit mark 7",
     ])  # fmt: skip
-    found = observe(host)[1]
-    assert (FILTERS[-1].chain, FILTERS[-1].handle, None) in found and len(found) == len(FILTERS)
-    assert apply(host, [tc.del_filter(index, chain, handle) for chain, handle, _ in found]) == {}
-    assert observe(host) == ({"ingress"}, [])
+    found = k.tc().filters
+    assert found == mine(FILTERS[1:]) | {(changed.chain, changed.handle, None)}
+    assert k.apply([DelFilter("eth0", chain, handle) for chain, handle, _ in found]) == []
+    assert k.tc() == TcState("ingress", frozenset())
     assert shown(host) == before
 
 
@@ -129,9 +134,8 @@ def test_marks_reach_ipvs_fwmark_services(lan: Lan) -> None:
     mark = str(MEMBERS[1].mark)
     ipvsadm(bal, "-A", "-f", mark, "-s", "wlc")
     ipvsadm(bal, "-a", "-f", mark, "-r", fe2.ip, "-g", "-w", "100")
-    index = bal.ifindex()
-    filters = [VipFilter(f"{vip}/32"), *sorted(range_filters(MEMBERS), key=str)]
-    assert apply(bal, [tc.add_clsact(index)] + [tc.add_filter(index, f) for f in filters]) == {}
+    filters = [*sorted(range_filters(MEMBERS), key=str), VipFilter(f"{vip}/32")]
+    assert Kernel(bal).apply([AddClsact("eth0"), *adds(filters)]) == []
     at_fe2, at_bal = fe2.socket(kind=socket.SOCK_DGRAM), bal.socket(kind=socket.SOCK_DGRAM)
     sender = client.socket(kind=socket.SOCK_DGRAM)
     try:
