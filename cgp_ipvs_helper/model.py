@@ -35,6 +35,7 @@ class Settings:
     dry_run: bool = False
     ports: tuple[tuple[str, int], ...] = ()
     drain: float = 5.0
+    member_map: str = "/etc/sysconfig/cgp-ipvs-members"
 
 
 @frozen

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 import attrs
+from attrs import define
 
 from .model import DesiredState, Dest, KernelState, Service, ServiceKey, Sysctl
 from .operations import AddClsact, AddFilter, DelFilter, Operation
@@ -36,15 +37,13 @@ def steer(
     vips: Collection[str],
     local: MemberRange | None,
 ) -> DesiredState:
-    """`desired` plus the member map's part; with no map, tc is left alone (filters None)."""
+    """`desired` plus the member map's part (an empty map: our filters and services removed)."""
     sysctls = desired.sysctls
     if local is not None:
         sysctls += (Sysctl(PORT_RANGE, f"{local.first} {local.last}"),)
-    if not members:
-        return attrs.evolve(desired, sysctls=sysctls)
     services, dests = desired.services, desired.dests
     filters: frozenset[VipFilter | RangeFilter] = frozenset()
-    if balancing:
+    if balancing and members:
         keys = {m: ServiceKey.for_mark(m.mark) for m in members}
         services |= {Service(key, SCHEDULER, 0) for key in keys.values()}
         dests |= {Dest(key, m.ip, WEIGHT) for m, key in keys.items()}
@@ -75,3 +74,47 @@ def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
         ops.append(AddClsact(dev))
     ops += [AddFilter(dev, f) for f in sorted(missing, key=_order)]
     return ops
+
+
+@define
+class MemberMap:
+    """The member map as one helper run holds it. `seen`: it had entries at some time in this
+    run, so tc is read and our filters are kept in line (removed once the map is emptied);
+    before that, tc is never read or touched: without a map the helper works as it always did."""
+
+    path: str
+    members: tuple[MemberRange, ...] = ()
+    seen: bool = False
+
+    def update(self, members: tuple[MemberRange, ...]) -> None:
+        self.members = members
+        self.seen |= bool(members)
+
+    def paths(self) -> frozenset[str]:
+        return frozenset({PORT_RANGE}) if self.seen else frozenset()
+
+    def tc_dev(self, iface: str) -> str | None:
+        return iface if self.seen else None
+
+    def notes(self, local_ips: Collection[str]) -> list[str]:
+        """What to log at start: whether replies are steered, and this host's range."""
+        if not self.members:
+            return [f"no member map ({self.path}): outgoing connections from VIPs are not steered"]
+        local = local_member(self.members, local_ips)
+        return [
+            f"member map {self.path}: {len(self.members)} port ranges; replies to outgoing "
+            "connections from VIPs are steered to their member while this helper balances",
+            f"this host is {local.ip} in the member map: ip_local_port_range "
+            f"{local.first}-{local.last}"
+            if local
+            else "no address of this host is in the member map: ip_local_port_range left as it is",
+        ]
+
+    def desired(
+        self, desired: DesiredState, balancing: bool, vips: Collection[str], actual: KernelState
+    ) -> DesiredState:
+        if not self.seen:
+            return desired
+        local_ips = {a.ip for a in actual.addresses} - set(vips)
+        local = local_member(self.members, local_ips)
+        return steer(desired, self.members, balancing, vips, local)

@@ -15,11 +15,12 @@ from cgp_ipvs_helper.operations import (
     DelService,
     SetSysctl,
 )
-from cgp_ipvs_helper.outgoing import PORT_RANGE, local_member, steer
+from cgp_ipvs_helper.outgoing import PORT_RANGE, MemberMap, local_member, steer
 from cgp_ipvs_helper.planner import Role, desired_state, plan
 from cgp_ipvs_helper.steering import TC_CHAIN, MemberRange, RangeFilter, VipFilter
+from cgp_ipvs_helper.testing import FakeKernel
 
-from .conftest import SELF, VIPS, fresh_state
+from .conftest import SELF, VIPS, Clock, fresh_state, make_helper
 
 MAP = (
     MemberRange(SELF, 50000, 54999),
@@ -52,9 +53,28 @@ def test_the_local_entry_is_the_one_this_host_holds() -> None:
     assert local_member(MAP, {"192.0.2.99"}) is None
 
 
-def test_no_map_leaves_tc_alone_and_adds_nothing() -> None:
+def test_no_map_leaves_tc_alone_and_adds_nothing_an_emptied_one_cleans_up() -> None:
     base = desired_state(Settings(), VIPS, Role.ACTIVE, LISTED, SELF)
-    assert steer(base, (), True, VIPS, None) == base and base.filters is None
+    state = with_tc(fresh_state())
+    never = MemberMap("/etc/sysconfig/cgp-ipvs-members")
+    assert never.desired(base, True, VIPS, state) == base and base.filters is None
+    assert never.paths() == frozenset() and never.tc_dev("eth0") is None
+    assert never.notes({SELF}) == [
+        "no member map (/etc/sysconfig/cgp-ipvs-members): outgoing connections from VIPs are "
+        "not steered"
+    ]
+    emptied = MemberMap("m")
+    emptied.update(MAP)
+    assert emptied.notes({SELF})[1].endswith(
+        f"{SELF} in the member map: ip_local_port_range 50000-54999"
+    )
+    assert emptied.notes({"192.0.2.99"})[1].startswith(
+        "no address of this host is in the member map"
+    )
+    emptied.update(())
+    assert emptied.seen and emptied.paths() == {PORT_RANGE} and emptied.tc_dev("eth0") == "eth0"
+    cleaned = emptied.desired(base, True, VIPS, state)
+    assert cleaned.filters == frozenset() and cleaned.services == base.services
 
 
 def test_standby_sets_only_its_port_range_and_wants_no_filters() -> None:
@@ -141,3 +161,87 @@ def test_leftovers_and_changed_filters_go_foreign_marks_stay() -> None:
     i = active.index(DelFilter("eth0", *changed[:2]))
     assert active.index(AddFilter("eth0", RangeFilter("udp", 50000, 54999))) > i
     assert AddFilter("eth0", RangeFilter("tcp", 60000, 64999)) not in active
+
+
+# --- the helper with a member map ---------------------------------------------------------------
+
+MAP_TEXT = "192.0.2.11 50000-54999\n192.0.2.12 55000-59999\n192.0.2.14 60000-64999\n"
+
+
+def map_helper(tmp_path, text: str | None = MAP_TEXT, state: KernelState | None = None):
+    path = tmp_path / "cgp-ipvs-members"
+    if text is not None:
+        path.write_text(text)
+    kernel = FakeKernel(state or with_tc(fresh_state(), ingress=None))
+    return make_helper(kernel, Clock(), member_map=str(path)), kernel, path
+
+
+def infos(lines) -> list[str]:
+    return [line[2:] for line in lines if line.startswith("* ")]
+
+
+def test_start_logs_the_map_and_sets_this_members_range(tmp_path) -> None:
+    h, kernel, path = map_helper(tmp_path)
+    lines = infos(h.start())
+    assert f"member map {path}: 3 port ranges; replies to outgoing connections from VIPs are " \
+        "steered to their member while this helper balances" in lines  # fmt: skip
+    assert "this host is 192.0.2.11 in the member map: ip_local_port_range 50000-54999" in lines
+    assert "sysctl -w 'net.ipv4.ip_local_port_range=50000 54999'" in lines
+    assert kernel.sysctls[PORT_RANGE] == "50000 54999"
+    assert not kernel.filters and not [s for s in kernel.services if s.fwmark]
+    out = h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
+    assert out[-1] == "1 OK active vips=2 members=3"
+    assert set(kernel.filters.values()) == FILTERS and kernel.ingress == "clsact"
+    assert {k for k in kernel.services if k.fwmark} == set(MARKS.values())
+    logged = infos(out)
+    assert "tc qdisc add dev eth0 clsact" in logged
+    assert logged.index("ipvsadm -A -f 1128786528 -s wlc") < logged.index(
+        "tc qdisc add dev eth0 clsact"
+    )
+    kernel.take()
+    h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
+    assert {type(op).__name__ for op in kernel.take()} == {"SendGarp"}  # converged: no change
+
+
+def test_no_map_is_one_line_and_tc_is_never_read(tmp_path) -> None:
+    h, kernel, path = map_helper(tmp_path, text=None)
+    lines = infos(h.start())
+    assert [line for line in lines if "member map" in line] == [
+        f"no member map ({path}): outgoing connections from VIPs are not steered"
+    ]
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    assert kernel.ingress is None and not kernel.filters
+    assert kernel.sysctls[PORT_RANGE] == "32768\t60999"
+
+
+def test_a_bad_map_blocks_like_a_bad_vip_file_until_sighup(tmp_path) -> None:
+    h, kernel, path = map_helper(tmp_path, text="192.0.2.11 50000-54999\n192.0.2.12 54000-59999\n")
+    lines = infos(h.start())
+    assert kernel.take() == []
+    assert any(
+        line.startswith(f"ERROR {path}:2: '192.0.2.12 54000-59999': range 54000-59999 overlaps")
+        for line in lines
+    )
+    reply = h.handle("1 ACTIVATE 192.0.2.11")
+    assert reply[-1].startswith(f"1 ERROR {path}:2:") and kernel.take() == []
+    path.write_text(MAP_TEXT)
+    assert infos(h.reload())[0] == (
+        f"reloaded /etc/sysconfig/vipaddrs: 2 VIPs; {path}: 3 port ranges"
+    )
+    assert h.handle("2 ACTIVATE 192.0.2.11")[-1] == "2 OK active vips=2 members=1"
+    path.write_text("198.51.100.10 50000-54999\n")  # a VIP as a member: refused, all kept
+    assert infos(h.reload()) == [
+        f"ERROR {path}:1: '198.51.100.10 50000-54999': 198.51.100.10 is a VIP, not a member's "
+        "address; keeping the 2 VIPs in use"
+    ]
+    assert set(kernel.filters.values()) == FILTERS
+
+
+def test_an_emptied_map_removes_our_filters_and_services(tmp_path) -> None:
+    h, kernel, path = map_helper(tmp_path)
+    h.start()
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    path.write_text("# nobody\n")
+    h.reload()
+    assert not kernel.filters and not [k for k in kernel.services if k.fwmark]
+    assert kernel.services  # the VIP services stay
