@@ -3,8 +3,10 @@
 `plan()` compares desired with observed and returns only the difference, in an order that keeps
 traffic flowing: lo aliases and ARP sysctls first; VIPs leave the LAN interface before anything
 else changes; IPVS services and real servers are ready (and stale ones gone), and the sync
-daemons switched, before a VIP is taken on the LAN interface. Deletions are limited to `scope`
-(our VIPs) and to sync daemons on our interface and SyncID: nothing not ours is ever touched.
+daemons switched, before a VIP is taken on the LAN interface; the steering filters (outgoing.py)
+are set once their firewall-mark services exist and removed before those go. Deletions are
+limited to `scope` (our VIPs), firewall-mark services with our marks, our filters, and sync
+daemons on our interface and SyncID: nothing not ours is ever touched.
 """
 
 from __future__ import annotations
