@@ -7,9 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := user-mode-linux kmod ipvsadm iproute2 iputils-arping nftables gcc libc6-dev rpm rpmlint python3 python3-venv
+APT_PACKAGES += debootstrap
 UML := $(PY) -m tests.lab.uml
 
-.PHONY: setup demo test lint unit kernel-tests bench rpm clean
+.PHONY: setup demo test lint unit kernel-tests boot-test bench rpm clean
 
 setup: $(VENV)/.installed
 
@@ -41,7 +42,15 @@ unit: setup
 kernel-tests: setup
 	$(UML) --timeout 2400 -- python -m pytest -p no:cacheprovider tests/kernel
 
-test: lint unit kernel-tests
+# The RPM installed by rpm into a Debian root, booted with systemd as PID 1 in user-mode Linux
+# (as root). The root comes from debootstrap, cached in /var/cache/cgp-ipvs-helper by a hash of
+# its recipe (tests/boot/rootfs.py).
+boot-test: setup
+	@command -v debootstrap >/dev/null \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap)
+	$(PY) -m pytest -p no:cacheprovider tests/boot
+
+test: lint unit kernel-tests boot-test
 
 bench: setup
 	$(PY) -m bench
