@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := user-mode-linux kmod ipvsadm iproute2 iputils-arping nftables gcc libc6-dev rpm rpmlint python3 python3-venv
+APT_PACKAGES := user-mode-linux kmod ipvsadm iproute2 iputils-arping iputils-ping libndp-tools nftables gcc libc6-dev rpm rpmlint python3 python3-venv
 APT_PACKAGES += debootstrap
 UML := $(PY) -m tests.lab.uml
 
@@ -18,7 +18,8 @@ setup: $(VENV)/.installed
 	@if ! command -v linux.uml >/dev/null || ! command -v ipvsadm >/dev/null \
 	    || ! command -v rpmbuild >/dev/null || ! command -v arping >/dev/null \
 	    || ! command -v rpmlint >/dev/null || ! command -v nft >/dev/null \
-	    || ! command -v cc >/dev/null; then \
+	    || ! command -v cc >/dev/null || ! command -v ndptool >/dev/null \
+	    || ! command -v ping >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	fi
 	@touch $@

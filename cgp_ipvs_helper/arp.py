@@ -1,12 +1,15 @@
-"""Gratuitous ARP frames, sent on a packet socket per device (never a forked `arping`)."""
+"""Gratuitous ARP frames, and the IPv6 neighbour advertisements built by nd.py, sent on a packet
+socket per device (never a forked `arping` or `ndptool`)."""
 
 from __future__ import annotations
 
 import errno
 import socket
 import struct
+from typing import Callable
 
-from .nlwire import ipv4
+from . import nd
+from .nlwire import ipv4, packed
 
 ETH_P_ARP = 0x0806
 ARPHRD_ETHER = 1
@@ -27,8 +30,9 @@ def _packet_socket(dev: str) -> socket.socket:
 
 
 class GarpSender:
-    """Sends gratuitous ARP frames; keeps one socket per device open, and its MAC until
-    `forget_macs()` (called once per batch of operations, so a changed MAC is seen)."""
+    """Sends gratuitous ARP frames and unsolicited NAs; keeps one socket per device open, and
+    its MAC until `forget_macs()` (called once per batch of operations, so a changed MAC is
+    seen)."""
 
     def __init__(self) -> None:
         self._socks: dict[str, socket.socket] = {}
@@ -43,8 +47,30 @@ class GarpSender:
         self._socks.clear()
 
     def send(self, ip: str, dev: str, reply: bool) -> None:
-        """One frame announcing `ip` from `dev`'s MAC; OSError as the kernel refuses it."""
-        packed = ipv4(ip)
+        """One ARP frame announcing `ip` from `dev`'s MAC; OSError as the kernel refuses it."""
+        addr = ipv4(ip)
+
+        def build(mac: bytes) -> bytes:
+            # request: target MAC zero, as in Linux's own announcements; reply: our own MAC, as
+            # iputils `arping -A` sends it: Linux takes a reply as gratuitous (and past its 1 s
+            # ARP lock time) only when target MAC equals sender MAC (arp_is_garp)
+            tha = mac if reply else b"\0" * 6
+            frame = FRAME.pack(
+                _BROADCAST, mac, ETH_P_ARP,
+                ARPHRD_ETHER, 0x0800, 6, 4, 2 if reply else 1, mac, addr, tha, addr,
+            )  # fmt: skip
+            return frame.ljust(_FRAME_LEN, b"\0")
+
+        self._send(dev, ETH_P_ARP, build)
+
+    def send_na(self, ip: str, dev: str) -> None:
+        """One unsolicited neighbour advertisement of the IPv6 address `ip` from `dev`'s MAC."""
+        family, addr = packed(ip)
+        if family != socket.AF_INET6:
+            raise OSError(errno.EINVAL, f"not an IPv6 address: {ip!r}")
+        self._send(dev, nd.ETH_P_IPV6, lambda mac: nd.frame(addr, mac))
+
+    def _send(self, dev: str, proto: int, build: Callable[[bytes], bytes]) -> None:
         for attempt in (0, 1):
             sock = self._socks.get(dev)
             try:
@@ -56,15 +82,7 @@ class GarpSender:
                     if hatype != ARPHRD_ETHER or len(mac) != 6:
                         raise OSError(errno.EINVAL, f"{dev} is not an Ethernet device")
                     self._macs[dev] = mac
-                # request: target MAC zero, as in Linux's own announcements; reply: our own MAC,
-                # as iputils `arping -A` sends it: Linux takes a reply as gratuitous (and past
-                # its 1 s ARP lock time) only when target MAC equals sender MAC (arp_is_garp)
-                tha = mac if reply else b"\0" * 6
-                frame = FRAME.pack(
-                    _BROADCAST, mac, ETH_P_ARP,
-                    ARPHRD_ETHER, 0x0800, 6, 4, 2 if reply else 1, mac, packed, tha, packed,
-                )  # fmt: skip
-                sock.sendto(frame.ljust(_FRAME_LEN, b"\0"), (dev, ETH_P_ARP))
+                sock.sendto(build(mac), (dev, proto))
                 return
             except OSError as exc:
                 # the device may have been replaced since the socket opened: open anew once

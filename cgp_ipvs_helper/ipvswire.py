@@ -10,7 +10,7 @@ import struct
 from pyroute2.netlink.generic import ipvs as pr_ipvs
 
 from .model import Daemon, Dest, Service, ServiceKey
-from .nlwire import BE16, GENLHDR, U16, U32, attrs, genl, ipv4, nla, string
+from .nlwire import BE16, GENLHDR, U16, U32, attrs, genl, nla, packed, string, unpacked
 
 FAMILY = pr_ipvs.GENL_NAME  # "IPVS": the generic netlink family the ip_vs module registers
 CMD_NEW_SERVICE, CMD_SET_SERVICE = pr_ipvs.IPVS_CMD_NEW_SERVICE, pr_ipvs.IPVS_CMD_SET_SERVICE
@@ -23,13 +23,13 @@ CMD_GET_DAEMON = pr_ipvs.IPVS_CMD_GET_DAEMON
 IPVS_CMD_ATTR_SERVICE, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_DAEMON = 1, 2, 3
 IPVS_SVC_ATTR_AF = 1  # u16
 IPVS_SVC_ATTR_PROTOCOL = 2  # u16
-IPVS_SVC_ATTR_ADDR = 3  # union nf_inet_addr (4 bytes are enough for AF_INET)
+IPVS_SVC_ATTR_ADDR = 3  # union nf_inet_addr: 4 bytes for AF_INET, 16 for AF_INET6
 IPVS_SVC_ATTR_PORT = 4  # be16
 IPVS_SVC_ATTR_FWMARK = 5  # u32
 IPVS_SVC_ATTR_SCHED_NAME = 6  # string
 IPVS_SVC_ATTR_FLAGS = 7  # struct ip_vs_flags {u32 flags; u32 mask}
 IPVS_SVC_ATTR_TIMEOUT = 8  # u32 seconds
-IPVS_SVC_ATTR_NETMASK = 9  # be32
+IPVS_SVC_ATTR_NETMASK = 9  # be32: the mask for AF_INET; for AF_INET6 a prefix length (u32)
 IPVS_DEST_ATTR_ADDR = 1  # union nf_inet_addr
 IPVS_DEST_ATTR_PORT = 2  # be16
 IPVS_DEST_ATTR_FWD_METHOD = 3  # u32, IP_VS_CONN_F_*
@@ -56,6 +56,13 @@ _STATE_NAMES = {v: k for k, v in IP_VS_STATE.items()}
 # user-mode kernel); 6.1 finds out per packet that the route is local. Older kernels (2.6.x, such
 # as RHEL 6's 2.6.32) rewrote it to 1 (LOCALNODE, "Local") when it was added. Both read as "dr".
 _METHODS = {0: "nat", 1: "dr", 2: "tunnel", 3: "dr"}
+# Persistence granularity: which client addresses count as one client. IPv4: the whole address
+# (/32). IPv6: the whole address too (/128), what ipvsadm sets when -M is not given, so the
+# printed `ipvsadm -A -t [2001:db8::10]:0 -s wlc -p 15` is exactly this. A /64 would pin every
+# host of a customer's LAN to one frontend; one host sends a session's connections from one
+# address (temporary addresses change daily, not per connection). The README says so.
+_NETMASK = {socket.AF_INET: b"\xff\xff\xff\xff", socket.AF_INET6: U32.pack(128)}
+_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _PROTOCOL_NAMES = {v: k for k, v in _PROTOCOLS.items()}
 
@@ -69,13 +76,14 @@ request = functools.partial(genl, pr_ipvs.GENL_VERSION)
 
 @functools.lru_cache(maxsize=4096)  # a dest names its service: 4 real servers share one key
 def _service_key(key: ServiceKey) -> bytes:
-    family = nla(IPVS_SVC_ATTR_AF, U16.pack(socket.AF_INET))
+    family, addr = packed(key.vip)
+    head = nla(IPVS_SVC_ATTR_AF, U16.pack(family))
     if key.fwmark:  # what ipvsadm -f sends: the mark instead of protocol, address and port
-        return family + nla(IPVS_SVC_ATTR_FWMARK, U32.pack(key.fwmark))
+        return head + nla(IPVS_SVC_ATTR_FWMARK, U32.pack(key.fwmark))
     return (
-        family
+        head
         + nla(IPVS_SVC_ATTR_PROTOCOL, U16.pack(_PROTOCOLS[key.proto]))
-        + nla(IPVS_SVC_ATTR_ADDR, ipv4(key.vip))
+        + nla(IPVS_SVC_ATTR_ADDR, addr)
         + nla(IPVS_SVC_ATTR_PORT, BE16.pack(key.port))
     )
 
@@ -88,20 +96,24 @@ def key_attrs(key: ServiceKey) -> bytes:
 def service_attrs(svc: Service) -> bytes:
     """The whole service, for NEW_SERVICE and SET_SERVICE."""
     # what ipvsadm sends: the whole flag word (mask ~0), the timeout in seconds, netmask /32
+    # (or /128: see _NETMASK)
     flags = IP_VS_SVC_F_PERSISTENT if svc.persistence else 0
+    family = packed(svc.key.vip)[0]
     return nla(
         IPVS_CMD_ATTR_SERVICE,
         _service_key(svc.key)
         + nla(IPVS_SVC_ATTR_SCHED_NAME, svc.scheduler.encode() + b"\0")
         + nla(IPVS_SVC_ATTR_FLAGS, struct.pack("=II", flags, 0xFFFFFFFF))
         + nla(IPVS_SVC_ATTR_TIMEOUT, U32.pack(svc.persistence))
-        + nla(IPVS_SVC_ATTR_NETMASK, b"\xff\xff\xff\xff"),
+        + nla(IPVS_SVC_ATTR_NETMASK, _NETMASK[family]),
     )
 
 
 def dest_attrs(d: Dest, full: bool) -> bytes:
     """A real server of its service: all of it (NEW/SET_DEST), or its address only (DEL_DEST)."""
-    a = nla(IPVS_DEST_ATTR_ADDR, ipv4(d.ip)) + nla(IPVS_DEST_ATTR_PORT, BE16.pack(d.port))
+    # no IPVS_DEST_ATTR_ADDR_FAMILY: a real server of ours has its service's family, which the
+    # kernel takes when the attribute is missing (and kernels before 3.18 do not know it)
+    a = nla(IPVS_DEST_ATTR_ADDR, packed(d.ip)[1]) + nla(IPVS_DEST_ATTR_PORT, BE16.pack(d.port))
     if full:
         a += (
             nla(IPVS_DEST_ATTR_FWD_METHOD, U32.pack(IP_VS_CONN_F_DROUTE))
@@ -127,10 +139,11 @@ def daemon_attrs(d: Daemon, full: bool) -> bytes:
 
 
 def service_from(msg: bytes) -> Service | None:
-    """A Service (an IPv4 one of TCP or UDP, or an IPv4 firewall-mark one), or None for what is
-    never ours: IPv6, SCTP, an unknown scheduler. The planner decides which marks are ours."""
+    """A Service (of TCP or UDP, or an IPv4 firewall-mark one), or None for what is never
+    ours: SCTP, an unknown scheduler. The planner decides which marks are ours."""
     a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_SERVICE, b""), 0)
-    if U16.unpack(a[IPVS_SVC_ATTR_AF])[0] != socket.AF_INET:
+    family = U16.unpack(a[IPVS_SVC_ATTR_AF])[0]
+    if family not in _FAMILIES or (IPVS_SVC_ATTR_FWMARK in a and family != socket.AF_INET):
         return None
     if IPVS_SVC_ATTR_FWMARK in a:
         key = ServiceKey.for_mark(U32.unpack(a[IPVS_SVC_ATTR_FWMARK])[0])
@@ -138,7 +151,7 @@ def service_from(msg: bytes) -> Service | None:
         proto = _PROTOCOL_NAMES.get(U16.unpack(a[IPVS_SVC_ATTR_PROTOCOL])[0])
         if proto is None:
             return None
-        vip = socket.inet_ntoa(a[IPVS_SVC_ATTR_ADDR][:4])
+        vip = unpacked(family, a[IPVS_SVC_ATTR_ADDR])
         key = ServiceKey(proto, vip, BE16.unpack(a[IPVS_SVC_ATTR_PORT])[0])
     flags = struct.unpack_from("=I", a[IPVS_SVC_ATTR_FLAGS])[0]
     timeout = U32.unpack(a[IPVS_SVC_ATTR_TIMEOUT])[0]
@@ -153,15 +166,17 @@ def service_from(msg: bytes) -> Service | None:
 
 
 def dest_from(key: ServiceKey, msg: bytes) -> Dest | None:
-    """A real server of the service `key`; None for an IPv6 one (tunnel mode: never ours)."""
+    """A real server of the service `key`; None for one of another family than its service
+    (tunnel mode only: never ours)."""
     a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_DEST, b""), 0)
+    service_family = packed(key.vip)[0]
     family = a.get(IPVS_DEST_ATTR_ADDR_FAMILY)
-    if family is not None and U16.unpack(family)[0] != socket.AF_INET:
+    if family is not None and U16.unpack(family)[0] != service_family:
         return None
     fwd = U32.unpack(a[IPVS_DEST_ATTR_FWD_METHOD])[0] & IP_VS_CONN_F_FWD_MASK
     return Dest(
         key,
-        socket.inet_ntoa(a[IPVS_DEST_ATTR_ADDR][:4]),
+        unpacked(service_family, a[IPVS_DEST_ATTR_ADDR]),
         U32.unpack(a[IPVS_DEST_ATTR_WEIGHT])[0],
         _METHODS.get(fwd, f"fwd{fwd}"),
     )

@@ -137,7 +137,7 @@ class MemoryKernel:
             raise _fail(op, errno.ESRCH)
         self.daemons -= running
 
-    def _send_garp(self, op: operations.SendGarp) -> None:
+    def _send_frame(self, op: operations.SendGarp | operations.SendNa) -> None:
         """A frame on the wire changes no state; FakeKernel records it like any op."""
 
     def _add_clsact(self, op: operations.AddClsact) -> None:
@@ -190,7 +190,8 @@ HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
     operations.DelDest: MemoryKernel._del_dest,
     operations.StartDaemon: MemoryKernel._start_daemon,
     operations.StopDaemon: MemoryKernel._stop_daemon,
-    operations.SendGarp: MemoryKernel._send_garp,
+    operations.SendGarp: MemoryKernel._send_frame,
+    operations.SendNa: MemoryKernel._send_frame,
     operations.AddClsact: MemoryKernel._add_clsact,
     operations.AddFilter: MemoryKernel._add_filter,
     operations.DelFilter: MemoryKernel._del_filter,

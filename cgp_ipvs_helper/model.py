@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
 from attrs.validators import in_, instance_of
 
 from .steering import RangeFilter, VipFilter
@@ -20,6 +20,17 @@ DAEMON_STATES = ("master", "backup")
 def _port(_obj: object, _attr: object, value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"port out of range: {value}")
+
+
+def is_ipv6(ip: str) -> bool:
+    """Whether `ip` (a VIP, a member or a kernel address, spelled as the kernel spells it) is
+    IPv6: every IPv6 spelling has a colon, no IPv4 one has."""
+    return ":" in ip
+
+
+def host_prefixlen(ip: str) -> int:
+    """The prefix length of one host: what every VIP is added with (/32, /128)."""
+    return 128 if is_ipv6(ip) else 32
 
 
 @frozen
@@ -40,11 +51,11 @@ class Settings:
 
 @frozen
 class Address:
-    """An IPv4 address on a device; `prefixlen` is what the kernel holds (we add /32)."""
+    """An address on a device; `prefixlen` is what the kernel holds (we add /32 or /128)."""
 
     ip: str
     dev: str
-    prefixlen: int = 32
+    prefixlen: int = field(default=Factory(lambda a: host_prefixlen(a.ip), takes_self=True))
 
 
 @frozen

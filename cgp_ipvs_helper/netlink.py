@@ -1,5 +1,6 @@
 """The real-mode kernel: addresses and IPVS over netlink, sysctls through /proc/sys, gratuitous
-ARP on packet sockets; every operation type is carried out as its row of `HANDLERS` says.
+ARP and IPv6 neighbour advertisements on packet sockets; every operation type is carried out as
+its row of `HANDLERS` says.
 
 Real mode never forks per change. Measured in the user-mode kernel: pyroute2's
 IPVS.service("add") 2.1-2.8 ms a call, a forked `ipvsadm -A` 26-48 ms, an operation here batched
@@ -215,6 +216,7 @@ HANDLERS: dict[type, Handler] = {
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
     operations.SendGarp: Handler(None, lambda k, op: k._send_garp(op)),
+    operations.SendNa: Handler(None, lambda k, op: k._garp.send_na(op.ip, op.dev)),
     operations.AddClsact: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.AddFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.DelFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),

@@ -14,7 +14,7 @@ import struct
 
 from pyroute2.netlink import CTRL_CMD_GETFAMILY
 
-from .model import Address
+from .model import Address, is_ipv6
 
 NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 NLA = struct.Struct("=HH")  # length, type
@@ -27,8 +27,9 @@ CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 1, 2
 
 IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, interface index
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RT_SCOPE_HOST = 254
-ADDRESS_DUMP = IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)  # RTM_GETADDR: every IPv4 address
+IFA_F_NODAD = 0x02  # ifa_flags: no duplicate address detection (`ip -6 address add ... nodad`)
+RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 0, 254
+ADDRESS_DUMP = IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)  # RTM_GETADDR: IPv4 and IPv6
 
 
 # --- attributes ------------------------------------------------------------------------------
@@ -66,6 +67,23 @@ def ipv4(ip: str) -> bytes:
         raise OSError(errno.EINVAL, f"not an IPv4 address: {ip!r}") from None
 
 
+def packed(ip: str) -> tuple[int, bytes]:
+    """(address family, 4 or 16 bytes) of an IPv4 or IPv6 address; OSError(EINVAL) else."""
+    if not is_ipv6(ip):
+        return socket.AF_INET, ipv4(ip)
+    try:
+        return socket.AF_INET6, socket.inet_pton(socket.AF_INET6, ip)
+    except (OSError, TypeError):
+        raise OSError(errno.EINVAL, f"not an IPv6 address: {ip!r}") from None
+
+
+def unpacked(family: int, raw: bytes) -> str:
+    """The text of a 4- or 16-byte address (IPVS pads IPv4 to 16 bytes: the first 4 count)."""
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
+    return socket.inet_ntoa(raw[:4])
+
+
 # --- generic netlink -------------------------------------------------------------------------
 
 
@@ -88,22 +106,29 @@ def family_id(reply: bytes) -> int:
 
 
 def ifaddr(address: Address, index: int) -> bytes:
-    """What `ip address add|del A/P dev D` sends; scope host only for 127/8, as iproute2 does."""
-    packed = ipv4(address.ip)
-    scope = RT_SCOPE_HOST if packed[0] == 127 else 0
+    """What `ip address add|del A/P dev D` sends; scope host only for 127/8, as iproute2 does.
+    An IPv6 address carries IFA_F_NODAD, as `ip -6 address add ... nodad` (the kernel reads the
+    flags on adding only)."""
+    family, raw = packed(address.ip)
+    scope = RT_SCOPE_HOST if family == socket.AF_INET and raw[0] == 127 else RT_SCOPE_UNIVERSE
+    flags = IFA_F_NODAD if family == socket.AF_INET6 else 0
     return (
-        IFADDRMSG.pack(socket.AF_INET, address.prefixlen, 0, scope, index)
-        + nla(IFA_LOCAL, packed)
-        + nla(IFA_ADDRESS, packed)
+        IFADDRMSG.pack(family, address.prefixlen, flags, scope, index)
+        + nla(IFA_LOCAL, raw)
+        + nla(IFA_ADDRESS, raw)
     )
 
 
 def address_from(msg: bytes, names: dict[int, str]) -> Address | None:
-    """The Address of an RTM_NEWADDR answer; None if not IPv4 or on no device of `names`."""
-    family, prefixlen, _flags, _scope, index = IFADDRMSG.unpack_from(msg, 16)
+    """The Address of an RTM_NEWADDR answer: IPv4, or IPv6 of global scope (a VIP never has
+    another: ::1 and fe80::/10 are not the helper's business); None else, or on no device of
+    `names`."""
+    family, prefixlen, _flags, scope, index = IFADDRMSG.unpack_from(msg, 16)
     a = attrs(msg, 16 + IFADDRMSG.size)
     ip = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
     name = names.get(index)
-    if family == socket.AF_INET and ip and name:
-        return Address(socket.inet_ntoa(ip[:4]), name, prefixlen)
+    if not ip or not name:
+        return None
+    if family == socket.AF_INET or (family == socket.AF_INET6 and scope == RT_SCOPE_UNIVERSE):
+        return Address(unpacked(family, ip), name, prefixlen)
     return None

@@ -12,16 +12,36 @@ from typing import Union
 
 from attrs import frozen
 
-from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
+from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
 from .steering import TC_CHAIN, TC_PREF, RangeFilter, VipFilter
 
 _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
 
 
+def _host(ip: str) -> str:
+    """An address as ipvsadm takes it: IPv6 in brackets, or its colons would be read as a port."""
+    return f"[{ip}]" if is_ipv6(ip) else ip
+
+
+def _real_server(dest: Dest) -> str:
+    """The -r argument: ipvsadm takes a bracketed IPv6 address only with a port (the service's,
+    which direct routing keeps)."""
+    return f"[{dest.ip}]:{dest.port}" if is_ipv6(dest.ip) else dest.ip
+
+
 def _service_args(key: ServiceKey) -> list[str]:
     if key.fwmark:
         return ["-f", str(key.fwmark)]
-    return [_PROTO_FLAG[key.proto], f"{key.vip}:{key.port}"]
+    return [_PROTO_FLAG[key.proto], f"{_host(key.vip)}:{key.port}"]
+
+
+def _address_command(verb: str, a: Address) -> list[str]:
+    """`ip address add|del`; an IPv6 one says -6, and is added without duplicate address
+    detection (nodad): a VIP must serve at once, and the group holds it on purpose."""
+    if not is_ipv6(a.ip):
+        return ["ip", "address", verb, f"{a.ip}/{a.prefixlen}", "dev", a.dev]
+    nodad = ["nodad"] if verb == "add" else []
+    return ["ip", "-6", "address", verb, f"{a.ip}/{a.prefixlen}", "dev", a.dev, *nodad]
 
 
 class _Renders:
@@ -41,8 +61,7 @@ class AddAddress(_Renders):
     address: Address
 
     def argv(self) -> list[str]:
-        a = self.address
-        return ["ip", "address", "add", f"{a.ip}/{a.prefixlen}", "dev", a.dev]
+        return _address_command("add", self.address)
 
 
 @frozen
@@ -50,8 +69,7 @@ class DelAddress(_Renders):
     address: Address
 
     def argv(self) -> list[str]:
-        a = self.address
-        return ["ip", "address", "del", f"{a.ip}/{a.prefixlen}", "dev", a.dev]
+        return _address_command("del", self.address)
 
 
 @frozen
@@ -75,7 +93,7 @@ def _dest_command(flag: str, dest: Dest) -> list[str]:
         flag,
         *_service_args(dest.service),
         "-r",
-        dest.ip,
+        _real_server(dest),
         "-g",
         "-w",
         str(dest.weight),
@@ -127,7 +145,7 @@ class DelDest(_Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
-        return ["ipvsadm", "-d", *_service_args(self.dest.service), "-r", self.dest.ip]
+        return ["ipvsadm", "-d", *_service_args(self.dest.service), "-r", _real_server(self.dest)]
 
 
 @frozen
@@ -165,6 +183,19 @@ class SendGarp(_Renders):
 
     def argv(self) -> list[str]:
         return ["arping", "-A" if self.reply else "-U", "-c", "1", "-I", self.dev, self.ip]
+
+
+@frozen
+class SendNa(_Renders):
+    """One unsolicited neighbour advertisement (override flag, to all-nodes) for the IPv6 `ip`
+    out of `dev`: an IPv6 VIP's gratuitous ARP. Rendered as libndp's `ndptool` (Debian:
+    libndp-tools; RHEL: libndp), which sends the same advertisement from a raw ICMPv6 socket."""
+
+    ip: str
+    dev: str
+
+    def argv(self) -> list[str]:
+        return ["ndptool", "-t", "na", "-U", "-i", self.dev, "-T", self.ip, "send"]
 
 
 # --- steering of replies to outgoing connections (see steering.py) -------------------------------
@@ -226,6 +257,7 @@ Operation = Union[
     StartDaemon,
     StopDaemon,
     SendGarp,
+    SendNa,
     AddClsact,
     AddFilter,
     DelFilter,

@@ -25,6 +25,7 @@ from .model import (
     ServiceKey,
     Settings,
     Sysctl,
+    is_ipv6,
 )
 from .operations import (
     AddAddress,
@@ -144,9 +145,14 @@ def desired_state(
     self_ip: str | None,
     retired: frozenset[str] = frozenset(),
 ) -> DesiredState:
-    """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up."""
+    """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up.
+
+    IPv6 VIPs are held on lo only: members are named by IPv4, and their IPv6 addresses (which
+    IPv6 direct routing needs) are not known to the helper yet.
+    """
     balancing = role in (Role.ACTIVE, Role.DRAINING)
-    svcs = services(settings, vips) if balancing else frozenset()
+    balanced = balanced_vips(vips)
+    svcs = services(settings, balanced) if balancing else frozenset()
     dests = frozenset(
         Dest(s.key, m, _weight(settings, role, m == self_ip)) for s in svcs for m in members
     )
@@ -160,7 +166,7 @@ def desired_state(
         iface=settings.iface,
         syncid=settings.syncid,
         on_lo=frozenset(vips),
-        on_iface=frozenset(vips) if role is Role.ACTIVE else frozenset(),
+        on_iface=frozenset(balanced) if role is Role.ACTIVE else frozenset(),
         sysctls=sysctls(settings.iface),
         services=svcs,
         dests=dests,
@@ -169,8 +175,16 @@ def desired_state(
     )
 
 
+def balanced_vips(vips: Iterable[str]) -> list[str]:
+    """The VIPs the active balancer takes on -i, balances and announces: the IPv4 ones."""
+    return [v for v in vips if not is_ipv6(v)]
+
+
 def ip_order(ip: str) -> bytes:
-    return socket.inet_aton(ip)
+    """Sort key of an address: IPv4 before IPv6, each in numeric order."""
+    if is_ipv6(ip):
+        return b"\6" + socket.inet_pton(socket.AF_INET6, ip)
+    return b"\4" + socket.inet_aton(ip)
 
 
 def _key_order(key: ServiceKey) -> tuple[int, bytes, str, int]:
@@ -251,5 +265,7 @@ def _daemon_order(d: Daemon) -> int:
 def announce(vips: Iterable[str], iface: str) -> tuple[SendGarp, ...]:
     """A gratuitous ARP round: request and reply form per VIP (peers differ in what they learn)."""
     return tuple(
-        SendGarp(ip, iface, reply) for ip in sorted(vips, key=ip_order) for reply in (False, True)
+        SendGarp(ip, iface, reply)
+        for ip in sorted(balanced_vips(vips), key=ip_order)
+        for reply in (False, True)
     )

@@ -1,6 +1,7 @@
 """`cgp-ipvs-vip`: put the VIPs of the VIP file on `lo` at boot, or take them off.
 
-Every frontend of a load-balancer group holds every VIP as a /32 on `lo`, so it accepts the
+Every frontend of a load-balancer group holds every VIP as a /32 (IPv6: a /128, added without
+duplicate address detection) on `lo`, so it accepts the
 packets the active balancer forwards to it by MAC (direct routing). The helper adds them when it
 starts, but a frontend must hold them from boot on, before CommuniGate Pro starts: the network
 scripts (`ifup-lo`, `ifdown-lo`) and the systemd unit run this command for that.
@@ -52,8 +53,8 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
-        description="Add the VIPs of the VIP file to lo as /32 (up), remove them (down), print "
-        "them (list), or only validate the file (check). Used by ifup-lo, ifdown-lo and "
+        description="Add the VIPs of the VIP file to lo as /32 or /128 (up), remove them (down), "
+        "print them (list), or only validate the file (check). Used by ifup-lo, ifdown-lo and "
         "cgp-ipvs-vip.service.",
     )
     p.add_argument(
@@ -77,9 +78,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def plan_up(vips: Sequence[str], on_lo: Sequence[Address]) -> list[Operation]:
-    """A /32 on lo for every VIP lo does not hold yet (with any prefix): re-running adds nothing."""
+    """A /32 (/128) on lo for every VIP lo does not hold yet (with any prefix): re-running adds
+    nothing."""
     present = {a.ip for a in on_lo}
-    return [AddAddress(Address(ip, LO, 32)) for ip in vips if ip not in present]
+    return [AddAddress(Address(ip, LO)) for ip in vips if ip not in present]
 
 
 def plan_down(vips: Sequence[str], on_lo: Sequence[Address]) -> list[Operation]:

@@ -1,7 +1,8 @@
 """The VIP list file (/etc/sysconfig/vipaddrs): parsed whole, or rejected whole.
 
-One entry per line: an IPv4 address, or a subnet a.b.c.d/m (m >= 24) standing for every address
-in it. `#` starts a comment. A bad line is reported with file, line number and text, and nothing
+One entry per line: an IPv4 address or subnet a.b.c.d/m (m >= 24), or an IPv6 address or subnet
+(/120 or longer: at most 256 addresses, like a /24); a subnet stands for every address in it.
+`#` starts a comment. A bad line is reported with file, line number and text, and nothing
 is returned, so a half-valid file can never be half applied.
 
 The file is read as bytes and split on LF (CRLF) only: a form feed, vertical tab, NEL or U+2028
@@ -13,6 +14,7 @@ not is an error naming its line, with the text shown escaped.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 
 import netaddr
@@ -21,7 +23,18 @@ from .errors import VipFileError
 from .shown import decode
 
 MIN_PREFIXLEN = 24
+MIN_PREFIXLEN6 = 120
 _DOTTED = re.compile(r"\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?", re.ASCII)
+_COLONS = re.compile(r"[0-9a-f:.]*:[0-9a-f:.]*(/\d{1,3})?", re.ASCII | re.IGNORECASE)
+# What a host cannot hold as a VIP another host reaches: the address, and why not.
+_NOT_VIP6 = (
+    (netaddr.IPNetwork("::/128"), "the unspecified address"),
+    (netaddr.IPNetwork("::1/128"), "the loopback address"),
+    (netaddr.IPNetwork("::ffff:0:0/96"), "an IPv4-mapped address"),
+    (netaddr.IPNetwork("::/96"), "an IPv4-compatible address (deprecated)"),
+    (netaddr.IPNetwork("fe80::/10"), "a link-local address"),
+    (netaddr.IPNetwork("ff00::/8"), "a multicast address"),
+)
 
 
 def is_unicast(ip: int) -> bool:
@@ -30,7 +43,36 @@ def is_unicast(ip: int) -> bool:
     return first not in (0, 127) and first < 224
 
 
+def canonical(ip: str) -> str:
+    """The kernel's spelling of an address (IPv6 as inet_ntop writes it: lower case, the
+    longest run of zero groups as ::), so a VIP from the file equals one read back."""
+    if ":" not in ip:
+        return ip
+    return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, ip))
+
+
+def _entry6(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
+    if not _COLONS.fullmatch(text):
+        raise VipFileError(path, lineno, text, "not an IPv6 address or subnet")
+    try:
+        net = netaddr.IPNetwork(text)
+    except (netaddr.AddrFormatError, ValueError) as exc:
+        raise VipFileError(path, lineno, text, f"not a valid IPv6 address: {exc}") from None
+    if net.version != 6:
+        raise VipFileError(path, lineno, text, "not an IPv6 address or subnet")
+    if net.prefixlen < MIN_PREFIXLEN6:
+        raise VipFileError(path, lineno, text, f"mask /{net.prefixlen} is below /{MIN_PREFIXLEN6}")
+    if net.ip != net.network:
+        raise VipFileError(path, lineno, text, f"host bits set (the subnet is {net.cidr})")
+    for bad, what in _NOT_VIP6:
+        if net.network in bad or bad.network in net:
+            raise VipFileError(path, lineno, text, f"not a unicast address: {what}")
+    return net
+
+
 def _entry(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
+    if ":" in text:
+        return _entry6(path, lineno, text)
     if not _DOTTED.fullmatch(text):
         raise VipFileError(path, lineno, text, "not an IPv4 address or a.b.c.d/m subnet")
     try:
@@ -59,18 +101,19 @@ def _lines(data: bytes) -> Iterator[tuple[int, str]]:
 def parse_vips(text: str | bytes, path: str) -> tuple[str, ...]:
     """Every VIP the file names, in file order; raise VipFileError on the first bad line."""
     data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
-    seen: dict[int, tuple[int, str]] = {}
+    seen: dict[tuple[int, int], tuple[int, str]] = {}  # (version, address) -> where
     vips: list[str] = []
     for lineno, line in _lines(data):
         net = _entry(path, lineno, line)
         for addr in net:
-            first = seen.get(int(addr))
+            ip = canonical(str(addr))
+            first = seen.get((addr.version, int(addr)))
             if first is not None:
                 raise VipFileError(
-                    path, lineno, line, f"{addr} overlaps line {first[0]} ({first[1]})"
+                    path, lineno, line, f"{ip} overlaps line {first[0]} ({first[1]})"
                 )
-            seen[int(addr)] = (lineno, line)
-            vips.append(str(addr))
+            seen[(addr.version, int(addr))] = (lineno, line)
+            vips.append(ip)
     return tuple(vips)
 
 

@@ -157,8 +157,29 @@ def test_ifdown_lo_removes_the_vips_of_the_file_and_nothing_else(scripts: Script
     assert sorted(scripts.addresses()) == sorted([LOOPBACK, UNRELATED])
 
 
+def test_ipv6_vips_go_on_lo_as_128_without_dad_and_off_again(scripts: Scripts) -> None:
+    scripts.file.write_text("198.51.100.10\n2001:db8:10::/124  # AAAA\n2001:db8:20::7\n")
+    up = scripts.run("ifup-lo", "ifcfg-lo", "boot")
+    assert (up.returncode, up.stderr) == (0, ""), up.stderr
+    out = sh("ip", "-n", scripts.ns, "-6", "-o", "address", "show", "dev", "lo", "scope", "global")
+    lines = out.stdout.splitlines()
+    wanted = ["2001:db8:10::" + (f"{i:x}" if i else "") for i in range(16)] + ["2001:db8:20::7"]
+    assert sorted(re.findall(r"\binet6 (\S+)", out.stdout)) == sorted(f"{a}/128" for a in wanted)
+    assert all(" nodad" in line and "tentative" not in line for line in lines), lines
+    assert scripts.run("ifup-lo", "ifcfg-lo").returncode == 0  # again: nothing added twice
+    again = sh("ip", "-n", scripts.ns, "-6", "-o", "address", "show", "dev", "lo").stdout
+    assert again.count("2001:db8:") == len(wanted)
+    down = scripts.run("ifdown-lo", "ifcfg-lo")
+    assert (down.returncode, down.stderr) == (0, ""), down.stderr
+    out = sh("ip", "-n", scripts.ns, "-6", "-o", "address", "show", "dev", "lo", "scope", "global")
+    assert out.stdout == ""
+    assert sorted(scripts.addresses()) == sorted([LOOPBACK, UNRELATED])
+
+
 BAD_FILES = [
     ("198.51.100.10\n203.0.113.0/24\n203.0.113.256\n", 3),  # not an address
+    ("198.51.100.10\n2001:db8:10::/119\n", 2),  # IPv6 mask below /120
+    ("2001:db8:10::1\nfe80::1\n", 2),  # link-local
     ("198.51.100.10\n203.0.113.0/24\n203.0.112.0/23\n", 3),  # mask below /24
     ("198.51.100.10\n203.0.113.0/24\n\n203.0.113.77  # again\n", 4),  # overlap
     ("203.0.113.0/24\n198.51.100.10/24\n", 2),  # host bits set

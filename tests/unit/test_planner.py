@@ -176,3 +176,17 @@ def test_announce_sends_both_forms_per_vip() -> None:
         ("198.51.100.11", False),
         ("198.51.100.11", True),
     ]
+
+
+def test_ipv6_vips_are_held_on_lo_as_128_and_nothing_else_yet() -> None:
+    vips = (*VIPS, "2001:db8:10::", "2001:db8:10::1")
+    standby = apply(fresh_state(), plan(want(Role.STANDBY, vips=vips), fresh_state()))
+    assert [a for a in standby.addresses_on("lo") if ":" in a.ip] == [
+        Address("2001:db8:10::", "lo", 128),
+        Address("2001:db8:10::1", "lo", 128),
+    ]
+    ops = plan(want(Role.ACTIVE, vips=vips), standby)
+    assert plan(want(Role.ACTIVE), standby) == ops  # exactly what the IPv4 VIPs alone need
+    assert [op.ip for op in announce(vips, "eth0")] == [v for v in VIPS for _ in (0, 1)]
+    active = apply(standby, ops)
+    assert plan(want(Role.STANDBY, vips=vips), active) == plan(want(Role.STANDBY), active)

@@ -272,3 +272,17 @@ def test_a_file_name_with_a_line_break_is_shown_on_one_line(tmp_path: Path) -> N
     assert checked.out == [f"{tmp_path}/vip\\x0aaddrs: 6 VIPs"]
     up = Run(FakeKernel(state()), ["-f", path, "-v", "up"])
     assert len(up.out) == 1 and up.out[0].startswith(f"cgp-ipvs-vip: {tmp_path}/vip\\x0aaddrs: ")
+
+
+def test_ipv6_vips_go_on_lo_as_128_without_dad_and_come_off_again(tmp_path: Path) -> None:
+    kernel = FakeKernel(state())
+    path = vipfile(tmp_path, "198.51.100.10\n2001:db8:10::/126\n")
+    dry = Run(kernel, ["-n", "-f", path, "up"])
+    assert dry.out == ["ip address add 198.51.100.10/32 dev lo"] + [
+        f"ip -6 address add 2001:db8:10::{i}/128 dev lo nodad" for i in ("", 1, 2, 3)
+    ]
+    assert Run(kernel, ["-f", path, "up"]).status == 0
+    assert on(kernel, "lo")[-4:] == [(f"2001:db8:10::{i}", 128) for i in ("", 1, 2, 3)]
+    down = Run(kernel, ["-f", path, "-v", "down"])
+    assert down.status == 0
+    assert on(kernel, "lo") == [("127.0.0.1", 8)]

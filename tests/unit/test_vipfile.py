@@ -39,7 +39,26 @@ ERRORS = [
     ("\n10.0.0.0/8", 2, "mask /8 is below /24"),
     ("192.0.2.1/24", 1, "host bits set (the subnet is 192.0.2.0/24)"),
     ("192.0.2.0/33", 1, "not a valid IPv4 address"),
-    ("2001:db8::1", 1, "not an IPv4 address or a.b.c.d/m subnet"),
+    ("2001:db8::/119", 1, "mask /119 is below /120"),
+    ("2001:db8::/64", 1, "mask /64 is below /120"),
+    ("2001:db8::1/120", 1, "host bits set (the subnet is 2001:db8::/120)"),
+    ("2001:db8::/129", 1, "not a valid IPv6 address"),
+    ("2001:db8::1::2", 1, "not a valid IPv6 address"),
+    ("2001:db8::g", 1, "not an IPv6 address or subnet"),
+    ("fe80::1%eth0", 1, "not an IPv6 address or subnet"),
+    ("2001:db8::1 2001:db8::2", 1, "not an IPv6 address or subnet"),
+    ("::", 1, "not a unicast address: the unspecified address"),
+    ("::/120", 1, "not a unicast address: the unspecified address"),
+    ("::1", 1, "not a unicast address: the loopback address"),
+    ("::ffff:198.51.100.7", 1, "not a unicast address: an IPv4-mapped address"),
+    ("::ffff:c633:6400/120", 1, "not a unicast address: an IPv4-mapped address"),
+    ("::198.51.100.7", 1, "not a unicast address: an IPv4-compatible address"),
+    ("fe80::1", 1, "not a unicast address: a link-local address"),
+    ("febf:ffff::/120", 1, "not a unicast address: a link-local address"),
+    ("ff02::1", 1, "not a unicast address: a multicast address"),
+    ("ff05::/120", 1, "not a unicast address: a multicast address"),
+    ("2001:db8::5\n2001:db8::/125", 2, "2001:db8::5 overlaps line 1 (2001:db8::5)"),
+    ("2001:DB8::A\n2001:db8:0::a", 2, "2001:db8::a overlaps line 1 (2001:DB8::A)"),
     ("mail.example.com", 1, "not an IPv4 address or a.b.c.d/m subnet"),
     ("192.0.2", 1, "not an IPv4 address or a.b.c.d/m subnet"),
     ("192.0.2.1 192.0.2.2", 1, "not an IPv4 address or a.b.c.d/m subnet"),
@@ -62,6 +81,23 @@ def test_errors_name_file_line_and_text(text, lineno, reason) -> None:
     assert e.text == text.splitlines()[lineno - 1].split("#")[0].strip()
     assert e.reason.startswith(reason)
     assert str(e).startswith(f"/etc/sysconfig/vipaddrs:{lineno}: {e.text!r}: ")
+
+
+def test_ipv6_singles_and_subnets_beside_ipv4_in_the_kernel_spelling() -> None:
+    text = "198.51.100.10\n2001:DB8:10::/124  # AAAA\n2001:db8:0:0:1:0:0:7\n2001:db8:20::/120\n"
+    vips = parse_vips(text, "f")
+    assert vips[:3] == ("198.51.100.10", "2001:db8:10::", "2001:db8:10::1")
+    assert vips[16:19] == ("2001:db8:10::f", "2001:db8::1:0:0:7", "2001:db8:20::")
+    assert len(vips) == 1 + 16 + 1 + 256
+    assert vips[-1] == "2001:db8:20::ff"
+
+
+def test_ipv4_and_ipv6_with_the_same_number_do_not_overlap() -> None:
+    # 198.51.100.7 is 0xc6336407; ::c633:6407 is refused for itself, not as an overlap
+    assert parse_vips("198.51.100.7\n2001:db8::c633:6407\n", "f") == (
+        "198.51.100.7",
+        "2001:db8::c633:6407",
+    )
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
