@@ -24,7 +24,7 @@ from cgp_ipvs_helper.steering import (
     range_filters,
     vip_blocks,
 )
-from tests.lab.net import Host, Lan, ipvsadm
+from tests.lab.lan import Host, Lan, ipvsadm
 
 VIPS = ["198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"]
 MEMBERS = [MemberRange("192.0.2.11", 50000, 54999), MemberRange("192.0.2.12", 55000, 59999)]
