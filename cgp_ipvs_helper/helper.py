@@ -17,9 +17,11 @@ from typing import Callable, Union
 from .errors import KernelError, VipFileError
 from .executor import execute
 from .kernel import Kernel
-from .model import KernelState, Settings
+from .memberfile import load_members
+from .model import KernelState, Role, Settings
 from .operations import Operation
-from .planner import announce, desired_state, plan, sysctl_paths
+from .outgoing import MemberMap
+from .planner import DEFAULT_PORTS, announce, desired_state, plan, sysctl_paths
 from .protocol import (
     INTF_VERSION,
     Activate,
@@ -37,6 +39,7 @@ from .protocol import (
 )
 from .ready import Ready, activation, prepare
 from .session import Event, Session, State
+from .steering import MemberRange
 from .vipfile import load_vips
 
 VERSION = "0.1.0"
@@ -57,6 +60,7 @@ class Helper:
         self.settings, self.kernel, self.clock, self.load = settings, kernel, clock, load
         self.session = Session(settings.drain, settings.timeout, clock())
         self.paths = sysctl_paths(settings.iface)
+        self.map = MemberMap(settings.member_map)
         self.vips: tuple[str, ...] = ()
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
@@ -76,8 +80,9 @@ class Helper:
         """Load the VIP file and converge to standby (removing what a dead run left)."""
         s = self.settings
         try:
-            self.vips = self.load(s.vipfile)
-        except VipFileError as exc:
+            self.vips, members = self._load()
+            self.map.update(members)
+        except VipFileError as exc:  # the VIP file or the member map
             self.vip_error = exc
         infos: Infos = [
             Info(
@@ -95,7 +100,10 @@ class Helper:
                 )
             )
         else:
-            self._converge(infos)
+            actual = self._observe(infos)
+            local_ips = {a.ip for a in actual.addresses} - set(self.vips)
+            infos += [Info(note) for note in self.map.notes(local_ips)]
+            self._converge(infos, actual)
         return Reply(tuple(infos))
 
     def handle(self, line: str | bytes) -> Reply:
@@ -128,14 +136,19 @@ class Helper:
         return Reply(tuple(infos))
 
     def reload(self) -> Reply:
-        """SIGHUP: re-read the VIP file; apply the difference, or keep everything on error."""
+        """SIGHUP: re-read the VIP file and the member map; apply the difference, or keep
+        everything on an error in either."""
         try:
-            new = self.load(self.settings.vipfile)
-        except VipFileError as exc:
+            new, members = self._load()
+        except VipFileError as exc:  # the VIP file or the member map
             return Reply((Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"),))
-        infos: Infos = [Info(f"reloaded {self.settings.vipfile}: {len(new)} VIPs")]
+        text = f"reloaded {self.settings.vipfile}: {len(new)} VIPs"
+        if members or self.map.seen:
+            text += f"; {self.settings.member_map}: {len(members)} port ranges"
+        infos: Infos = [Info(text)]
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
+        self.map.update(members)
         self._converge(infos, garp=self.session.state is State.ACTIVE)
         return Reply(tuple(infos))
 
@@ -250,6 +263,12 @@ class Helper:
 
     # -- kernel -----------------------------------------------------------------------------
 
+    def _load(self) -> tuple[tuple[str, ...], tuple[MemberRange, ...]]:
+        """The VIP file, then the member map checked against it; VipFileError from either."""
+        vips = self.load(self.settings.vipfile)
+        ports = [port for _, port in self.settings.ports or DEFAULT_PORTS]
+        return vips, load_members(self.settings.member_map, ports, vips)
+
     def _converge(
         self, infos: Infos, actual: KernelState | None = None, garp: bool = False
     ) -> list[KernelError]:
@@ -268,14 +287,18 @@ class Helper:
             actual = self._observe(infos)
         ses = self.session
         ahead, self.ready = self.ready, None
-        known: dict[int, str] = {}
-        if garp and ahead is not None and ahead.state is actual and ses.self_ip is not None:
+        known: Mapping[int, str] = {}
+        planned_ahead = ahead is not None and ahead.state is actual and not self.map.seen
+        if garp and planned_ahead and ses.self_ip is not None:
+            assert ahead is not None
             ops: Sequence[Operation] = activation(ahead, self.settings, ses.members, ses.self_ip)
             known = ahead.texts
         else:
             desired = desired_state(
                 self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
             )
+            balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+            desired = self.map.desired(desired, balancing, self.vips, actual)
             ops = plan(desired, actual)
             if garp and ses.state is State.ACTIVE:
                 ops += announce(self.vips, self.settings.iface)
@@ -283,7 +306,7 @@ class Helper:
         if not failures:
             self.retired = frozenset()
             if ses.state is State.STANDBY:  # what it did is all that changed: read it again
-                self._plan_ahead(ahead, self.kernel.observe(self.paths) if ops else actual)
+                self._plan_ahead(ahead, self._read() if ops else actual)
         ses.settled = not failures
         self._log(ops, failures, infos, known)
         return failures
@@ -291,6 +314,9 @@ class Helper:
     def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
         """While standby: plan the ACTIVATE against `state` now, and have the kernel build its
         messages (the last plan is kept while it still fits: a quiet refresh costs nothing)."""
+        if self.map.seen:  # the steering filters depend on the members: planned in full
+            self.ready = None
+            return
         if last is None or not last.fits(self.vips, self.retired, state):
             last = prepare(self.settings, self.vips, self.retired, state)
             if last is not None:
@@ -299,12 +325,18 @@ class Helper:
 
     def _observe(self, infos: Infos) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
-        actual = self.kernel.observe(self.paths)
+        actual = self._read()
         problem = None if actual.ipvs else self.kernel.ipvs_problem
         if problem != self.ipvs_problem:
             infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))
             self.ipvs_problem = problem
         return actual
+
+    def _read(self) -> KernelState:
+        tc_dev = self.map.tc_dev(self.settings.iface)
+        if tc_dev is None:
+            return self.kernel.observe(self.paths)
+        return self.kernel.observe(self.paths | self.map.paths(), tc_dev)
 
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""
