@@ -64,10 +64,18 @@ def _entry6(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
         raise VipFileError(path, lineno, text, f"mask /{net.prefixlen} is below /{MIN_PREFIXLEN6}")
     if net.ip != net.network:
         raise VipFileError(path, lineno, text, f"host bits set (the subnet is {net.cidr})")
+    problem = not_unicast6(net)
+    if problem:
+        raise VipFileError(path, lineno, text, problem)
+    return net
+
+
+def not_unicast6(net: netaddr.IPNetwork) -> str | None:
+    """Why an IPv6 address or subnet cannot be a VIP or a member's address; None if it can."""
     for bad, what in _NOT_VIP6:
         if net.network in bad or bad.network in net:
-            raise VipFileError(path, lineno, text, f"not a unicast address: {what}")
-    return net
+            return f"not a unicast address: {what}"
+    return None
 
 
 def _entry(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
