@@ -17,11 +17,14 @@ from . import protocol
 from .errors import KernelError, VipFileError
 from .executor import execute
 from .kernel import Kernel
+from .memberfile import load_members
 from .model import KernelState, Settings
 from .operations import Operation
-from .planner import Role, announce, desired_state, plan, sysctl_paths
+from .outgoing import MemberMap
+from .planner import DEFAULT_PORTS, Role, announce, desired_state, plan, sysctl_paths
 from .protocol import Activate, BadRequest, Deactivate, Intf, Quit, Request, Status
 from .session import Session
+from .steering import MemberRange
 from .vipfile import load_vips
 
 VERSION = "0.1.0"
@@ -40,6 +43,7 @@ class Helper:
         self.settings, self.kernel, self.clock, self.load = settings, kernel, clock, load
         self.session = Session(settings.drain)
         self.paths = sysctl_paths(settings.iface)
+        self.map = MemberMap(settings.member_map)
         self.vips: tuple[str, ...] = ()
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
@@ -55,8 +59,9 @@ class Helper:
         s = self.settings
         lines: list[str] = []
         try:
-            self.vips = self.load(s.vipfile)
-        except VipFileError as exc:
+            self.vips, members = self._load()
+            self.map.update(members)
+        except VipFileError as exc:  # the VIP file or the member map
             self.vip_error = exc
         lines += protocol.info(
             f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {s.vipfile}, iface {s.iface}, "
@@ -70,7 +75,11 @@ class Helper:
                 "(then send SIGHUP or restart the helper)"
             )
             return lines
-        body, _ = self._converge()
+        actual = self._observe(lines)
+        local_ips = {a.ip for a in actual.addresses} - set(self.vips)
+        for note in self.map.notes(local_ips):
+            lines += protocol.info(note)
+        body, _ = self._converge(actual=actual)
         return lines + body
 
     def handle(self, line: str | bytes) -> list[str]:
@@ -100,12 +109,16 @@ class Helper:
     def reload(self) -> list[str]:
         """SIGHUP: re-read the VIP file; apply the difference, or keep everything on error."""
         try:
-            new = self.load(self.settings.vipfile)
-        except VipFileError as exc:
+            new, members = self._load()
+        except VipFileError as exc:  # the VIP file or the member map
             return protocol.info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use")
-        lines = protocol.info(f"reloaded {self.settings.vipfile}: {len(new)} VIPs")
+        text = f"reloaded {self.settings.vipfile}: {len(new)} VIPs"
+        if members or self.map.seen:
+            text += f"; {self.settings.member_map}: {len(members)} port ranges"
+        lines = protocol.info(text)
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
+        self.map.update(members)
         body, _ = self._converge(garp=self.session.role is Role.ACTIVE)
         return lines + body
 
@@ -226,6 +239,12 @@ class Helper:
 
     # -- kernel -----------------------------------------------------------------------------
 
+    def _load(self) -> tuple[tuple[str, ...], tuple[MemberRange, ...]]:
+        """The VIP file, then the member map checked against it; VipFileError from either."""
+        vips = self.load(self.settings.vipfile)
+        ports = [port for _, port in self.settings.ports or DEFAULT_PORTS]
+        return vips, load_members(self.settings.member_map, ports, vips)
+
     def _converge(
         self, actual: KernelState | None = None, garp: bool = False
     ) -> tuple[list[str], list[KernelError]]:
@@ -239,6 +258,8 @@ class Helper:
         desired = desired_state(
             self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
         )
+        balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+        desired = self.map.desired(desired, balancing, self.vips, actual)
         ops: list[Operation] = list(plan(desired, actual))
         if garp and ses.role is Role.ACTIVE:
             ops += announce(self.vips, self.settings.iface)
@@ -249,7 +270,11 @@ class Helper:
 
     def _observe(self, lines: list[str]) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
-        actual = self.kernel.observe(self.paths)
+        tc_dev = self.map.tc_dev(self.settings.iface)
+        if tc_dev is None:
+            actual = self.kernel.observe(self.paths)
+        else:
+            actual = self.kernel.observe(self.paths | self.map.paths(), tc_dev)
         problem = None if actual.ipvs else getattr(self.kernel, "ipvs_problem", None)
         if problem != self.ipvs_problem:
             lines += protocol.info(f"IPVS: {problem}" if problem else "IPVS: available again")
