@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable
 
 from . import protocol
@@ -18,9 +18,9 @@ from .errors import KernelError, VipFileError
 from .executor import execute
 from .kernel import Kernel
 from .memberfile import load_members
-from .model import KernelState, Settings
+from .model import KernelState, Settings, is_ipv6
 from .operations import Operation
-from .outgoing import MemberMap
+from .outgoing import MemberMap, ipv6_note
 from .planner import DEFAULT_PORTS, Role, announce, desired_state, plan, sysctl_paths
 from .protocol import Activate, BadRequest, Deactivate, Intf, Quit, Request, Status
 from .session import Session
@@ -51,6 +51,7 @@ class Helper:
         self.pending_quit: str | None = None
         self.finished = False
         self.ipvs_problem: str | None = None
+        self.told_no_ipv6: set[str] = set()  # members said to lack an IPv6 address, once each
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -79,6 +80,9 @@ class Helper:
         local_ips = {a.ip for a in actual.addresses} - set(self.vips)
         for note in self.map.notes(local_ips):
             lines += protocol.info(note)
+        v6 = sum(is_ipv6(v) for v in self.vips)
+        if v6:
+            lines += protocol.info(ipv6_note(v6, len(self.map.ipv6()), self.settings.member_map))
         body, _ = self._converge(actual=actual)
         return lines + body
 
@@ -255,14 +259,17 @@ class Helper:
         if actual is None:
             actual = self._observe(lines)
         ses = self.session
+        members6 = self.map.ipv6()
         desired = desired_state(
-            self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
+            self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
         )
         balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+        if balancing:
+            lines += self._without_ipv6(ses.members, members6)
         desired = self.map.desired(desired, balancing, self.vips, actual)
         ops: list[Operation] = list(plan(desired, actual))
         if garp and ses.role is Role.ACTIVE:
-            ops += announce(self.vips, self.settings.iface)
+            ops += announce(self.vips, self.settings.iface, members6)
         failures = execute(ops, self.kernel)
         if not failures:
             self.retired = frozenset()
@@ -281,8 +288,22 @@ class Helper:
             self.ipvs_problem = problem
         return actual
 
+    def _without_ipv6(self, members: Sequence[str], members6: Mapping[str, str]) -> list[str]:
+        """Say once per member that it is left out of the IPv6 services (balanced IPv6 VIPs)."""
+        if not members6 or not any(is_ipv6(v) for v in self.vips):
+            return []
+        lines: list[str] = []
+        for m in members:
+            if m not in members6 and m not in self.told_no_ipv6:
+                self.told_no_ipv6.add(m)
+                lines += protocol.info(
+                    f"member {m} has no IPv6 address in {self.settings.member_map}: "
+                    "left out of the IPv6 services"
+                )
+        return lines
+
     def _garp_round(self, what: str) -> list[str]:
-        ops = announce(self.vips, self.settings.iface)
+        ops = announce(self.vips, self.settings.iface, self.map.ipv6())
         failures = execute(ops, self.kernel)
         lines = protocol.info(
             f"gratuitous ARP {what} for {len(self.vips)} VIPs on {self.settings.iface}"
