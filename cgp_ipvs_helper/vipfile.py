@@ -143,7 +143,8 @@ def vip_error(path: str, ip: str, reason: str) -> VipFileError:
     addresses): it names the line that lists `ip`, as a parse error would."""
     try:
         for lineno, line in _lines(_read(path)):
-            if _DOTTED.fullmatch(line) and netaddr.IPAddress(ip) in netaddr.IPNetwork(line):
+            entry = _DOTTED.fullmatch(line) or _COLONS.fullmatch(line)
+            if entry and netaddr.IPAddress(ip) in netaddr.IPNetwork(line):
                 return VipFileError(path, lineno, line, reason)
     except (VipFileError, netaddr.AddrFormatError, ValueError):
         pass  # changed or gone since it was loaded: the error still names the file
