@@ -26,6 +26,7 @@ from .model import (
     ServiceKey,
     Settings,
     Sysctl,
+    host_prefixlen,
     is_ipv6,
 )
 from .operations import (
@@ -230,7 +231,7 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         if current is not None and current.split() != s.value.split():  # "a\tb" is "a b"
             ops.append(SetSysctl(s))
 
-    ours_on_iface = [a for a in actual.addresses_on(iface) if a.ip in scope]
+    ours_on_iface = [a for a in actual.addresses_on(iface) if _ours(a, scope)]
     ops += [DelAddress(a) for a in ours_on_iface if a.ip not in desired.on_iface]
 
     have: dict[ServiceKey, Service] = {s.key: s for s in actual.services if _ours(s.key, scope)}
@@ -269,9 +270,30 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
     ops += [
         DelAddress(a)
         for a in actual.addresses_on("lo")
-        if a.ip in scope and a.ip not in desired.on_lo
+        if _ours(a, scope) and a.ip not in desired.on_lo
     ]
     return tuple(ops)
+
+
+def _ours(a: Address, scope: frozenset[str]) -> bool:
+    """An address this helper may take away: a /32 (/128) of one of its VIPs, as it adds them.
+    An address with any other prefix is the host's own (a LAN address listed as a VIP by
+    mistake, or a range someone put on lo), whatever the VIP file says."""
+    return a.prefixlen == host_prefixlen(a.ip) and a.ip in scope
+
+
+def local_clashes(vips: Iterable[str], actual: KernelState, iface: str) -> list[Address]:
+    """The host's own addresses that are VIPs: on any device but lo, other than as a /32 (/128)
+    on `iface` (what an active run adds, and a dead one leaves). Taking such a VIP would take the
+    address off its interface on the next DEACTIVATE or start."""
+    wanted = frozenset(vips)
+    return [
+        a
+        for a in actual.addresses
+        if a.ip in wanted
+        and a.dev != "lo"
+        and not (a.dev == iface and a.prefixlen == host_prefixlen(a.ip))
+    ]
 
 
 def _daemon_order(d: Daemon) -> int:

@@ -125,11 +125,27 @@ def parse_vips(text: str | bytes, path: str) -> tuple[str, ...]:
     return tuple(vips)
 
 
-def load_vips(path: str) -> tuple[str, ...]:
-    """Read and parse `path`; an unreadable file is a VipFileError too."""
+def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as exc:
         raise VipFileError(path, None, "", f"cannot read: {exc.strerror or exc}") from None
-    return parse_vips(data, path)
+
+
+def load_vips(path: str) -> tuple[str, ...]:
+    """Read and parse `path`; an unreadable file is a VipFileError too."""
+    return parse_vips(_read(path), path)
+
+
+def vip_error(path: str, ip: str, reason: str) -> VipFileError:
+    """An error about VIP `ip` of a file that parsed, found later (against this host's
+    addresses): it names the line that lists `ip`, as a parse error would."""
+    try:
+        for lineno, line in _lines(_read(path)):
+            entry = _DOTTED.fullmatch(line) or _COLONS.fullmatch(line)
+            if entry and netaddr.IPAddress(ip) in netaddr.IPNetwork(line):
+                return VipFileError(path, lineno, line, reason)
+    except (VipFileError, netaddr.AddrFormatError, ValueError):
+        pass  # changed or gone since it was loaded: the error still names the file
+    return VipFileError(path, None, ip, reason)

@@ -236,3 +236,12 @@ def test_an_announcement_round_is_garp_for_ipv4_and_one_na_per_ipv6_vip() -> Non
     assert round6[-2:] == (SendNa("2001:db8:10::", "eth0"), SendNa("2001:db8:10::1", "eth0"))
     assert [type(op).__name__ for op in round6] == ["SendGarp"] * 4 + ["SendNa"] * 2
     assert announce(vips, "eth0") == round6[:4]  # no IPv6 member: IPv6 VIPs not announced
+
+
+def test_only_host_routes_of_our_ipv6_vips_are_ever_deleted() -> None:
+    vips = (*VIPS, *V6)
+    ours = Address("2001:db8:10::1", "eth0", 128)  # what a dead active run left behind
+    theirs = Address("2001:db8:10::", "eth0", 64)  # the host's own, listed as a VIP by mistake
+    state = KernelState(addresses=(*fresh_state().addresses, ours, theirs))
+    ops = plan(want(Role.STANDBY, vips=vips), state)
+    assert DelAddress(ours) in ops and DelAddress(theirs) not in ops
