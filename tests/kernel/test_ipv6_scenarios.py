@@ -21,7 +21,7 @@ import pytest
 
 from tests.lab.group import TCP, UDP, Group
 from tests.lab.lan import Host, ipvsadm
-from tests.lab.traffic import tcp_ask, udp_ask
+from tests.lab.traffic import LongLived, tcp_ask, udp_ask
 
 ENTRIES = ["2001:db8:10::/124", "198.51.100.10"]  # the IPv6 VIPs first: moves use the first
 VIP6, VIP4 = "2001:db8:10::", "198.51.100.10"
@@ -99,6 +99,14 @@ def test_an_ipv6_client_is_balanced_over_all_members_with_persistence(
     src = SOURCES[45]
     assert len({tcp_ask(group.client, "2001:db8:10::5", TCP, src=src) for _ in range(6)}) == 1
     assert len({udp_ask(group.client, "2001:db8:10::5", UDP, src=src) for _ in range(6)}) == 1
+    # the standbys' backup sync daemons learn the IPv6 connections (sync_version 1 carries
+    # IPv6; version 0 is IPv4 only)
+    assert fe2.sysctl("net.ipv4.vs.sync_version") == "1"
+    with LongLived(group.client, VIP6, TCP, 4, SOURCES[46:48]):
+        deadline = time.monotonic() + 10
+        while f"[{VIP6}]:25" not in ipvsadm(fe2, "-L", "-n", "-c"):
+            assert time.monotonic() < deadline, ipvsadm(fe2, "-L", "-n", "-c")
+            time.sleep(0.2)
     # the IPv4 VIP of the same file is balanced as before
     assert tcp_ask(group.client, VIP4, TCP) in ("fe1", "fe2", "fe3")
     assert h1.request("STATUS").split(" ", 1)[1].startswith("OK role=active vips=17")
