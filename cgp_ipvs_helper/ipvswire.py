@@ -77,11 +77,11 @@ request = functools.partial(genl, pr_ipvs.GENL_VERSION)
 @functools.lru_cache(maxsize=4096)  # a dest names its service: 4 real servers share one key
 def _service_key(key: ServiceKey) -> bytes:
     family, addr = packed(key.vip)
-    af = nla(IPVS_SVC_ATTR_AF, U16.pack(family))
+    head = nla(IPVS_SVC_ATTR_AF, U16.pack(family))
     if key.fwmark:  # what ipvsadm -f sends: the mark instead of protocol, address and port
-        return af + nla(IPVS_SVC_ATTR_FWMARK, U32.pack(key.fwmark))
+        return head + nla(IPVS_SVC_ATTR_FWMARK, U32.pack(key.fwmark))
     return (
-        af
+        head
         + nla(IPVS_SVC_ATTR_PROTOCOL, U16.pack(_PROTOCOLS[key.proto]))
         + nla(IPVS_SVC_ATTR_ADDR, addr)
         + nla(IPVS_SVC_ATTR_PORT, BE16.pack(key.port))
@@ -139,9 +139,8 @@ def daemon_attrs(d: Daemon, full: bool) -> bytes:
 
 
 def service_from(msg: bytes) -> Service | None:
-    """A Service (IPv4 or IPv6 of TCP or UDP, or an IPv4 firewall-mark one), or None for what
-    is never ours: an IPv6 firewall-mark service, SCTP, an unknown scheduler. The planner
-    decides which marks are ours."""
+    """A Service (of TCP or UDP, or an IPv4 firewall-mark one), or None for what is never
+    ours: SCTP, an unknown scheduler. The planner decides which marks are ours."""
     a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_SERVICE, b""), 0)
     family = U16.unpack(a[IPVS_SVC_ATTR_AF])[0]
     if family not in _FAMILIES or (IPVS_SVC_ATTR_FWMARK in a and family != socket.AF_INET):

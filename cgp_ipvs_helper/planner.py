@@ -209,7 +209,7 @@ def _key_order(key: ServiceKey) -> tuple[int, bytes, str, int]:
     return (key.fwmark, ip_order(key.vip), key.proto, key.port)
 
 
-def _ours(key: ServiceKey, scope: frozenset[str]) -> bool:
+def _our_service(key: ServiceKey, scope: frozenset[str]) -> bool:
     """A service of one of our VIPs, or a firewall-mark service with our marks (steering)."""
     return is_our_mark(key.fwmark) if key.fwmark else key.vip in scope
 
@@ -234,7 +234,9 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
     ours_on_iface = [a for a in actual.addresses_on(iface) if _ours(a, scope)]
     ops += [DelAddress(a) for a in ours_on_iface if a.ip not in desired.on_iface]
 
-    have: dict[ServiceKey, Service] = {s.key: s for s in actual.services if _ours(s.key, scope)}
+    have: dict[ServiceKey, Service] = {
+        s.key: s for s in actual.services if _our_service(s.key, scope)
+    }
     want: dict[ServiceKey, Service] = {s.key: s for s in desired.services}
     for key in sorted(want, key=_key_order):
         if key not in have:

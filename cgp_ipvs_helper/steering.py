@@ -100,8 +100,9 @@ class RangeFilter:
 
 
 def vip_blocks(vips: Iterable[str]) -> frozenset[VipFilter]:
-    """The fewest CIDR blocks that hold exactly the VIPs: one chain-0 filter each."""
-    merged = netaddr.cidr_merge([netaddr.IPAddress(v) for v in vips])
+    """The fewest CIDR blocks that hold exactly the IPv4 VIPs: one chain-0 filter each (replies
+    to IPv6 VIPs are not steered yet: their filters would match protocol ipv6)."""
+    merged = netaddr.cidr_merge([netaddr.IPAddress(v) for v in vips if ":" not in v])
     return frozenset(VipFilter(str(net)) for net in merged)
 
 

@@ -17,7 +17,7 @@ from cgp_ipvs_helper.operations import (
 )
 from cgp_ipvs_helper.outgoing import PORT_RANGE, MemberMap, local_member, steer
 from cgp_ipvs_helper.planner import Role, desired_state, plan
-from cgp_ipvs_helper.steering import TC_CHAIN, MemberRange, RangeFilter, VipFilter
+from cgp_ipvs_helper.steering import TC_CHAIN, MemberRange, RangeFilter, VipFilter, vip_blocks
 from cgp_ipvs_helper.testing import FakeKernel
 
 from .conftest import SELF, VIPS, Clock, fresh_state, make_helper
@@ -46,6 +46,16 @@ def with_tc(state: KernelState, ingress: str | None = "clsact", filters=()) -> K
         sysctls={**state.sysctls, PORT_RANGE: "32768\t60999"},
         tc=TcState(ingress, frozenset((f.chain, f.handle, f) for f in filters)),
     )
+
+
+def test_vip_blocks_are_the_fewest_cidrs_of_the_ipv4_vips() -> None:
+    vips = ["198.51.100.10", "198.51.100.11", "198.51.100.12", "2001:db8::10"]
+    vips += [f"203.0.113.{i}" for i in range(256)]
+    assert vip_blocks(vips) == {
+        VipFilter("198.51.100.10/31"),
+        VipFilter("198.51.100.12/32"),
+        VipFilter("203.0.113.0/24"),
+    }
 
 
 def test_the_local_entry_is_the_one_this_host_holds() -> None:
