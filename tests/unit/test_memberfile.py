@@ -107,7 +107,7 @@ def test_sample_file_is_no_map_until_its_example_is_uncommented() -> None:
         line[1:] for line in sample.read_text().splitlines() if line.startswith("# 192.0.2.")
     )
     assert parse_members(example, str(sample), CGP_PORTS) == (
-        MemberRange("192.0.2.11", 50000, 54999),
-        MemberRange("192.0.2.12", 55000, 59999),
-        MemberRange("192.0.2.13", 60000, 64999),
+        MemberRange("192.0.2.11", 50000, 54999, "2001:db8::11"),
+        MemberRange("192.0.2.12", 55000, 59999, "2001:db8::12"),
+        MemberRange("192.0.2.13", 60000, 64999, "2001:db8::13"),
     )
