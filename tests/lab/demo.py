@@ -1,34 +1,44 @@
 """The README's main job: a CGP load-balancer group in user-mode Linux, balancing and failing over.
 
-Three frontends (fe1-fe3) and a client on one LAN; every frontend runs the real helper with the
-shipped sample VIP file, driven over stdin/stdout as CommuniGate Pro drives it. The demo shows
-who answers, then moves the balancer twice (planned, then by pulling the cable) while 12
-long-lived TCP connections keep pinging, and prints what the client saw. Run it with
+Three frontends (fe1-fe3) and a client on one dual-stack LAN; every frontend runs the real
+helper with the shipped sample VIP file plus one IPv6 VIP, and a member map giving each
+frontend's IPv6 address, driven over stdin/stdout as CommuniGate Pro drives it. The demo shows
+who answers over IPv4 and IPv6, then moves the balancer twice (planned, then by pulling the
+cable) while 12 long-lived IPv4 and 6 IPv6 TCP connections keep pinging, and prints what the
+client saw. Run it with
 `make demo` (it boots the kernel through tests.lab.uml).
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from .driver import HelperProcess
-from .group import UDP, Group, Move
+from .group import TCP, UDP, Group, Move
 from .lan import ipvsadm
-from .traffic import udp_ask
+from .traffic import LongLived, LongLivedStats, udp_ask
 
 ROOT = Path(__file__).resolve().parents[2]
 VIPFILE = str(ROOT / "sysconfig" / "vipaddrs")
 SOURCES = [f"192.0.2.{n}" for n in range(128, 188)]
+VIP6 = "2001:db8:10::10"
+SOURCES6 = [f"2001:db8::1:{n}" for n in range(1, 61)]
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def failover(name: str, g: Group, move: Move) -> tuple[bool, list[str]]:
-    """Report what the client saw while the balancer moved under 12 long-lived connections."""
+def failover(name: str, g: Group, how: Callable[[], Move]) -> tuple[bool, list[str]]:
+    """Move the balancer under 12 long-lived IPv4 and 6 IPv6 connections; report what the
+    client saw."""
+    with LongLived(g.client, VIP6, TCP, 6, SOURCES6[48:54], broken_after=2.0) as six:
+        move = how()
+        stats6 = six.stop()
     say(f"\n== {name} ==")
     say(f"12 long-lived SMTP connections, served by {dict(sorted(move.before.items()))}")
     if move.crashed:
@@ -46,20 +56,50 @@ def failover(name: str, g: Group, move: Move) -> tuple[bool, list[str]]:
         + (f"; lost with {move.old}: {lost}" if move.crashed else "")
     )
     say(f"12 new connections after the move: {dict(sorted(fresh.items()))}")
+    kept6, total6, gap6 = _survived(stats6, move)
+    new_mac = g.client.neigh(VIP6) == g.lan[move.new].mac
+    say(
+        f"IPv6: client's neighbour entry for {VIP6} -> {move.new}'s MAC: {new_mac}; "
+        f"connections to surviving frontends kept: {kept6}/{total6}; "
+        f"longest time without an answer: {gap6:.3f} s"
+    )
+    fresh6 = g.spread(SOURCES6[36:42], VIP6)
+    say(f"6 new IPv6 connections after the move: {dict(sorted(fresh6.items()))}")
     ok = move.kept == len(move.survivors) and move.arp_s is not None and move.max_gap < 1.0
+    ok = ok and kept6 == total6 and new_mac and gap6 < 1.0
     return ok, [
         f"{name}: {move.kept}/{len(move.survivors)} kept, longest gap {move.max_gap:.3f} s, "
-        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms"
+        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms; "
+        f"IPv6 {kept6}/{total6} kept, longest gap {gap6:.3f} s"
     ]
+
+
+def _survived(stats: LongLivedStats, move: Move) -> tuple[int, int, float]:
+    """Kept, of how many, and the longest gap, of the connections not served by a crashed
+    balancer."""
+    alive = [c for c in stats.conns if not move.crashed or c.frontend != move.old]
+    return sum(not c.broken for c in alive), len(alive), max((c.max_gap for c in alive), default=0)
 
 
 def main() -> int:
     entries = [line.split("#")[0].strip() for line in Path(VIPFILE).read_text().splitlines()]
-    entries = [e for e in entries if e]
-    with Group("demo", entries, sources=SOURCES, vipfile=VIPFILE) as g:
-        say("LAN 192.0.2.0/24: fe1 .11, fe2 .12, fe3 .13, client .100 (+60 addresses)")
-        say(f"VIP file {VIPFILE}: {', '.join(entries)}")
-        return run(g, g.start_all("--drain", "3"))
+    entries = [e for e in entries if e] + [VIP6]
+    with tempfile.TemporaryDirectory() as tmp:
+        with Group("demo", entries, sources=SOURCES + SOURCES6, ipv6=True) as g:
+            members = Path(tmp, "cgp-ipvs-members")
+            members.write_text(
+                "".join(
+                    f"{fe.ip} {50000 + i * 5000}-{54999 + i * 5000} {fe.ip6}\n"
+                    for i, fe in enumerate(g.fe)
+                )
+            )
+            say(
+                "LAN 192.0.2.0/24 and 2001:db8::/64: fe1 .11/::11, fe2 .12/::12, fe3 .13/::13, "
+                "client .100/::100 (+60 addresses each)"
+            )
+            say(f"VIP file: {VIPFILE} plus {VIP6}: {', '.join(entries)}")
+            say(f"member map:\n{members.read_text().rstrip()}")
+            return run(g, g.start_all("--drain", "3", "--member-map", str(members)))
 
 
 def run(g: Group, helpers: list[HelperProcess]) -> int:
@@ -82,6 +122,8 @@ def run(g: Group, helpers: list[HelperProcess]) -> int:
         "dev eth0",
         "arping -U",
         "arping -A",
+        "ip -6 address add",
+        "ndptool",
     ):
         say("  " + next(x for x in logged if mark in x))
     vip = g.vips[0]
@@ -91,8 +133,18 @@ def run(g: Group, helpers: list[HelperProcess]) -> int:
     udp = Counter(udp_ask(g.client, vip, UDP, src=s) for s in SOURCES[30:45])
     say(f"30 SMTP connections from 30 client addresses answered by {dict(sorted(spread.items()))}")
     say(f"15 SIP/UDP requests from 15 other addresses answered by {dict(sorted(udp.items()))}")
-    results = [set(spread) == {"fe1", "fe2", "fe3"}]
-    report = [f"balancing: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"]
+    spread6 = g.spread(SOURCES6[:30], VIP6)
+    udp6 = Counter(udp_ask(g.client, VIP6, UDP, src=s) for s in SOURCES6[30:45])
+    say(f"IPv6 VIP {VIP6}: fe1: ipvsadm -Ln -t [{VIP6}]:0")
+    table6 = ipvsadm(g.fe[0], "-L", "-n", "-t", f"[{VIP6}]:0")
+    say("\n".join("  " + t for t in table6.splitlines()))
+    say(f"30 IPv6 SMTP connections from 30 addresses answered by {dict(sorted(spread6.items()))}")
+    say(f"15 IPv6 SIP/UDP requests answered by {dict(sorted(udp6.items()))}")
+    results = [set(spread) == {"fe1", "fe2", "fe3"}, set(spread6) == {"fe1", "fe2", "fe3"}]
+    report = [
+        f"balancing: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}",
+        f"balancing IPv6: TCP {dict(sorted(spread6.items()))}, UDP {dict(sorted(udp6.items()))}",
+    ]
     for name, move in (
         (
             "planned move: fe1 -> fe2 (DEACTIVATE and ACTIVATE at once)",
@@ -103,7 +155,7 @@ def run(g: Group, helpers: list[HelperProcess]) -> int:
             lambda: g.crash(h2, h3, broken_after=2.0),
         ),
     ):
-        ok, lines = failover(name, g, move())
+        ok, lines = failover(name, g, move)
         results.append(ok)
         report += lines
     say("\n== report ==")
