@@ -123,6 +123,7 @@ class Helper:
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
         self.map.update(members)
+        self.told_no_ipv6.clear()  # the map may have changed: say again who lacks IPv6
         body, _ = self._converge(garp=self.session.role is Role.ACTIVE)
         return lines + body
 
