@@ -11,7 +11,6 @@ daemons on our interface and SyncID: nothing not ours is ever touched.
 
 from __future__ import annotations
 
-import enum
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -22,6 +21,7 @@ from .model import (
     DesiredState,
     Dest,
     KernelState,
+    Role,
     Service,
     ServiceKey,
     Settings,
@@ -82,15 +82,6 @@ DEFAULT_PORTS: tuple[tuple[str, int], ...] = tuple(
     ]
     + [("udp", 5060)]
 )
-
-
-class Role(enum.Enum):
-    """What this frontend is for the group; STOPPED is the state a QUIT leaves behind."""
-
-    STANDBY = "standby"
-    ACTIVE = "active"
-    DRAINING = "draining"
-    STOPPED = "stopped"
 
 
 def sysctls(iface: str) -> tuple[Sysctl, ...]:

@@ -1,18 +1,22 @@
 """The README's main job: a CGP load-balancer group in user-mode Linux, balancing and failing over.
 
 Three frontends (fe1-fe3) and a client on one dual-stack LAN; every frontend runs the real
-helper with the shipped sample VIP file plus one IPv6 VIP, and a member map giving each
-frontend's IPv6 address, driven over stdin/stdout as CommuniGate Pro drives it. The demo shows
-who answers over IPv4 and IPv6, then moves the balancer twice (planned, then by pulling the
-cable) while 12 long-lived IPv4 and 6 IPv6 TCP connections keep pinging, and prints what the
-client saw. Run it with
+helper with the shipped sample VIP file plus one IPv6 VIP, driven over stdin/stdout as
+CommuniGate Pro drives it. The demo shows who answers, then the frontends' own connections from
+a VIP to a server on the LAN without and with the member map (issue 9; the map also gives each
+frontend's IPv6 address, so the IPv6 VIP is balanced from then on, issue 11), then moves the
+balancer twice (planned, then by pulling the cable) while 12 long-lived TCP connections from the
+client to an IPv4 VIP, 6 to the IPv6 VIP and 4 from each frontend's VIP keep pinging, and prints
+what they saw. Run it with
 `make demo` (it boots the kernel through tests.lab.uml).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -20,10 +24,11 @@ from typing import Callable
 from .driver import HelperProcess
 from .group import TCP, UDP, Group, Move
 from .lan import ipvsadm
-from .traffic import LongLived, LongLivedStats, udp_ask
+from .traffic import Answered, LongLived, LongLivedStats, outgoing, udp_ask
 
 ROOT = Path(__file__).resolve().parents[2]
 VIPFILE = str(ROOT / "sysconfig" / "vipaddrs")
+MEMBERS_SAMPLE = ROOT / "sysconfig" / "cgp-ipvs-members"
 SOURCES = [f"192.0.2.{n}" for n in range(128, 188)]
 VIP6 = "2001:db8:10::10"
 SOURCES6 = [f"2001:db8::1:{n}" for n in range(1, 61)]
@@ -34,8 +39,8 @@ def say(text: str = "") -> None:
 
 
 def failover(name: str, g: Group, how: Callable[[], Move]) -> tuple[bool, list[str]]:
-    """Move the balancer under 12 long-lived IPv4 and 6 IPv6 connections; report what the
-    client saw."""
+    """Move the balancer under 12 long-lived connections to an IPv4 VIP and 6 to the IPv6 one;
+    report what the client saw."""
     with LongLived(g.client, VIP6, TCP, 6, SOURCES6[48:54], broken_after=2.0) as six:
         move = how()
         stats6 = six.stop()
@@ -55,6 +60,15 @@ def failover(name: str, g: Group, how: Callable[[], Move]) -> tuple[bool, list[s
         f"longest time without an answer: {move.max_gap:.3f} s"
         + (f"; lost with {move.old}: {lost}" if move.crashed else "")
     )
+    # the frontends' own connections from the VIP (those of a crashed frontend die with it)
+    mine = {k: v for k, v in move.outgoing.items() if not (move.crashed and k == move.old)}
+    kept_out = sum(len(v.conns) - len(v.broken) for v in mine.values())
+    total_out = sum(len(v.conns) for v in mine.values())
+    gap_out = max((v.max_gap for v in mine.values()), default=0.0)
+    say(
+        f"connections the surviving frontends opened from {g.vips[0]}: {kept_out}/{total_out} "
+        f"kept, longest gap {gap_out:.3f} s"
+    )
     say(f"12 new connections after the move: {dict(sorted(fresh.items()))}")
     kept6, total6, gap6 = _survived(stats6, move)
     new_mac = g.client.neigh(VIP6) == g.lan[move.new].mac
@@ -66,11 +80,12 @@ def failover(name: str, g: Group, how: Callable[[], Move]) -> tuple[bool, list[s
     fresh6 = g.spread(SOURCES6[36:42], VIP6)
     say(f"6 new IPv6 connections after the move: {dict(sorted(fresh6.items()))}")
     ok = move.kept == len(move.survivors) and move.arp_s is not None and move.max_gap < 1.0
-    ok = ok and kept6 == total6 and new_mac and gap6 < 1.0
+    ok = ok and kept_out == total_out and kept6 == total6 and new_mac and gap6 < 1.0
     return ok, [
         f"{name}: {move.kept}/{len(move.survivors)} kept, longest gap {move.max_gap:.3f} s, "
-        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms; "
-        f"IPv6 {kept6}/{total6} kept, longest gap {gap6:.3f} s"
+        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms; IPv6 {kept6}/{total6} kept, "
+        f"longest gap {gap6:.3f} s; outgoing from the VIP {kept_out}/{total_out} kept, "
+        f"longest gap {gap_out:.3f} s"
     ]
 
 
@@ -81,28 +96,92 @@ def _survived(stats: LongLivedStats, move: Move) -> tuple[int, int, float]:
     return sum(not c.broken for c in alive), len(alive), max((c.max_gap for c in alive), default=0)
 
 
+def member_map(path: Path) -> str:
+    """The shipped sample map with its example (fe1-fe3) uncommented, written to `path`."""
+    lines = MEMBERS_SAMPLE.read_text().splitlines()
+    path.write_text("\n".join(x[2:] if x.startswith("# 192.0.2.") else x for x in lines) + "\n")
+    return "; ".join(x[2:].strip() for x in lines if x.startswith("# 192.0.2."))
+
+
+def total(answered: dict[str, Answered]) -> str:
+    tcp = sum(a.tcp for a in answered.values())
+    udp = sum(a.udp for a in answered.values())
+    count = sum(a.total for a in answered.values())
+    per = ", ".join(f"{k} {v.tcp}+{v.udp}" for k, v in sorted(answered.items()))
+    return f"TCP {tcp}/{count}, UDP {udp}/{count} ({per})"
+
+
+def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, list[str]]:
+    """Each frontend opens 12 TCP connections and 12 UDP exchanges from the VIP to the server,
+    without a member map (empty file), then with it (SIGHUP)."""
+    vip = g.vips[0]
+    say(f"\n== connections the frontends open from {vip} (relayed mail, SIP) ==")
+    before = g.outgoing(vip, count=12)
+    say(f"without a member map: answered {total(before)}")
+    ranges = member_map(path)
+    for h in helpers:
+        h.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(
+        any(x.startswith("* reloaded") for x in h.log) for h in helpers
+    ):
+        time.sleep(0.1)
+    say(f"member map written ({ranges}) and SIGHUP sent; fe1's helper logged, among others:")
+    for mark in ("ip_local_port_range", "ipvsadm -A -f", "ipvsadm -a -f", "tc qdisc", "chain 0"):
+        say("  " + next((x for x in helpers[0].log if mark in x), f"(no line with {mark})"))
+    after = g.outgoing(vip, count=12)
+    say(f"with the member map: answered {total(after)}")
+    ok = all(a.complete for a in after.values())
+    return ok, [f"outgoing from {vip}: without a map {total(before)}; with it {total(after)}"]
+
+
+def ipv6(g: Group, h1: HelperProcess) -> tuple[bool, list[str]]:
+    """The IPv6 VIP, balanced since the member map gave the frontends' IPv6 addresses."""
+    say(f"\n== IPv6 VIP {VIP6} (the member map's third column: each frontend's IPv6 address) ==")
+    for mark in (
+        f"ip -6 address add {VIP6}/128 dev eth0",
+        f"ipvsadm -a -t '[{VIP6}]:0'",
+        "ndptool",
+    ):
+        say("  " + next((x for x in h1.log if mark in x), f"(no line with {mark})"))
+    table = ipvsadm(g.fe[0], "-L", "-n", "-t", f"[{VIP6}]:0")
+    say(f"fe1: ipvsadm -Ln -t [{VIP6}]:0\n" + "\n".join("  " + t for t in table.splitlines()))
+    spread = g.spread(SOURCES6[:30], VIP6)
+    udp = Counter(udp_ask(g.client, VIP6, UDP, src=s) for s in SOURCES6[30:45])
+    say(f"30 IPv6 SMTP connections from 30 addresses answered by {dict(sorted(spread.items()))}")
+    say(f"15 IPv6 SIP/UDP requests from 15 other addresses answered by {dict(sorted(udp.items()))}")
+    ok = set(spread) == {"fe1", "fe2", "fe3"} == set(udp)
+    return ok, [
+        f"balancing IPv6: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"
+    ]
+
+
 def main() -> int:
     entries = [line.split("#")[0].strip() for line in Path(VIPFILE).read_text().splitlines()]
     entries = [e for e in entries if e] + [VIP6]
     with tempfile.TemporaryDirectory() as tmp:
-        with Group("demo", entries, sources=SOURCES + SOURCES6, ipv6=True) as g:
-            members = Path(tmp, "cgp-ipvs-members")
-            members.write_text(
-                "".join(
-                    f"{fe.ip} {50000 + i * 5000}-{54999 + i * 5000} {fe.ip6}\n"
-                    for i, fe in enumerate(g.fe)
-                )
-            )
+        vipfile = Path(tmp) / "vipaddrs"
+        vipfile.write_text(Path(VIPFILE).read_text() + f"{VIP6}  # IPv6: the demo's addition\n")
+        group = Group(
+            "demo",
+            entries,
+            sources=SOURCES + SOURCES6,
+            vipfile=str(vipfile),
+            server=True,
+            ipv6=True,
+        )
+        with group as g:
             say(
                 "LAN 192.0.2.0/24 and 2001:db8::/64: fe1 .11/::11, fe2 .12/::12, fe3 .13/::13, "
-                "client .100/::100 (+60 addresses each)"
+                "client .100/::100 (+60 addresses each), server .200"
             )
-            say(f"VIP file: {VIPFILE} plus {VIP6}: {', '.join(entries)}")
-            say(f"member map:\n{members.read_text().rstrip()}")
-            return run(g, g.start_all("--drain", "3", "--member-map", str(members)))
+            say(f"VIP file {VIPFILE} plus {VIP6}: {', '.join(entries)}")
+            path = Path(tmp) / "cgp-ipvs-members"
+            path.write_text("# no member yet\n")
+            return run(g, g.start_all("--drain", "3", "--member-map", str(path), timeout=60), path)
 
 
-def run(g: Group, helpers: list[HelperProcess]) -> int:
+def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     h1, h2, h3 = helpers
     say(f"\nstarted on each frontend: {helpers[0].log[0][2:]}")
     all3 = g.members()
@@ -122,8 +201,6 @@ def run(g: Group, helpers: list[HelperProcess]) -> int:
         "dev eth0",
         "arping -U",
         "arping -A",
-        "ip -6 address add",
-        "ndptool",
     ):
         say("  " + next(x for x in logged if mark in x))
     vip = g.vips[0]
@@ -133,31 +210,32 @@ def run(g: Group, helpers: list[HelperProcess]) -> int:
     udp = Counter(udp_ask(g.client, vip, UDP, src=s) for s in SOURCES[30:45])
     say(f"30 SMTP connections from 30 client addresses answered by {dict(sorted(spread.items()))}")
     say(f"15 SIP/UDP requests from 15 other addresses answered by {dict(sorted(udp.items()))}")
-    spread6 = g.spread(SOURCES6[:30], VIP6)
-    udp6 = Counter(udp_ask(g.client, VIP6, UDP, src=s) for s in SOURCES6[30:45])
-    say(f"IPv6 VIP {VIP6}: fe1: ipvsadm -Ln -t [{VIP6}]:0")
-    table6 = ipvsadm(g.fe[0], "-L", "-n", "-t", f"[{VIP6}]:0")
-    say("\n".join("  " + t for t in table6.splitlines()))
-    say(f"30 IPv6 SMTP connections from 30 addresses answered by {dict(sorted(spread6.items()))}")
-    say(f"15 IPv6 SIP/UDP requests answered by {dict(sorted(udp6.items()))}")
-    results = [set(spread) == {"fe1", "fe2", "fe3"}, set(spread6) == {"fe1", "fe2", "fe3"}]
-    report = [
-        f"balancing: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}",
-        f"balancing IPv6: TCP {dict(sorted(spread6.items()))}, UDP {dict(sorted(udp6.items()))}",
-    ]
+    results = [set(spread) == {"fe1", "fe2", "fe3"}]
+    report = [f"balancing: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"]
+    ok, lines = steering(g, helpers, path)
+    results.append(ok)
+    report += lines
+    ok, lines = ipv6(g, helpers[0])
+    results.append(ok)
+    report += lines
     for name, move in (
         (
             "planned move: fe1 -> fe2 (DEACTIVATE and ACTIVATE at once)",
-            lambda: g.switch(h1, h2, broken_after=2.0),
+            lambda: g.switch(h1, h2, broken_after=2.0, outgoing=4),
         ),
         (
             "abrupt loss: fe2 leaves the LAN, fe3 takes over",
-            lambda: g.crash(h2, h3, broken_after=2.0),
+            lambda: g.crash(h2, h3, broken_after=2.0, outgoing=4),
         ),
     ):
         ok, lines = failover(name, g, move)
         results.append(ok)
         report += lines
+    assert g.server is not None
+    survivors = outgoing([g.fe[0], g.fe[2]], g.vips[0], g.server.ip, 25, UDP, 12)
+    say(f"\nafter both moves, fe1 and fe3 from {g.vips[0]}: answered {total(survivors)}")
+    results.append(all(a.complete for a in survivors.values()))
+    report.append(f"outgoing after both moves (fe1, fe3): {total(survivors)}")
     say("\n== report ==")
     for line in report:
         say(line)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import attrs
 
-from cgp_ipvs_helper.model import Dest, KernelState, Service, ServiceKey, Settings, TcState
+from cgp_ipvs_helper.model import Dest, KernelState, Role, Service, ServiceKey, Settings, TcState
 from cgp_ipvs_helper.operations import (
     AddAddress,
     AddClsact,
@@ -16,7 +16,8 @@ from cgp_ipvs_helper.operations import (
     SetSysctl,
 )
 from cgp_ipvs_helper.outgoing import PORT_RANGE, MemberMap, local_member, steer
-from cgp_ipvs_helper.planner import Role, desired_state, plan
+from cgp_ipvs_helper.planner import desired_state, plan
+from cgp_ipvs_helper.protocol import Reply, render
 from cgp_ipvs_helper.steering import TC_CHAIN, MemberRange, RangeFilter, VipFilter, vip_blocks
 from cgp_ipvs_helper.testing import FakeKernel
 
@@ -186,8 +187,8 @@ def map_helper(tmp_path, text: str | None = MAP_TEXT, state: KernelState | None 
     return make_helper(kernel, Clock(), member_map=str(path)), kernel, path
 
 
-def infos(lines) -> list[str]:
-    return [line[2:] for line in lines if line.startswith("* ")]
+def infos(reply: Reply) -> list[str]:
+    return [line[2:] for line in render(reply) if line.startswith("* ")]
 
 
 def test_start_logs_the_map_and_sets_this_members_range(tmp_path) -> None:
@@ -200,7 +201,7 @@ def test_start_logs_the_map_and_sets_this_members_range(tmp_path) -> None:
     assert kernel.sysctls[PORT_RANGE] == "50000 54999"
     assert not kernel.filters and not [s for s in kernel.services if s.fwmark]
     out = h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
-    assert out[-1] == "1 OK active vips=2 members=3"
+    assert render(out)[-1] == "1 OK active vips=2 members=3"
     assert set(kernel.filters.values()) == FILTERS and kernel.ingress == "clsact"
     assert {k for k in kernel.services if k.fwmark} == set(MARKS.values())
     logged = infos(out)
@@ -232,13 +233,13 @@ def test_a_bad_map_blocks_like_a_bad_vip_file_until_sighup(tmp_path) -> None:
         line.startswith(f"ERROR {path}:2: '192.0.2.12 54000-59999': range 54000-59999 overlaps")
         for line in lines
     )
-    reply = h.handle("1 ACTIVATE 192.0.2.11")
+    reply = render(h.handle("1 ACTIVATE 192.0.2.11"))
     assert reply[-1].startswith(f"1 ERROR {path}:2:") and kernel.take() == []
     path.write_text(MAP_TEXT)
     assert infos(h.reload())[0] == (
         f"reloaded /etc/sysconfig/vipaddrs: 2 VIPs; {path}: 3 port ranges"
     )
-    assert h.handle("2 ACTIVATE 192.0.2.11")[-1] == "2 OK active vips=2 members=1"
+    assert render(h.handle("2 ACTIVATE 192.0.2.11"))[-1] == "2 OK active vips=2 members=1"
     path.write_text("198.51.100.10 50000-54999\n")  # a VIP as a member: refused, all kept
     assert infos(h.reload()) == [
         f"ERROR {path}:1: '198.51.100.10 50000-54999': 198.51.100.10 is a VIP, not a member's "
