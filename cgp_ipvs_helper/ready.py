@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from attrs import frozen
 
-from .model import Dest, KernelState, Role, ServiceKey, Settings
+from .model import Dest, KernelState, Role, ServiceKey, Settings, is_ipv6
 from .operations import AddDest, AddService, Operation
 from .planner import _weight, announce, desired_state, ip_order, plan
 
@@ -57,7 +57,10 @@ def prepare(
     settings: Settings, vips: tuple[str, ...], retired: frozenset[str], state: KernelState
 ) -> Ready | None:
     """Plan the ACTIVATE from `state` with no members yet; None if `state` holds a service of
-    ours (then the real servers to plan depend on what is there: plan() in full)."""
+    ours (then the real servers to plan depend on what is there) or a VIP is IPv6 (its real
+    servers are the members' IPv6 addresses): plan() in full then."""
+    if any(is_ipv6(v) for v in vips):  # their real servers come from the member map
+        return None
     desired = desired_state(settings, vips, Role.ACTIVE, (), None, retired)
     if any(s.key.vip in desired.scope for s in state.services):
         return None

@@ -62,6 +62,9 @@ def cases(draw):
 def test_the_prepared_activation_is_the_plan(case) -> None:
     options, vips, retired, members, self_ip, state = case
     prepared = ready.prepare(options, vips, retired, state)
+    if any(":" in v for v in vips):
+        assert prepared is None  # IPv6 real servers come from the member map: planned in full
+        return
     assert prepared is not None and prepared.state is state
     desired = desired_state(options, vips, Role.ACTIVE, members, self_ip, retired)
     expected = plan(desired, state) + announce(vips, options.iface)
