@@ -23,6 +23,7 @@ from .model import (
     ServiceKey,
     Settings,
     Sysctl,
+    host_prefixlen,
     is_ipv6,
 )
 from .operations import (
@@ -248,21 +249,23 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
 
 
 def _ours(a: Address, scope: frozenset[str]) -> bool:
-    """An address this helper may take away: a /32 of one of its VIPs, as it adds them. An
+    """An address this helper may take away: a /32 (/128) of a VIP, as it adds them. An
     address with any other prefix is the host's own (a LAN address listed as a VIP by mistake,
     or a range someone put on lo), whatever the VIP file says."""
-    return a.prefixlen == 32 and a.ip in scope
+    return a.prefixlen == host_prefixlen(a.ip) and a.ip in scope
 
 
 def local_clashes(vips: Iterable[str], actual: KernelState, iface: str) -> list[Address]:
-    """The host's own addresses that are VIPs: on any device but lo, other than as a /32 on
+    """The host's own addresses that are VIPs: on any device but lo, other than as a /32 (/128) on
     `iface` (what an active run adds, and a dead one leaves). Taking such a VIP would take the
     address off its interface on the next DEACTIVATE or start."""
     wanted = frozenset(vips)
     return [
         a
         for a in actual.addresses
-        if a.ip in wanted and a.dev != "lo" and not (a.dev == iface and a.prefixlen == 32)
+        if a.ip in wanted
+        and a.dev != "lo"
+        and not (a.dev == iface and a.prefixlen == host_prefixlen(a.ip))
     ]
 
 
