@@ -1,15 +1,17 @@
 """The throw-away root the boot test boots: Debian bookworm (minbase) with systemd, from
-debootstrap, built once and cached outside the repository, keyed by a hash of this file.
+debootstrap, built once and cached outside the repository, keyed by a hash of its recipe.
 
 Why bookworm: its systemd is 252, the release RHEL 9 ships (the oldest RHEL the RPM supports), and
 Debian's package mirror is the one this machine's apt already reaches. Its python3 (3.11) runs
 the RPM's launchers; `rpm` installs the package for real; iproute2 and kmod are what a frontend
-has to look at addresses and modules.
+has to look at addresses and modules; udev, as on any RHEL, or systemd-networkd leaves every
+interface but lo waiting for it, unconfigured.
 
 The recipe is SUITE, VARIANT, PACKAGES and the source of _finish: any change to them gives
-another key, so another root; older roots are removed when a new one is built. A build runs
-under a lock (two test runs on one host share the cache) into a `.partial` directory that is
-renamed into place only when complete, so a killed build is never mistaken for a root.
+another key, so another root; roots of other recipes unused for an hour are removed when a new
+one is built (a test run of another branch may still be copying one). A build runs under a lock
+(two test runs on one host share the cache) into a `.partial` directory that is renamed into
+place only when complete, so a killed build is never mistaken for a root.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 SUITE = "bookworm"
 VARIANT = "minbase"
-PACKAGES = ("systemd", "iproute2", "kmod", "python3", "rpm")
+PACKAGES = ("systemd", "udev", "iproute2", "kmod", "python3", "rpm")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CACHE = Path(os.environ.get("CGP_BOOT_CACHE", "/var/cache/cgp-ipvs-helper"))
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 BUILD_TIMEOUT_S = 1800.0
+STALE_S = 3600.0
 
 
 class RootBuildError(RuntimeError):
@@ -97,6 +101,7 @@ def cached_root(log: Path) -> Path:
     with open(CACHE / "rootfs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if final.is_dir():
+            os.utime(final)  # in use: see below
             return final
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -117,7 +122,7 @@ def cached_root(log: Path) -> Path:
             raise RootBuildError(f"debootstrap from {mirror} failed ({proc.returncode}):\n{tail}")
         _finish(partial)
         for old in CACHE.glob("rootfs-*"):
-            if old.is_dir() and old != partial:
+            if old != partial and time.time() - old.stat().st_mtime > STALE_S:
                 shutil.rmtree(old, ignore_errors=True)
         partial.rename(final)
         return final
