@@ -7,7 +7,7 @@ pipes only. Results go to bench/results/latest.json and latest.md.
 
 Modules: `__main__` (host: orchestration, tables, summary), `kernel` (inside UML: runs the
 kernel benchmarks), `activation`, `aliases`, `failover`, `hotspots` (inside UML, plus its host
-half), `probe` (the helper's own cli.main with a stopwatch, for `hotspots`), `footprint` (host),
+half), `probe` (the helper's own parts with a timing Kernel, for `hotspots`), `footprint` (host),
 `calibrate` (what a system call, page fault and fork cost here), `lab` (in-UML measuring tools)
 and `report` (tables, targets, statistics).
 """

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from tests.lab.net import create_netns, delete_netns, in_netns
+from tests.lab.netns import create_netns, delete_netns, in_netns
 from tests.lab.uml import REPO_ROOT
 
 from .lab import progress

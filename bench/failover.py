@@ -15,23 +15,18 @@ DEACTIVATE, the case the drain exists for.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter
 from typing import Any
 
-from tests.lab.driver import HelperProcess, write_vipfile
-from tests.lab.net import EchoService, Lan, LongLived
+from tests.lab.group import Group
 
 from .lab import lan_prefix, progress
 from .report import Table, Target, median, ms, result, secs, spread
 
 VIPS = ["198.51.100.10", "198.51.100.11"]
 SOURCES = [f"192.0.2.{n}" for n in range(64, 76)]
-TCP = 25
 CONNECTIONS = 12
-SETTLE_S = 3.0  # the master sync daemon sends its buffer about every 2 s
 DEFAULT_DRAIN_S = 5.0  # cgp_ipvs_helper's --drain default
 AFTER_DRAIN_S = 2.0
 TARGET_GAP_S = 1.0
@@ -47,54 +42,26 @@ VARIANTS: list[tuple[str, str | None, float]] = [
 
 def one_run(drain: str | None, delay: float, window: float) -> dict[str, Any]:
     """One switch fe1 -> fe2 in fresh namespaces; what the 12 connections saw."""
-    with tempfile.TemporaryDirectory() as tmp, Lan(lan_prefix("fo")) as lan:
-        vipfile = write_vipfile(os.path.join(tmp, "vipaddrs"), VIPS)
-        fes = [lan.add_host(f"fe{i}", f"192.0.2.{10 + i}") for i in (1, 2, 3)]
-        client = lan.add_host("client", "192.0.2.100", extra_ips=SOURCES)
+    with Group(lan_prefix("fo"), VIPS, sources=SOURCES, udp=False) as g:
         args = ["-t", "3"] + ([] if drain is None else ["--drain", drain])
-        helpers = [HelperProcess(fe, vipfile, *args) for fe in fes]
-        echo = EchoService(fes, VIPS, tcp_ports=[TCP]).start()
-        try:
-            for helper in helpers:
-                helper.wait_started(timeout=180)
-            members = " ".join(fe.ip for fe in fes)
-            first = helpers[0].request(f"ACTIVATE {members}", timeout=60)
-            if not first.endswith("members=3"):
-                raise RuntimeError(f"fe1 ACTIVATE answered {first!r}")
-            with LongLived(
-                client, VIPS[0], TCP, count=CONNECTIONS, sources=SOURCES, broken_after=1.0
-            ) as ll:
-                spread_before = dict(ll.snapshot().by_frontend)
-                time.sleep(SETTLE_S)
-                t0 = time.monotonic()
-                helpers[0].send("00100 DEACTIVATE")
-                if delay:
-                    time.sleep(delay)
-                t1 = time.monotonic()
-                helpers[1].send(f"00100 ACTIVATE {members}")
-                old = helpers[0].wait_response("00100", timeout=60)
-                t_old = time.monotonic() - t0
-                new = helpers[1].wait_response("00100", timeout=60)
-                t_new = time.monotonic() - t1
-                time.sleep(max(0.0, t0 + delay + window - time.monotonic()))
-                stats = ll.stop()
-        finally:
-            for helper in helpers:
-                helper.kill()
-            echo.stop()
-    if not old.endswith("OK standby") or " OK active" not in new:
-        raise RuntimeError(f"switch answered {old!r} / {new!r}")
-    kept = [c for c in stats.conns if not c.broken]
+        helpers = g.start_all(*args, timeout=180)
+        first = helpers[0].request(f"ACTIVATE {g.members()}", timeout=60)
+        if not first.endswith("members=3"):
+            raise RuntimeError(f"fe1 ACTIVATE answered {first!r}")
+        move = g.switch(helpers[0], helpers[1], count=CONNECTIONS, delay=delay, window=window)
+    if not (move.old_reply or "").endswith("OK standby") or " OK active" not in move.new_reply:
+        raise RuntimeError(f"switch answered {move.old_reply!r} / {move.new_reply!r}")
+    kept = [c for c in move.stats.conns if not c.broken]
     return {
         "kept": len(kept),
-        "connections": len(stats.conns),
-        "max_gap_s": stats.max_gap,
+        "connections": len(move.stats.conns),
+        "max_gap_s": move.stats.max_gap,
         "max_gap_kept_s": max((c.max_gap for c in kept), default=None),
-        "new_ok_s": t_new,
-        "old_ok_s": t_old,
-        "by_frontend": spread_before,
-        "broken_by_frontend": dict(Counter(c.frontend for c in stats.conns if c.broken)),
-        "summary": stats.summary(),
+        "new_ok_s": move.new_ok_s,
+        "old_ok_s": move.old_ok_s,
+        "by_frontend": dict(move.before),
+        "broken_by_frontend": dict(move.lost),
+        "summary": move.stats.summary(),
     }
 
 

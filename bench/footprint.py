@@ -15,14 +15,13 @@ sysconfig/vipaddrs, as the active balancer of a 4-member group.
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
+from tests.lab.driver import HelperProcess
 from tests.lab.uml import REPO_ROOT
 
 from .report import Table, Target, median, result, spread
@@ -53,61 +52,19 @@ def lan_iface() -> str | None:
     return None
 
 
-class Proc:
-    """A line-protocol process on pipes; reads in large chunks from the calling thread."""
-
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=str(REPO_ROOT),
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.stdin, self.stdout = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        self.partial = b""
-
-    def lines(self, timeout: float) -> list[bytes]:
-        """Whatever complete lines are readable within `timeout` (empty list if none)."""
-        if not select.select([self.stdout], [], [], timeout)[0]:
-            return []
-        chunk = os.read(self.stdout, 1 << 20)
-        if not chunk:
-            raise EOFError(f"process exited with {self.proc.poll()}")
-        parts = (self.partial + chunk).split(b"\n")
-        self.partial = parts.pop()
-        return parts
-
-    def ask(self, line: str, timeout: float = 60.0) -> str:
-        seq = line.split(" ", 1)[0].encode() + b" "
-        os.write(self.stdin, line.encode() + b"\n")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for raw in self.lines(deadline - time.monotonic()):
-                if raw.startswith(seq):
-                    return raw.decode()
-        raise TimeoutError(f"no answer to {line!r}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(30)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-
-
-def helper(*args: str) -> Proc:
+def helper(*args: str) -> HelperProcess:
     iface = lan_iface() or "lo"
-    return Proc([sys.executable, "-m", "cgp_ipvs_helper", "-m", "-i", iface, *args])
+    return HelperProcess(None, "-m", "-i", iface, *args, timed=True)
 
 
 def throughput(kind: str, verb: str, count: int) -> float:
     """Seconds from the first byte of `count` pipelined requests to the last response read."""
-    proc = Proc([sys.executable, "-c", ECHO]) if kind == "echo" else helper("-f", VIPFILE)
+    if kind == "echo":
+        proc = HelperProcess(None, argv=[sys.executable, "-c", ECHO], timed=True)
+    else:
+        proc = helper("-f", VIPFILE)
     try:
-        proc.ask("00000 INTF 1")  # started and answering before the clock (the echo too)
+        proc.wait_started(timeout=60)  # started and answering before the clock (the echo too)
         payload = b"".join(f"{i:05d} {verb}\n".encode() for i in range(1, count + 1))
 
         def feed() -> None:
@@ -120,7 +77,7 @@ def throughput(kind: str, verb: str, count: int) -> float:
         writer.start()
         answered = 0
         while answered < count:
-            got = proc.lines(60.0)
+            got = proc.read_raw(60.0)
             if not got:
                 raise TimeoutError(f"{answered} of {count} answers after 60 s of silence")
             answered += sum(1 for raw in got if raw[:1].isdigit())
@@ -128,7 +85,7 @@ def throughput(kind: str, verb: str, count: int) -> float:
         writer.join(10)
         return spent
     finally:
-        proc.stop()
+        proc.kill()
 
 
 def _stat(pid: int) -> tuple[float, int]:
@@ -178,8 +135,8 @@ class Idle(threading.Thread):
     def _measure(self) -> dict[str, Any]:
         proc = helper("-f", VIPFILE)
         try:
-            proc.ask("00001 INTF 1")
-            reply = proc.ask("00002 ACTIVATE " + " ".join(FAKE_MEMBERS))
+            proc.wait_started(timeout=60)
+            reply = proc.request("ACTIVATE " + " ".join(FAKE_MEMBERS), timeout=60)
             role = "active" if " OK active" in reply else f"standby ({reply})"
             settle = time.monotonic() + 3.0  # the GARP repeats at 1.1 and 2.2 s are not idle
             while time.monotonic() < settle:
@@ -199,7 +156,7 @@ class Idle(threading.Thread):
             elapsed = time.monotonic() - t0
             status = _status_kib(pid)
         finally:
-            proc.stop()
+            proc.kill()
         cpu_s = cpu1 - cpu0
         return {
             "role": role,

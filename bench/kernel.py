@@ -10,6 +10,7 @@ leaves the results gathered so far. A benchmark that fails is recorded as failed
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -26,23 +27,9 @@ KERNEL_BENCHMARKS = ("activation", "hotspots", "aliases", "failover")
 
 def _runner(name: str) -> Callable[[int], dict[str, Any]]:
     """Import lazily: a broken benchmark module must not stop the others."""
-    if name == "activation":
-        from . import activation
-
-        return activation.run
-    if name == "hotspots":
-        from . import hotspots
-
-        return hotspots.run
-    if name == "aliases":
-        from . import aliases
-
-        return aliases.run
-    if name == "failover":
-        from . import failover
-
-        return failover.run
-    raise ValueError(f"unknown kernel benchmark {name!r}")
+    if name not in KERNEL_BENCHMARKS:
+        raise ValueError(f"unknown kernel benchmark {name!r}")
+    return importlib.import_module(f"{__package__}.{name}").run  # type: ignore[no-any-return]
 
 
 def _write(path: str, data: dict[str, Any]) -> None:

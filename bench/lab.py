@@ -1,33 +1,30 @@
 """Measuring tools for the benchmarks that run inside user-mode Linux.
 
-The test kit (tests/lab) builds the LAN; what is added here is what timing needs:
-- `PipeHelper`: the helper process with raw pipes, read in large chunks by the calling thread,
-  so the clock stops when the response arrives and not when a reader thread gets scheduled;
+The lab (tests/lab) builds the LAN and drives the helper (`HelperProcess(..., timed=True)`);
+what is added here is what timing needs:
 - `ArpWatch`: a packet socket on a client's eth0 with kernel receive timestamps, so "the first
   gratuitous ARP seen on the LAN" is the moment the frame reached the client, not the moment
   Python looked;
-- `fresh_lan`: new namespaces for every measurement (fe1 at 192.0.2.11 and a client).
+- `fresh_lan`: new namespaces for every measurement (fe1 at 192.0.2.11 and a client);
+- `snapshot`: what a namespace's kernel holds, to compare two ways of reaching a state.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import select
 import socket
 import struct
-import subprocess
-import sys
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from cgp_ipvs_helper.model import KernelState
 from cgp_ipvs_helper.netlink import NetlinkKernel
-from tests.lab.net import Host, Lan, in_netns
+from tests.lab.lan import Host, Lan
+from tests.lab.netns import in_netns
 
 FE_IP = "192.0.2.11"
 CLIENT_IP = "192.0.2.100"
@@ -51,94 +48,6 @@ def fresh_lan(tag: str, **kw: Any) -> Iterator[tuple[Lan, Host, Host]]:
         fe = lan.add_host("fe", FE_IP)
         client = lan.add_host("client", CLIENT_IP)
         yield lan, fe, client
-
-
-def helper_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cgp_ipvs_helper", *args]
-
-
-@dataclass
-class Response:
-    line: str
-    sent: float  # time.time() just before the request was written
-    answered: float  # time.time() right after the chunk holding the response was read
-    before: list[str]  # the lines the helper wrote between request and response
-
-
-class PipeHelper:
-    """A helper process in `host`'s namespace, driven from the calling thread.
-
-    Started from a thread inside the namespace (not through `ip netns exec`), so its pid is the
-    helper's own and no extra process sits between the clock and the helper.
-    """
-
-    def __init__(self, host: Host, *args: str, argv: Sequence[str] | None = None) -> None:
-        """`args` are the helper's options; `argv` replaces the whole command (bench.probe)."""
-        with in_netns(host.ns):
-            self.proc = subprocess.Popen(
-                list(argv) if argv is not None else helper_argv(*args),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.stdin = self.proc.stdin.fileno()
-        self.stdout = self.proc.stdout.fileno()
-        self._partial = b""
-        self._lines: deque[tuple[bytes, float]] = deque()  # line, when its chunk was read
-        self._seq = 0
-
-    def request(self, text: str, timeout: float = 60.0) -> Response:
-        """Write `<seq> text`; return the response with its timing and the lines before it."""
-        self._seq += 1
-        seq = f"{self._seq:05d}"
-        data = f"{seq} {text}\n".encode()
-        sent = time.time()
-        os.write(self.stdin, data)
-        return self._until(seq, sent, timeout)
-
-    def started(self, timeout: float = 60.0) -> Response:
-        """INTF: answered only once start-up has converged (standby reached)."""
-        response = self.request("INTF 1", timeout)
-        if not response.line.endswith("INTF 1"):
-            raise RuntimeError(f"helper did not start: {response.line}")
-        return response
-
-    def _until(self, seq: str, sent: float, timeout: float) -> Response:
-        prefix = f"{seq} ".encode()
-        before: list[str] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._lines:
-                raw, read_at = self._lines.popleft()
-                if raw.startswith(prefix):
-                    return Response(raw.decode(), sent, read_at, before)
-                before.append(raw.decode("utf-8", "replace"))
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.stdout], [], [], left)[0]:
-                raise TimeoutError(f"no response to {seq} within {timeout} s")
-            chunk = os.read(self.stdout, 1 << 20)
-            read_at = time.time()
-            if not chunk:
-                raise EOFError(f"helper exited (status {self.proc.poll()}) before {seq}")
-            parts = (self._partial + chunk).split(b"\n")
-            self._partial = parts.pop()
-            self._lines.extend((part, read_at) for part in parts)
-
-    def kill(self) -> None:
-        """SIGKILL: the benchmark is over; nothing the helper would do on QUIT is measured."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(30)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-
-
-def commands(lines: Iterable[str]) -> list[str]:
-    """The shell commands among a helper's info lines (what -m says real mode would run)."""
-    tools = ("ip", "sysctl", "ipvsadm", "arping")
-    return [ln[2:] for ln in lines if ln.startswith("* ") and ln[2:].split(" ", 1)[0] in tools]
 
 
 def _mac(text: str) -> bytes:

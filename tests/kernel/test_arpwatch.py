@@ -16,7 +16,8 @@ import pytest
 from cgp_ipvs_helper.arpwatch import ArpListener
 from cgp_ipvs_helper.netlink import NetlinkKernel
 from cgp_ipvs_helper.operations import SendGarp
-from tests.lab.net import Host, Lan, tcp_ask
+from tests.lab.lan import Host, Lan
+from tests.lab.traffic import tcp_ask
 
 VIP = "198.51.100.10"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lab.driver import HelperProcess, write_vipfile
-from tests.lab.net import Host, Lan, ipvsadm
+from tests.lab.lan import Host, Lan, ipvsadm
 
 VIPS = ["198.51.100.10", "198.51.100.20/30"]
 SCRIPT = ["INTF 1", "ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13", "ACTIVATE 192.0.2.11 192.0.2.13"]
@@ -53,8 +53,8 @@ def run_script(helper: HelperProcess) -> list[str]:
 
 def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> None:
     vipfile = write_vipfile(str(tmp_path / "vipaddrs"), VIPS)
-    real = HelperProcess(hosts["real"], vipfile)
-    dry = HelperProcess(hosts["dry"], vipfile, "-m")
+    real = HelperProcess(hosts["real"], "-i", "eth0", "-f", vipfile)
+    dry = HelperProcess(hosts["dry"], "-i", "eth0", "-f", vipfile, "-m")
     try:
         assert run_script(real) == run_script(dry)
         commands = dry.commands()

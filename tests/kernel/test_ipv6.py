@@ -25,7 +25,7 @@ from cgp_ipvs_helper.operations import (
     SendNa,
 )
 from tests.kernel.test_netlink import OUR_MAC, Box, box, ip_batch, ipvsadm_rules, run
-from tests.lab.net import in_netns
+from tests.lab.netns import in_netns
 
 __all__ = ["box"]  # the fixture, shared with test_netlink.py
 

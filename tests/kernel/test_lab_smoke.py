@@ -11,7 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.net import EchoService, Host, Lan, ipvsadm, tcp_ask, udp_ask
+from tests.lab.echo import EchoService
+from tests.lab.lan import Host, Lan, ipvsadm
+from tests.lab.traffic import tcp_ask, udp_ask
 
 VIP = "198.51.100.10"
 TCP_PORT = 25

@@ -45,7 +45,7 @@ from cgp_ipvs_helper.operations import (
     StopDaemon,
 )
 from tests.forked import as_nobody
-from tests.lab.net import create_netns, delete_netns, in_netns
+from tests.lab.netns import create_netns, delete_netns, in_netns
 
 OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
 OUR_MAC = "02:00:00:00:01:10"

@@ -1,83 +1,218 @@
-"""Drive a real helper process the way CommuniGate Pro does: lines on stdin, lines on stdout.
+"""Drive the helper the way CommuniGate Pro does: lines on stdin, lines on stdout.
 
-Runs INSIDE user-mode Linux, one helper per frontend namespace. Every line the helper writes is
-kept (`log`), so a test can assert on the info lines (what CGP's log would show) as well as on
-the responses.
+The one process driver of the tests, the demo and the benchmarks (any line-protocol process,
+the helper by default). It is started from a thread inside the host's namespace (no `ip netns
+exec` in between), so its pid is the process's own; with no host it runs where the caller is.
+Every line read is kept (`log`), so a test can assert on the info lines (what CGP's log would
+show) as well as on the responses.
+
+Two readers: by default a thread drains stdout as lines come, so a test may leave a helper
+alone for seconds; `timed=True` reads in large chunks from the calling thread only while it
+waits, so the clock stops when the response arrives, not when a reader thread gets scheduled
+(the benchmarks' choice).
 """
 
 from __future__ import annotations
 
-import queue
+import os
+import select
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from .net import Host
+from .lan import Host
+from .uml import REPO_ROOT
+
+_Line = tuple[str, float]  # a line and time.time() when the chunk holding it was read
+
+
+def helper_argv(*options: str) -> list[str]:
+    return [sys.executable, "-m", "cgp_ipvs_helper", *options]
+
+
+def write_vipfile(path: str, entries: Sequence[str]) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{e}\n" for e in entries))
+    return path
+
+
+def commands(lines: Sequence[str]) -> list[str]:
+    """The shell commands among a helper's info lines (what -m says real mode would run)."""
+    tools = ("ip", "sysctl", "ipvsadm", "arping")
+    return [ln[2:] for ln in lines if ln.startswith("* ") and ln[2:].split(" ", 1)[0] in tools]
+
+
+@dataclass(frozen=True)
+class Response:
+    line: str
+    sent: float  # time.time() just before the request was written
+    answered: float  # time.time() right after the chunk holding the response was read
+    before: tuple[str, ...]  # the lines the process wrote between request and response
+
+    @property
+    def seconds(self) -> float:
+        return self.answered - self.sent
 
 
 class HelperProcess:
-    """`python -m cgp_ipvs_helper` in a host's namespace, with a request/response API."""
+    """`python -m cgp_ipvs_helper OPTIONS` (or `argv`) in `host`'s namespace, on pipes."""
 
-    def __init__(self, host: Host, vipfile: str, *args: str, iface: str = "eth0") -> None:
+    def __init__(
+        self,
+        host: Host | None,
+        *options: str,
+        argv: Sequence[str] | None = None,
+        timed: bool = False,
+    ) -> None:
         self.host = host
-        self.argv = [sys.executable, "-m", "cgp_ipvs_helper", "-i", iface, "-f", vipfile, *args]
-        self.proc = host.popen(
-            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.log: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._seq = 0
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.argv = list(argv) if argv is not None else helper_argv(*options)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.log.append(line)
-            self._lines.put(line)
-        self._lines.put(None)
+        def spawn() -> subprocess.Popen:
+            pipe = subprocess.PIPE
+            return subprocess.Popen(
+                self.argv, stdin=pipe, stdout=pipe, stderr=pipe, cwd=str(REPO_ROOT)
+            )
+
+        self.proc = host.call(spawn) if host is not None else spawn()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        self._raw_log: list[bytes] = []
+        self._log: list[str] = []
+        self._pending: deque[tuple[bytes, float]] = deque()
+        self._ready = threading.Condition()
+        self._partial = b""
+        self.read_at = 0.0  # time.time() right after the last read returned
+        self._at_end = False  # the reader saw the end of output
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        if not timed:
+            self._thread = threading.Thread(target=self._drain, daemon=True)
+            self._thread.start()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def read_raw(self, timeout: float | None) -> list[bytes]:
+        """The complete lines one read returns (waiting up to `timeout`), undecoded and not
+        logged: for throughput runs, where any per-line work of the reader would be measured.
+        Only with `timed=True`; EOFError at end of output."""
+        if timeout is not None and not select.select([self.stdout], [], [], timeout)[0]:
+            return []
+        chunk = os.read(self.stdout, 1 << 20)
+        self.read_at = time.time()
+        if not chunk:
+            raise EOFError(f"process exited with {self.proc.poll()}")
+        parts = (self._partial + chunk).split(b"\n")
+        self._partial = parts.pop()
+        return parts
+
+    def _read(self, timeout: float | None) -> None:
+        """One read; its lines are queued as they are (decoding is the consumer's work, so a
+        timed reader returns to the pipe at once while the helper still writes)."""
+        try:
+            parts = self.read_raw(timeout)
+        except (EOFError, OSError):
+            parts, self._at_end = [], True
+        with self._ready:
+            self._raw_log += parts
+            self._pending.extend((part, self.read_at) for part in parts)
+            self._ready.notify_all()
+
+    def _drain(self) -> None:
+        while not self._at_end:
+            self._read(None)
+
+    def _next(self, deadline: float) -> _Line | None:
+        """The next line and when it was read; None at end of output; TimeoutError after the
+        deadline (time.monotonic())."""
+        while True:
+            with self._ready:
+                if self._pending:
+                    raw, read_at = self._pending.popleft()
+                    return raw.decode("utf-8", "replace"), read_at
+                if self._at_end:
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                if self._thread is not None:
+                    self._ready.wait(left)
+                    continue
+            self._read(left)
+
+    @property
+    def log(self) -> list[str]:
+        """Every line read so far, in order."""
+        with self._ready:
+            new = self._raw_log[len(self._log) :]
+        self._log += [raw.decode("utf-8", "replace") for raw in new]
+        return self._log
+
+    def lines(self, timeout: float) -> list[str]:
+        """The lines that arrive within `timeout` (all that are there once one has)."""
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                item = self._next(deadline)
+                if item is None:
+                    return out
+                out.append(item[0])
+                deadline = time.monotonic()
+        except TimeoutError:
+            return out
+
+    # --- requests --------------------------------------------------------------------------
 
     def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
+        os.write(self.stdin, line.encode() + b"\n")
+
+    def exchange(self, text: str, timeout: float = 20.0) -> Response:
+        """Send `<seq> text`; the response with its timing and the lines before it."""
+        self._seq += 1
+        seq = f"{self._seq:05d}"
+        sent = time.time()
+        self.send(f"{seq} {text}")
+        return self.wait_response(seq, timeout, sent)
 
     def request(self, text: str, timeout: float = 20.0) -> str:
         """Send `<seq> text`; return the response line (info lines go to `log` only)."""
-        self._seq += 1
-        seq = f"{self._seq:05d}"
-        self.send(f"{seq} {text}")
-        return self.wait_response(seq, timeout)
+        return self.exchange(text, timeout).line
 
-    def wait_response(self, seq: str, timeout: float = 20.0) -> str:
+    def wait_response(self, seq: str, timeout: float = 20.0, sent: float = 0.0) -> Response:
+        """The response to `seq` (sent earlier with `send`)."""
+        prefix = f"{seq} "
+        before: list[str] = []
         deadline = time.monotonic() + timeout
         while True:
             try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
+                item = self._next(deadline)
+            except TimeoutError:
                 raise TimeoutError(
                     f"no response to {seq} in {timeout}s; log: {self.log[-20:]}"
                 ) from None
-            if line is None:
+            if item is None:
                 raise EOFError(f"helper exited before answering {seq}: {self.stderr()}")
-            if line.startswith(f"{seq} "):
-                return line
+            line, read_at = item
+            if line.startswith(prefix):
+                return Response(line, sent, read_at, tuple(before))
+            before.append(line)
 
-    def wait_started(self, timeout: float = 20.0) -> None:
+    def wait_started(self, timeout: float = 20.0) -> Response:
         """Wait until start-up converged (INTF is answered only after it)."""
-        assert self.request("INTF 1", timeout).endswith("INTF 1")
+        response = self.exchange("INTF 1", timeout)
+        if not response.line.endswith("INTF 1"):
+            raise RuntimeError(f"helper did not start: {response.line}")
+        return response
 
     def commands(self) -> list[str]:
         """The shell commands the helper logged, in order."""
-        return [
-            line[2:]
-            for line in self.log
-            if line.startswith("* ")
-            and line[2:].split(" ")[0] in ("ip", "sysctl", "ipvsadm", "arping")
-        ]
+        return commands(self.log)
+
+    # --- the process -----------------------------------------------------------------------
 
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None
@@ -85,21 +220,22 @@ class HelperProcess:
 
     def wait(self, timeout: float = 20.0) -> int:
         code = self.proc.wait(timeout)
-        self._reader.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
         return code
 
     def kill(self) -> None:
+        """SIGKILL (if still running) and release the pipes."""
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+        self.proc.wait(30)
+        if self._thread is not None:
+            self._thread.join(10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
     def stderr(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
+        if self.proc.poll() is None or self.proc.stderr is None or self.proc.stderr.closed:
             return ""
         return self.proc.stderr.read().decode("utf-8", "replace")
-
-
-def write_vipfile(path: str, entries: Sequence[str]) -> str:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("".join(f"{e}\n" for e in entries))
-    return path
