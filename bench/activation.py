@@ -27,6 +27,7 @@ from typing import Any
 from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.model import Settings
 from cgp_ipvs_helper.netlink import NetlinkKernel
+from cgp_ipvs_helper.protocol import render
 from tests.lab.driver import HelperProcess, commands, write_vipfile
 from tests.lab.group import expand
 from tests.lab.lan import Host
@@ -144,7 +145,7 @@ def standby(fe: Host, vipfile: str) -> None:
     with in_netns(fe.ns):
         kernel = NetlinkKernel()
         try:
-            lines = Helper(Settings(vipfile=vipfile, iface="eth0"), kernel).start()
+            lines = render(Helper(Settings(vipfile=vipfile, iface="eth0"), kernel).start())
         finally:
             kernel.close()
     failed = [line for line in lines if "FAILED" in line or "ERROR" in line]

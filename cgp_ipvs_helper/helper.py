@@ -1,9 +1,10 @@
-"""The helper's engine: requests in, lines out, kernel changes through one `Kernel`.
+"""The helper's engine: requests and timers in, typed replies out, changes through one `Kernel`.
 
-It joins the pure parts (protocol, session, planner) with a kernel and a clock, and returns the
-lines to write; it never reads stdin or writes stdout itself (cli.py does), so every behaviour
-is testable with the in-memory kernel and a fake clock. Each kernel operation is logged as an
-info line holding its shell equivalent, the same text in real mode and in -m mode.
+It joins the pure parts (protocol, session, planner) with a kernel and a clock, and returns what
+to say as a `Reply` (info values, then at most one response); it never reads stdin or writes
+stdout itself (cli.py renders and writes), so every behaviour is testable with the in-memory
+kernel and a fake clock. Each kernel operation is logged as an info line holding its shell
+equivalent, the same text in real mode and in -m mode.
 """
 
 from __future__ import annotations
@@ -11,20 +12,35 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Sequence
-from typing import Callable
+from typing import Callable, Union
 
-from . import protocol
 from .errors import KernelError, VipFileError
 from .executor import execute
 from .kernel import Kernel
 from .model import KernelState, Settings
 from .operations import Operation
-from .planner import Role, announce, desired_state, plan, sysctl_paths
-from .protocol import Activate, BadRequest, Deactivate, Intf, Quit, Request, Status
-from .session import Session
+from .planner import announce, desired_state, plan, sysctl_paths
+from .protocol import (
+    INTF_VERSION,
+    Activate,
+    BadRequest,
+    Commands,
+    Deactivate,
+    Info,
+    Intf,
+    Quit,
+    Reply,
+    Request,
+    Response,
+    Status,
+    parse_line,
+)
+from .session import Event, Session, State
 from .vipfile import load_vips
 
 VERSION = "0.1.0"
+
+Infos = list[Union[Info, Commands]]  # what one call has to say so far, in order
 
 
 class Helper:
@@ -38,152 +54,155 @@ class Helper:
         load: Callable[[str], tuple[str, ...]] = load_vips,
     ) -> None:
         self.settings, self.kernel, self.clock, self.load = settings, kernel, clock, load
-        self.session = Session(settings.drain)
+        self.session = Session(settings.drain, settings.timeout, clock())
         self.paths = sysctl_paths(settings.iface)
         self.vips: tuple[str, ...] = ()
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
-        self.refresh_due = clock() + settings.timeout
-        self.pending_quit: str | None = None
-        self.finished = False
         self.ipvs_problem: str | None = None
+        s = settings
+        self._options = f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
+
+    @property
+    def finished(self) -> bool:
+        """QUIT (or end of input) has run its course, answered: the process may exit."""
+        return self.session.state is State.STOPPED
 
     # -- entry points -----------------------------------------------------------------------
 
-    def start(self, notes: Sequence[str] = ()) -> list[str]:
+    def start(self, notes: Sequence[str] = ()) -> Reply:
         """Load the VIP file and converge to standby (removing what a dead run left)."""
         s = self.settings
-        lines: list[str] = []
         try:
             self.vips = self.load(s.vipfile)
         except VipFileError as exc:
             self.vip_error = exc
-        lines += protocol.info(
-            f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {s.vipfile}, iface {s.iface}, "
-            f"persistence {s.persistence}s, syncid {s.syncid}, weight {s.weight}"
-        )
-        for note in notes:
-            lines += protocol.info(note)
-        if self.vip_error is not None:
-            lines += protocol.info(
-                f"ERROR {self.vip_error}; nothing is changed until it is fixed "
-                "(then send SIGHUP or restart the helper)"
+        infos: Infos = [
+            Info(
+                f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {s.vipfile}, "
+                f"iface {s.iface}, persistence {s.persistence}s, syncid {s.syncid}, "
+                f"weight {s.weight}"
             )
-            return lines
-        body, _ = self._converge()
-        return lines + body
+        ]
+        infos += [Info(note) for note in notes]
+        if self.vip_error is not None:
+            infos.append(
+                Info(
+                    f"ERROR {self.vip_error}; nothing is changed until it is fixed "
+                    "(then send SIGHUP or restart the helper)"
+                )
+            )
+        else:
+            self._converge(infos)
+        return Reply(tuple(infos))
 
-    def handle(self, line: str | bytes) -> list[str]:
-        """One request line → info lines, then the response (none if the line had no seq)."""
-        self.refresh_due = self.clock() + self.settings.timeout
-        if self.pending_quit is not None or self.finished:
-            return protocol.info("request after QUIT ignored")
+    def handle(self, line: str | bytes) -> Reply:
+        """One request line → info values, then the response (none if the line had no seq)."""
+        if not self.session.request(self.clock()):
+            return Reply((Info("request after QUIT ignored"),))
         try:
-            request = protocol.parse_line(line)
+            request = parse_line(line)
         except BadRequest as exc:
             text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-            logged = protocol.info(f"not understood: {text.rstrip()}")
-            if exc.seq is None:
-                return logged
-            return [*logged, protocol.error(exc.seq, exc.reason)]
+            logged = (Info(f"not understood: {text.rstrip()}"),)
+            return Reply(
+                logged, None if exc.seq is None else Response(exc.seq, "ERROR", exc.reason)
+            )
+        infos: Infos = []
         try:
-            return self._dispatch(request)
+            response = self._dispatch(request, infos)
         except Exception as exc:  # a bug must cost one request, not the helper
-            return [*_internal(exc), protocol.error(request.seq, f"internal error: {exc!r}")]
+            if self.session.quit_seq == request.seq:
+                self.session.quit_seq = None  # a QUIT answered here is not answered again
+            error = Response(request.seq, "ERROR", f"internal error: {exc!r}")
+            return Reply((_internal(exc),), error)
+        return Reply(tuple(infos), response)
 
-    def end_of_input(self) -> list[str]:
+    def end_of_input(self) -> Reply:
         """CGP went away (or SIGTERM): as QUIT, without a response."""
-        if self.pending_quit is None and not self.finished:
-            return self._quit(None)
-        return []
+        infos: Infos = []
+        if not self.session.quitting:
+            self._quit(None, infos)
+        return Reply(tuple(infos))
 
-    def reload(self) -> list[str]:
+    def reload(self) -> Reply:
         """SIGHUP: re-read the VIP file; apply the difference, or keep everything on error."""
         try:
             new = self.load(self.settings.vipfile)
         except VipFileError as exc:
-            return protocol.info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use")
-        lines = protocol.info(f"reloaded {self.settings.vipfile}: {len(new)} VIPs")
+            return Reply((Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"),))
+        infos: Infos = [Info(f"reloaded {self.settings.vipfile}: {len(new)} VIPs")]
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
-        body, _ = self._converge(garp=self.session.role is Role.ACTIVE)
-        return lines + body
+        self._converge(infos, garp=self.session.state is State.ACTIVE)
+        return Reply(tuple(infos))
 
-    def tick(self) -> list[str]:
+    def tick(self) -> Reply:
         """Run whatever timer is due: drain end, gratuitous ARP repeats, the -t refresh."""
-        try:
-            return self._timers()
-        except Exception as exc:  # the next tick or refresh tries again
-            self.refresh_due = self.clock() + self.settings.timeout
-            return _internal(exc)
-
-    def _timers(self) -> list[str]:
-        now = self.clock()
-        lines: list[str] = []
-        if self.session.drain_over(now):
-            lines += protocol.info(f"drain over: {self.session.role.value}")
-            body, _ = self._converge()
-            lines += body
-            if self.session.role is Role.STOPPED:
-                lines += self._finish()
-        if self.session.garp_repeat_due(now):
-            lines += self._garp_round("repeated")
-        if now >= self.refresh_due and not self.finished and self.vip_error is None:
-            self.refresh_due = now + self.settings.timeout
-            body, _ = self._converge()
-            if body:
-                lines += protocol.info("refresh: the kernel drifted from the desired state")
-            lines += body
-            if self.session.role is Role.ACTIVE:
-                lines += self._garp_round("refreshed")
-        return lines
+        infos: Infos = []
+        self._timers(infos)
+        return Reply(tuple(infos), self._quit_answer())
 
     def next_deadline(self) -> float:
-        return min([self.refresh_due, *self.session.deadlines()])
+        return self.session.next_deadline()
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def _timers(self, infos: Infos) -> None:
+        mark = len(infos)
+        try:
+            for event in self.session.expire(self.clock()):
+                if event is Event.DRAINED:
+                    infos.append(Info(f"drain over: {self.session.role.value}"))
+                    self._converge(infos)
+                elif event is Event.GARP_REPEAT:
+                    self._garp_round("repeated", infos)
+                else:
+                    self._refresh(infos)
+        except Exception as exc:  # the next tick or refresh tries again
+            self.session.postpone_refresh(self.clock())
+            del infos[mark:]
+            infos.append(_internal(exc))
+
+    def _refresh(self, infos: Infos) -> None:
+        mark = len(infos)
+        self._converge(infos)
+        if len(infos) > mark:
+            infos.insert(mark, Info("refresh: the kernel drifted from the desired state"))
+        if self.session.state is State.ACTIVE:
+            self._garp_round("refreshed", infos)
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _dispatch(self, request: Request) -> list[str]:
+    def _dispatch(self, request: Request, infos: Infos) -> Response | None:
         if isinstance(request, Intf):
-            return [protocol.intf(request.seq)]
+            return Response(request.seq, "INTF", INTF_VERSION)
         if isinstance(request, Status):
-            return [protocol.ok(request.seq, self.status())]
+            return Response(request.seq, "OK", self.status())
         if isinstance(request, Activate):
-            return self._activate(request)
+            return self._activate(request, infos)
         if isinstance(request, Deactivate):
-            return self._deactivate(request)
+            return self._deactivate(request, infos)
         if isinstance(request, Quit):
-            return self._quit(request.seq)
+            return self._quit(request.seq, infos)
         raise TypeError(f"unhandled request {request!r}")
 
     def status(self) -> str:
-        s, ses = self.settings, self.session
-        role = "active" if ses.role is Role.ACTIVE else "standby"
-        return (
-            f"role={role} vips={len(self.vips)} members={','.join(ses.members)} "
-            f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
-        )
+        ses = self.session
+        role = "active" if ses.state is State.ACTIVE else "standby"
+        return f"role={role} vips={len(self.vips)} members={','.join(ses.members)} {self._options}"
 
-    def _activate(self, req: Activate) -> list[str]:
+    def _activate(self, req: Activate, infos: Infos) -> Response:
         if self.vip_error is not None:
-            return [protocol.error(req.seq, str(self.vip_error))]
-        lines: list[str] = []
-        actual = self._observe(lines)
+            return Response(req.seq, "ERROR", str(self.vip_error))
+        actual = self._observe(infos)
         try:
             members, self_ip = self._members(req.members, actual)
         except BadRequest as exc:
-            return [*lines, protocol.error(req.seq, exc.reason)]
+            return Response(req.seq, "ERROR", exc.reason)
         self.session.activate(members, self_ip, self.clock())
-        body, failures = self._converge(actual=actual, garp=True)
-        return (
-            lines
-            + body
-            + [
-                self._reply(
-                    req.seq, failures, f"active vips={len(self.vips)} members={len(members)}"
-                )
-            ]
-        )
+        failures = self._converge(infos, actual=actual, garp=True)
+        return _answer(req.seq, failures, f"active vips={len(self.vips)} members={len(members)}")
 
     def _members(self, listed: Sequence[str], actual: KernelState) -> tuple[list[str], str]:
         vips = frozenset(self.vips)
@@ -202,91 +221,100 @@ class Helper:
             members.append(self_ip)
         return members, self_ip
 
-    def _deactivate(self, req: Deactivate) -> list[str]:
+    def _deactivate(self, req: Deactivate, infos: Infos) -> Response:
         if not self.session.deactivate(self.clock()):
-            return [protocol.ok(req.seq, "standby")]
-        lines, failures = self._converge()
-        return lines + [self._reply(req.seq, failures, "standby")]
+            return Response(req.seq, "OK", "standby")
+        return _answer(req.seq, self._converge(infos), "standby")
 
-    def _quit(self, seq: str | None) -> list[str]:
-        self.session.quit(self.clock())
-        self.pending_quit = seq or ""
-        lines: list[str] = []
-        if self.session.role is Role.DRAINING:
-            lines += protocol.info(f"stopping: draining for {self.settings.drain:g}s first")
-        lines += self._converge()[0]
-        if self.session.role is Role.STOPPED:
-            return lines + self._finish()
-        return lines + self.tick()
+    def _quit(self, seq: str | None, infos: Infos) -> Response | None:
+        """Drain if active, then stop; the answer waits for STOPPED (in a later tick if need be).
 
-    def _finish(self) -> list[str]:
-        self.finished = True
-        seq, self.pending_quit = self.pending_quit, None
-        return [protocol.ok(seq)] if seq else []
+        The answer is OK even when the last step failed: CGP is stopping the helper either way,
+        the FAILED lines say what was left, and the next start removes it as a dead run's.
+        """
+        self.session.quit(self.clock(), seq)
+        if self.session.state is State.STOPPING:
+            infos.append(Info(f"stopping: draining for {self.settings.drain:g}s first"))
+        self._converge(infos)
+        if self.session.state is State.STOPPING:
+            self._timers(infos)
+        return self._quit_answer()
+
+    def _quit_answer(self) -> Response | None:
+        seq = self.session.answer_quit()
+        return None if seq is None else Response(seq, "OK")
 
     # -- kernel -----------------------------------------------------------------------------
 
     def _converge(
-        self, actual: KernelState | None = None, garp: bool = False
-    ) -> tuple[list[str], list[KernelError]]:
-        """Bring the kernel to the desired state of the current role; log each operation."""
+        self, infos: Infos, actual: KernelState | None = None, garp: bool = False
+    ) -> list[KernelError]:
+        """Bring the kernel to the desired state of the current role; log each operation.
+
+        Returns the failures, each also logged as a FAILED line. A request waiting for this
+        step (ACTIVATE, DEACTIVATE) is answered ERROR with the first one. For the steps no
+        request waits for (start, SIGHUP, drain end, refresh, QUIT) the FAILED lines are the
+        report. Either way the desired state stays, retired VIPs stay in scope, and the session
+        is left unsettled, so the next refresh retries at most -t seconds later even while
+        requests keep arriving (a QUIT's last step excepted: the helper exits).
+        """
         if self.vip_error is not None:
-            return [], []
-        lines: list[str] = []
+            return []
         if actual is None:
-            actual = self._observe(lines)
+            actual = self._observe(infos)
         ses = self.session
         desired = desired_state(
             self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
         )
         ops: list[Operation] = list(plan(desired, actual))
-        if garp and ses.role is Role.ACTIVE:
+        if garp and ses.state is State.ACTIVE:
             ops += announce(self.vips, self.settings.iface)
         failures = execute(ops, self.kernel)
         if not failures:
             self.retired = frozenset()
-        return lines + self._log(ops, failures), failures
+        ses.settled = not failures
+        self._log(ops, failures, infos)
+        return failures
 
-    def _observe(self, lines: list[str]) -> KernelState:
+    def _observe(self, infos: Infos) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
         actual = self.kernel.observe(self.paths)
-        problem = None if actual.ipvs else getattr(self.kernel, "ipvs_problem", None)
+        problem = None if actual.ipvs else self.kernel.ipvs_problem
         if problem != self.ipvs_problem:
-            lines += protocol.info(f"IPVS: {problem}" if problem else "IPVS: available again")
+            infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))
             self.ipvs_problem = problem
         return actual
 
-    def _garp_round(self, what: str) -> list[str]:
-        ops = announce(self.vips, self.settings.iface)
-        failures = execute(ops, self.kernel)
-        lines = protocol.info(
-            f"gratuitous ARP {what} for {len(self.vips)} VIPs on {self.settings.iface}"
+    def _garp_round(self, what: str, infos: Infos) -> None:
+        """A repeat or refresh announcement; a failed frame is logged, the next round resends."""
+        failures = execute(announce(self.vips, self.settings.iface), self.kernel)
+        infos.append(
+            Info(f"gratuitous ARP {what} for {len(self.vips)} VIPs on {self.settings.iface}")
         )
-        return lines + self._log((), failures)
+        self._log((), failures, infos)
 
     @staticmethod
-    def _log(ops: Sequence[Operation], failures: Sequence[KernelError]) -> list[str]:
-        failed = {f.op: f.reason for f in failures}
-        lines: list[str] = []
-        for op in ops:
-            if op in failed:
-                continue
-            lines += protocol.info(str(op))
-        for f in failures:
-            lines += protocol.info(f"FAILED {f.op}: {f.reason}")
-        return lines
-
-    @staticmethod
-    def _reply(seq: str, failures: Sequence[KernelError], text: str) -> str:
-        if not failures:
-            return protocol.ok(seq, text)
-        first = failures[0]
-        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        return protocol.error(seq, f"{first.op}: {first.reason}{more}")
+    def _log(ops: Sequence[Operation], failures: Sequence[KernelError], infos: Infos) -> None:
+        """The operations done (as shell commands), then one FAILED line per failure."""
+        if failures:
+            failed = {f.op for f in failures}
+            ops = [op for op in ops if op not in failed]
+        if ops:
+            infos.append(Commands(tuple(ops)))
+        infos += [Info(f"FAILED {f.op}: {f.reason}") for f in failures]
 
 
-def _internal(exc: BaseException) -> list[str]:
-    """Info lines for an unexpected error: where it happened, for a bug report."""
+def _answer(seq: str, failures: Sequence[KernelError], text: str) -> Response:
+    """OK with `text`, or ERROR with the first failure (and how many more)."""
+    if not failures:
+        return Response(seq, "OK", text)
+    first = failures[0]
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return Response(seq, "ERROR", f"{first.op}: {first.reason}{more}")
+
+
+def _internal(exc: BaseException) -> Info:
+    """The info value for an unexpected error: where it happened, for a bug report."""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
-    return protocol.info(f"internal error{at}: {exc!r}")
+    return Info(f"internal error{at}: {exc!r}")

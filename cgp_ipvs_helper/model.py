@@ -6,6 +6,7 @@ They hold configuration only, never counters, so equality means "nothing to chan
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 from attrs import Factory, field, frozen
@@ -31,9 +32,18 @@ def host_prefixlen(ip: str) -> int:
     return 128 if is_ipv6(ip) else 32
 
 
+class Role(enum.Enum):
+    """What this frontend is for the group, as the planner sees it; STOPPED is what QUIT leaves."""
+
+    STANDBY = "standby"
+    ACTIVE = "active"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
 @frozen
 class Settings:
-    """What the command line chose (see protocol.md, "Options")."""
+    """What the command line chose (see docs/protocol.md, "Options")."""
 
     persistence: int = 15
     iface: str = "eth0"

@@ -9,7 +9,6 @@ daemons switched, before a VIP is taken on the LAN interface. Deletions are limi
 
 from __future__ import annotations
 
-import enum
 import socket
 from collections.abc import Iterable, Sequence
 
@@ -19,6 +18,7 @@ from .model import (
     DesiredState,
     Dest,
     KernelState,
+    Role,
     Service,
     ServiceKey,
     Settings,
@@ -75,15 +75,6 @@ DEFAULT_PORTS: tuple[tuple[str, int], ...] = tuple(
     ]
     + [("udp", 5060)]
 )
-
-
-class Role(enum.Enum):
-    """What this frontend is for the group; STOPPED is the state a QUIT leaves behind."""
-
-    STANDBY = "standby"
-    ACTIVE = "active"
-    DRAINING = "draining"
-    STOPPED = "stopped"
 
 
 def sysctls(iface: str) -> tuple[Sysctl, ...]:

@@ -1,7 +1,9 @@
-"""CGP's helper line protocol as this project implements it: pure parsing and formatting.
+"""CGP's helper line protocol as this project implements it: pure parsing and rendering.
 
-The verb table `VERBS` is the one place the grammar lives (see protocol.md), so it can be amended
-in one place if a real CGP transcript ever differs. No I/O here: the shell hands in lines and
+The verb table `VERBS` is the one place the grammar lives (see docs/protocol.md), so it can be
+amended in one place if a real CGP transcript ever differs. Requests come in as lines and leave
+as typed values; the helper answers with typed values (`Reply`: `Info`s, then at most one
+`Response`) that `render` turns into lines at the edge. No I/O here: the shell hands in lines and
 writes out what comes back.
 """
 
@@ -9,20 +11,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Callable, Union
+from typing import Callable, Literal, Union
 
 from attrs import frozen
 
 from .errors import ProtocolError
 from .vipfile import is_unicast
 
-INTF_VERSION = 1
+INTF_VERSION = "1"  # the one protocol version this helper speaks, as INTF answers it
 MAX_LINE = 4096
 MAX_MEMBERS = 128
 _IPV4 = re.compile(
     r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}", re.ASCII
 )
-_SEQ = re.compile(r"[!-~]{1,64}")
+SEQ_MAX = 64  # a seq is 1-64 printable ASCII characters other than space
 
 
 @frozen
@@ -53,6 +55,47 @@ class Quit:
 
 
 Request = Union[Intf, Activate, Deactivate, Status, Quit]
+
+
+@frozen
+class Info:
+    """An information line, `* text`: CGP writes it into its log (long text takes more lines)."""
+
+    text: str
+
+    def texts(self) -> tuple[str, ...]:
+        return (self.text,)
+
+
+@frozen
+class Commands:
+    """Kernel operations carried out: one info line each, holding its shell equivalent."""
+
+    ops: tuple[object, ...]
+
+    def texts(self) -> tuple[str, ...]:
+        return tuple(str(op) for op in self.ops)
+
+
+# Response and Reply are built once per request: without slots attrs builds them faster.
+
+
+@frozen(slots=False)
+class Response:
+    """The one answer to a request: `<seq> OK [text]`, `<seq> ERROR <text>`, `<seq> INTF <n>`."""
+
+    seq: str
+    kind: Literal["OK", "ERROR", "INTF"]
+    text: str = ""
+
+
+@frozen(slots=False)
+class Reply:
+    """What the helper says after one request, signal or timer run: info lines, then at most
+    one response (a request's own, or a QUIT's that waited for the drain)."""
+
+    infos: tuple[Info | Commands, ...] = ()
+    response: Response | None = None
 
 
 class BadRequest(ProtocolError):
@@ -114,14 +157,16 @@ VERBS: dict[str, Callable[[str, Sequence[str]], Request]] = {
 def parse_line(line: str | bytes) -> Request:
     """One request line (without or with its LF/CRLF) → a typed request, or BadRequest."""
     if isinstance(line, bytes):
-        line = line.decode("utf-8", errors="replace")
+        line = line.decode("utf-8", "replace")
     line = line.rstrip("\r\n")
     tokens = line.replace("\t", " ").split(" ")
-    tokens = [t for t in tokens if t]
-    if not tokens or not _SEQ.fullmatch(tokens[0]):
+    if "" in tokens:
+        tokens = [t for t in tokens if t]
+    seq = tokens[0] if tokens else ""
+    if not (seq and len(seq) <= SEQ_MAX and seq.isascii() and seq.isprintable()):
         raise BadRequest(None, "no request sequence number")
-    seq = tokens[0]
-    if len(line.encode("utf-8", errors="replace")) > MAX_LINE:
+    # (a character is at most 4 bytes of UTF-8: a short line needs no encoding to be measured)
+    if len(line) * 4 > MAX_LINE and len(line.encode("utf-8", errors="replace")) > MAX_LINE:
         raise BadRequest(seq, f"request line longer than {MAX_LINE} bytes")
     if len(tokens) < 2:
         raise BadRequest(seq, "no command")
@@ -132,16 +177,31 @@ def parse_line(line: str | bytes) -> Request:
     return handler(seq, tokens[2:])
 
 
+def render(reply: Reply) -> list[str]:
+    """The lines of `reply`, in order: every info line, then the response."""
+    r = reply.response
+    if not reply.infos:  # most replies: a response alone
+        return [] if r is None else [_RESPONSE_LINES[r.kind](r.seq, r.text)]
+    lines = [line for i in reply.infos for text in i.texts() for line in info(text)]
+    if r is not None:
+        lines.append(_RESPONSE_LINES[r.kind](r.seq, r.text))
+    return lines
+
+
 def ok(seq: str, text: str = "") -> str:
-    return _fit(f"{seq} OK {text}" if text else f"{seq} OK")
+    line = f"{seq} OK {text}" if text else f"{seq} OK"
+    return line if len(line) <= _SURELY_FITS else _fit(line)  # (the usual case: no call)
 
 
 def error(seq: str, text: str) -> str:
     return _fit(f"{seq} ERROR {_one_line(text)}")
 
 
-def intf(seq: str) -> str:
-    return f"{seq} INTF {INTF_VERSION}"
+def intf(seq: str, version: str = INTF_VERSION) -> str:
+    return f"{seq} INTF {version}"
+
+
+_RESPONSE_LINES: dict[str, Callable[[str, str], str]] = {"OK": ok, "ERROR": error, "INTF": intf}
 
 
 def info(text: str) -> list[str]:
@@ -169,9 +229,12 @@ def _one_line(text: str) -> str:
     return _printable(" ".join(text.split()))
 
 
+_SURELY_FITS = MAX_LINE // 4  # characters: no character takes more than 4 bytes of UTF-8
+
+
 def _fit(line: str, limit: int = MAX_LINE) -> str:
     """Truncate to `limit` bytes of UTF-8 without breaking a character."""
-    if len(line) * 4 <= limit:  # no character takes more than 4 bytes
+    if len(line) * 4 <= limit:
         return line
     data = line.encode("utf-8")
     if len(data) <= limit:

@@ -13,6 +13,7 @@ import pytest
 from cgp_ipvs_helper.cli import LineReader, main, make_kernel, parse_settings
 from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.model import Settings
+from cgp_ipvs_helper.protocol import render
 from tests.forked import as_nobody
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +173,7 @@ def _dry_run_as_nobody(iface: str, ip: str) -> dict:
     settings = parse_settings(["-m", "-f", SAMPLE, "-i", iface])
     kernel, notes = make_kernel(settings)
     helper = Helper(settings, kernel)
-    lines = helper.start(notes) + helper.handle(f"1 ACTIVATE {ip}")
+    lines = render(helper.start(notes)) + render(helper.handle(f"1 ACTIVATE {ip}"))
     return {"notes": notes, "lines": lines}
 
 

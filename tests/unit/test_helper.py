@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cgp_ipvs_helper.model import Address, Daemon, KernelState
+from cgp_ipvs_helper.model import Address, Daemon, KernelState, Role
 from cgp_ipvs_helper.operations import (
     AddAddress,
     AddDest,
@@ -14,18 +14,23 @@ from cgp_ipvs_helper.operations import (
     StartDaemon,
     StopDaemon,
 )
-from cgp_ipvs_helper.planner import Role
+from cgp_ipvs_helper.protocol import Reply, Response, render
 from cgp_ipvs_helper.testing import FakeKernel
 
 from .conftest import SELF, VIPS, Clock, fresh_state, make_helper
 
 
-def responses(lines: list[str]) -> list[str]:
-    return [line for line in lines if not line.startswith("* ")]
+def ok(seq: str, text: str = "") -> Response:
+    return Response(seq, "OK", text)
 
 
-def infos(lines: list[str]) -> list[str]:
-    return [line[2:] for line in lines if line.startswith("* ")]
+def error(seq: str, text: str) -> Response:
+    return Response(seq, "ERROR", text)
+
+
+def infos(reply: Reply) -> list[str]:
+    """The text of each info line, in order (operations as their shell commands)."""
+    return [text for i in reply.infos for text in i.texts()]
 
 
 def kinds(ops) -> list[str]:
@@ -33,11 +38,11 @@ def kinds(ops) -> list[str]:
 
 
 def test_contract_example_transcript(clock: Clock) -> None:
-    """The example of protocol.md, verbatim (addresses from the contract, kernel in memory)."""
+    """The example of docs/protocol.md, verbatim (addresses from the contract, kernel in memory)."""
     vips = tuple(f"198.51.100.{i}" for i in range(8))
     kernel = FakeKernel(fresh_state(ip="192.168.1.80"))
     h = make_helper(kernel, clock, vips=vips)
-    banner = h.start()
+    banner = render(h.start())
     assert banner[0] == (
         "* cgp-ipvs-helper 0.1.0: 8 VIPs from /etc/sysconfig/vipaddrs, "
         "iface eth0, persistence 15s, syncid 0, weight 100"
@@ -55,9 +60,10 @@ def test_contract_example_transcript(clock: Clock) -> None:
     for request, expected in transcript:
         out = h.handle(request + "\n")
         if request.endswith("QUIT"):
+            assert out.response is None, request
             clock.advance(5.0)
-            out += h.tick()
-        assert responses(out) == [expected], request
+            out = h.tick()
+        assert out.response is not None and render(out)[-1] == expected, request
     assert h.finished
 
 
@@ -71,7 +77,7 @@ def test_start_converges_to_standby(kernel: FakeKernel, clock: Clock) -> None:
     assert kernel.sysctls["net/ipv4/vs/backup_only"] == "1"
     assert "ip address add 198.51.100.10/32 dev lo" in infos(lines)
     assert "ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 0" in infos(lines)
-    assert not kernel.services and responses(lines) == []
+    assert not kernel.services and lines.response is None
 
 
 def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock) -> None:
@@ -108,7 +114,7 @@ def _foreign_service():
 
 def test_activate_programs_ipvs_before_taking_the_vips(helper, kernel: FakeKernel) -> None:
     out = helper.handle("7 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
-    assert responses(out) == ["7 OK active vips=2 members=3"]
+    assert out.response == ok("7", "active vips=2 members=3")
     ops = kernel.take()
     k = kinds(ops)
     last_ipvs = max(i for i, n in enumerate(k) if n in ("AddService", "AddDest"))
@@ -132,7 +138,7 @@ def test_repeated_activate_changes_nothing_but_announces(helper, kernel: FakeKer
     helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
     kernel.take()
     out = helper.handle("2 ACTIVATE 192.0.2.12 192.0.2.11 192.0.2.12")
-    assert responses(out) == ["2 OK active vips=2 members=2"]
+    assert out.response == ok("2", "active vips=2 members=2")
     assert set(kinds(kernel.take())) == {"SendGarp"}
 
 
@@ -150,14 +156,14 @@ def test_implicit_self_and_weight(kernel: FakeKernel, clock: Clock) -> None:
     h = make_helper(kernel, clock, weight=0)
     h.start()
     out = h.handle("1 ACTIVATE 192.0.2.12 192.0.2.13")
-    assert responses(out) == ["1 OK active vips=2 members=3"]
+    assert out.response == ok("1", "active vips=2 members=3")
     weights = {d.ip: d.weight for d in kernel.dests.values()}
     assert weights == {SELF: 0, "192.0.2.12": 100, "192.0.2.13": 100}
-    assert "members=192.0.2.12,192.0.2.13,192.0.2.11" in responses(h.handle("2 STATUS"))[0]
+    assert "members=192.0.2.12,192.0.2.13,192.0.2.11" in h.handle("2 STATUS").response.text
 
 
 def test_empty_member_list_means_this_server_alone(helper, kernel: FakeKernel) -> None:
-    assert responses(helper.handle("1 ACTIVATE")) == ["1 OK active vips=2 members=1"]
+    assert helper.handle("1 ACTIVATE").response == ok("1", "active vips=2 members=1")
     assert {d.ip for d in kernel.dests.values()} == {SELF}
 
 
@@ -177,7 +183,8 @@ def test_bad_members_answer_error_and_change_nothing(helper, kernel: FakeKernel)
     ]
     for i, member in enumerate(bad):
         out = helper.handle(f"{i} ACTIVATE 192.0.2.12 {member}")
-        assert responses(out)[0].startswith(f"{i} ERROR "), member
+        assert out.response is not None, member
+        assert (out.response.seq, out.response.kind) == (str(i), "ERROR"), member
     assert kernel.take() == []
     assert helper.session.role is Role.STANDBY
 
@@ -188,7 +195,7 @@ def test_no_local_member_and_no_lan_address(clock: Clock) -> None:
     h.start()
     kernel.take()
     out = h.handle("1 ACTIVATE 192.0.2.12")
-    assert responses(out) == ["1 ERROR no listed member is local and eth0 has no IPv4 address"]
+    assert out.response == error("1", "no listed member is local and eth0 has no IPv4 address")
     assert kernel.take() == []
 
 
@@ -196,10 +203,10 @@ def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> Non
     helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
     kernel.take()
     out = helper.handle("2 DEACTIVATE")
-    assert responses(out) == ["2 OK standby"]
+    assert out.response == ok("2", "standby")
     assert set(kinds(kernel.take())) == {"DelAddress", "EditDest"}
     assert kernel.services and kernel.daemons == {Daemon("master", "eth0", 0)}
-    assert "role=standby" in helper.handle("3 STATUS")[0]
+    assert "role=standby" in helper.handle("3 STATUS").response.text
     clock.advance(4.9)
     helper.tick()
     assert kernel.services
@@ -207,9 +214,9 @@ def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> Non
     helper.tick()
     assert not kernel.services
     assert kernel.daemons == {Daemon("backup", "eth0", 0)}
-    assert responses(helper.handle("4 STATUS")) == [
-        "4 OK role=standby vips=2 members= persistence=15 syncid=0 weight=100"
-    ]
+    assert helper.handle("4 STATUS").response == ok(
+        "4", "role=standby vips=2 members= persistence=15 syncid=0 weight=100"
+    )
 
 
 def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
@@ -217,9 +224,9 @@ def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
     helper.handle("2 DEACTIVATE")
     clock.advance(2)
     kernel.take()
-    assert responses(helper.handle("3 ACTIVATE 192.0.2.11 192.0.2.12")) == [
-        "3 OK active vips=2 members=2"
-    ]
+    assert helper.handle("3 ACTIVATE 192.0.2.11 192.0.2.12").response == ok(
+        "3", "active vips=2 members=2"
+    )
     assert {type(op).__name__ for op in kernel.take()} == {"AddAddress", "EditDest", "SendGarp"}
     clock.advance(10)
     helper.tick()
@@ -259,9 +266,10 @@ def test_refresh_repairs_drift_and_reannounces(helper, kernel, clock) -> None:
 def test_kernel_failure_answers_error_and_retries_at_refresh(helper, kernel, clock) -> None:
     kernel.fail[AddService] = "Operation not permitted"
     out = helper.handle("1 ACTIVATE 192.0.2.11")
-    reply = responses(out)[0]
-    assert reply.startswith(
-        "1 ERROR ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: Operation not permitted (and "
+    assert out.response is not None
+    assert (out.response.seq, out.response.kind) == ("1", "ERROR")
+    assert out.response.text.startswith(
+        "ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: Operation not permitted (and "
     )
     assert "FAILED ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15: Operation not permitted" in infos(
         out
@@ -275,44 +283,45 @@ def test_kernel_failure_answers_error_and_retries_at_refresh(helper, kernel, clo
 def test_quit_when_active_drains_before_answering(helper, kernel, clock) -> None:
     helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
     out = helper.handle("2 QUIT")
-    assert responses(out) == []
+    assert out.response is None
     assert not any(a.dev == "eth0" and a.ip in VIPS for a in kernel.addresses)
-    assert responses(helper.handle("3 STATUS")) == []
+    assert helper.handle("3 STATUS").response is None
     clock.advance(5)
     out = helper.tick()
-    assert responses(out) == ["2 OK"] and helper.finished
+    assert out.response == ok("2") and helper.finished
     assert not kernel.services and not kernel.daemons
     assert {a.ip for a in kernel.addresses if a.dev == "lo"} >= set(VIPS)
 
 
 def test_quit_from_standby_stops_the_backup_daemon_at_once(helper, kernel) -> None:
-    assert responses(helper.handle("9 QUIT")) == ["9 OK"]
+    assert helper.handle("9 QUIT").response == ok("9")
     assert helper.finished and not kernel.daemons
     assert kernel.sysctls["net/ipv4/conf/all/arp_ignore"] == "1"
 
 
 def test_end_of_input_is_quit_without_a_response(helper, kernel, clock) -> None:
     helper.handle("1 ACTIVATE")
-    assert responses(helper.end_of_input()) == []
+    assert helper.end_of_input().response is None
     clock.advance(5)
-    assert responses(helper.tick()) == [] and helper.finished
+    assert helper.tick().response is None and helper.finished
     assert not kernel.services
 
 
 def test_unknown_and_malformed_lines(helper, kernel) -> None:
-    assert responses(helper.handle("5 FROB x")) == ["5 ERROR unknown command: FROB"]
-    assert responses(helper.handle("6")) == ["6 ERROR no command"]
-    assert responses(helper.handle("")) == []
-    assert responses(helper.handle("   \t ")) == []
-    assert responses(helper.handle("7 STATUS extra")) == ["7 ERROR unexpected argument: 'extra'"]
-    assert responses(helper.handle("8 INTF")) == ["8 ERROR INTF needs one version number"]
+    assert helper.handle("5 FROB x").response == error("5", "unknown command: FROB")
+    assert helper.handle("6").response == error("6", "no command")
+    assert helper.handle("").response is None
+    assert helper.handle("   \t ").response is None
+    assert helper.handle("7 STATUS extra").response == error("7", "unexpected argument: 'extra'")
+    assert helper.handle("8 INTF").response == error("8", "INTF needs one version number")
     assert "not understood: 5 FROB x" in infos(helper.handle("5 FROB x"))
     assert kernel.take() == []
 
 
 def test_tabs_crlf_and_padded_seq(helper) -> None:
-    assert helper.handle("00042\tINTF\t3\r\n") == ["00042 INTF 1"]
-    assert responses(helper.handle("x-1  status\r\n"))[0].startswith("x-1 OK role=standby")
+    assert helper.handle("00042\tINTF\t3\r\n") == Reply((), Response("00042", "INTF", "1"))
+    status = helper.handle("x-1  status\r\n").response
+    assert (status.seq, status.kind) == ("x-1", "OK") and status.text.startswith("role=standby")
 
 
 def test_bad_vip_file_leaves_the_helper_inert(kernel, clock) -> None:
@@ -329,10 +338,10 @@ def test_bad_vip_file_leaves_the_helper_inert(kernel, clock) -> None:
         "/etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24" in i for i in infos(lines)
     )
     out = h.handle("1 ACTIVATE 192.0.2.11")
-    assert responses(out) == [
-        "1 ERROR /etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24"
-    ]
-    assert responses(h.handle("2 QUIT")) == ["2 OK"]
+    assert out.response == error(
+        "1", "/etc/sysconfig/vipaddrs:3: '10.0.0.0/8': mask /8 is below /24"
+    )
+    assert h.handle("2 QUIT").response == ok("2")
     assert kernel.take() == []
 
 
@@ -391,9 +400,9 @@ def test_an_unexpected_error_costs_one_request_not_the_helper(helper, kernel, cl
 
     kernel.observe = broken
     out = helper.handle("1 ACTIVATE 192.0.2.11")
-    assert responses(out) == ["1 ERROR internal error: OSError(105, 'No buffer space available')"]
+    assert out.response == error("1", "internal error: OSError(105, 'No buffer space available')")
     assert infos(out)[0].startswith("internal error at ")
     clock.advance(15)
     assert infos(helper.tick())[0].startswith("internal error at ")
     del kernel.observe
-    assert responses(helper.handle("2 ACTIVATE 192.0.2.11")) == ["2 OK active vips=2 members=1"]
+    assert helper.handle("2 ACTIVATE 192.0.2.11").response == ok("2", "active vips=2 members=1")

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from cgp_ipvs_helper.cli import LineReader
 from cgp_ipvs_helper.errors import VipFileError
+from cgp_ipvs_helper.protocol import render
 from cgp_ipvs_helper.testing import FakeKernel
 from cgp_ipvs_helper.vipfile import parse_vips
 
@@ -35,7 +36,7 @@ def test_any_lines_get_at_most_one_response_each(lines) -> None:
     h = make_helper(FakeKernel(fresh_state()), clock)
     h.start()
     for line in lines:
-        out = h.handle(line)
+        out = render(h.handle(line))  # the lines as written: the property is about the wire
         responses = [r for r in out if not r.startswith("* ")]
         assert len(responses) <= 1
         assert all(len(r.encode()) <= 4096 and "\n" not in r for r in out)
