@@ -14,8 +14,10 @@ import traceback
 from collections.abc import Sequence
 from typing import Callable, Union
 
+from .arpwatch import ArpWatch
 from .errors import KernelError, VipFileError
 from .executor import execute
+from .hostaddrs import clash_error, interface_exists, subnet_edge
 from .kernel import Kernel
 from .model import KernelState, Settings
 from .operations import Operation
@@ -36,6 +38,7 @@ from .protocol import (
     parse_line,
 )
 from .session import Event, Session, State
+from .shown import escaped
 from .vipfile import load_vips
 
 VERSION = "0.1.0"
@@ -52,8 +55,11 @@ class Helper:
         kernel: Kernel,
         clock: Callable[[], float] = time.monotonic,
         load: Callable[[str], tuple[str, ...]] = load_vips,
+        link_exists: Callable[[str], bool] = interface_exists,
     ) -> None:
         self.settings, self.kernel, self.clock, self.load = settings, kernel, clock, load
+        self.link_exists = link_exists
+        self.arpwatch = ArpWatch()
         self.session = Session(settings.drain, settings.timeout, clock())
         self.paths = sysctl_paths(settings.iface)
         self.vips: tuple[str, ...] = ()
@@ -73,18 +79,23 @@ class Helper:
     def start(self, notes: Sequence[str] = ()) -> Reply:
         """Load the VIP file and converge to standby (removing what a dead run left)."""
         s = self.settings
+        observed: Infos = []
+        actual = self._observe(observed)
         try:
-            self.vips = self.load(s.vipfile)
+            self.vips = self._load(actual)
         except VipFileError as exc:
             self.vip_error = exc
         infos: Infos = [
             Info(
-                f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {s.vipfile}, "
+                f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {escaped(s.vipfile)}, "
                 f"iface {s.iface}, persistence {s.persistence}s, syncid {s.syncid}, "
                 f"weight {s.weight}"
             )
         ]
         infos += [Info(note) for note in notes]
+        infos += observed
+        if self.vip_error is None and not self.vips:
+            infos.append(Info(self._no_vips()))
         if self.vip_error is not None:
             infos.append(
                 Info(
@@ -93,21 +104,23 @@ class Helper:
                 )
             )
         else:
-            self._converge(infos)
+            self._converge(infos, actual=actual)
         return Reply(tuple(infos))
 
     def handle(self, line: str | bytes) -> Reply:
         """One request line → info values, then the response (none if the line had no seq)."""
-        if not self.session.request(self.clock()):
-            return Reply((Info("request after QUIT ignored"),))
+        serving = self.session.request(self.clock())
         try:
             request = parse_line(line)
         except BadRequest as exc:
-            text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-            logged = (Info(f"not understood: {text.rstrip()}"),)
+            if not serving:
+                return _stopping(exc.seq, line)
+            logged = (Info(f"not understood: {_shown(line)}"),)
             return Reply(
                 logged, None if exc.seq is None else Response(exc.seq, "ERROR", exc.reason)
             )
+        if not serving:
+            return _stopping(request.seq, line)
         infos: Infos = []
         try:
             response = self._dispatch(request, infos)
@@ -118,6 +131,18 @@ class Helper:
             return Reply((_internal(exc),), error)
         return Reply(tuple(infos), response)
 
+    @property
+    def watching(self) -> bool:
+        """Whether ARP on -i is to be heard (split-brain warnings): while active, real mode."""
+        return self.session.state is State.ACTIVE and not self.settings.dry_run
+
+    def heard(self, claims: Sequence[tuple[str, bytes]]) -> Reply:
+        """ARP frames from other MACs heard on -i (sender address, MAC): warnings when due."""
+        now = self.clock()
+        for ip, mac in claims:
+            self.arpwatch.seen(ip, mac, now)
+        return Reply(tuple(self._conflicts(now)))
+
     def end_of_input(self) -> Reply:
         """CGP went away (or SIGTERM): as QUIT, without a response."""
         infos: Infos = []
@@ -127,13 +152,18 @@ class Helper:
 
     def reload(self) -> Reply:
         """SIGHUP: re-read the VIP file; apply the difference, or keep everything on error."""
+        infos: Infos = []
         try:
-            new = self.load(self.settings.vipfile)
+            new = self._load(self._observe(infos))
         except VipFileError as exc:
-            return Reply((Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"),))
-        infos: Infos = [Info(f"reloaded {self.settings.vipfile}: {len(new)} VIPs")]
+            infos.append(Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"))
+            return Reply(tuple(infos))
+        infos.append(Info(f"reloaded {escaped(self.settings.vipfile)}: {len(new)} VIPs"))
+        if not new:
+            infos.append(Info(self._no_vips()))
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
+        self.arpwatch.watch(new)
         self._converge(infos, garp=self.session.state is State.ACTIVE)
         return Reply(tuple(infos))
 
@@ -141,10 +171,13 @@ class Helper:
         """Run whatever timer is due: drain end, gratuitous ARP repeats, the -t refresh."""
         infos: Infos = []
         self._timers(infos)
+        infos += self._conflicts(self.clock())
         return Reply(tuple(infos), self._quit_answer())
 
     def next_deadline(self) -> float:
-        return self.session.next_deadline()
+        watch = self.arpwatch.deadline()
+        due = self.session.next_deadline()
+        return due if watch is None else min(due, watch)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -190,25 +223,65 @@ class Helper:
     def status(self) -> str:
         ses = self.session
         role = "active" if ses.state is State.ACTIVE else "standby"
-        return f"role={role} vips={len(self.vips)} members={','.join(ses.members)} {self._options}"
+        return (
+            f"role={role} vips={len(self.vips)} members={','.join(ses.members)} {self._options} "
+            f"conflicts={self.arpwatch.conflicts}"
+        )
 
     def _activate(self, req: Activate, infos: Infos) -> Response:
         if self.vip_error is not None:
             return Response(req.seq, "ERROR", str(self.vip_error))
+        iface = self.settings.iface
+        if not self.link_exists(iface):  # it may come later (a bond, a VLAN): asked every time
+            return Response(req.seq, "ERROR", f"-i {iface}: no such interface")
         actual = self._observe(infos)
         try:
+            self._check_local(self.vips, actual)
             members, self_ip = self._members(req.members, actual)
+        except VipFileError as exc:
+            return Response(req.seq, "ERROR", str(exc))
         except BadRequest as exc:
             return Response(req.seq, "ERROR", exc.reason)
         self.session.activate(members, self_ip, self.clock())
+        self.arpwatch.watch(self.vips)
         failures = self._converge(infos, actual=actual, garp=True)
-        return _answer(req.seq, failures, f"active vips={len(self.vips)} members={len(members)}")
+        text = f"active vips={len(self.vips)} members={len(members)}"
+        return _answer(req.seq, failures, f"{text} {self._no_vips()}" if not self.vips else text)
+
+    def _load(self, actual: KernelState) -> tuple[str, ...]:
+        """The VIP file, refused as a bad file if it lists an address this host holds."""
+        vips = self.load(self.settings.vipfile)
+        self._check_local(vips, actual)
+        return vips
+
+    def _check_local(self, vips: Sequence[str], actual: KernelState) -> None:
+        """A VIP that is an address of this host (its LAN address, by mistake) is a VIP file
+        error naming its line and the interface: taking it would take it off the LAN."""
+        error = clash_error(vips, actual, self.settings.iface, self.settings.vipfile)
+        if error is not None:
+            raise error
+
+    def _no_vips(self) -> str:
+        path = escaped(self.settings.vipfile)
+        return f"WARNING: {path} lists no VIP: there is nothing to balance"
+
+    def _conflicts(self, now: float) -> list[Info]:
+        """Split-brain warnings due now; none once this helper is no longer active (a claim
+        heard just before a DEACTIVATE came from the new balancer of a planned switch)."""
+        if self.session.state is not State.ACTIVE:
+            self.arpwatch.reset()
+            return []
+        return [Info(str(conflict)) for conflict in self.arpwatch.due(now)]
 
     def _members(self, listed: Sequence[str], actual: KernelState) -> tuple[list[str], str]:
         vips = frozenset(self.vips)
+        on_iface = actual.addresses_on(self.settings.iface)
         for m in listed:
             if m in vips:
                 raise BadRequest(None, f"member {m} is a VIP")
+            edge = subnet_edge(m, on_iface)
+            if edge:
+                raise BadRequest(None, f"member {m} is the {edge}")
         local = {a.ip for a in actual.addresses} - vips
         members = list(listed)
         self_ip = next((m for m in members if m in local), None)
@@ -311,6 +384,17 @@ def _answer(seq: str, failures: Sequence[KernelError], text: str) -> Response:
     first = failures[0]
     more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
     return Response(seq, "ERROR", f"{first.op}: {first.reason}{more}")
+
+
+def _shown(line: str | bytes) -> str:
+    """A request line as it is logged: escaped, so it is one line whatever it holds."""
+    return escaped(line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n"))
+
+
+def _stopping(seq: str | None, line: str | bytes) -> Reply:
+    """A request after QUIT: answered (CGP waits for every seq it sent), not served."""
+    logged = (Info(f"not served, stopping: {_shown(line)}"),)
+    return Reply(logged, None if seq is None else Response(seq, "ERROR", "stopping"))
 
 
 def _internal(exc: BaseException) -> Info:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from cgp_ipvs_helper.hostaddrs import local_clashes
 from cgp_ipvs_helper.model import Address, KernelState, Settings
 from cgp_ipvs_helper.operations import DelAddress
-from cgp_ipvs_helper.planner import Role, desired_state, local_clashes, plan
+from cgp_ipvs_helper.planner import Role, desired_state, plan
 
 LAN = Address("192.0.2.10", "eth0", 24)
 LOOPBACK = Address("127.0.0.1", "lo", 8)
