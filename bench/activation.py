@@ -24,9 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import attrs
+
 from cgp_ipvs_helper.helper import Helper
-from cgp_ipvs_helper.model import Settings
+from cgp_ipvs_helper.memberfile import load_members
+from cgp_ipvs_helper.model import Role, Settings
 from cgp_ipvs_helper.netlink import NetlinkKernel
+from cgp_ipvs_helper.outgoing import steer
+from cgp_ipvs_helper.planner import DEFAULT_PORTS, desired_state, plan
 from cgp_ipvs_helper.protocol import render
 from tests.lab.driver import HelperProcess, commands, write_vipfile
 from tests.lab.group import expand
@@ -117,10 +122,12 @@ def dry_run_commands(vipfile: str, member_counts: Sequence[int]) -> dict[int, li
     return out
 
 
-def measure_helper(vipfile: str, vips: list[str], members: list[str]) -> dict[str, Any]:
+def measure_helper(
+    vipfile: str, vips: list[str], members: list[str], *options: str
+) -> dict[str, Any]:
     """One ACTIVATE of a started real-mode helper in fresh namespaces."""
     with fresh_lan("act") as (_lan, fe, client):
-        helper = HelperProcess(fe, "-f", vipfile, "-i", "eth0", timed=True)
+        helper = HelperProcess(fe, "-f", vipfile, "-i", "eth0", *options, timed=True)
         try:
             helper.wait_started(timeout=180)
             with ArpWatch(client, fe.mac, vips) as watch:
@@ -134,6 +141,7 @@ def measure_helper(vipfile: str, vips: list[str], members: list[str]) -> dict[st
                 "ok_s": reply.seconds,
                 "first_arp_s": None if arp is None else arp - reply.sent,
                 "info_lines": len(reply.before),
+                "steering_changes": len([c for c in commands(reply.before) if _steers(c)]),
                 "state": snapshot(fe),
             }
         finally:
@@ -237,7 +245,125 @@ def run(reps: int) -> dict[str, Any]:
                 f"{secs(c['first_arp_s'])} s ({'measured' if c['measured'] else 'extrapolated'}"
                 f", {c['ran']} of {c['total']} commands run)"
             )
-    return _report(cases, dry, helper, classic, check, reps, time.monotonic() - t_start)
+    out = _report(cases, dry, helper, classic, check, reps, time.monotonic() - t_start)
+    if TARGET_CASE in helper:
+        _steering(out, files[TARGET_CASE[0]], tmp, reps)
+    return out
+
+
+def _steers(command: str) -> bool:
+    """A change of the steering (issue 9): tc, or an IPVS firewall-mark service or server."""
+    return command.startswith("tc ") or " -f " in command
+
+
+def _steering(out: dict[str, Any], vipfile: str, tmp: str, reps: int) -> None:
+    """The target case with a member map of 4 ranges (one per member) and, alternately, without:
+    OK and first ARP, and the steering's cost as the difference of the medians."""
+    v, m = TARGET_CASE
+    members = members_of(m)
+    path = os.path.join(tmp, "cgp-ipvs-members")
+    with open(path, "w") as f:
+        f.writelines(
+            f"{ip} {40000 + 5000 * i}-{44999 + 5000 * i}\n" for i, ip in enumerate(members)
+        )
+    runs, plain = [], []
+    for rep in range(reps):
+        plain.append(measure_helper(vipfile, expand(VIP_ENTRIES[v]), members))
+        runs.append(measure_helper(vipfile, expand(VIP_ENTRIES[v]), members, "--member-map", path))
+        progress(
+            f"activation {v}x{m} with a {m}-range member map, rep {rep + 1}/{reps}: "
+            f"OK {ms(runs[-1]['ok_s'])} ms (without the map {ms(plain[-1]['ok_s'])} ms)"
+        )
+    ok, ok0 = median([r["ok_s"] for r in runs]), median([h["ok_s"] for h in plain])
+    arps = [r["first_arp_s"] for r in runs if r["first_arp_s"] is not None]
+    arp = median(arps) if arps else None
+    table = Table(
+        f"Steering of outgoing connections (issue 9): ACTIVATE {v} VIPs x {m} members with a "
+        f"member map of {m} ranges (inside user-mode Linux)",
+        ["case", "steering changes", "helper OK ms", "helper 1st ARP ms"],
+    )
+    table.add("without a map", 0, f"{ms(ok0)} ({spread([h['ok_s'] for h in plain], 1000)})", "")
+    table.add(
+        f"with a {m}-range map",
+        runs[0]["steering_changes"],
+        f"{ms(ok)} ({spread([r['ok_s'] for r in runs], 1000)})",
+        f"{ms(arp)} ({spread(arps, 1000)})",
+    )
+    table.add("difference of the medians", "", f"{ms(ok - ok0)}", "")
+    alone = _steering_alone(vipfile, path, reps)
+    table.add(
+        "the steering changes alone (applied in one call)",
+        runs[0]["steering_changes"],
+        f"{ms(median(alone['apply_s']), 2)} ({spread(alone['apply_s'], 1000, 2)})",
+        "",
+    )
+    extra = median(alone["observe_with_tc_s"]) - median(alone["observe_s"])
+    table.add("reading tc in each observe (2 netlink dumps; difference of medians)", "",
+              ms(extra, 2), "")  # fmt: skip
+    table.notes.append(
+        f"Median of {reps} runs each, with and without the map alternately, fresh namespaces "
+        "(the changes alone and the reads: 9 or more runs in one namespace); "
+        "the steering changes are 1 clsact "
+        "qdisc, 1 tc filter per CIDR block of the VIPs, 2 per range, and per range one "
+        "firewall-mark service and its real server; real mode sends them in the same netlink "
+        "batches, no process."
+    )
+    out["tables"].append(table.to_dict())
+    label = f"{v} VIPs x {m} members with a {m}-range member map"
+    goal = f"< {TARGET_MS:.0f} ms"
+    met = ok * 1000 < TARGET_MS
+    target = Target(
+        "activation", f"{label}: OK under {TARGET_MS:.0f} ms", goal, f"{ms(ok)} ms", met
+    )
+    out["targets"].append(target.to_dict())
+    out["raw"]["steering"] = {
+        "ok_s": [r["ok_s"] for r in runs],
+        "first_arp_s": arps,
+        "changes": runs[0]["steering_changes"],
+        "difference_s": ok - ok0,
+        **alone,
+    }
+
+
+def _steering_alone(vipfile: str, path: str, reps: int) -> dict[str, list[float]]:
+    """What the steering itself costs a real-mode kernel, free of the noise of a whole
+    ACTIVATE: its changes for the target case applied (and removed) in one apply_many each,
+    and the extra of an observe that also reads tc (qdiscs and filters)."""
+    v, m = TARGET_CASE
+    settings = Settings(vipfile=vipfile, iface="eth0", member_map=path)
+    members = load_members(path, [p for _, p in DEFAULT_PORTS], expand(VIP_ENTRIES[v]))
+    base = desired_state(settings, expand(VIP_ENTRIES[v]), Role.ACTIVE, members_of(m), FE_IP)
+    apply_s: list[float] = []
+    read_s: list[float] = []  # observe with tc
+    plain_s: list[float] = []  # observe without
+    with fresh_lan("stc") as (_lan, fe, _client):
+        standby(fe, vipfile)
+        with in_netns(fe.ns):
+            kernel = NetlinkKernel()
+            try:
+                for _ in range(max(reps, 9)):
+                    idle = kernel.observe(frozenset(), "eth0")
+                    want = attrs.evolve(base, services=frozenset(), dests=frozenset())
+                    want = steer(want, members, True, expand(VIP_ENTRIES[v]), None)
+                    ops = plan(want, idle)
+                    ops = [op for op in ops if _steers(str(op))]
+                    t0 = time.perf_counter()
+                    failed = kernel.apply_many(ops)
+                    apply_s.append(time.perf_counter() - t0)
+                    if failed:
+                        raise RuntimeError(f"steering changes failed: {failed[:3]}")
+                    t0 = time.perf_counter()
+                    kernel.observe(frozenset())
+                    t1 = time.perf_counter()
+                    busy = kernel.observe(frozenset(), "eth0")
+                    plain_s.append(t1 - t0)
+                    read_s.append(time.perf_counter() - t1)
+                    undo = attrs.evolve(want, services=frozenset(), dests=frozenset(),
+                                        filters=frozenset())  # fmt: skip
+                    kernel.apply_many([op for op in plan(undo, busy) if _steers(str(op))])
+            finally:
+                kernel.close()
+    return {"apply_s": apply_s, "observe_with_tc_s": read_s, "observe_s": plain_s}
 
 
 def _same(hs: list[dict[str, Any]], cs: list[dict[str, Any]]) -> bool | None:

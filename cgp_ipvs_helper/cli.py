@@ -167,6 +167,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep forwarding this long after DEACTIVATE (default 5)",
     )
+    p.add_argument(
+        "--member-map",
+        default="/etc/sysconfig/cgp-ipvs-members",
+        metavar="PATH",
+        help="source-port range of each member, for replies to connections opened from a VIP "
+        "(default /etc/sysconfig/cgp-ipvs-members; missing: not steered)",
+    )
     p.add_argument("--version", action="version", version=f"cgp-ipvs-helper {VERSION}")
     return p
 
@@ -183,6 +190,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         dry_run=ns.dry_run,
         ports=ns.ports,
         drain=ns.drain,
+        member_map=ns.member_map,
     )
 
 

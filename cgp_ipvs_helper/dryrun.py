@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .memory import MemoryKernel
 from .model import KernelState
+from .outgoing import PORT_RANGE
 from .planner import sysctl_paths
 
 NOTE = "-m: dry run, nothing is changed; each command below is what real mode would run"
@@ -22,11 +23,11 @@ def dry_run_kernel(iface: str) -> tuple[MemoryKernel, list[str]]:
     from .netlink import NetlinkKernel
 
     notes = [NOTE]
-    paths = sysctl_paths(iface)
+    paths = sysctl_paths(iface) | {PORT_RANGE}  # what a member map may set
     try:
         real = NetlinkKernel()
         try:
-            state = real.observe(paths)
+            state = real.observe(paths, tc_dev=iface)
         finally:
             real.close()
     except Exception as exc:  # any failure to read means "plan from empty"
@@ -35,5 +36,7 @@ def dry_run_kernel(iface: str) -> tuple[MemoryKernel, list[str]]:
     if not state.ipvs:
         notes.append(f"{real.ipvs_problem}; planning IPVS from an empty state")
         unknown = {p: "" for p, v in state.sysctls.items() if v is None and IPVS_SYSCTLS in p}
-        state = KernelState(addresses=state.addresses, sysctls={**state.sysctls, **unknown})
+        state = KernelState(
+            addresses=state.addresses, sysctls={**state.sysctls, **unknown}, tc=state.tc
+        )
     return MemoryKernel(state), notes

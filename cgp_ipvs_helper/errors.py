@@ -26,6 +26,10 @@ class VipFileError(HelperError):
         super().__init__(f"{where}{shown}: {escaped(reason)}")
 
 
+class MemberFileError(VipFileError):
+    """The member port-range map is unreadable or malformed: blocks like a bad VIP file."""
+
+
 class ProtocolError(HelperError):
     """A request line CGP sent that we cannot act on; answered with ERROR."""
 

@@ -19,9 +19,11 @@ from .errors import KernelError, VipFileError
 from .executor import execute
 from .hostaddrs import clash_error, interface_exists, subnet_edge
 from .kernel import Kernel
-from .model import KernelState, Settings
+from .memberfile import load_members
+from .model import KernelState, Role, Settings
 from .operations import Operation
-from .planner import announce, desired_state, plan, sysctl_paths
+from .outgoing import MemberMap
+from .planner import DEFAULT_PORTS, announce, desired_state, plan, sysctl_paths
 from .protocol import (
     INTF_VERSION,
     Activate,
@@ -39,6 +41,7 @@ from .protocol import (
 )
 from .session import Event, Session, State
 from .shown import escaped
+from .steering import MemberRange
 from .vipfile import load_vips
 
 VERSION = "0.1.0"
@@ -62,6 +65,7 @@ class Helper:
         self.arpwatch = ArpWatch()
         self.session = Session(settings.drain, settings.timeout, clock())
         self.paths = sysctl_paths(settings.iface)
+        self.map = MemberMap(settings.member_map)
         self.vips: tuple[str, ...] = ()
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
@@ -82,8 +86,9 @@ class Helper:
         observed: Infos = []
         actual = self._observe(observed)
         try:
-            self.vips = self._load(actual)
-        except VipFileError as exc:
+            self.vips, members = self._load(actual)
+            self.map.update(members)
+        except VipFileError as exc:  # the VIP file or the member map
             self.vip_error = exc
         infos: Infos = [
             Info(
@@ -104,7 +109,9 @@ class Helper:
                 )
             )
         else:
-            self._converge(infos, actual=actual)
+            local_ips = {a.ip for a in actual.addresses} - set(self.vips)
+            infos += [Info(note) for note in self.map.notes(local_ips)]
+            self._converge(infos, actual)
         return Reply(tuple(infos))
 
     def handle(self, line: str | bytes) -> Reply:
@@ -151,18 +158,23 @@ class Helper:
         return Reply(tuple(infos))
 
     def reload(self) -> Reply:
-        """SIGHUP: re-read the VIP file; apply the difference, or keep everything on error."""
+        """SIGHUP: re-read the VIP file and the member map; apply the difference, or keep
+        everything on an error in either."""
         infos: Infos = []
         try:
-            new = self._load(self._observe(infos))
-        except VipFileError as exc:
+            new, members = self._load(self._observe(infos))
+        except VipFileError as exc:  # the VIP file or the member map
             infos.append(Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"))
             return Reply(tuple(infos))
-        infos.append(Info(f"reloaded {escaped(self.settings.vipfile)}: {len(new)} VIPs"))
+        text = f"reloaded {escaped(self.settings.vipfile)}: {len(new)} VIPs"
+        if members or self.map.seen:
+            text += f"; {escaped(self.settings.member_map)}: {len(members)} port ranges"
+        infos.append(Info(text))
         if not new:
             infos.append(Info(self._no_vips()))
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
+        self.map.update(members)
         self.arpwatch.watch(new)
         self._converge(infos, garp=self.session.state is State.ACTIVE)
         return Reply(tuple(infos))
@@ -248,12 +260,6 @@ class Helper:
         text = f"active vips={len(self.vips)} members={len(members)}"
         return _answer(req.seq, failures, f"{text} {self._no_vips()}" if not self.vips else text)
 
-    def _load(self, actual: KernelState) -> tuple[str, ...]:
-        """The VIP file, refused as a bad file if it lists an address this host holds."""
-        vips = self.load(self.settings.vipfile)
-        self._check_local(vips, actual)
-        return vips
-
     def _check_local(self, vips: Sequence[str], actual: KernelState) -> None:
         """A VIP that is an address of this host (its LAN address, by mistake) is a VIP file
         error naming its line and the interface: taking it would take it off the LAN."""
@@ -319,6 +325,14 @@ class Helper:
 
     # -- kernel -----------------------------------------------------------------------------
 
+    def _load(self, actual: KernelState) -> tuple[tuple[str, ...], tuple[MemberRange, ...]]:
+        """The VIP file (refused if it lists an address this host holds), then the member map
+        checked against it; VipFileError from either."""
+        vips = self.load(self.settings.vipfile)
+        self._check_local(vips, actual)
+        ports = [port for _, port in self.settings.ports or DEFAULT_PORTS]
+        return vips, load_members(self.settings.member_map, ports, vips)
+
     def _converge(
         self, infos: Infos, actual: KernelState | None = None, garp: bool = False
     ) -> list[KernelError]:
@@ -339,6 +353,8 @@ class Helper:
         desired = desired_state(
             self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
         )
+        balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+        desired = self.map.desired(desired, balancing, self.vips, actual)
         ops: list[Operation] = list(plan(desired, actual))
         if garp and ses.state is State.ACTIVE:
             ops += announce(self.vips, self.settings.iface)
@@ -351,7 +367,11 @@ class Helper:
 
     def _observe(self, infos: Infos) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
-        actual = self.kernel.observe(self.paths)
+        tc_dev = self.map.tc_dev(self.settings.iface)
+        if tc_dev is None:
+            actual = self.kernel.observe(self.paths)
+        else:
+            actual = self.kernel.observe(self.paths | self.map.paths(), tc_dev)
         problem = None if actual.ipvs else self.kernel.ipvs_problem
         if problem != self.ipvs_problem:
             infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))

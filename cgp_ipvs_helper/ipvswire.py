@@ -77,8 +77,11 @@ request = functools.partial(genl, pr_ipvs.GENL_VERSION)
 @functools.lru_cache(maxsize=4096)  # a dest names its service: 4 real servers share one key
 def _service_key(key: ServiceKey) -> bytes:
     family, addr = packed(key.vip)
+    head = nla(IPVS_SVC_ATTR_AF, U16.pack(family))
+    if key.fwmark:  # what ipvsadm -f sends: the mark instead of protocol, address and port
+        return head + nla(IPVS_SVC_ATTR_FWMARK, U32.pack(key.fwmark))
     return (
-        nla(IPVS_SVC_ATTR_AF, U16.pack(family))
+        head
         + nla(IPVS_SVC_ATTR_PROTOCOL, U16.pack(_PROTOCOLS[key.proto]))
         + nla(IPVS_SVC_ATTR_ADDR, addr)
         + nla(IPVS_SVC_ATTR_PORT, BE16.pack(key.port))
@@ -136,23 +139,25 @@ def daemon_attrs(d: Daemon, full: bool) -> bytes:
 
 
 def service_from(msg: bytes) -> Service | None:
-    """A Service, or None for what is never ours: fwmark, SCTP, unknown scheduler."""
+    """A Service (of TCP or UDP, or an IPv4 firewall-mark one), or None for what is never
+    ours: SCTP, an unknown scheduler. The planner decides which marks are ours."""
     a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_SERVICE, b""), 0)
     family = U16.unpack(a[IPVS_SVC_ATTR_AF])[0]
-    if IPVS_SVC_ATTR_FWMARK in a or family not in _FAMILIES:
+    if family not in _FAMILIES or (IPVS_SVC_ATTR_FWMARK in a and family != socket.AF_INET):
         return None
-    proto = _PROTOCOL_NAMES.get(U16.unpack(a[IPVS_SVC_ATTR_PROTOCOL])[0])
-    if proto is None:
-        return None
+    if IPVS_SVC_ATTR_FWMARK in a:
+        key = ServiceKey.for_mark(U32.unpack(a[IPVS_SVC_ATTR_FWMARK])[0])
+    else:
+        proto = _PROTOCOL_NAMES.get(U16.unpack(a[IPVS_SVC_ATTR_PROTOCOL])[0])
+        if proto is None:
+            return None
+        vip = unpacked(family, a[IPVS_SVC_ATTR_ADDR])
+        key = ServiceKey(proto, vip, BE16.unpack(a[IPVS_SVC_ATTR_PORT])[0])
     flags = struct.unpack_from("=I", a[IPVS_SVC_ATTR_FLAGS])[0]
     timeout = U32.unpack(a[IPVS_SVC_ATTR_TIMEOUT])[0]
     try:
         return Service(
-            ServiceKey(
-                proto,
-                unpacked(family, a[IPVS_SVC_ATTR_ADDR]),
-                BE16.unpack(a[IPVS_SVC_ATTR_PORT])[0],
-            ),
+            key,
             string(a[IPVS_SVC_ATTR_SCHED_NAME]),
             timeout if flags & IP_VS_SVC_F_PERSISTENT else 0,
         )

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from . import operations
 from .errors import KernelError
-from .model import Address, Daemon, Dest, KernelState, Service, ServiceKey
+from .model import Address, Daemon, Dest, KernelState, Service, ServiceKey, TcState
+from .steering import RangeFilter, VipFilter
 
 
 def _fail(op: operations.Operation, code: int) -> KernelError:
@@ -34,14 +35,25 @@ class MemoryKernel:
         self.services: dict[ServiceKey, Service] = {s.key: s for s in state.services}
         self.dests: dict[tuple[ServiceKey, str], Dest] = {(d.service, d.ip): d for d in state.dests}
         self.daemons: set[Daemon] = set(state.daemons)
+        # the LAN interface's ingress (the only device a helper puts filters on)
+        tc = state.tc or TcState()
+        self.ingress: str | None = tc.ingress
+        self.filters: dict[tuple[int, int], VipFilter | RangeFilter | None] = {
+            (chain, handle): f for chain, handle, f in tc.filters
+        }
 
-    def observe(self, sysctls: frozenset[str]) -> KernelState:
+    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
+        tc = None
+        if tc_dev is not None:
+            found = frozenset((chain, handle, f) for (chain, handle), f in self.filters.items())
+            tc = TcState(self.ingress, found)
         return KernelState(
             addresses=tuple(self.addresses),
             sysctls={p: self.sysctls.get(p) for p in sysctls},
             services=frozenset(self.services.values()),
             dests=frozenset(self.dests.values()),
             daemons=frozenset(self.daemons),
+            tc=tc,
         )
 
     def close(self) -> None:
@@ -128,6 +140,23 @@ class MemoryKernel:
     def _send_frame(self, op: operations.SendGarp | operations.SendNa) -> None:
         """A frame on the wire changes no state; FakeKernel records it like any op."""
 
+    def _add_clsact(self, op: operations.AddClsact) -> None:
+        if self.ingress is not None:
+            raise _fail(op, errno.EEXIST)
+        self.ingress = "clsact"
+
+    def _add_filter(self, op: operations.AddFilter) -> None:
+        key = (op.filter.chain, op.filter.handle)
+        if self._filter_exists(op, key):
+            raise _fail(op, errno.EEXIST)
+        self.filters[key] = op.filter
+
+    def _del_filter(self, op: operations.DelFilter) -> None:
+        key = (op.chain, op.handle)
+        if not self._filter_exists(op, key):
+            raise _fail(op, errno.ENOENT)
+        del self.filters[key]
+
     # --- lookups -----------------------------------------------------------------------------
 
     def _find(self, address: Address) -> Address | None:
@@ -141,6 +170,12 @@ class MemoryKernel:
         if dest.service not in self.services:
             raise _fail(op, errno.ESRCH)
         return (dest.service, dest.ip) in self.dests
+
+    def _filter_exists(self, op: operations.Operation, key: tuple[int, int]) -> bool:
+        """Whether our filter `key` is there; EINVAL (as the kernel) without an ingress qdisc."""
+        if self.ingress is None:
+            raise _fail(op, errno.EINVAL)
+        return key in self.filters
 
 
 HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
@@ -157,4 +192,7 @@ HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
     operations.StopDaemon: MemoryKernel._stop_daemon,
     operations.SendGarp: MemoryKernel._send_frame,
     operations.SendNa: MemoryKernel._send_frame,
+    operations.AddClsact: MemoryKernel._add_clsact,
+    operations.AddFilter: MemoryKernel._add_filter,
+    operations.DelFilter: MemoryKernel._del_filter,
 }

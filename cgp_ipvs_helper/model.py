@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from attrs import Factory, field, frozen
 from attrs.validators import in_, instance_of
 
+from .steering import RangeFilter, VipFilter
+
 PROTOCOLS = ("tcp", "udp")
 DAEMON_STATES = ("master", "backup")
 
@@ -54,6 +56,7 @@ class Settings:
     dry_run: bool = False
     ports: tuple[tuple[str, int], ...] = ()
     drain: float = 5.0
+    member_map: str = "/etc/sysconfig/cgp-ipvs-members"
 
 
 @frozen
@@ -81,14 +84,20 @@ class Sysctl:
 
 @frozen
 class ServiceKey:
-    """What identifies an IPVS virtual service."""
+    """What identifies an IPVS virtual service: protocol, address and port, or a firewall mark
+    (then the kernel matches the mark alone and reports the protocol as TCP)."""
 
     proto: str = field(validator=in_(PROTOCOLS))
     vip: str = field(validator=instance_of(str))
     port: int = field(validator=_port)
+    fwmark: int = 0
+
+    @classmethod
+    def for_mark(cls, mark: int) -> ServiceKey:
+        return cls("tcp", "0.0.0.0", 0, mark)
 
     def __str__(self) -> str:
-        return f"{self.proto}/{self.vip}:{self.port}"
+        return f"fwmark/{self.fwmark}" if self.fwmark else f"{self.proto}/{self.vip}:{self.port}"
 
 
 @frozen
@@ -125,6 +134,15 @@ class Daemon:
 
 
 @frozen
+class TcState:
+    """The LAN interface's ingress as far as steering goes: the kind of its ingress-capable qdisc
+    (None: there is none) and our filters as (chain, handle, what it holds; None if changed)."""
+
+    ingress: str | None = None
+    filters: frozenset[tuple[int, int, VipFilter | RangeFilter | None]] = frozenset()
+
+
+@frozen
 class KernelState:
     """What the kernel holds, as far as the planner needs to know.
 
@@ -139,6 +157,7 @@ class KernelState:
     dests: frozenset[Dest] = frozenset()
     daemons: frozenset[Daemon] = frozenset()
     ipvs: bool = True
+    tc: TcState | None = None  # None: not read (no member map in this run)
 
     def addresses_on(self, dev: str) -> tuple[Address, ...]:
         return tuple(a for a in self.addresses if a.dev == dev)
@@ -164,3 +183,4 @@ class DesiredState:
     dests: frozenset[Dest]
     daemons: frozenset[Daemon]
     scope: frozenset[str]
+    filters: frozenset[VipFilter | RangeFilter] | None = None  # None: leave tc alone (no map)

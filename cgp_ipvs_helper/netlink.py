@@ -26,7 +26,7 @@ from attrs import frozen
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR
 
-from . import ipvswire, operations, sysctl
+from . import ipvswire, operations, sysctl, tc
 from .arp import GarpSender
 from .errors import KernelError
 from .ipvswire import (
@@ -43,7 +43,7 @@ from .ipvswire import (
     key_attrs,
     service_attrs,
 )
-from .model import Address, Daemon, Dest, KernelState, Service
+from .model import Address, Daemon, Dest, KernelState, Service, TcState
 from .nlsocket import NETLINK_ROUTE, GenericNetlinkSocket, KernelSaid, NetlinkSocket, Request
 from .nlwire import ADDRESS_DUMP, address_from, ifaddr
 
@@ -90,6 +90,25 @@ class _Route:
     def failed(self, codes: set[int]) -> None:
         if errno.ENODEV in codes:
             self._ifindex.clear()  # perhaps a device was replaced: resolve names again
+
+    def tc_state(self, dev: str) -> TcState:
+        """The ingress qdisc of `dev` and our filters on it; nothing if it cannot be read (the
+        plan then adds everything, and the kernel's answer says why it cannot be done)."""
+        try:
+            index = self._index(dev)
+            kinds = {tc.ingress_kind(msg, index) for msg in self.sock.dump(*tc.dump_qdiscs())}
+            found = (tc.parse_filter(msg) for msg in self.sock.dump(*tc.dump_filters(index)))
+            ingress = next((k for k in kinds if k is not None), None)
+            return TcState(ingress, frozenset(f for f in found if f is not None))
+        except (OSError, ValueError, KeyError, struct.error):
+            return TcState()
+
+    def tc_request(self, op: operations.Operation) -> Request:
+        if isinstance(op, operations.AddClsact):
+            return tc.add_clsact(self._index(op.dev))
+        if isinstance(op, operations.AddFilter):
+            return tc.add_filter(self._index(op.dev), op.filter)
+        return tc.del_filter(self._index(op.dev), op.chain, op.handle)
 
     def _index(self, dev: str) -> int:
         index = self._ifindex.get(dev)
@@ -198,6 +217,9 @@ HANDLERS: dict[type, Handler] = {
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
     operations.SendGarp: Handler(None, lambda k, op: k._send_garp(op)),
     operations.SendNa: Handler(None, lambda k, op: k._garp.send_na(op.ip, op.dev)),
+    operations.AddClsact: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    operations.AddFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    operations.DelFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
 }
 
 
@@ -225,8 +247,9 @@ class NetlinkKernel:
         self._channels = {"rtnl": self._route, "genl": self._ipvs}
         self._garp = GarpSender()
 
-    def observe(self, sysctls: frozenset[str]) -> KernelState:
-        """Addresses, the asked-for sysctls and IPVS; KernelError if addresses cannot be read."""
+    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
+        """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` our steering filters on
+        it; KernelError if addresses cannot be read."""
         try:
             addresses = self._route.addresses()
         except (OSError, ValueError, KeyError, struct.error) as exc:
@@ -245,6 +268,7 @@ class NetlinkKernel:
             dests=dests,
             daemons=daemons,
             ipvs=self.ipvs_problem is None,
+            tc=None if tc_dev is None else self._route.tc_state(tc_dev),
         )
 
     def apply(self, op: operations.Operation) -> None:

@@ -13,6 +13,7 @@ from typing import Union
 from attrs import frozen
 
 from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
+from .steering import TC_CHAIN, TC_PREF, RangeFilter, VipFilter
 
 _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
 
@@ -29,6 +30,8 @@ def _real_server(dest: Dest) -> str:
 
 
 def _service_args(key: ServiceKey) -> list[str]:
+    if key.fwmark:
+        return ["-f", str(key.fwmark)]
     return [_PROTO_FLAG[key.proto], f"{_host(key.vip)}:{key.port}"]
 
 
@@ -195,6 +198,52 @@ class SendNa(_Renders):
         return ["ndptool", "-t", "na", "-U", "-i", self.dev, "-T", self.ip, "send"]
 
 
+# --- steering of replies to outgoing connections (see steering.py) -------------------------------
+
+_TC_FILTER = ("protocol", "ip", "pref", str(TC_PREF))
+
+
+@frozen
+class AddClsact(_Renders):
+    """The clsact qdisc that gives `dev` an ingress hook for filters (never removed: another
+    tool's filters may share it, and an empty one costs nothing)."""
+
+    dev: str
+
+    def argv(self) -> list[str]:
+        return ["tc", "qdisc", "add", "dev", self.dev, "clsact"]
+
+
+@frozen
+class AddFilter(_Renders):
+    """One of our flower filters on the ingress of `dev` (software only: the mark is for IPVS)."""
+
+    dev: str
+    filter: VipFilter | RangeFilter
+
+    def argv(self) -> list[str]:
+        f = self.filter
+        head = ["tc", "filter", "add", "dev", self.dev, "ingress", *_TC_FILTER]
+        head += ["chain", str(f.chain), "handle", hex(f.handle), "flower", "skip_hw"]
+        if isinstance(f, VipFilter):
+            return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(TC_CHAIN)]
+        match = ["ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}"]
+        return [*head, *match, "action", "skbedit", "mark", hex(f.mark)]
+
+
+@frozen
+class DelFilter(_Renders):
+    """Remove our filter `handle` of `chain` (whatever it holds now) from the ingress of `dev`."""
+
+    dev: str
+    chain: int
+    handle: int
+
+    def argv(self) -> list[str]:
+        head = ["tc", "filter", "del", "dev", self.dev, "ingress", *_TC_FILTER]
+        return [*head, "chain", str(self.chain), "handle", hex(self.handle), "flower"]
+
+
 Operation = Union[
     AddAddress,
     DelAddress,
@@ -209,4 +258,7 @@ Operation = Union[
     StopDaemon,
     SendGarp,
     SendNa,
+    AddClsact,
+    AddFilter,
+    DelFilter,
 ]

@@ -3,8 +3,10 @@
 `plan()` compares desired with observed and returns only the difference, in an order that keeps
 traffic flowing: lo aliases and ARP sysctls first; VIPs leave the LAN interface before anything
 else changes; IPVS services and real servers are ready (and stale ones gone), and the sync
-daemons switched, before a VIP is taken on the LAN interface. Deletions are limited to `scope`
-(our VIPs) and to sync daemons on our interface and SyncID: nothing not ours is ever touched.
+daemons switched, before a VIP is taken on the LAN interface; the steering filters (outgoing.py)
+are set once their firewall-mark services exist and removed before those go. Deletions are
+limited to `scope` (our VIPs), firewall-mark services with our marks, our filters, and sync
+daemons on our interface and SyncID: nothing not ours is ever touched.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from .operations import (
     StartDaemon,
     StopDaemon,
 )
+from .outgoing import filter_ops
+from .steering import is_our_mark
 
 OTHER_WEIGHT = 100
 DRAIN_SELF_WEIGHT = 100
@@ -175,11 +179,16 @@ def ip_order(ip: str) -> bytes:
     return b"\4" + socket.inet_aton(ip)
 
 
-def _key_order(key: ServiceKey) -> tuple[bytes, str, int]:
-    return (ip_order(key.vip), key.proto, key.port)
+def _key_order(key: ServiceKey) -> tuple[int, bytes, str, int]:
+    return (key.fwmark, ip_order(key.vip), key.proto, key.port)
 
 
-def _dest_order(k: tuple[ServiceKey, str]) -> tuple[tuple[bytes, str, int], bytes]:
+def _our_service(key: ServiceKey, scope: frozenset[str]) -> bool:
+    """A service of one of our VIPs, or a firewall-mark service with our marks (steering)."""
+    return is_our_mark(key.fwmark) if key.fwmark else key.vip in scope
+
+
+def _dest_order(k: tuple[ServiceKey, str]) -> tuple[tuple[int, bytes, str, int], bytes]:
     return (_key_order(k[0]), ip_order(k[1]))
 
 
@@ -193,13 +202,15 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
 
     for s in desired.sysctls:
         current = actual.sysctls.get(s.path)
-        if current is not None and current.strip() != s.value:
+        if current is not None and current.split() != s.value.split():  # "a\tb" is "a b"
             ops.append(SetSysctl(s))
 
     ours_on_iface = [a for a in actual.addresses_on(iface) if _ours(a, scope)]
     ops += [DelAddress(a) for a in ours_on_iface if a.ip not in desired.on_iface]
 
-    have: dict[ServiceKey, Service] = {s.key: s for s in actual.services if s.key.vip in scope}
+    have: dict[ServiceKey, Service] = {
+        s.key: s for s in actual.services if _our_service(s.key, scope)
+    }
     want: dict[ServiceKey, Service] = {s.key: s for s in desired.services}
     for key in sorted(want, key=_key_order):
         if key not in have:
@@ -220,6 +231,7 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         if k not in want_d and k[0] in want
     ]
 
+    ops += filter_ops(desired, actual)  # marks only for services that exist
     ops += [DelService(have[k]) for k in sorted(have, key=_key_order) if k not in want]
 
     ours_daemons = {d for d in actual.daemons if d.iface == iface and d.syncid == desired.syncid}

@@ -14,6 +14,7 @@ from tests.lab.driver import HelperProcess, write_vipfile
 from tests.lab.lan import Host, Lan, ipvsadm
 
 VIPS = ["198.51.100.10", "198.51.100.20/30"]
+MEMBERS = "192.0.2.11 50000-54999\n192.0.2.12 55000-59999\n192.0.2.14 60000-64999\n"
 SCRIPT = ["INTF 1", "ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13", "ACTIVATE 192.0.2.11 192.0.2.13"]
 
 
@@ -36,6 +37,7 @@ def state(host: Host) -> dict[str, object]:
         "conf.eth0.arp_announce",
         "vs.backup_only",
         "vs.expire_nodest_conn",
+        "ip_local_port_range",
     ):
         sysctls[name] = host.sysctl(f"net.ipv4.{name}")
     return {
@@ -44,6 +46,8 @@ def state(host: Host) -> dict[str, object]:
         "lo": sorted(host.addresses("lo")),
         "eth0": sorted(host.addresses("eth0")),
         "sysctls": sysctls,
+        "tc": host.run(["tc", "-d", "filter", "show", "dev", "eth0", "ingress"]).stdout,
+        "qdisc": host.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout,
     }
 
 
@@ -53,8 +57,11 @@ def run_script(helper: HelperProcess) -> list[str]:
 
 def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> None:
     vipfile = write_vipfile(str(tmp_path / "vipaddrs"), VIPS)
-    real = HelperProcess(hosts["real"], "-i", "eth0", "-f", vipfile)
-    dry = HelperProcess(hosts["dry"], "-i", "eth0", "-f", vipfile, "-m")
+    members = tmp_path / "cgp-ipvs-members"
+    members.write_text(MEMBERS)
+    args = ("-i", "eth0", "-f", vipfile, "--member-map", str(members))
+    real = HelperProcess(hosts["real"], *args)
+    dry = HelperProcess(hosts["dry"], *args, "-m")
     try:
         assert run_script(real) == run_script(dry)
         commands = dry.commands()
@@ -66,6 +73,11 @@ def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> 
         hosts["shell"].run(["sh", "-c", script], timeout=300)
         assert state(hosts["shell"]) == state(hosts["real"])
         assert any(c.startswith("arping -U -c 1 -I eth0 198.51.100.23") for c in commands)
+        # the steering: this member's port range, firewall-mark services and the tc filters
+        assert "sysctl -w 'net.ipv4.ip_local_port_range=50000 54999'" in commands
+        assert "ipvsadm -a -f 1128786528 -r 192.0.2.14 -g -w 100" in commands
+        assert "tc qdisc add dev eth0 clsact" in commands
+        assert "skbedit  mark 1128781528" in state(hosts["real"])["tc"]
     finally:
         real.kill()
         dry.kill()

@@ -378,12 +378,13 @@ def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) 
     foreign_rules = ipvsadm_rules()
     foreign = Service(ServiceKey("tcp", OUR_IP, 80), "rr", 0)
     foreign6 = Service(ServiceKey("tcp", "2001:db8::1", 80), "rr", 0)
+    marked = Service(ServiceKey.for_mark(7), "rr", 0)  # reported, but not a mark of ours
 
     settings = Settings(iface="eth0", syncid=3, persistence=15, weight=50)
     paths = planner.sysctl_paths("eth0")
     before = k.observe(paths)
-    # fwmark and SCTP services are never ours: not reported; IPv6 ones are, and left alone
-    assert before.services == {foreign, foreign6}
+    # SCTP services are never ours: not reported; IPv6 and fwmark ones are, and left alone
+    assert before.services == {foreign, foreign6, marked}
     assert before.dests == {Dest(foreign.key, "203.0.113.30", 3, "nat")}
     assert Address("203.0.113.5", "eth0", 32) in before.addresses
 
@@ -394,7 +395,7 @@ def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) 
 
     after = k.observe(paths)
     assert planner.plan(active, after) == ()
-    assert after.services == active.services | {foreign, foreign6}
+    assert after.services == active.services | {foreign, foreign6, marked}
     assert {d for d in after.dests if d.service.vip in vips} == active.dests
     assert after.daemons == active.daemons
     assert foreign_rules <= ipvsadm_rules()

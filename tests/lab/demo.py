@@ -2,24 +2,30 @@
 
 Three frontends (fe1-fe3) and a client on one LAN; every frontend runs the real helper with the
 shipped sample VIP file, driven over stdin/stdout as CommuniGate Pro drives it. The demo shows
-who answers, then moves the balancer twice (planned, then by pulling the cable) while 12
-long-lived TCP connections keep pinging, and prints what the client saw. Run it with
+who answers, then the frontends' own connections from a VIP to a server on the LAN without and
+with the member map (issue 9), then moves the balancer twice (planned, then by pulling the
+cable) while 12 long-lived TCP connections from the client and 4 from each frontend's VIP keep
+pinging, and prints what they saw. Run it with
 `make demo` (it boots the kernel through tests.lab.uml).
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 from .driver import HelperProcess
 from .group import UDP, Group, Move
 from .lan import ipvsadm
-from .traffic import udp_ask
+from .traffic import Answered, outgoing, udp_ask
 
 ROOT = Path(__file__).resolve().parents[2]
 VIPFILE = str(ROOT / "sysconfig" / "vipaddrs")
+MEMBERS_SAMPLE = ROOT / "sysconfig" / "cgp-ipvs-members"
 SOURCES = [f"192.0.2.{n}" for n in range(128, 188)]
 
 
@@ -45,24 +51,77 @@ def failover(name: str, g: Group, move: Move) -> tuple[bool, list[str]]:
         f"longest time without an answer: {move.max_gap:.3f} s"
         + (f"; lost with {move.old}: {lost}" if move.crashed else "")
     )
+    # the frontends' own connections from the VIP (those of a crashed frontend die with it)
+    mine = {k: v for k, v in move.outgoing.items() if not (move.crashed and k == move.old)}
+    kept_out = sum(len(v.conns) - len(v.broken) for v in mine.values())
+    total_out = sum(len(v.conns) for v in mine.values())
+    gap_out = max((v.max_gap for v in mine.values()), default=0.0)
+    say(
+        f"connections the surviving frontends opened from {g.vips[0]}: {kept_out}/{total_out} "
+        f"kept, longest gap {gap_out:.3f} s"
+    )
     say(f"12 new connections after the move: {dict(sorted(fresh.items()))}")
     ok = move.kept == len(move.survivors) and move.arp_s is not None and move.max_gap < 1.0
+    ok = ok and kept_out == total_out
     return ok, [
         f"{name}: {move.kept}/{len(move.survivors)} kept, longest gap {move.max_gap:.3f} s, "
-        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms"
+        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms; outgoing from the VIP "
+        f"{kept_out}/{total_out} kept, longest gap {gap_out:.3f} s"
     ]
+
+
+def member_map(path: Path) -> str:
+    """The shipped sample map with its example (fe1-fe3) uncommented, written to `path`."""
+    lines = MEMBERS_SAMPLE.read_text().splitlines()
+    path.write_text("\n".join(x[2:] if x.startswith("# 192.0.2.") else x for x in lines) + "\n")
+    return "; ".join(x[2:].strip() for x in lines if x.startswith("# 192.0.2."))
+
+
+def total(answered: dict[str, Answered]) -> str:
+    tcp = sum(a.tcp for a in answered.values())
+    udp = sum(a.udp for a in answered.values())
+    count = sum(a.total for a in answered.values())
+    per = ", ".join(f"{k} {v.tcp}+{v.udp}" for k, v in sorted(answered.items()))
+    return f"TCP {tcp}/{count}, UDP {udp}/{count} ({per})"
+
+
+def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, list[str]]:
+    """Each frontend opens 12 TCP connections and 12 UDP exchanges from the VIP to the server,
+    without a member map (empty file), then with it (SIGHUP)."""
+    vip = g.vips[0]
+    say(f"\n== connections the frontends open from {vip} (relayed mail, SIP) ==")
+    before = g.outgoing(vip, count=12)
+    say(f"without a member map: answered {total(before)}")
+    ranges = member_map(path)
+    for h in helpers:
+        h.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(
+        any(x.startswith("* reloaded") for x in h.log) for h in helpers
+    ):
+        time.sleep(0.1)
+    say(f"member map written ({ranges}) and SIGHUP sent; fe1's helper logged, among others:")
+    for mark in ("ip_local_port_range", "ipvsadm -A -f", "ipvsadm -a -f", "tc qdisc", "chain 0"):
+        say("  " + next((x for x in helpers[0].log if mark in x), f"(no line with {mark})"))
+    after = g.outgoing(vip, count=12)
+    say(f"with the member map: answered {total(after)}")
+    ok = all(a.complete for a in after.values())
+    return ok, [f"outgoing from {vip}: without a map {total(before)}; with it {total(after)}"]
 
 
 def main() -> int:
     entries = [line.split("#")[0].strip() for line in Path(VIPFILE).read_text().splitlines()]
     entries = [e for e in entries if e]
-    with Group("demo", entries, sources=SOURCES, vipfile=VIPFILE) as g:
-        say("LAN 192.0.2.0/24: fe1 .11, fe2 .12, fe3 .13, client .100 (+60 addresses)")
+    with Group("demo", entries, sources=SOURCES, vipfile=VIPFILE, server=True) as g, \
+            tempfile.TemporaryDirectory() as tmp:  # fmt: skip
+        say("LAN 192.0.2.0/24: fe1 .11, fe2 .12, fe3 .13, client .100 (+60 addresses), server .200")
         say(f"VIP file {VIPFILE}: {', '.join(entries)}")
-        return run(g, g.start_all("--drain", "3"))
+        path = Path(tmp) / "cgp-ipvs-members"
+        path.write_text("# no member yet\n")
+        return run(g, g.start_all("--drain", "3", "--member-map", str(path), timeout=60), path)
 
 
-def run(g: Group, helpers: list[HelperProcess]) -> int:
+def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     h1, h2, h3 = helpers
     say(f"\nstarted on each frontend: {helpers[0].log[0][2:]}")
     all3 = g.members()
@@ -93,19 +152,27 @@ def run(g: Group, helpers: list[HelperProcess]) -> int:
     say(f"15 SIP/UDP requests from 15 other addresses answered by {dict(sorted(udp.items()))}")
     results = [set(spread) == {"fe1", "fe2", "fe3"}]
     report = [f"balancing: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"]
+    ok, lines = steering(g, helpers, path)
+    results.append(ok)
+    report += lines
     for name, move in (
         (
             "planned move: fe1 -> fe2 (DEACTIVATE and ACTIVATE at once)",
-            lambda: g.switch(h1, h2, broken_after=2.0),
+            lambda: g.switch(h1, h2, broken_after=2.0, outgoing=4),
         ),
         (
             "abrupt loss: fe2 leaves the LAN, fe3 takes over",
-            lambda: g.crash(h2, h3, broken_after=2.0),
+            lambda: g.crash(h2, h3, broken_after=2.0, outgoing=4),
         ),
     ):
         ok, lines = failover(name, g, move())
         results.append(ok)
         report += lines
+    assert g.server is not None
+    survivors = outgoing([g.fe[0], g.fe[2]], g.vips[0], g.server.ip, 25, UDP, 12)
+    say(f"\nafter both moves, fe1 and fe3 from {g.vips[0]}: answered {total(survivors)}")
+    results.append(all(a.complete for a in survivors.values()))
+    report.append(f"outgoing after both moves (fe1, fe3): {total(survivors)}")
     say("\n== report ==")
     for line in report:
         say(line)

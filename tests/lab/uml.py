@@ -42,7 +42,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_KERNEL = "linux.uml"
 MODULES_BASE = Path("/usr/lib/uml/modules")
 # Loaded one per modprobe call, in this order; auto-loading does not find them.
-MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wlc", "ip_vs_wrr", "veth", "bridge")
+MODULES = (
+    "ip_vs", "ip_vs_rr", "ip_vs_wlc", "ip_vs_wrr", "veth", "bridge",
+    # marks for the steering of replies to outgoing connections: ingress qdisc, flower, mark, goto
+    "sch_ingress", "cls_flower", "act_skbedit", "act_gact",
+)  # fmt: skip
 DEFAULT_MEM = "1024M"
 DEFAULT_TIMEOUT = 900.0
 POLL_S = 0.05

@@ -96,6 +96,7 @@ def test_file_list(files: dict[str, tuple[str, str]]) -> None:
         "/etc/sysconfig/network-scripts/ifdown-lo": "-rwxr-xr-x",
         "/etc/sysconfig/network-scripts/ifvip-utils": "-rw-r--r--",
         "/etc/sysconfig/vipaddrs": "-rw-r--r--",
+        "/etc/sysconfig/cgp-ipvs-members": "-rw-r--r--",
         "/usr/lib/sysctl.d/90-cgp-ipvs-helper.conf": "-rw-r--r--",
         "/usr/lib/modules-load.d/cgp-ipvs-helper.conf": "-rw-r--r--",
         "/usr/lib/systemd/system/cgp-ipvs-vip.service": "-rw-r--r--",
@@ -120,12 +121,14 @@ def test_file_list(files: dict[str, tuple[str, str]]) -> None:
     assert [p for p in files if not p.startswith(places)] == []
 
 
-def test_only_vipaddrs_is_config_and_it_is_noreplace(
+def test_only_the_two_sysconfig_files_are_config_and_noreplace(
     built: Path, files: dict[str, tuple[str, str]]
 ) -> None:
-    assert query(built, "--configfiles") == ["/etc/sysconfig/vipaddrs"]
-    flags = files["/etc/sysconfig/vipaddrs"][0]
-    assert "c" in flags and "n" in flags  # %config(noreplace)
+    configs = ["/etc/sysconfig/cgp-ipvs-members", "/etc/sysconfig/vipaddrs"]
+    assert sorted(query(built, "--configfiles")) == configs
+    for path in configs:
+        flags = files[path][0]
+        assert "c" in flags and "n" in flags, path  # %config(noreplace)
 
 
 def test_requirements(built: Path) -> None:

@@ -1,0 +1,120 @@
+"""Planning the steering of replies to outgoing connections from a VIP (pure; see steering.py).
+
+`steer()` adds to a role's desired state what the member map asks for: this member's
+ip_local_port_range (every role), and while it balances (`balancing`: ACTIVE or DRAINING) one
+firewall-mark service per range with its owner as the only real server, never quiesced by a
+drain (the range is that machine's alone), plus the tc filters that set the marks.
+`filter_ops()` turns our filters on the LAN interface into the desired ones; plan() runs it
+after the services and real servers are ready and before any service is deleted, so marks are
+never set for a service that is not there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import attrs
+from attrs import define
+
+from .model import DesiredState, Dest, KernelState, Service, ServiceKey, Sysctl
+from .operations import AddClsact, AddFilter, DelFilter, Operation
+from .steering import VIP_CHAIN, MemberRange, RangeFilter, VipFilter, range_filters, vip_blocks
+
+PORT_RANGE = "net/ipv4/ip_local_port_range"
+SCHEDULER = "wlc"
+WEIGHT = 100
+
+
+def local_member(members: Sequence[MemberRange], local_ips: Collection[str]) -> MemberRange | None:
+    """The map entry of this host: the one whose address this host holds."""
+    return next((m for m in members if m.ip in local_ips), None)
+
+
+def steer(
+    desired: DesiredState,
+    members: Sequence[MemberRange],
+    balancing: bool,
+    vips: Collection[str],
+    local: MemberRange | None,
+) -> DesiredState:
+    """`desired` plus the member map's part (an empty map: our filters and services removed)."""
+    sysctls = desired.sysctls
+    if local is not None:
+        sysctls += (Sysctl(PORT_RANGE, f"{local.first} {local.last}"),)
+    services, dests = desired.services, desired.dests
+    filters: frozenset[VipFilter | RangeFilter] = frozenset()
+    if balancing and members:
+        keys = {m: ServiceKey.for_mark(m.mark) for m in members}
+        services |= {Service(key, SCHEDULER, 0) for key in keys.values()}
+        dests |= {Dest(key, m.ip, WEIGHT) for m, key in keys.items()}
+        filters = vip_blocks(vips) | range_filters(members)
+    return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
+
+
+def _order(f: VipFilter | RangeFilter) -> tuple[int, int]:
+    # the range filters before the VIP blocks that jump to them
+    return (f.chain == VIP_CHAIN, f.handle)
+
+
+def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
+    """Delete our filters that are not wanted (or were changed), add the missing ones."""
+    if desired.filters is None or actual.tc is None:
+        return []
+    dev = desired.iface
+    have = {(chain, handle): f for chain, handle, f in actual.tc.filters}
+    ops: list[Operation] = [
+        DelFilter(dev, chain, handle)
+        for (chain, handle), f in sorted(
+            have.items(), key=lambda kv: (kv[0][0] != VIP_CHAIN, kv[0])
+        )
+        if f not in desired.filters
+    ]
+    missing = desired.filters - set(have.values())
+    if missing and actual.tc.ingress is None:
+        ops.append(AddClsact(dev))
+    ops += [AddFilter(dev, f) for f in sorted(missing, key=_order)]
+    return ops
+
+
+@define
+class MemberMap:
+    """The member map as one helper run holds it. `seen`: it had entries at some time in this
+    run, so tc is read and our filters are kept in line (removed once the map is emptied);
+    before that, tc is never read or touched: without a map the helper works as it always did."""
+
+    path: str
+    members: tuple[MemberRange, ...] = ()
+    seen: bool = False
+
+    def update(self, members: tuple[MemberRange, ...]) -> None:
+        self.members = members
+        self.seen |= bool(members)
+
+    def paths(self) -> frozenset[str]:
+        return frozenset({PORT_RANGE}) if self.seen else frozenset()
+
+    def tc_dev(self, iface: str) -> str | None:
+        return iface if self.seen else None
+
+    def notes(self, local_ips: Collection[str]) -> list[str]:
+        """What to log at start: whether replies are steered, and this host's range."""
+        if not self.members:
+            return [f"no member map ({self.path}): outgoing connections from VIPs are not steered"]
+        local = local_member(self.members, local_ips)
+        return [
+            f"member map {self.path}: {len(self.members)} port ranges; replies to outgoing "
+            "connections from VIPs are steered to their member while this helper balances",
+            f"this host is {local.ip} in the member map: ip_local_port_range "
+            f"{local.first}-{local.last}"
+            if local
+            else "no address of this host is in the member map: ip_local_port_range left as it is",
+        ]
+
+    def desired(
+        self, desired: DesiredState, balancing: bool, vips: Collection[str], actual: KernelState
+    ) -> DesiredState:
+        if not self.seen:
+            return desired
+        local_ips = {a.ip for a in actual.addresses} - set(vips)
+        local = local_member(self.members, local_ips)
+        return steer(desired, self.members, balancing, vips, local)

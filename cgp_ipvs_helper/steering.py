@@ -1,0 +1,110 @@
+"""Steering replies to outgoing connections from a VIP to the member that opened them (pure).
+
+Every packet to a VIP reaches the active balancer, replies to a member's outgoing connections
+included, and IPVS would schedule a SYN-ACK or a UDP reply through the VIP's port-0 service to
+any member. Each member's source ports come from its own range (the member map), so on the
+balancer tc marks packets to a VIP whose destination port lies in a range, and one IPVS
+firewall-mark service per range, with the range's owner as its only real server, sends them
+home (IPVS looks a packet up by mark before address and port).
+
+The marks live on the LAN interface's ingress (clsact qdisc), in two levels of tc flower
+filters at preference TC_PREF: in chain 0 one filter per block of VIPs (the VIP set as CIDR
+blocks, a /24 is one filter) jumps to chain TC_CHAIN, where one filter per range and protocol
+sets the range's mark. Nothing else in chain 0 or TC_CHAIN is ours, nor any other preference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import netaddr
+from attrs import field, frozen
+from attrs.validators import in_
+
+MARK_BASE = 0x43470000  # "CG": our marks are MARK_BASE | first port of the range
+MARK_MASK = 0xFFFF0000
+TC_PREF = 65000  # after every filter added with tc's default preferences (49152 and below)
+TC_CHAIN = 0x4347  # the chain of the per-range filters
+VIP_CHAIN = 0
+_PROTO_NUMBERS = {"tcp": 6, "udp": 17}
+
+
+def _port(_obj: object, _attr: object, value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"port out of range: {value}")
+
+
+@frozen
+class MemberRange:
+    """One line of the member map: a member's LAN address and its source-port range."""
+
+    ip: str
+    first: int = field(validator=_port)
+    last: int = field(validator=_port)
+
+    @property
+    def mark(self) -> int:
+        return mark_of(self.first)
+
+    def __str__(self) -> str:
+        return f"{self.ip} {self.first}-{self.last}"
+
+
+def mark_of(first: int) -> int:
+    """The firewall mark of the range starting at `first` (stable across runs and members)."""
+    return MARK_BASE | first
+
+
+def is_our_mark(mark: int) -> bool:
+    return mark & MARK_MASK == MARK_BASE
+
+
+@frozen
+class VipFilter:
+    """Chain 0: packets to a block of VIPs go on to TC_CHAIN. Its tc handle is the block's
+    network address (blocks of a CIDR cover are disjoint, so handles are unique)."""
+
+    prefix: str  # "198.51.100.10/31"
+
+    @property
+    def handle(self) -> int:
+        return int(netaddr.IPNetwork(self.prefix).network)
+
+    @property
+    def chain(self) -> int:
+        return VIP_CHAIN
+
+
+@frozen
+class RangeFilter:
+    """TC_CHAIN: packets of `proto` to a port in first..last get the range's mark.
+    Its tc handle is the protocol number << 16 | first port."""
+
+    proto: str = field(validator=in_(tuple(_PROTO_NUMBERS)))
+    first: int = field(validator=_port)
+    last: int = field(validator=_port)
+
+    @property
+    def mark(self) -> int:
+        return mark_of(self.first)
+
+    @property
+    def handle(self) -> int:
+        return _PROTO_NUMBERS[self.proto] << 16 | self.first
+
+    @property
+    def chain(self) -> int:
+        return TC_CHAIN
+
+
+def vip_blocks(vips: Iterable[str]) -> frozenset[VipFilter]:
+    """The fewest CIDR blocks that hold exactly the IPv4 VIPs: one chain-0 filter each (replies
+    to IPv6 VIPs are not steered yet: their filters would match protocol ipv6)."""
+    merged = netaddr.cidr_merge([netaddr.IPAddress(v) for v in vips if ":" not in v])
+    return frozenset(VipFilter(str(net)) for net in merged)
+
+
+def range_filters(members: Iterable[MemberRange]) -> frozenset[RangeFilter]:
+    return frozenset(
+        RangeFilter(proto, m.first, m.last) for m in members for proto in _PROTO_NUMBERS
+    )
