@@ -109,6 +109,7 @@ class Helper:
                 )
             )
         else:
+            actual = self._observe(infos)  # again: the member map may add a sysctl to read
             local_ips = {a.ip for a in actual.addresses} - set(self.vips)
             infos += [Info(note) for note in self.map.notes(local_ips)]
             self._converge(infos, actual)
