@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): run every benchmark, print the tables, write the results.
 
-    python -m bench [--reps N] [--only activation,hotspots,aliases,failover,footprint]
+    python -m bench [--reps N] [--only activation,dualstack,hotspots,aliases,failover,footprint]
                     [--idle SECONDS] [--lines N] [--no-pin]
 
 Order, chosen so that nothing CPU-bound shares the two cores with anything else: the host's
@@ -39,7 +39,7 @@ from .kernel import KERNEL_BENCHMARKS
 from .report import Table, Target, failed
 
 ALL = (*KERNEL_BENCHMARKS, "footprint")
-ORDER = ("activation", "hotspots", "aliases", "failover", "footprint")
+ORDER = ("activation", "dualstack", "hotspots", "aliases", "failover", "footprint")
 RESULTS = REPO_ROOT / "bench" / "results"
 
 

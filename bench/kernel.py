@@ -22,7 +22,7 @@ from typing import Any, Callable
 from . import calibrate
 from .report import failed
 
-KERNEL_BENCHMARKS = ("activation", "hotspots", "aliases", "failover")
+KERNEL_BENCHMARKS = ("activation", "dualstack", "hotspots", "aliases", "failover")
 
 
 def _runner(name: str) -> Callable[[int], dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable, Union
 
 from .arpwatch import ArpWatch
@@ -20,9 +20,9 @@ from .executor import execute
 from .hostaddrs import clash_error, interface_exists, subnet_edge
 from .kernel import Kernel
 from .memberfile import load_members
-from .model import KernelState, Role, Settings
+from .model import KernelState, Role, Settings, is_ipv6
 from .operations import Operation
-from .outgoing import MemberMap
+from .outgoing import MemberMap, ipv6_note
 from .planner import DEFAULT_PORTS, announce, desired_state, plan, sysctl_paths
 from .protocol import (
     INTF_VERSION,
@@ -70,6 +70,7 @@ class Helper:
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
         self.ipvs_problem: str | None = None
+        self.told_no_ipv6: set[str] = set()  # members said to lack an IPv6 address, once each
         s = settings
         self._options = f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
 
@@ -112,6 +113,9 @@ class Helper:
             actual = self._observe(infos)  # again: the member map may add a sysctl to read
             local_ips = {a.ip for a in actual.addresses} - set(self.vips)
             infos += [Info(note) for note in self.map.notes(local_ips)]
+            v6 = sum(is_ipv6(v) for v in self.vips)
+            if v6:
+                infos.append(Info(ipv6_note(v6, len(self.map.ipv6()), s.member_map)))
             self._converge(infos, actual)
         return Reply(tuple(infos))
 
@@ -177,6 +181,7 @@ class Helper:
         self.vips, self.vip_error = new, None
         self.map.update(members)
         self.arpwatch.watch(new)
+        self.told_no_ipv6.clear()  # the map may have changed: say again who lacks IPv6
         self._converge(infos, garp=self.session.state is State.ACTIVE)
         return Reply(tuple(infos))
 
@@ -236,10 +241,17 @@ class Helper:
     def status(self) -> str:
         ses = self.session
         role = "active" if ses.state is State.ACTIVE else "standby"
-        return (
+        text = (
             f"role={role} vips={len(self.vips)} members={','.join(ses.members)} {self._options} "
             f"conflicts={self.arpwatch.conflicts}"
         )
+        v6 = sum(is_ipv6(v) for v in self.vips)
+        if not v6:
+            return text
+        # dual stack: the IPv6 VIPs, and the IPv6 real servers while balancing
+        members6 = self.map.ipv6()
+        listed = [members6[m] for m in ses.members if m in members6]
+        return f"{text} vips6={v6} members6={','.join(listed)}"
 
     def _activate(self, req: Activate, infos: Infos) -> Response:
         if self.vip_error is not None:
@@ -351,14 +363,17 @@ class Helper:
         if actual is None:
             actual = self._observe(infos)
         ses = self.session
+        members6 = self.map.ipv6()
         desired = desired_state(
-            self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired
+            self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
         )
         balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+        if balancing:
+            self._without_ipv6(ses.members, members6, infos)
         desired = self.map.desired(desired, balancing, self.vips, actual)
         ops: list[Operation] = list(plan(desired, actual))
         if garp and ses.state is State.ACTIVE:
-            ops += announce(self.vips, self.settings.iface)
+            ops += announce(self.vips, self.settings.iface, members6)
         failures = execute(ops, self.kernel)
         if not failures:
             self.retired = frozenset()
@@ -379,9 +394,25 @@ class Helper:
             self.ipvs_problem = problem
         return actual
 
+    def _without_ipv6(
+        self, members: Sequence[str], members6: Mapping[str, str], infos: Infos
+    ) -> None:
+        """Say once per member that it is left out of the IPv6 services (balanced IPv6 VIPs)."""
+        if not members6 or not any(is_ipv6(v) for v in self.vips):
+            return
+        for m in members:
+            if m not in members6 and m not in self.told_no_ipv6:
+                self.told_no_ipv6.add(m)
+                infos.append(
+                    Info(
+                        f"member {m} has no IPv6 address in {self.settings.member_map}: "
+                        "left out of the IPv6 services"
+                    )
+                )
+
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""
-        failures = execute(announce(self.vips, self.settings.iface), self.kernel)
+        failures = execute(announce(self.vips, self.settings.iface, self.map.ipv6()), self.kernel)
         infos.append(
             Info(f"gratuitous ARP {what} for {len(self.vips)} VIPs on {self.settings.iface}")
         )

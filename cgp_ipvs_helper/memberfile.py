@@ -3,9 +3,11 @@
 Each member of the group opens its outgoing connections from a VIP with source ports from its
 own range (net.ipv4.ip_local_port_range, and the same range in CGP's Port Allocation); replies
 to a VIP whose destination port lies in a range belong to that member alone. One member per
-line: `<LAN IPv4 address> <first>-<last>`; `#` starts a comment. A third column is reserved for
-the member's IPv6 address. A bad line is reported with file, line number and text, and nothing
-is returned, so a half-valid map can never be half applied. Not to be confused with `--ports`,
+line: `<LAN IPv4 address> <first>-<last> [<IPv6 address>]`; `#` starts a comment. The third
+column is the member's IPv6 address on the LAN interface's link: CGP names members by IPv4, and
+IPv6 direct routing to the group's IPv6 VIPs needs each member's IPv6 address. A bad line is
+reported with file, line number and text, and nothing is returned, so a half-valid map can never
+be half applied. Not to be confused with `--ports`,
 the list of services balanced with `-p 0`.
 """
 
@@ -14,9 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 
+import netaddr
+
 from .errors import MemberFileError
 from .steering import MemberRange
-from .vipfile import is_unicast
+from .vipfile import canonical, is_unicast, not_unicast6
 
 DEFAULT_PATH = "/etc/sysconfig/cgp-ipvs-members"
 MIN_PORT = 1024  # below: well-known ports a service listens on, never a source-port range
@@ -32,6 +36,20 @@ def _address(path: str, lineno: int, line: str, text: str) -> str:
     if not is_unicast(octets[0] << 24):
         raise MemberFileError(path, lineno, line, f"{text} is not a unicast address")
     return ".".join(map(str, octets))
+
+
+def _address6(path: str, lineno: int, line: str, text: str) -> str:
+    """The third column: one unicast IPv6 address (no prefix), in the kernel's spelling."""
+    try:
+        if ":" not in text or "/" in text or "%" in text:
+            raise ValueError
+        ip = netaddr.IPAddress(text, version=6)
+    except (netaddr.AddrFormatError, ValueError):
+        raise MemberFileError(path, lineno, line, f"{text!r} is not an IPv6 address") from None
+    problem = not_unicast6(netaddr.IPNetwork(ip))
+    if problem:
+        raise MemberFileError(path, lineno, line, f"{text}: {problem}")
+    return canonical(str(ip))
 
 
 def _range(path: str, lineno: int, line: str, text: str) -> tuple[int, int]:
@@ -66,17 +84,22 @@ def parse_members(
         if not line:
             continue
         fields = line.split()
-        if len(fields) < 2:
-            raise MemberFileError(path, lineno, line, "expected '<LAN IPv4 address> FIRST-LAST'")
-        if len(fields) > 2:
-            reason = "a third column (the member's IPv6 address) is not supported yet"
-            raise MemberFileError(path, lineno, line, reason)
+        if not 2 <= len(fields) <= 3:
+            raise MemberFileError(
+                path, lineno, line, "expected '<LAN IPv4 address> FIRST-LAST [IPv6 address]'"
+            )
         ip = _address(path, lineno, line, fields[0])
         first, last = _range(path, lineno, line, fields[1])
-        if ip in vipset:
-            raise MemberFileError(path, lineno, line, f"{ip} is a VIP, not a member's address")
-        if ip in seen_ip:
-            raise MemberFileError(path, lineno, line, f"{ip} is already on line {seen_ip[ip]}")
+        ip6 = _address6(path, lineno, line, fields[2]) if len(fields) == 3 else None
+        for addr in (ip, ip6):
+            if addr in vipset:
+                raise MemberFileError(
+                    path, lineno, line, f"{addr} is a VIP, not a member's address"
+                )
+            if addr in seen_ip:
+                raise MemberFileError(
+                    path, lineno, line, f"{addr} is already on line {seen_ip[addr]}"
+                )
         for f, la, at in taken:
             if first <= la and f <= last:
                 raise MemberFileError(
@@ -88,8 +111,10 @@ def parse_members(
                 path, lineno, line, f"range {first}-{last} holds service port {inside[0]}"
             )
         seen_ip[ip] = lineno
+        if ip6 is not None:
+            seen_ip[ip6] = lineno
         taken.append((first, last, lineno))
-        members.append(MemberRange(ip, first, last))
+        members.append(MemberRange(ip, first, last, ip6))
     return tuple(members)
 
 

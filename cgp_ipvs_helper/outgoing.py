@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 import attrs
 from attrs import define
 
-from .model import DesiredState, Dest, KernelState, Service, ServiceKey, Sysctl
+from .model import DesiredState, Dest, KernelState, Service, ServiceKey, Sysctl, is_ipv6
 from .operations import AddClsact, AddFilter, DelFilter, Operation
 from .steering import VIP_CHAIN, MemberRange, RangeFilter, VipFilter, range_filters, vip_blocks
 
@@ -47,7 +47,8 @@ def steer(
         keys = {m: ServiceKey.for_mark(m.mark) for m in members}
         services |= {Service(key, SCHEDULER, 0) for key in keys.values()}
         dests |= {Dest(key, m.ip, WEIGHT) for m, key in keys.items()}
-        filters = vip_blocks(vips) | range_filters(members)
+        # the filters match IPv4 packets: replies to IPv6 VIPs are not steered (README)
+        filters = vip_blocks(v for v in vips if not is_ipv6(v)) | range_filters(members)
     return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
 
 
@@ -76,6 +77,19 @@ def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
     return ops
 
 
+def ipv6_note(vips6: int, members6: int, path: str) -> str:
+    """What to log at start about the IPv6 VIPs: balanced, or held on lo only, and why."""
+    if members6:
+        return (
+            f"{vips6} IPv6 VIPs, balanced over the {members6} members with an IPv6 address "
+            f"in {path}"
+        )
+    return (
+        f"{vips6} IPv6 VIPs held on lo only, not balanced: no member has an IPv6 address in "
+        f"{path} (its third column)"
+    )
+
+
 @define
 class MemberMap:
     """The member map as one helper run holds it. `seen`: it had entries at some time in this
@@ -89,6 +103,10 @@ class MemberMap:
     def update(self, members: tuple[MemberRange, ...]) -> None:
         self.members = members
         self.seen |= bool(members)
+
+    def ipv6(self) -> dict[str, str]:
+        """Member (by LAN IPv4 address) -> its IPv6 address: the real servers of IPv6 VIPs."""
+        return {m.ip: m.ip6 for m in self.members if m.ip6}
 
     def paths(self) -> frozenset[str]:
         return frozenset({PORT_RANGE}) if self.seen else frozenset()

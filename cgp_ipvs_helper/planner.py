@@ -12,7 +12,8 @@ daemons on our interface and SyncID: nothing not ours is ever touched.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from .model import (
     Address,
@@ -39,6 +40,7 @@ from .operations import (
     EditService,
     Operation,
     SendGarp,
+    SendNa,
     SetSysctl,
     StartDaemon,
     StopDaemon,
@@ -46,6 +48,7 @@ from .operations import (
 from .outgoing import filter_ops
 from .steering import is_our_mark
 
+_NONE: Mapping[str, str] = MappingProxyType({})  # no member's IPv6 address known
 OTHER_WEIGHT = 100
 DRAIN_SELF_WEIGHT = 100
 SCHEDULER = "wlc"
@@ -136,17 +139,22 @@ def desired_state(
     members: Sequence[str],
     self_ip: str | None,
     retired: frozenset[str] = frozenset(),
+    members6: Mapping[str, str] = _NONE,
 ) -> DesiredState:
     """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up.
 
-    IPv6 VIPs are held on lo only: members are named by IPv4, and their IPv6 addresses (which
-    IPv6 direct routing needs) are not known to the helper yet.
+    `members6` maps a member (named by IPv4, as CGP names it) to its IPv6 address on -i's link
+    (the member map's third column): an IPv6 VIP's real servers. A member without one is left
+    out of the IPv6 services; with no IPv6 member at all, IPv6 VIPs are held on lo only.
     """
     balancing = role in (Role.ACTIVE, Role.DRAINING)
-    balanced = balanced_vips(vips)
+    balanced = balanced_vips(vips, members6)
     svcs = services(settings, balanced) if balancing else frozenset()
     dests = frozenset(
-        Dest(s.key, m, _weight(settings, role, m == self_ip)) for s in svcs for m in members
+        Dest(s.key, ip, _weight(settings, role, m == self_ip))
+        for s in svcs
+        for m in members
+        for ip in _real_server(m, s.key.vip, members6)
     )
     daemon_state = {Role.STANDBY: "backup", Role.ACTIVE: "master", Role.DRAINING: "master"}
     daemons = frozenset(
@@ -167,9 +175,18 @@ def desired_state(
     )
 
 
-def balanced_vips(vips: Iterable[str]) -> list[str]:
-    """The VIPs the active balancer takes on -i, balances and announces: the IPv4 ones."""
-    return [v for v in vips if not is_ipv6(v)]
+def balanced_vips(vips: Iterable[str], members6: Mapping[str, str] = _NONE) -> list[str]:
+    """The VIPs the active balancer takes on -i, balances and announces: every IPv4 VIP, and
+    the IPv6 ones once a member's IPv6 address is known (IPv6 direct routing needs it)."""
+    return [v for v in vips if members6 or not is_ipv6(v)]
+
+
+def _real_server(member: str, vip: str, members6: Mapping[str, str]) -> tuple[str, ...]:
+    """The address of `member` as a real server of `vip`: of the VIP's family, if it has one."""
+    if not is_ipv6(vip):
+        return (member,)
+    ip6 = members6.get(member)
+    return (ip6,) if ip6 else ()
 
 
 def ip_order(ip: str) -> bytes:
@@ -252,9 +269,9 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
 
 
 def _ours(a: Address, scope: frozenset[str]) -> bool:
-    """An address this helper may take away: a /32 (/128) of a VIP, as it adds them. An
-    address with any other prefix is the host's own (a LAN address listed as a VIP by mistake,
-    or a range someone put on lo), whatever the VIP file says."""
+    """An address this helper may take away: a /32 (/128) of one of its VIPs, as it adds them.
+    An address with any other prefix is the host's own (a LAN address listed as a VIP by
+    mistake, or a range someone put on lo), whatever the VIP file says."""
     return a.prefixlen == host_prefixlen(a.ip) and a.ip in scope
 
 
@@ -263,10 +280,16 @@ def _daemon_order(d: Daemon) -> int:
     return 0 if d.state == "backup" else 1
 
 
-def announce(vips: Iterable[str], iface: str) -> tuple[SendGarp, ...]:
-    """A gratuitous ARP round: request and reply form per VIP (peers differ in what they learn)."""
-    return tuple(
-        SendGarp(ip, iface, reply)
-        for ip in sorted(balanced_vips(vips), key=ip_order)
-        for reply in (False, True)
-    )
+def announce(
+    vips: Iterable[str], iface: str, members6: Mapping[str, str] = _NONE
+) -> tuple[SendGarp | SendNa, ...]:
+    """An announcement round for the balanced VIPs: per IPv4 VIP a gratuitous ARP in request
+    and reply form (peers differ in what they learn), per IPv6 VIP one unsolicited neighbour
+    advertisement (one form: override, to all-nodes)."""
+    ops: list[SendGarp | SendNa] = []
+    for ip in sorted(balanced_vips(vips, members6), key=ip_order):
+        if is_ipv6(ip):
+            ops.append(SendNa(ip, iface))
+        else:
+            ops += [SendGarp(ip, iface, False), SendGarp(ip, iface, True)]
+    return tuple(ops)

@@ -36,18 +36,20 @@ def _port(_obj: object, _attr: object, value: int) -> None:
 
 @frozen
 class MemberRange:
-    """One line of the member map: a member's LAN address and its source-port range."""
+    """One line of the member map: a member's LAN address, its source-port range, and its IPv6
+    address if it has one."""
 
     ip: str
     first: int = field(validator=_port)
     last: int = field(validator=_port)
+    ip6: str | None = None  # its IPv6 address on the LAN link: a real server of IPv6 VIPs
 
     @property
     def mark(self) -> int:
         return mark_of(self.first)
 
     def __str__(self) -> str:
-        return f"{self.ip} {self.first}-{self.last}"
+        return f"{self.ip} {self.first}-{self.last}" + (f" {self.ip6}" if self.ip6 else "")
 
 
 def mark_of(first: int) -> int:

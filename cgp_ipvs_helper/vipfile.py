@@ -64,10 +64,18 @@ def _entry6(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
         raise VipFileError(path, lineno, text, f"mask /{net.prefixlen} is below /{MIN_PREFIXLEN6}")
     if net.ip != net.network:
         raise VipFileError(path, lineno, text, f"host bits set (the subnet is {net.cidr})")
+    problem = not_unicast6(net)
+    if problem:
+        raise VipFileError(path, lineno, text, problem)
+    return net
+
+
+def not_unicast6(net: netaddr.IPNetwork) -> str | None:
+    """Why an IPv6 address or subnet cannot be a VIP or a member's address; None if it can."""
     for bad, what in _NOT_VIP6:
         if net.network in bad or bad.network in net:
-            raise VipFileError(path, lineno, text, f"not a unicast address: {what}")
-    return net
+            return f"not a unicast address: {what}"
+    return None
 
 
 def _entry(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
@@ -135,7 +143,8 @@ def vip_error(path: str, ip: str, reason: str) -> VipFileError:
     addresses): it names the line that lists `ip`, as a parse error would."""
     try:
         for lineno, line in _lines(_read(path)):
-            if _DOTTED.fullmatch(line) and netaddr.IPAddress(ip) in netaddr.IPNetwork(line):
+            entry = _DOTTED.fullmatch(line) or _COLONS.fullmatch(line)
+            if entry and netaddr.IPAddress(ip) in netaddr.IPNetwork(line):
                 return VipFileError(path, lineno, line, reason)
     except (VipFileError, netaddr.AddrFormatError, ValueError):
         pass  # changed or gone since it was loaded: the error still names the file

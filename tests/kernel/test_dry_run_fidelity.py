@@ -81,3 +81,60 @@ def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> 
     finally:
         real.kill()
         dry.kill()
+
+
+VIPS6 = ["198.51.100.10", "2001:db8:10::/126"]
+MEMBER_MAP6 = (
+    "192.0.2.11 50000-54999 2001:db8::11\n"
+    "192.0.2.12 55000-59999 2001:db8::12\n"
+    "192.0.2.13 60000-64999\n"  # no IPv6 address: left out of the IPv6 services
+)
+
+
+@pytest.fixture
+def hosts6() -> Iterator[dict[str, Host]]:
+    with Lan("fid6r", ipv6=True) as a, Lan("fid6d", ipv6=True) as b, Lan("fid6s", ipv6=True) as c:
+        yield {
+            "real": a.add_host("fe", "192.0.2.11"),
+            "dry": b.add_host("fe", "192.0.2.11"),
+            "shell": c.add_host("fe", "192.0.2.11"),
+        }
+
+
+def state6(host: Host) -> dict[str, object]:
+    return {
+        **state(host),
+        "lo6": sorted(host.addresses6("lo")),
+        "eth06": sorted(host.addresses6("eth0")),
+    }
+
+
+def test_replayed_dry_run_equals_real_mode_with_ipv6_vips(
+    hosts6: dict[str, Host], tmp_path
+) -> None:
+    vipfile = write_vipfile(str(tmp_path / "vipaddrs"), VIPS6)
+    members = tmp_path / "cgp-ipvs-members"
+    members.write_text(MEMBER_MAP6)
+    args = ("-i", "eth0", "-f", vipfile, "--member-map", str(members))
+    real = HelperProcess(hosts6["real"], *args)
+    dry = HelperProcess(hosts6["dry"], *args, "-m")
+    try:
+        assert run_script(real) == run_script(dry)
+        commands = dry.commands()
+        assert commands == real.commands()
+        script = "set -e\n" + "\n".join(commands) + "\n"
+        hosts6["shell"].run(["sh", "-c", script], timeout=300)
+        assert state6(hosts6["shell"]) == state6(hosts6["real"])
+        real_state = state6(hosts6["real"])
+        assert "2001:db8:10::3/128" in real_state["eth06"]
+        # the last ACTIVATE lists .11 and .13: .11 alone has an IPv6 address
+        assert [r for r in real_state["ipvs"] if r.startswith("-a -t [2001:db8:10::3]")] == [
+            "-a -t [2001:db8:10::3]:0 -r [2001:db8::11]:0 -g -w 100"
+        ]
+        assert "ipvsadm -d -t '[2001:db8:10::3]:0' -r '[2001:db8::12]:0'" in commands
+        assert "ip -6 address add 2001:db8:10::3/128 dev eth0 nodad" in commands
+        assert "ndptool -t na -U -i eth0 -T 2001:db8:10::3 send" in commands
+        assert not [c for c in commands if "2001:db8::13" in c]
+    finally:
+        real.kill()
+        dry.kill()

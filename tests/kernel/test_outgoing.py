@@ -138,7 +138,7 @@ def test_bad_maps_change_nothing_until_fixed(group: Group, tmp_path: Path) -> No
         "192.0.2.11 1000-2000\n": ":1: '192.0.2.11 1000-2000': range 1000-2000 starts below 1024",
         "192.0.2.11 5000-6000\n": "holds service port 5060",
         "198.51.100.10 50000-54999\n": "198.51.100.10 is a VIP",
-        "192.0.2.11 50000-54999 2001:db8::11\n": "a third column (the member's IPv6 address)",
+        "192.0.2.11 50000-54999 fe80::11\n": "fe80::11: not a unicast address: a link-local",
     }
     for text, reason in bad.items():
         h = group.start(fe1, *helper_args(path, text))

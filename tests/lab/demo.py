@@ -1,11 +1,13 @@
 """The README's main job: a CGP load-balancer group in user-mode Linux, balancing and failing over.
 
-Three frontends (fe1-fe3) and a client on one LAN; every frontend runs the real helper with the
-shipped sample VIP file, driven over stdin/stdout as CommuniGate Pro drives it. The demo shows
-who answers, then the frontends' own connections from a VIP to a server on the LAN without and
-with the member map (issue 9), then moves the balancer twice (planned, then by pulling the
-cable) while 12 long-lived TCP connections from the client and 4 from each frontend's VIP keep
-pinging, and prints what they saw. Run it with
+Three frontends (fe1-fe3) and a client on one dual-stack LAN; every frontend runs the real
+helper with the shipped sample VIP file plus one IPv6 VIP, driven over stdin/stdout as
+CommuniGate Pro drives it. The demo shows who answers, then the frontends' own connections from
+a VIP to a server on the LAN without and with the member map (issue 9; the map also gives each
+frontend's IPv6 address, so the IPv6 VIP is balanced from then on, issue 11), then moves the
+balancer twice (planned, then by pulling the cable) while 12 long-lived TCP connections from the
+client to an IPv4 VIP, 6 to the IPv6 VIP and 4 from each frontend's VIP keep pinging, and prints
+what they saw. Run it with
 `make demo` (it boots the kernel through tests.lab.uml).
 """
 
@@ -17,24 +19,31 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from .driver import HelperProcess
-from .group import UDP, Group, Move
+from .group import TCP, UDP, Group, Move
 from .lan import ipvsadm
-from .traffic import Answered, outgoing, udp_ask
+from .traffic import Answered, LongLived, LongLivedStats, outgoing, udp_ask
 
 ROOT = Path(__file__).resolve().parents[2]
 VIPFILE = str(ROOT / "sysconfig" / "vipaddrs")
 MEMBERS_SAMPLE = ROOT / "sysconfig" / "cgp-ipvs-members"
 SOURCES = [f"192.0.2.{n}" for n in range(128, 188)]
+VIP6 = "2001:db8:10::10"
+SOURCES6 = [f"2001:db8::1:{n}" for n in range(1, 61)]
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def failover(name: str, g: Group, move: Move) -> tuple[bool, list[str]]:
-    """Report what the client saw while the balancer moved under 12 long-lived connections."""
+def failover(name: str, g: Group, how: Callable[[], Move]) -> tuple[bool, list[str]]:
+    """Move the balancer under 12 long-lived connections to an IPv4 VIP and 6 to the IPv6 one;
+    report what the client saw."""
+    with LongLived(g.client, VIP6, TCP, 6, SOURCES6[48:54], broken_after=2.0) as six:
+        move = how()
+        stats6 = six.stop()
     say(f"\n== {name} ==")
     say(f"12 long-lived SMTP connections, served by {dict(sorted(move.before.items()))}")
     if move.crashed:
@@ -61,13 +70,30 @@ def failover(name: str, g: Group, move: Move) -> tuple[bool, list[str]]:
         f"kept, longest gap {gap_out:.3f} s"
     )
     say(f"12 new connections after the move: {dict(sorted(fresh.items()))}")
+    kept6, total6, gap6 = _survived(stats6, move)
+    new_mac = g.client.neigh(VIP6) == g.lan[move.new].mac
+    say(
+        f"IPv6: client's neighbour entry for {VIP6} -> {move.new}'s MAC: {new_mac}; "
+        f"connections to surviving frontends kept: {kept6}/{total6}; "
+        f"longest time without an answer: {gap6:.3f} s"
+    )
+    fresh6 = g.spread(SOURCES6[36:42], VIP6)
+    say(f"6 new IPv6 connections after the move: {dict(sorted(fresh6.items()))}")
     ok = move.kept == len(move.survivors) and move.arp_s is not None and move.max_gap < 1.0
-    ok = ok and kept_out == total_out
+    ok = ok and kept_out == total_out and kept6 == total6 and new_mac and gap6 < 1.0
     return ok, [
         f"{name}: {move.kept}/{len(move.survivors)} kept, longest gap {move.max_gap:.3f} s, "
-        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms; outgoing from the VIP "
-        f"{kept_out}/{total_out} kept, longest gap {gap_out:.3f} s"
+        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms; IPv6 {kept6}/{total6} kept, "
+        f"longest gap {gap6:.3f} s; outgoing from the VIP {kept_out}/{total_out} kept, "
+        f"longest gap {gap_out:.3f} s"
     ]
+
+
+def _survived(stats: LongLivedStats, move: Move) -> tuple[int, int, float]:
+    """Kept, of how many, and the longest gap, of the connections not served by a crashed
+    balancer."""
+    alive = [c for c in stats.conns if not move.crashed or c.frontend != move.old]
+    return sum(not c.broken for c in alive), len(alive), max((c.max_gap for c in alive), default=0)
 
 
 def member_map(path: Path) -> str:
@@ -109,16 +135,50 @@ def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, 
     return ok, [f"outgoing from {vip}: without a map {total(before)}; with it {total(after)}"]
 
 
+def ipv6(g: Group, h1: HelperProcess) -> tuple[bool, list[str]]:
+    """The IPv6 VIP, balanced since the member map gave the frontends' IPv6 addresses."""
+    say(f"\n== IPv6 VIP {VIP6} (the member map's third column: each frontend's IPv6 address) ==")
+    for mark in (
+        f"ip -6 address add {VIP6}/128 dev eth0",
+        f"ipvsadm -a -t '[{VIP6}]:0'",
+        "ndptool",
+    ):
+        say("  " + next((x for x in h1.log if mark in x), f"(no line with {mark})"))
+    table = ipvsadm(g.fe[0], "-L", "-n", "-t", f"[{VIP6}]:0")
+    say(f"fe1: ipvsadm -Ln -t [{VIP6}]:0\n" + "\n".join("  " + t for t in table.splitlines()))
+    spread = g.spread(SOURCES6[:30], VIP6)
+    udp = Counter(udp_ask(g.client, VIP6, UDP, src=s) for s in SOURCES6[30:45])
+    say(f"30 IPv6 SMTP connections from 30 addresses answered by {dict(sorted(spread.items()))}")
+    say(f"15 IPv6 SIP/UDP requests from 15 other addresses answered by {dict(sorted(udp.items()))}")
+    ok = set(spread) == {"fe1", "fe2", "fe3"} == set(udp)
+    return ok, [
+        f"balancing IPv6: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"
+    ]
+
+
 def main() -> int:
     entries = [line.split("#")[0].strip() for line in Path(VIPFILE).read_text().splitlines()]
-    entries = [e for e in entries if e]
-    with Group("demo", entries, sources=SOURCES, vipfile=VIPFILE, server=True) as g, \
-            tempfile.TemporaryDirectory() as tmp:  # fmt: skip
-        say("LAN 192.0.2.0/24: fe1 .11, fe2 .12, fe3 .13, client .100 (+60 addresses), server .200")
-        say(f"VIP file {VIPFILE}: {', '.join(entries)}")
-        path = Path(tmp) / "cgp-ipvs-members"
-        path.write_text("# no member yet\n")
-        return run(g, g.start_all("--drain", "3", "--member-map", str(path), timeout=60), path)
+    entries = [e for e in entries if e] + [VIP6]
+    with tempfile.TemporaryDirectory() as tmp:
+        vipfile = Path(tmp) / "vipaddrs"
+        vipfile.write_text(Path(VIPFILE).read_text() + f"{VIP6}  # IPv6: the demo's addition\n")
+        group = Group(
+            "demo",
+            entries,
+            sources=SOURCES + SOURCES6,
+            vipfile=str(vipfile),
+            server=True,
+            ipv6=True,
+        )
+        with group as g:
+            say(
+                "LAN 192.0.2.0/24 and 2001:db8::/64: fe1 .11/::11, fe2 .12/::12, fe3 .13/::13, "
+                "client .100/::100 (+60 addresses each), server .200"
+            )
+            say(f"VIP file {VIPFILE} plus {VIP6}: {', '.join(entries)}")
+            path = Path(tmp) / "cgp-ipvs-members"
+            path.write_text("# no member yet\n")
+            return run(g, g.start_all("--drain", "3", "--member-map", str(path), timeout=60), path)
 
 
 def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
@@ -155,6 +215,9 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     ok, lines = steering(g, helpers, path)
     results.append(ok)
     report += lines
+    ok, lines = ipv6(g, helpers[0])
+    results.append(ok)
+    report += lines
     for name, move in (
         (
             "planned move: fe1 -> fe2 (DEACTIVATE and ACTIVATE at once)",
@@ -165,7 +228,7 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
             lambda: g.crash(h2, h3, broken_after=2.0, outgoing=4),
         ),
     ):
-        ok, lines = failover(name, g, move())
+        ok, lines = failover(name, g, move)
         results.append(ok)
         report += lines
     assert g.server is not None

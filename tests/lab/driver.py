@@ -42,7 +42,7 @@ def write_vipfile(path: str, entries: Sequence[str]) -> str:
 
 def commands(lines: Sequence[str]) -> list[str]:
     """The shell commands among a helper's info lines (what -m says real mode would run)."""
-    tools = ("ip", "sysctl", "ipvsadm", "arping", "tc")
+    tools = ("ip", "sysctl", "ipvsadm", "arping", "ndptool", "tc")
     return [ln[2:] for ln in lines if ln.startswith("* ") and ln[2:].split(" ", 1)[0] in tools]
 
 

@@ -16,15 +16,20 @@ from collections.abc import Sequence
 from .lan import Host
 
 IP_FREEBIND = 15  # not exported by the socket module of every Python we support
+IPV6_FREEBIND = 78
+
+
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 class EchoService:
     """Answer every TCP line and UDP datagram with the frontend's name (b'fe1\\n').
 
-    TCP listens on 0.0.0.0:port (a reply leaves from the address the client reached). UDP binds
-    each VIP separately so that replies come from the VIP, as a DR real server must answer; the
-    bind is IP_FREEBIND, so the VIP need not be configured yet. One background thread serves all
-    hosts through a selector.
+    TCP listens on 0.0.0.0:port (a reply leaves from the address the client reached), and on an
+    IPv6 LAN on [::]:port too. UDP binds each VIP separately so that replies come from the VIP,
+    as a DR real server must answer; the bind is IP_FREEBIND, so the VIP need not be configured
+    yet. One background thread serves all hosts through a selector.
     """
 
     def __init__(
@@ -56,17 +61,27 @@ class EchoService:
         try:
             for host in self.hosts:
                 reply = host.name.encode() + b"\n"
+                anys = ["0.0.0.0", "::"] if host.ip6 else ["0.0.0.0"]
                 for port in self.tcp_ports:
-                    sock = host.socket(socket.AF_INET, socket.SOCK_STREAM)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind(("0.0.0.0", port))
-                    sock.listen(128)
-                    sock.setblocking(False)
-                    self._sel.register(sock, selectors.EVENT_READ, ("listen", host.name, reply))
+                    for any_ in anys:
+                        sock = host.socket(_family(any_), socket.SOCK_STREAM)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        if ":" in any_:
+                            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                        sock.bind((any_, port))
+                        sock.listen(128)
+                        sock.setblocking(False)
+                        data = ("listen", host.name, reply)
+                        self._sel.register(sock, selectors.EVENT_READ, data)
                 for port in self.udp_ports:
-                    for addr in [*self.vips, host.ip]:
-                        sock = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+                    for addr in [*self.vips, host.ip, *([host.ip6] if host.ip6 else [])]:
+                        if ":" in addr and not host.ip6:
+                            continue  # an IPv6 VIP on a LAN without IPv6
+                        sock = host.socket(_family(addr), socket.SOCK_DGRAM)
+                        if ":" in addr:
+                            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+                        else:
+                            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
                         sock.bind((addr, port))
                         sock.setblocking(False)
                         self._sel.register(sock, selectors.EVENT_READ, ("udp", host.name, reply))

@@ -111,13 +111,16 @@ class Group:
         vipfile: str | None = None,
         server: bool = False,
         udp: bool = True,
+        ipv6: bool = False,
     ) -> None:
         """entries: the VIP file's lines (written to a temporary file unless `vipfile` is the
-        file that holds them); the echo service answers TCP 25 (and UDP 5060) on every VIP."""
+        file that holds them); the echo service answers TCP 25 (and UDP 5060) on every VIP.
+        ipv6: the LAN carries IPv6 too (fe<i> 2001:db8::1<i>, the client 2001:db8::100)."""
         self.prefix, self.entries, self.sources = prefix, list(entries), list(sources)
         self.vips = expand(entries)
         self.count, self.given_vipfile, self.with_server = frontends, vipfile, server
         self.udp_ports = [UDP] if udp else []
+        self.ipv6 = ipv6
         self.helpers: dict[str, HelperProcess] = {}
         self.services: list[EchoService] = []
 
@@ -126,7 +129,7 @@ class Group:
         self.vipfile = self.given_vipfile or write_vipfile(
             os.path.join(self._tmp.name, "vipaddrs"), self.entries
         )
-        self.lan = Lan(self.prefix)
+        self.lan = Lan(self.prefix, ipv6=self.ipv6)
         try:
             self.lan.open()
             self.fe = [

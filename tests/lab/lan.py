@@ -1,6 +1,7 @@
 """A LAN of network namespaces: a bridge with no uplink, and hosts (namespaces) on it.
 
-Everything lives in documentation ranges (LAN 192.0.2.0/24, VIPs 198.51.100.0/24) on a bridge
+Everything lives in documentation ranges (LAN 192.0.2.0/24, VIPs 198.51.100.0/24; with
+`ipv6=True` also LAN 2001:db8::/64 and IPv6 VIPs in 2001:db8:10::/64) on a bridge
 in the UML root namespace that has no uplink: nothing here can reach the host's network.
 Namespaces, veth pairs, the bridge, addresses and routes are made over netlink (pyroute2), with
 no process per operation: forked tools cost 0.1-0.3 s each in this kernel.
@@ -28,6 +29,8 @@ from .netns import NETNS_DIR, create_netns, delete_netns, in_netns
 
 LAN_NET = ipaddress.ip_network("192.0.2.0/24")
 VIP_NET = ipaddress.ip_network("198.51.100.0/24")
+LAN6_NET = ipaddress.ip_network("2001:db8::/64")
+VIP6_NET = ipaddress.ip_network("2001:db8:10::/64")
 # Neighbour states that carry no usable link-layer address.
 NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
@@ -50,6 +53,7 @@ class Host:
     ip: str
     mac: str
     extra_ips: tuple[str, ...] = ()
+    ip6: str | None = None  # 2001:db8::<last octet of ip> on an IPv6 LAN
     _ipr: IPRoute | None = field(default=None, repr=False)
 
     @property
@@ -129,11 +133,16 @@ class Host:
         """Remove an IPv4 address."""
         self.ipr.addr("del", index=self.ifindex(dev), address=addr, prefixlen=prefixlen)
 
+    def addresses6(self, dev: str = "eth0") -> list[str]:
+        """Global IPv6 addresses on `dev` as 'addr/len'."""
+        msgs = self.ipr.get_addr(family=socket.AF_INET6, index=self.ifindex(dev))
+        return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in msgs if m["scope"] == 0]
+
     def neigh(self, ip: str, dev: str = "eth0") -> str | None:
-        """The MAC this host's ARP cache holds for ip on dev, or None (absent or unresolved)."""
-        for msg in self.ipr.get_neighbours(
-            family=socket.AF_INET, dst=ip, ifindex=self.ifindex(dev)
-        ):
+        """The MAC this host's ARP (IPv6: neighbour) cache holds for ip on dev, or None (absent
+        or unresolved)."""
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        for msg in self.ipr.get_neighbours(family=family, dst=ip, ifindex=self.ifindex(dev)):
             lladdr = msg.get_attr("NDA_LLADDR")
             if lladdr and not msg["state"] & (NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP):
                 return str(lladdr)
@@ -176,12 +185,16 @@ class Lan:
     Cleanup deletes every namespace and the bridge, also after a failure half-way.
     """
 
-    def __init__(self, prefix: str = "lab", vip_route: str | None = str(VIP_NET)) -> None:
+    def __init__(
+        self, prefix: str = "lab", vip_route: str | None = str(VIP_NET), ipv6: bool = False
+    ) -> None:
         """prefix names everything (netns '<prefix>-<host>', links '<prefix>br', '<prefix>v<n>').
 
         vip_route: a prefix every host routes on-link out of eth0 (so a client ARPs for VIPs);
-        None for no such route.
+        None for no such route. ipv6: hosts also get 2001:db8::<last octet>/64 and an on-link
+        route to VIP6_NET (so a client solicits its neighbour for IPv6 VIPs); else IPv6 is off.
         """
+        self.ipv6 = ipv6
         if not prefix or len(prefix) > 8 or not prefix.replace("-", "").isalnum():
             raise ValueError(f"bad Lan prefix {prefix!r}: 1-8 letters, digits, '-'")
         self.prefix = prefix
@@ -218,10 +231,14 @@ class Lan:
     def add_host(self, name: str, ip: str, extra_ips: Iterable[str] = ()) -> Host:
         """Create netns '<prefix>-<name>' with eth0 on the bridge, lo up, ip/24 (+ extra /24s)."""
         assert self._ipr is not None, "use Lan as a context manager"
-        addrs = [ip, *extra_ips]
-        for addr in addrs:
-            if ipaddress.ip_address(addr) not in LAN_NET:
-                raise ValueError(f"{addr} is outside the lab LAN {LAN_NET}")
+        addrs = [a for a in [ip, *extra_ips] if ":" not in a]
+        addrs6 = [a for a in extra_ips if ":" in a]
+        if addrs6 and not self.ipv6:
+            raise ValueError(f"{addrs6[0]}: IPv6 on a LAN made without ipv6=True")
+        for addr in [*addrs, *addrs6]:
+            net = LAN6_NET if ":" in addr else LAN_NET
+            if ipaddress.ip_address(addr) not in net:
+                raise ValueError(f"{addr} is outside the lab LAN {net}")
         if name in self.hosts:
             raise ValueError(f"host {name} exists")
         index = len(self._made_ns)
@@ -232,7 +249,8 @@ class Lan:
         outer = f"{self.prefix}v{index}"
         create_netns(ns)
         self._made_ns.append(ns)
-        host = Host(self, name, ns, ip, mac, tuple(extra_ips))
+        ip6 = f"2001:db8::{last}" if self.ipv6 else None
+        host = Host(self, name, ns, ip, mac, tuple(extra_ips), ip6)
         self.hosts[name] = host
         ipr = self._ipr
         fd = os.open(str(NETNS_DIR / ns), os.O_RDONLY)
@@ -249,9 +267,16 @@ class Lan:
         bridge_idx = ipr.link_lookup(ifname=self.bridge)[0]
         outer_idx = ipr.link_lookup(ifname=outer)[0]
         ipr.link("set", index=outer_idx, master=bridge_idx, state="up")
-        # IPv6 off: no DAD or router solicitations on the LAN, nothing to wait for.
-        for scope in ("all", "default"):
-            host.set_sysctl(f"net.ipv6.conf.{scope}.disable_ipv6", 1)
+        # IPv6 off: no DAD or router solicitations on the LAN, nothing to wait for. On an IPv6
+        # LAN: no DAD (the addresses are usable at once) and no router solicitations either.
+        if self.ipv6:
+            for scope in ("all", "default", "eth0"):
+                host.set_sysctl(f"net.ipv6.conf.{scope}.accept_dad", 0)
+                host.set_sysctl(f"net.ipv6.conf.{scope}.router_solicitations", 0)
+                host.set_sysctl(f"net.ipv6.conf.{scope}.accept_ra", 0)
+        else:
+            for scope in ("all", "default"):
+                host.set_sysctl(f"net.ipv6.conf.{scope}.disable_ipv6", 1)
         inner = host.ipr
         inner.link("set", index=host.ifindex("lo"), state="up")
         eth0 = host.ifindex("eth0")
@@ -260,6 +285,11 @@ class Lan:
             inner.addr("add", index=eth0, address=addr, prefixlen=LAN_NET.prefixlen)
         if self.vip_route:
             inner.route("add", dst=self.vip_route, oif=eth0, scope="link")
+        if ip6 is not None:
+            batch = "".join(
+                f"address add {a}/{LAN6_NET.prefixlen} dev eth0 nodad\n" for a in [ip6, *addrs6]
+            )
+            host.run(["ip", "-batch", "-"], input=batch + f"route add {VIP6_NET} dev eth0\n")
         return host
 
     def close(self) -> None:

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from .lan import Host
 
 
-def _bound_socket(host: Host, kind: int, src: str | None) -> socket.socket:
-    """A socket of host; bound to (src, 0) if src is given: the kernel picks an ephemeral port."""
-    sock = host.socket(socket.AF_INET, kind)
+def _bound_socket(host: Host, kind: int, src: str | None, dst: str) -> socket.socket:
+    """A socket of host for dst's family; bound to (src, 0) if src is given: the kernel picks
+    an ephemeral port."""
+    sock = host.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, kind)
     if src is not None:
         sock.bind((src, 0))
     return sock
@@ -40,7 +41,7 @@ def _first_line(sock: socket.socket, what: str) -> str:
 
 def tcp_ask(host: Host, dst: str, port: int, src: str | None = None, timeout: float = 3.0) -> str:
     """Open a TCP connection from host (source address src), send a line, return the answer."""
-    with _bound_socket(host, socket.SOCK_STREAM, src) as sock:
+    with _bound_socket(host, socket.SOCK_STREAM, src, dst) as sock:
         sock.settimeout(timeout)
         sock.connect((dst, port))
         sock.sendall(b"?\n")
@@ -59,14 +60,14 @@ def udp_ask(
 
     Checks that the answer comes from dst:port (a DR real server must reply from the VIP).
     """
-    with _bound_socket(host, socket.SOCK_DGRAM, src) as sock:
+    with _bound_socket(host, socket.SOCK_DGRAM, src, dst) as sock:
         sock.settimeout(timeout)
         for _ in range(tries):
             sock.sendto(b"?\n", (dst, port))
             try:
                 while True:
                     data, peer = sock.recvfrom(4096)
-                    if peer == (dst, port):
+                    if peer[:2] == (dst, port):  # IPv6: (address, port, flow, scope)
                         return data.decode().strip()
             except socket.timeout:
                 continue
@@ -213,7 +214,7 @@ class LongLived:
         try:
             for i in range(self.count):
                 src = self.sources[i % len(self.sources)]
-                sock = _bound_socket(self.host, socket.SOCK_STREAM, src)
+                sock = _bound_socket(self.host, socket.SOCK_STREAM, src, self.dst)
                 self._socks.append(sock)
                 sock.settimeout(self.connect_timeout)
                 sock.connect((self.dst, self.port))

@@ -27,14 +27,37 @@ def test_entries_comments_blanks_in_file_order() -> None:
     assert parse_members("", "f") == () and parse_members("# only\n\n", "f") == ()
 
 
+def test_the_third_column_is_the_members_ipv6_address() -> None:
+    text = "192.0.2.11 50000-54999 2001:DB8::0011\n192.0.2.12 55000-59999\n"
+    assert parse_members(text, "f", CGP_PORTS, ["2001:db8:10::1"]) == (
+        MemberRange("192.0.2.11", 50000, 54999, "2001:db8::11"),
+        MemberRange("192.0.2.12", 55000, 59999),
+    )
+    assert str(parse_members(text, "f")[0]) == "192.0.2.11 50000-54999 2001:db8::11"
+    with pytest.raises(MemberFileError, match="2001:db8:10::1 is a VIP"):
+        parse_members("192.0.2.11 50000-54999 2001:db8:10::1\n", "f", vips=["2001:db8:10::1"])
+
+
 def test_marks_are_a_fixed_base_or_the_first_port() -> None:
     (m,) = parse_members("192.0.2.11 50000-54999\n", "f")
     assert m.mark == 0x4347C350 == 1128776528
 
 
 ERRORS = [
-    ("192.0.2.11", 1, "expected '<LAN IPv4 address> FIRST-LAST'"),
-    ("192.0.2.11 50000-54999 2001:db8::11", 1, "a third column (the member's IPv6 address)"),
+    ("192.0.2.11", 1, "expected '<LAN IPv4 address> FIRST-LAST [IPv6 address]'"),
+    ("192.0.2.11 50000-54999 2001:db8::11 x", 1, "expected '<LAN IPv4 address> FIRST-LAST ["),
+    ("192.0.2.11 50000-54999 192.0.2.12", 1, "'192.0.2.12' is not an IPv6 address"),
+    ("192.0.2.11 50000-54999 2001:db8::/64", 1, "'2001:db8::/64' is not an IPv6 address"),
+    ("192.0.2.11 50000-54999 fe80::1%eth0", 1, "'fe80::1%eth0' is not an IPv6 address"),
+    ("192.0.2.11 50000-54999 2001:db8::g", 1, "'2001:db8::g' is not an IPv6 address"),
+    ("192.0.2.11 50000-54999 fe80::11", 1, "fe80::11: not a unicast address: a link-local"),
+    ("192.0.2.11 50000-54999 ff02::1", 1, "ff02::1: not a unicast address: a multicast"),
+    ("192.0.2.11 50000-54999 ::1", 1, "::1: not a unicast address: the loopback"),
+    (
+        "192.0.2.11 50000-54999 2001:db8::11\n192.0.2.12 55000-59999 2001:DB8:0::11",
+        2,
+        "2001:db8::11 is already on line 1",
+    ),
     ("fe1 50000-54999", 1, "'fe1' is not an IPv4 address"),
     ("192.0.2.256 50000-54999", 1, "'192.0.2.256' is not an IPv4 address"),
     ("224.0.0.1 50000-54999", 1, "224.0.0.1 is not a unicast address"),
@@ -84,7 +107,7 @@ def test_sample_file_is_no_map_until_its_example_is_uncommented() -> None:
         line[1:] for line in sample.read_text().splitlines() if line.startswith("# 192.0.2.")
     )
     assert parse_members(example, str(sample), CGP_PORTS) == (
-        MemberRange("192.0.2.11", 50000, 54999),
-        MemberRange("192.0.2.12", 55000, 59999),
-        MemberRange("192.0.2.13", 60000, 64999),
+        MemberRange("192.0.2.11", 50000, 54999, "2001:db8::11"),
+        MemberRange("192.0.2.12", 55000, 59999, "2001:db8::12"),
+        MemberRange("192.0.2.13", 60000, 64999, "2001:db8::13"),
     )

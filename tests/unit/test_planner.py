@@ -13,6 +13,7 @@ from cgp_ipvs_helper.operations import (
     DelService,
     EditDest,
     EditService,
+    SendNa,
     SetSysctl,
     StartDaemon,
     StopDaemon,
@@ -178,7 +179,7 @@ def test_announce_sends_both_forms_per_vip() -> None:
     ]
 
 
-def test_ipv6_vips_are_held_on_lo_as_128_and_nothing_else_yet() -> None:
+def test_without_a_members_ipv6_address_ipv6_vips_are_held_on_lo_only() -> None:
     vips = (*VIPS, "2001:db8:10::", "2001:db8:10::1")
     standby = apply(fresh_state(), plan(want(Role.STANDBY, vips=vips), fresh_state()))
     assert [a for a in standby.addresses_on("lo") if ":" in a.ip] == [
@@ -190,3 +191,57 @@ def test_ipv6_vips_are_held_on_lo_as_128_and_nothing_else_yet() -> None:
     assert [op.ip for op in announce(vips, "eth0")] == [v for v in VIPS for _ in (0, 1)]
     active = apply(standby, ops)
     assert plan(want(Role.STANDBY, vips=vips), active) == plan(want(Role.STANDBY), active)
+
+
+V6 = ("2001:db8:10::", "2001:db8:10::1")
+MEMBERS6 = {SELF: "2001:db8::11", "192.0.2.12": "2001:db8::12"}  # .13 has none
+
+
+def test_ipv6_vips_are_balanced_over_the_members_ipv6_addresses() -> None:
+    vips = (*VIPS, *V6)
+    settings = Settings(weight=50)
+    standby = apply(fresh_state(), plan(want(Role.STANDBY, vips=vips), fresh_state()))
+    active = desired_state(settings, vips, Role.ACTIVE, MEMBERS, SELF, frozenset(), MEMBERS6)
+    assert active.on_iface == frozenset(vips)
+    v6 = {s for s in active.services if ":" in s.key.vip}
+    assert v6 == {Service(ServiceKey(p, v, 0), "wlc", 15) for v in V6 for p in ("tcp", "udp")}
+    assert {(d.service.vip, d.ip, d.weight) for d in active.dests if ":" in d.ip} == {
+        (v, ip, 50 if ip == "2001:db8::11" else 100)
+        for v in V6
+        for _ in (0, 1)
+        for ip in MEMBERS6.values()
+    }
+    assert not [d for d in active.dests if ":" in d.service.vip and ":" not in d.ip]
+    ops = plan(active, standby)
+    # the IPv4 order holds: forwarding ready (services, real servers, daemons) before any VIP
+    # is taken on eth0
+    first_iface = min(
+        i for i, op in enumerate(ops) if isinstance(op, AddAddress) and op.address.dev == "eth0"
+    )
+    assert all(not isinstance(op, (AddService, AddDest, StartDaemon)) for op in ops[first_iface:])
+    assert AddAddress(Address("2001:db8:10::1", "eth0", 128)) in ops
+    after = apply(standby, ops)
+    assert plan(active, after) == ()
+    draining = desired_state(settings, vips, Role.DRAINING, MEMBERS, SELF, frozenset(), MEMBERS6)
+    drain_ops = plan(draining, after)
+    assert DelAddress(Address("2001:db8:10::", "eth0", 128)) in drain_ops
+    assert EditDest(Dest(ServiceKey("tcp", "2001:db8:10::", 0), "2001:db8::12", 0)) in drain_ops
+    back = desired_state(settings, vips, Role.STANDBY, (), None, frozenset(), MEMBERS6)
+    assert [a.dev for a in apply(after, plan(back, after)).addresses if ":" in a.ip] == ["lo"] * 2
+
+
+def test_an_announcement_round_is_garp_for_ipv4_and_one_na_per_ipv6_vip() -> None:
+    vips = (*V6, *VIPS)
+    round6 = announce(vips, "eth0", MEMBERS6)
+    assert round6[-2:] == (SendNa("2001:db8:10::", "eth0"), SendNa("2001:db8:10::1", "eth0"))
+    assert [type(op).__name__ for op in round6] == ["SendGarp"] * 4 + ["SendNa"] * 2
+    assert announce(vips, "eth0") == round6[:4]  # no IPv6 member: IPv6 VIPs not announced
+
+
+def test_only_host_routes_of_our_ipv6_vips_are_ever_deleted() -> None:
+    vips = (*VIPS, *V6)
+    ours = Address("2001:db8:10::1", "eth0", 128)  # what a dead active run left behind
+    theirs = Address("2001:db8:10::", "eth0", 64)  # the host's own, listed as a VIP by mistake
+    state = KernelState(addresses=(*fresh_state().addresses, ours, theirs))
+    ops = plan(want(Role.STANDBY, vips=vips), state)
+    assert DelAddress(ours) in ops and DelAddress(theirs) not in ops

@@ -167,8 +167,9 @@ def test_an_entry_with_a_bad_byte_names_its_line_with_the_text_escaped(
 
 def test_an_error_about_a_vip_found_later_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "vipaddrs"
-    path.write_bytes(b"# \xff\n198.51.100.10 # x\n\n  203.0.113.0/30\n")
+    path.write_bytes(b"# \xff\n198.51.100.10 # x\n\n  203.0.113.0/30\n2001:db8:10::/124\n")
     assert str(vip_error(str(path), "203.0.113.2", "why")) == f"{path}:4: '203.0.113.0/30': why"
+    assert str(vip_error(str(path), "2001:db8:10::7", "w")) == f"{path}:5: '2001:db8:10::/124': w"
     assert str(vip_error(str(path), "198.51.100.10", "why")) == f"{path}:2: '198.51.100.10': why"
     path.unlink()
     assert str(vip_error(str(path), "198.51.100.10", "why")) == f"{path}: '198.51.100.10': why"
