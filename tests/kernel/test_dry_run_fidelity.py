@@ -55,10 +55,15 @@ def run_script(helper: HelperProcess) -> list[str]:
     return [helper.request(line) for line in SCRIPT]
 
 
-def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> None:
-    vipfile = write_vipfile(str(tmp_path / "vipaddrs"), VIPS)
+def replayed(
+    hosts: dict[str, Host], tmp_path, entries: list[str], member_map: str, read=state
+) -> list[str]:
+    """The script run by a real-mode and a -m helper (same answers, same commands), and the
+    -m commands replayed by a shell: the shell's kernel state must equal real mode's. Returns
+    the commands."""
+    vipfile = write_vipfile(str(tmp_path / "vipaddrs"), entries)
     members = tmp_path / "cgp-ipvs-members"
-    members.write_text(MEMBERS)
+    members.write_text(member_map)
     args = ("-i", "eth0", "-f", vipfile, "--member-map", str(members))
     real = HelperProcess(hosts["real"], *args)
     dry = HelperProcess(hosts["dry"], *args, "-m")
@@ -71,16 +76,21 @@ def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> 
         ]
         script = "set -e\n" + "\n".join(commands) + "\n"
         hosts["shell"].run(["sh", "-c", script], timeout=300)
-        assert state(hosts["shell"]) == state(hosts["real"])
-        assert any(c.startswith("arping -U -c 1 -I eth0 198.51.100.23") for c in commands)
-        # the steering: this member's port range, firewall-mark services and the tc filters
-        assert "sysctl -w 'net.ipv4.ip_local_port_range=50000 54999'" in commands
-        assert "ipvsadm -a -f 1128786528 -r 192.0.2.14 -g -w 100" in commands
-        assert "tc qdisc add dev eth0 clsact" in commands
-        assert "skbedit  mark 1128781528" in state(hosts["real"])["tc"]
+        assert read(hosts["shell"]) == read(hosts["real"])
+        return commands
     finally:
         real.kill()
         dry.kill()
+
+
+def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> None:
+    commands = replayed(hosts, tmp_path, VIPS, MEMBERS)
+    assert any(c.startswith("arping -U -c 1 -I eth0 198.51.100.23") for c in commands)
+    # the steering: this member's port range, firewall-mark services and the tc filters
+    assert "sysctl -w 'net.ipv4.ip_local_port_range=50000 54999'" in commands
+    assert "ipvsadm -a -f 1128786528 -r 192.0.2.14 -g -w 100" in commands
+    assert "tc qdisc add dev eth0 clsact" in commands
+    assert "skbedit  mark 1128781528" in state(hosts["real"])["tc"]
 
 
 VIPS6 = ["198.51.100.10", "2001:db8:10::/126"]
@@ -112,29 +122,14 @@ def state6(host: Host) -> dict[str, object]:
 def test_replayed_dry_run_equals_real_mode_with_ipv6_vips(
     hosts6: dict[str, Host], tmp_path
 ) -> None:
-    vipfile = write_vipfile(str(tmp_path / "vipaddrs"), VIPS6)
-    members = tmp_path / "cgp-ipvs-members"
-    members.write_text(MEMBER_MAP6)
-    args = ("-i", "eth0", "-f", vipfile, "--member-map", str(members))
-    real = HelperProcess(hosts6["real"], *args)
-    dry = HelperProcess(hosts6["dry"], *args, "-m")
-    try:
-        assert run_script(real) == run_script(dry)
-        commands = dry.commands()
-        assert commands == real.commands()
-        script = "set -e\n" + "\n".join(commands) + "\n"
-        hosts6["shell"].run(["sh", "-c", script], timeout=300)
-        assert state6(hosts6["shell"]) == state6(hosts6["real"])
-        real_state = state6(hosts6["real"])
-        assert "2001:db8:10::3/128" in real_state["eth06"]
-        # the last ACTIVATE lists .11 and .13: .11 alone has an IPv6 address
-        assert [r for r in real_state["ipvs"] if r.startswith("-a -t [2001:db8:10::3]")] == [
-            "-a -t [2001:db8:10::3]:0 -r [2001:db8::11]:0 -g -w 100"
-        ]
-        assert "ipvsadm -d -t '[2001:db8:10::3]:0' -r '[2001:db8::12]:0'" in commands
-        assert "ip -6 address add 2001:db8:10::3/128 dev eth0 nodad" in commands
-        assert "ndptool -t na -U -i eth0 -T 2001:db8:10::3 send" in commands
-        assert not [c for c in commands if "2001:db8::13" in c]
-    finally:
-        real.kill()
-        dry.kill()
+    commands = replayed(hosts6, tmp_path, VIPS6, MEMBER_MAP6, state6)
+    real_state = state6(hosts6["real"])
+    assert "2001:db8:10::3/128" in real_state["eth06"]
+    # the last ACTIVATE lists .11 and .13: .11 alone has an IPv6 address
+    assert [r for r in real_state["ipvs"] if r.startswith("-a -t [2001:db8:10::3]")] == [
+        "-a -t [2001:db8:10::3]:0 -r [2001:db8::11]:0 -g -w 100"
+    ]
+    assert "ipvsadm -d -t '[2001:db8:10::3]:0' -r '[2001:db8::12]:0'" in commands
+    assert "ip -6 address add 2001:db8:10::3/128 dev eth0 nodad" in commands
+    assert "ndptool -t na -U -i eth0 -T 2001:db8:10::3 send" in commands
+    assert not [c for c in commands if "2001:db8::13" in c]
