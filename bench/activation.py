@@ -38,6 +38,7 @@ from tests.lab.group import expand
 from tests.lab.lan import Host
 from tests.lab.netns import in_netns
 
+from . import limit
 from .lab import FE_IP, ArpWatch, Snapshot, fresh_lan, progress, snapshot
 from .report import Table, Target, median, ms, ratio, result, secs, spread, times
 
@@ -228,6 +229,7 @@ def run(reps: int) -> dict[str, Any]:
     cases = [(v, m) for v in VIP_COUNTS for m in MEMBER_COUNTS]
     helper: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     classic: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    limits: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     check: list[float] = []
     for rep in range(reps):
         for v, m in cases:
@@ -235,17 +237,26 @@ def run(reps: int) -> dict[str, Any]:
             pre_arp = next(i for i, c in enumerate(cmds) if c.startswith("arping ")) + 1
             h = measure_helper(files[v], vips, members_of(m))
             c = measure_baseline(files[v], vips, cmds, full=pre_arp <= FULL_LIMIT)
+            lim = limit.measure(files[v], vips, members_of(m))
             helper[(v, m)].append(h)
             classic[(v, m)].append(c)
+            limits[(v, m)].append(lim)
             if (v, m) == CHECK_CASE:
                 check.append(measure_baseline(files[v], vips, cmds, full=False)["first_arp_s"])
             progress(
                 f"activation {v}x{m} rep {rep + 1}/{reps}: helper OK {ms(h['ok_s'])} ms, "
                 f"first ARP {ms(h['first_arp_s'])} ms; classic first ARP "
                 f"{secs(c['first_arp_s'])} s ({'measured' if c['measured'] else 'extrapolated'}"
-                f", {c['ran']} of {c['total']} commands run)"
+                f", {c['ran']} of {c['total']} commands run); limit {ms(lim['total_s'], 2)} ms"
             )
     out = _report(cases, dry, helper, classic, check, reps, time.monotonic() - t_start)
+    versus, targets = limit.table(cases, helper, limits)
+    out["tables"].append(versus.to_dict())
+    out["targets"] += [t.to_dict() for t in targets]
+    out["raw"]["limit"] = {
+        f"{v}x{m}": [{k: x for k, x in r.items() if k != "state"} for r in limits[(v, m)]]
+        for v, m in cases
+    }
     if TARGET_CASE in helper:
         _steering(out, files[TARGET_CASE[0]], tmp, reps)
     return out

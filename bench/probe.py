@@ -92,6 +92,9 @@ class TimingKernel:
                 failures += execute(list(run), self.inner)
         return failures
 
+    def prepare(self, ops: Sequence[Operation]) -> None:
+        self.inner.prepare(ops)
+
     def close(self) -> None:
         self.inner.close()
 

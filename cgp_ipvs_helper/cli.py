@@ -290,6 +290,7 @@ def serve(
     ears = _Ears(helper, listen)
     eof = False
     out.write(helper.start(notes))
+    gc.freeze()  # and what start-up planned ahead for an ACTIVATE (see main)
     try:
         while not helper.finished:
             out.write(ears.follow())

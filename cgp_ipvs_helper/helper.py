@@ -39,6 +39,7 @@ from .protocol import (
     Status,
     parse_line,
 )
+from .ready import Ready, activation, prepare
 from .session import Event, Session, State
 from .shown import escaped
 from .steering import MemberRange
@@ -70,6 +71,7 @@ class Helper:
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
         self.ipvs_problem: str | None = None
+        self.ready: Ready | None = None  # while standby: the ACTIVATE planned ahead (ready.py)
         self.told_no_ipv6: set[str] = set()  # members said to lack an IPv6 address, once each
         s = settings
         self._options = f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
@@ -259,7 +261,9 @@ class Helper:
         iface = self.settings.iface
         if not self.link_exists(iface):  # it may come later (a bond, a VLAN): asked every time
             return Response(req.seq, "ERROR", f"-i {iface}: no such interface")
-        actual = self._observe(infos)
+        # from standby, the state read at the last step, which ready was planned against
+        ahead = self.ready if self.session.state is State.STANDBY else None
+        actual = self._observe(infos) if ahead is None else ahead.state
         try:
             self._check_local(self.vips, actual)
             members, self_ip = self._members(req.members, actual)
@@ -363,36 +367,60 @@ class Helper:
         if actual is None:
             actual = self._observe(infos)
         ses = self.session
-        members6 = self.map.ipv6()
-        desired = desired_state(
-            self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
-        )
-        balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
-        if balancing:
-            self._without_ipv6(ses.members, members6, infos)
-        desired = self.map.desired(desired, balancing, self.vips, actual)
-        ops: list[Operation] = list(plan(desired, actual))
-        if garp and ses.state is State.ACTIVE:
-            ops += announce(self.vips, self.settings.iface, members6)
+        ahead, self.ready = self.ready, None
+        known: Mapping[int, str] = {}
+        planned_ahead = ahead is not None and ahead.state is actual and not self.map.seen
+        if garp and planned_ahead and ses.self_ip is not None:
+            assert ahead is not None
+            ops: Sequence[Operation] = activation(ahead, self.settings, ses.members, ses.self_ip)
+            known = ahead.texts
+        else:
+            members6 = self.map.ipv6()
+            desired = desired_state(
+                self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
+            )
+            balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+            if balancing:
+                self._without_ipv6(ses.members, members6, infos)
+            desired = self.map.desired(desired, balancing, self.vips, actual)
+            ops = plan(desired, actual)
+            if garp and ses.state is State.ACTIVE:
+                ops += announce(self.vips, self.settings.iface, members6)
         failures = execute(ops, self.kernel)
         if not failures:
             self.retired = frozenset()
+            if ses.state is State.STANDBY:  # what it did is all that changed: read it again
+                self._plan_ahead(ahead, self._read() if ops else actual)
         ses.settled = not failures
-        self._log(ops, failures, infos)
+        self._log(ops, failures, infos, known)
         return failures
+
+    def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
+        """While standby: plan the ACTIVATE against `state` now, and have the kernel build its
+        messages (the last plan is kept while it still fits: a quiet refresh costs nothing)."""
+        if self.map.seen:  # the steering filters depend on the members: planned in full
+            self.ready = None
+            return
+        if last is None or not last.fits(self.vips, self.retired, state):
+            last = prepare(self.settings, self.vips, self.retired, state)
+            if last is not None:
+                self.kernel.prepare(last.ops())
+        self.ready = last
 
     def _observe(self, infos: Infos) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
-        tc_dev = self.map.tc_dev(self.settings.iface)
-        if tc_dev is None:
-            actual = self.kernel.observe(self.paths)
-        else:
-            actual = self.kernel.observe(self.paths | self.map.paths(), tc_dev)
+        actual = self._read()
         problem = None if actual.ipvs else self.kernel.ipvs_problem
         if problem != self.ipvs_problem:
             infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))
             self.ipvs_problem = problem
         return actual
+
+    def _read(self) -> KernelState:
+        tc_dev = self.map.tc_dev(self.settings.iface)
+        if tc_dev is None:
+            return self.kernel.observe(self.paths)
+        return self.kernel.observe(self.paths | self.map.paths(), tc_dev)
 
     def _without_ipv6(
         self, members: Sequence[str], members6: Mapping[str, str], infos: Infos
@@ -419,13 +447,19 @@ class Helper:
         self._log((), failures, infos)
 
     @staticmethod
-    def _log(ops: Sequence[Operation], failures: Sequence[KernelError], infos: Infos) -> None:
-        """The operations done (as shell commands), then one FAILED line per failure."""
+    def _log(
+        ops: Sequence[Operation],
+        failures: Sequence[KernelError],
+        infos: Infos,
+        known: Mapping[int, str] | None = None,
+    ) -> None:
+        """The operations done (as shell commands; `known` has some texts already, by id()),
+        then one FAILED line per failure."""
         if failures:
             failed = {f.op for f in failures}
             ops = [op for op in ops if op not in failed]
         if ops:
-            infos.append(Commands(tuple(ops)))
+            infos.append(Commands(tuple(ops), known or {}))
         infos += [Info(f"FAILED {f.op}: {f.reason}") for f in failures]
 
 

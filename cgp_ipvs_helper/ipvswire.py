@@ -88,6 +88,7 @@ def _service_key(key: ServiceKey) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def key_attrs(key: ServiceKey) -> bytes:
     """The service attribute naming `key` alone: what DEL_SERVICE and GET_DEST need."""
     return nla(IPVS_CMD_ATTR_SERVICE, _service_key(key))
@@ -111,17 +112,22 @@ def service_attrs(svc: Service) -> bytes:
 
 def dest_attrs(d: Dest, full: bool) -> bytes:
     """A real server of its service: all of it (NEW/SET_DEST), or its address only (DEL_DEST)."""
+    return key_attrs(d.service) + _dest(d.ip, d.service.port, d.weight if full else None)
+
+
+@functools.lru_cache(maxsize=4096)  # depends on address, port, weight: a /24 x 4 has 4 kinds
+def _dest(ip: str, port: int, weight: int | None) -> bytes:
     # no IPVS_DEST_ATTR_ADDR_FAMILY: a real server of ours has its service's family, which the
     # kernel takes when the attribute is missing (and kernels before 3.18 do not know it)
-    a = nla(IPVS_DEST_ATTR_ADDR, packed(d.ip)[1]) + nla(IPVS_DEST_ATTR_PORT, BE16.pack(d.port))
-    if full:
+    a = nla(IPVS_DEST_ATTR_ADDR, packed(ip)[1]) + nla(IPVS_DEST_ATTR_PORT, BE16.pack(port))
+    if weight is not None:
         a += (
             nla(IPVS_DEST_ATTR_FWD_METHOD, U32.pack(IP_VS_CONN_F_DROUTE))
-            + nla(IPVS_DEST_ATTR_WEIGHT, U32.pack(d.weight))
+            + nla(IPVS_DEST_ATTR_WEIGHT, U32.pack(weight))
             + nla(IPVS_DEST_ATTR_U_THRESH, U32.pack(0))
             + nla(IPVS_DEST_ATTR_L_THRESH, U32.pack(0))
         )
-    return key_attrs(d.service) + nla(IPVS_CMD_ATTR_DEST, a)
+    return nla(IPVS_CMD_ATTR_DEST, a)
 
 
 def daemon_attrs(d: Daemon, full: bool) -> bytes:

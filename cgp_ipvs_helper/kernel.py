@@ -9,7 +9,7 @@ type of `Operation`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from .errors import KernelError
@@ -35,6 +35,11 @@ class Kernel(Protocol):
     def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
         """Carry out every operation in order, going on after a failure (a balancer missing one
         real server still serves more clients than none); the failures, in order."""
+
+    def prepare(self, ops: Sequence[Operation]) -> None:
+        """These operations (these very objects) may be applied soon: build now what applying
+        them will send, so that apply_many() of them only sends. Replaces the last preparation;
+        changes nothing in the kernel, and an operation that cannot be built is just not kept."""
 
     def close(self) -> None:
         """Release sockets."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable
 
 from . import operations
@@ -58,6 +58,9 @@ class MemoryKernel:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def prepare(self, ops: Sequence[operations.Operation]) -> None:
+        """Nothing to build ahead: applying here changes a few Python objects."""
 
     def apply(self, op: operations.Operation) -> None:
         handler = HANDLERS.get(type(op))

@@ -1,6 +1,7 @@
 """Small frozen values shared by the planner, the operations and the kernels.
 
-Frozen attrs classes hash by value, so "desired minus observed" is a set difference.
+Frozen attrs classes hash by value, so "desired minus observed" is a set difference; the
+values a /24 plan holds thousands of keep their hash once computed (a plan hashes each often).
 They hold configuration only, never counters, so equality means "nothing to change".
 """
 
@@ -59,7 +60,7 @@ class Settings:
     member_map: str = "/etc/sysconfig/cgp-ipvs-members"
 
 
-@frozen
+@frozen(cache_hash=True)
 class Address:
     """An address on a device; `prefixlen` is what the kernel holds (we add /32 or /128)."""
 
@@ -82,7 +83,7 @@ class Sysctl:
         return self.path if any("." in p for p in parts) else ".".join(parts)
 
 
-@frozen
+@frozen(cache_hash=True)
 class ServiceKey:
     """What identifies an IPVS virtual service: protocol, address and port, or a firewall mark
     (then the kernel matches the mark alone and reports the protocol as TCP)."""
@@ -100,7 +101,7 @@ class ServiceKey:
         return f"fwmark/{self.fwmark}" if self.fwmark else f"{self.proto}/{self.vip}:{self.port}"
 
 
-@frozen
+@frozen(cache_hash=True)
 class Service:
     """An IPVS virtual service; `persistence` 0 means not persistent."""
 
@@ -109,7 +110,7 @@ class Service:
     persistence: int = 0
 
 
-@frozen
+@frozen(cache_hash=True)
 class Dest:
     """A real server of a service; `method` is "dr" for everything this helper makes."""
 

@@ -8,9 +8,11 @@ IPVS.service("add") 2.1-2.8 ms a call, a forked `ipvsadm -A` 26-48 ms, an operat
 ipvswire, nlsocket) import pyroute2, and for its constants only.
 
 To carry out a new operation type: one row in `HANDLERS`. A row with a channel encodes the
-operation into a netlink request; consecutive operations of the same channel travel together
-in batches, which changes no order of effects. A row without one carries the operation out at
-once. A new netlink protocol is one more channel: a socket and what its failures mean.
+operation into a request of that channel (a netlink message; a gratuitous ARP frame's device
+and address); consecutive operations of the same channel travel together in batches (netlink
+datagrams of many messages, one sendmmsg of many frames), which changes no order of effects. A
+row without one carries the operation out at once. A new netlink protocol is one more channel:
+a socket and what its failures mean.
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Protocol
 
 from attrs import frozen
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR
 
 from . import ipvswire, operations, sysctl, tc
-from .arp import GarpSender
+from .arp import FrameSender
 from .errors import KernelError
 from .ipvswire import (
     CMD_DEL_DAEMON,
@@ -63,7 +65,17 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-# --- channels: one netlink socket each, and what it caches -------------------------------------
+# --- channels: one socket each, and what it caches ---------------------------------------------
+
+
+class _Channel(Protocol):
+    """Where the requests of one row's channel go: sent together, failures by index."""
+
+    def batch(self, requests: Sequence[Any]) -> dict[int, int]:
+        """Send in order; {index: errno} of those that failed; OSError if nothing was sent."""
+
+    def failed(self, codes: set[int]) -> None:
+        """Some requests failed with these errors: forget what they make doubtful."""
 
 
 class _Route:
@@ -82,6 +94,13 @@ class _Route:
         self._ifindex = {name: index for index, name in names.items()}
         found = (address_from(msg, names) for msg in self.sock.dump(RTM_GETADDR, ADDRESS_DUMP))
         return tuple(a for a in found if a is not None)
+
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
+        return self.sock.batch(requests)
+
+    def indexes(self) -> dict[str, int]:
+        """The device indexes known now, by name."""
+        return dict(self._ifindex)
 
     def request(self, address: Address, add: bool) -> Request:
         body = ifaddr(address, self._index(address.dev))
@@ -144,6 +163,9 @@ class _Ipvs:
         except (OSError, IndexError, KeyError, struct.error) as exc:
             raise _Unavailable(f"IPVS is not available: {_reason(exc)}") from None
 
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
+        return self.sock.batch(requests)
+
     def failed(self, codes: set[int]) -> None:
         if codes & {errno.ENOENT, errno.EOPNOTSUPP}:
             self.sock.forget(IPVS_FAMILY)  # perhaps the module was reloaded: ask again next time
@@ -190,8 +212,9 @@ class _Ipvs:
 class Handler:
     """How the netlink kernel carries out one operation type.
 
-    With a `channel`, `run(kernel, op)` returns the operation's netlink request, sent in a batch
-    with the consecutive operations of the same channel; without one, it carries `op` out.
+    With a `channel`, `run(kernel, op)` returns the operation's request for that channel, sent
+    in a batch with the consecutive operations of the same channel; without one, it carries
+    `op` out.
     """
 
     channel: str | None
@@ -215,8 +238,8 @@ HANDLERS: dict[type, Handler] = {
     operations.DelDest: _ipvs_row(CMD_DEL_DEST, lambda op: dest_attrs(op.dest, False)),
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
-    operations.SendGarp: Handler(None, lambda k, op: k._send_garp(op)),
-    operations.SendNa: Handler(None, lambda k, op: k._garp.send_na(op.ip, op.dev)),
+    operations.SendGarp: Handler("frames", lambda k, op: k._frames.arp(op.ip, op.dev, op.reply)),
+    operations.SendNa: Handler("frames", lambda k, op: k._frames.na(op.ip, op.dev)),
     operations.AddClsact: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.AddFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.DelFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
@@ -244,16 +267,25 @@ class NetlinkKernel:
         self.ipvs_problem: str | None = None
         self._route = _Route()
         self._ipvs = _Ipvs()
-        self._channels = {"rtnl": self._route, "genl": self._ipvs}
-        self._garp = GarpSender()
+        self._frames = FrameSender()
+        self._prepared: dict[int, tuple[operations.Operation, Any]] = {}  # id(op): (op, request)
+        self._channels: dict[str, _Channel] = {
+            "rtnl": self._route,
+            "genl": self._ipvs,
+            "frames": self._frames,
+        }
 
     def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
         """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` our steering filters on
-        it; KernelError if addresses cannot be read."""
+        it; KernelError if addresses cannot be read. A device whose index changed drops the
+        last preparation (its requests hold indexes)."""
+        indexes = self._route.indexes()
         try:
             addresses = self._route.addresses()
         except (OSError, ValueError, KeyError, struct.error) as exc:
             raise KernelError("reading addresses", _reason(exc)) from None
+        if self._route.indexes() != indexes:
+            self._prepared = {}
         values = {path: sysctl.read(path) for path in sorted(sysctls)}
         try:
             services, dests, daemons = self._ipvs.state()
@@ -282,14 +314,19 @@ class NetlinkKernel:
         errors: list[KernelError] = []
         pending: list[tuple[operations.Operation, Request]] = []
         channel: str | None = None
-        self._garp.forget_macs()  # a device's MAC is read once per call
+        self._frames.forget_macs()  # a device's MAC is read once per call
+        prepared = self._prepared
         for op in ops:
             handler = HANDLERS.get(type(op), _UNSUPPORTED)
             if handler.channel != channel:
                 errors += self._flush(channel, pending)
                 pending, channel = [], handler.channel
             try:
-                request = handler.run(self, op)
+                built = prepared.get(id(op))
+                if built is not None and built[0] is op:
+                    request = built[1]
+                else:
+                    request = handler.run(self, op)
             except Exception as exc:  # a malformed operation fails alone; the helper never crashes
                 errors += self._flush(channel, pending)
                 pending = []
@@ -300,10 +337,32 @@ class NetlinkKernel:
         errors += self._flush(channel, pending)
         return errors
 
+    def prepare(self, ops: Sequence[operations.Operation]) -> None:
+        """Encode the operations now, by identity; the frames of a round are built and laid out
+        for their sendmmsg. What a kernel error makes doubtful (a device index, the IPVS family
+        id) is dropped with the whole preparation (`_flush`)."""
+        self._frames.forget_macs()
+        self._prepared = {}
+        frames: list[Any] = []
+        for op in ops:
+            handler = HANDLERS.get(type(op), _UNSUPPORTED)
+            if handler.channel is None:
+                continue
+            try:
+                request = handler.run(self, op)
+            except Exception:  # applying it will say why
+                continue
+            if handler.channel == "frames":
+                frames.append(request)  # each round reads the MAC anew: the frames are kept
+            else:
+                self._prepared[id(op)] = (op, request)
+        self._frames.prepare(frames)
+
     def close(self) -> None:
         self._route.close()
         self._ipvs.close()
-        self._garp.close()
+        self._frames.close()
+        self._prepared = {}
 
     def _encode(self, op: operations.Operation) -> Request:
         """The netlink request of an operation that has a channel: the encoding step alone, as
@@ -317,11 +376,11 @@ class NetlinkKernel:
             return []
         chan = self._channels[channel]
         try:
-            failed = chan.sock.batch([request for _, request in pending])
+            failed = chan.batch([request for _, request in pending])
         except OSError as exc:  # the socket could not be opened
+            self._prepared = {}
             return [KernelError(op, _reason(exc)) for op, _ in pending]
-        chan.failed(set(failed.values()))
+        if failed:
+            chan.failed(set(failed.values()))
+            self._prepared = {}
         return [KernelError(pending[i][0], os.strerror(code)) for i, code in sorted(failed.items())]
-
-    def _send_garp(self, op: operations.SendGarp) -> None:
-        self._garp.send(op.ip, op.dev, op.reply)

@@ -10,10 +10,10 @@ writes out what comes back.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable, Literal, Union
 
-from attrs import frozen
+from attrs import field, frozen
 
 from .errors import ProtocolError
 from .shown import printable
@@ -78,12 +78,15 @@ class Info:
 
 @frozen
 class Commands:
-    """Kernel operations carried out: one info line each, holding its shell equivalent."""
+    """Kernel operations carried out: one info line each, holding its shell equivalent.
+    `known` may hold that text already for some of them, by id() (built while standby)."""
 
     ops: tuple[object, ...]
+    known: Mapping[int, str] = field(factory=dict, eq=False)
 
     def texts(self) -> tuple[str, ...]:
-        return tuple(str(op) for op in self.ops)
+        known = self.known
+        return tuple(known.get(id(op)) or str(op) for op in self.ops)
 
     def lines(self) -> list[str]:
         """Our own commands, shell-quoted from validated values: the only info lines that
@@ -227,6 +230,8 @@ def info(text: str) -> list[str]:
     it holds (what is not printable is escaped), split to fit 4096 bytes with each later piece
     marked as continued, and marked if it would start with a command word, so that no piece
     reads as a command the helper ran."""
+    if len(text) <= _SHORT and text.isprintable() and not text.startswith(COMMAND_WORDS):
+        return [f"* {text}"]  # one line that fits: checked in C
     part = printable(text)
     if part.startswith(COMMAND_WORDS):
         part = f"(text) {part}"
@@ -238,6 +243,9 @@ def info(text: str) -> list[str]:
         if not rest:
             return lines
         part = CONTINUED + rest
+
+
+_SHORT = (MAX_LINE - 2) // 4  # characters that fit an info line even if each takes 4 bytes
 
 
 _SURELY_FITS = MAX_LINE // 4  # characters: no character takes more than 4 bytes of UTF-8

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cgp_ipvs_helper import netlink, planner
+from cgp_ipvs_helper import mmsg, netlink, planner
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Settings, Sysctl
 from cgp_ipvs_helper.netlink import NetlinkKernel
@@ -557,6 +557,61 @@ def test_garp_errors(box: Box) -> None:
     assert kernel_error(SendGarp(VIP, "eth0", True), k).reason == "Network is down"
     ip_batch("link set eth0 up\n")
     k.apply(SendGarp(VIP, "eth0", True))
+
+
+@pytest.mark.parametrize("how", ["sendmmsg", "one send a frame"])
+def test_a_round_of_frames_leaves_in_order(box: Box, how: str, monkeypatch) -> None:
+    if how != "sendmmsg":
+        monkeypatch.setattr(mmsg, "_sendmmsg", None)  # as where libc has no sendmmsg
+    vips = [f"203.0.113.{i}" for i in range(256)]
+    ops = planner.announce(vips, "eth0")  # 512 frames
+    with in_netns(box.peer):
+        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    with sniffer:
+        sniffer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sniffer.bind(("eth0", ETH_P_ARP))
+        sniffer.settimeout(5)
+        assert box.kernel.apply_many(ops) == []
+        frames = [sniffer.recv(2048) for _ in ops]
+    assert [f[:42] for f in frames] == [_garp(_mac(OUR_MAC), op) for op in ops]
+
+
+def _garp(mac: bytes, op: SendGarp) -> bytes:
+    """The ARP frame `op` should send from `mac`, without padding (as iputils arping sends it)."""
+    vip = socket.inet_aton(op.ip)
+    fields = (1, 0x0800, 6, 4, 2 if op.reply else 1, mac, vip, mac if op.reply else bytes(6), vip)
+    return struct.pack("!6s6sHHHBBH6s4s6s4s", b"\xff" * 6, mac, ETH_P_ARP, *fields)
+
+
+def test_frames_on_a_replaced_device_go_out_on_a_new_socket(box: Box) -> None:
+    k = box.kernel
+    ip_batch("link add dum0 type veth peer name dum0p\nlink set dum0 up\nlink set dum0p up\n")
+    ops = [SendGarp(VIP, "dum0", False), SendGarp(VIP, "dum0", True)]
+    assert k.apply_many(ops) == []
+    ip_batch(
+        "link del dum0\nlink add dum0 address 02:00:00:00:02:22 type veth peer name dum0p\n"
+        "link set dum0 up\nlink set dum0p up\n"
+    )
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sniffer:
+        sniffer.bind(("dum0p", ETH_P_ARP))
+        sniffer.settimeout(5)
+        assert k.apply_many(ops) == []  # the old socket's device is gone: opened anew once
+        frames = [sniffer.recv(2048) for _ in ops]
+    assert [f[6:12] for f in frames] == [_mac("02:00:00:00:02:22")] * 2  # the new MAC
+
+
+def test_each_refused_frame_of_a_round_fails_alone(box: Box) -> None:
+    k = box.kernel
+    ops = [SendGarp(VIP, "eth0", False), SendGarp(VIP, "lo", True), SendGarp(VIP, "eth0", True)]
+    ip_batch("link set eth0 down\n")
+    errors = k.apply_many(ops)
+    assert [(e.op, e.reason) for e in errors] == [
+        (ops[0], "Network is down"),
+        (ops[1], "lo is not an Ethernet device"),
+        (ops[2], "Network is down"),
+    ]
+    ip_batch("link set eth0 up\n")
+    assert [e.op for e in k.apply_many(ops)] == [ops[1]]
 
 
 # --- sockets ------------------------------------------------------------------------------------

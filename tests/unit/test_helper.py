@@ -395,14 +395,15 @@ def test_not_understood_lines_are_logged_verbatim(helper) -> None:
 
 
 def test_an_unexpected_error_costs_one_request_not_the_helper(helper, kernel, clock) -> None:
-    def broken(_sysctls):
+    def broken(_arg):
         raise OSError(105, "No buffer space available")
 
-    kernel.observe = broken
+    # (an ACTIVATE from standby reads nothing: it plans from the state read at start)
+    kernel.apply_many = broken
     out = helper.handle("1 ACTIVATE 192.0.2.11")
     assert out.response == error("1", "internal error: OSError(105, 'No buffer space available')")
     assert infos(out)[0].startswith("internal error at ")
     clock.advance(15)
     assert infos(helper.tick())[0].startswith("internal error at ")
-    del kernel.observe
+    del kernel.apply_many
     assert helper.handle("2 ACTIVATE 192.0.2.11").response == ok("2", "active vips=2 members=1")

@@ -116,3 +116,39 @@ def test_consecutive_operations_of_one_channel_travel_in_one_batch(monkeypatch) 
         (no_dev, "No such device"),
         (ops[7], "No such file or directory"),
     ]
+
+
+def test_prepared_operations_are_sent_as_built_until_a_failure(monkeypatch) -> None:
+    events: list = []
+    k = netlink.NetlinkKernel()
+    k._route.sock = Socket("rtnl", events)  # type: ignore[assignment]
+    genl = k._ipvs.sock = Socket("genl", events)  # type: ignore[assignment]
+    built: list = []
+    row = netlink.HANDLERS[AddService]
+
+    def counted(kernel, op):
+        built.append(op)
+        return row.run(kernel, op)
+
+    monkeypatch.setitem(netlink.HANDLERS, AddService, netlink.Handler("genl", counted))
+    ops = [AddService(Service(ServiceKey("tcp", "198.51.100.7", p), "wlc", 0)) for p in (1, 2)]
+    k.prepare(ops)
+    assert built == ops
+    assert k.apply_many(ops) == [] and built == ops  # sent as prepared: nothing built again
+    assert k.apply_many([AddService(ops[0].service)]) == [] and len(built) == 3  # an equal one
+    genl.fail = {0: errno.EEXIST}
+    assert len(k.apply_many(ops)) == 1 and len(built) == 3
+    genl.fail = {}
+    assert k.apply_many(ops) == [] and len(built) == 5  # a failure dropped the preparation
+    k.prepare(ops)
+    indexes = [{"eth0": 2}, {"eth0": 2}, {"eth0": 7}]
+    k._route.addresses = lambda: k._route._ifindex.update(indexes.pop(0)) or ()  # type: ignore
+    k._ipvs.state = lambda: (frozenset(), frozenset(), frozenset())  # type: ignore[method-assign]
+    k.observe(frozenset())  # the device indexes read the first time: dropped
+    assert k.apply_many(ops) == [] and len(built) == 9
+    k.prepare(ops)
+    k.observe(frozenset())  # the same again: kept
+    assert k.apply_many(ops) == [] and len(built) == 11
+    k.observe(frozenset())  # a device has a new index: dropped
+    assert k.apply_many(ops) == [] and len(built) == 13
+    assert [name for name, _ in events] == ["genl"] * 7

@@ -5,7 +5,10 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from cgp_ipvs_helper import operations
 from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
 from cgp_ipvs_helper.operations import (
     AddAddress,
@@ -74,3 +77,16 @@ def test_hostile_values_are_quoted() -> None:
 def test_operations_are_hashable_values() -> None:
     a = AddAddress(Address("198.51.100.10", "lo"))
     assert a == AddAddress(Address("198.51.100.10", "lo")) and len({a, a}) == 1
+
+
+class _Words(operations._Renders):
+    def __init__(self, argv: list[str]) -> None:
+        self._argv = argv
+
+    def argv(self) -> list[str]:
+        return self._argv
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from("az09_@%+=:,./- '\t\n\"$;é"), max_size=6)))
+def test_rendering_is_shlex_join_whatever_the_words(argv: list[str]) -> None:
+    assert str(_Words(argv)) == shlex.join(argv)

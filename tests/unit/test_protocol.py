@@ -81,6 +81,9 @@ def test_info_lines_fit_and_keep_all_text() -> None:
     assert protocol.info("a\nb") == ["* a\\x0ab"]  # one line whatever the text holds
     assert protocol.info("bell\x07") == ["* bell\\x07"]
     assert protocol.info("ip link set eth0 down") == ["* (text) ip link set eth0 down"]
+    wide = "\U0001f600"  # 4 bytes of UTF-8
+    assert protocol.info(wide * 1023) == ["* " + wide * 1023]  # 4,094 bytes: one line
+    assert protocol.info(wide * 1024) == ["* " + wide * 1023, "* ... " + wide]
 
 
 def test_only_ascii_digits_make_an_address() -> None:
