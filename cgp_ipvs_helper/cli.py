@@ -19,12 +19,13 @@ import time
 from collections.abc import Sequence
 from typing import BinaryIO, Callable, NoReturn
 
+from .arpwatch import ArpListener
 from .dryrun import dry_run_kernel
 from .errors import UsageError
 from .helper import VERSION, Helper
 from .kernel import Kernel
 from .model import Settings
-from .protocol import MAX_LINE, Reply, render
+from .protocol import MAX_LINE, Info, Reply, render
 from .shown import quoted
 
 _IFNAMSIZ = 15
@@ -270,8 +271,15 @@ class Output:
             self.closed = True
 
 
-def serve(helper: Helper, stdin_fd: int, out: Output, notes: Sequence[str] = ()) -> None:
-    """Run the helper until QUIT or end of input has been fully handled."""
+def serve(
+    helper: Helper,
+    stdin_fd: int,
+    out: Output,
+    notes: Sequence[str] = (),
+    listen: Callable[[str], ArpListener] | None = None,
+) -> None:
+    """Run the helper until QUIT or end of input has been fully handled. With `listen`, ARP on
+    -i is heard while the helper is active (a packet socket in this same select)."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -279,27 +287,79 @@ def serve(helper: Helper, stdin_fd: int, out: Output, notes: Sequence[str] = ())
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: pending.append(signum))
     reader = LineReader()
+    ears = _Ears(helper, listen)
     eof = False
     out.write(helper.start(notes))
     gc.freeze()  # and what start-up planned ahead for an ACTIVATE (see main)
-    while not helper.finished:
-        wait = max(0.0, helper.next_deadline() - helper.clock())
-        fds = [wake_r] if eof else [stdin_fd, wake_r]
-        ready, _, _ = select.select(fds, [], [], wait)
-        if wake_r in ready:
-            os.read(wake_r, 512)
-        while pending:
-            signum = pending.pop(0)
-            out.write(helper.reload() if signum == signal.SIGHUP else helper.end_of_input())
-        if stdin_fd in ready:
-            data = os.read(stdin_fd, 65536)
-            lines = reader.feed(data) if data else reader.finish()
-            for line in lines:
-                out.write(helper.handle(line))
-            if not data:
-                eof = True
-                out.write(helper.end_of_input())
-        out.write(helper.tick())
+    try:
+        while not helper.finished:
+            out.write(ears.follow())
+            wait = max(0.0, helper.next_deadline() - helper.clock())
+            fds = ([] if eof else [stdin_fd]) + [wake_r] + ears.fds()
+            ready, _, _ = select.select(fds, [], [], wait)
+            if wake_r in ready:
+                os.read(wake_r, 512)
+            while pending:
+                signum = pending.pop(0)
+                out.write(helper.reload() if signum == signal.SIGHUP else helper.end_of_input())
+            if stdin_fd in ready:
+                data = os.read(stdin_fd, 65536)
+                lines = reader.feed(data) if data else reader.finish()
+                for line in lines:
+                    out.write(helper.handle(line))
+                if not data:
+                    eof = True
+                    out.write(helper.end_of_input())
+            if ears.ready(ready):
+                out.write(ears.hear())
+            out.write(helper.tick())
+    finally:
+        ears.close()
+
+
+class _Ears:
+    """The ARP listener's life: open while the helper is active (real mode), closed otherwise;
+    a failure to open is said once per activation."""
+
+    def __init__(self, helper: Helper, listen: Callable[[str], ArpListener] | None) -> None:
+        self.helper, self.listen = helper, listen
+        self.listener: ArpListener | None = None
+        self.failed = False
+
+    def follow(self) -> Reply:
+        if self.listen is None or not self.helper.watching:
+            self.failed = False
+            self.close()
+        elif self.listener is None and not self.failed:
+            iface = self.helper.settings.iface
+            try:
+                self.listener = self.listen(iface)
+            except OSError as exc:
+                self.failed = True
+                why = exc.strerror or str(exc)
+                return Reply((Info(f"cannot hear ARP on {iface}, no split-brain warnings: {why}"),))
+        return Reply()
+
+    def fds(self) -> list[int]:
+        return [] if self.listener is None else [self.listener.fileno()]
+
+    def ready(self, ready: Sequence[int]) -> bool:
+        return self.listener is not None and self.listener.fileno() in ready
+
+    def hear(self) -> Reply:
+        assert self.listener is not None
+        try:
+            claims = self.listener.claims()
+        except OSError as exc:  # the device went away: heard again from the next ACTIVATE
+            self.close()
+            self.failed = True
+            return Reply((Info(f"stopped hearing ARP: {exc.strerror or exc}"),))
+        return self.helper.heard(claims)
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -319,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # thousands of short-lived values of a /24 activation are not scanned against it (-30%).
     gc.freeze()
     try:
-        serve(helper, sys.stdin.fileno(), Output(sys.stdout.buffer), notes)
+        listen = None if settings.dry_run else ArpListener
+        serve(helper, sys.stdin.fileno(), Output(sys.stdout.buffer), notes, listen)
     finally:
         kernel.close()
     return 0

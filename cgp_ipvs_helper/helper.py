@@ -14,8 +14,10 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Callable, Union
 
+from .arpwatch import ArpWatch
 from .errors import KernelError, VipFileError
 from .executor import execute
+from .hostaddrs import clash_error, interface_exists, subnet_edge
 from .kernel import Kernel
 from .memberfile import load_members
 from .model import KernelState, Role, Settings, is_ipv6
@@ -39,6 +41,7 @@ from .protocol import (
 )
 from .ready import Ready, activation, prepare
 from .session import Event, Session, State
+from .shown import escaped
 from .steering import MemberRange
 from .vipfile import load_vips
 
@@ -56,8 +59,11 @@ class Helper:
         kernel: Kernel,
         clock: Callable[[], float] = time.monotonic,
         load: Callable[[str], tuple[str, ...]] = load_vips,
+        link_exists: Callable[[str], bool] = interface_exists,
     ) -> None:
         self.settings, self.kernel, self.clock, self.load = settings, kernel, clock, load
+        self.link_exists = link_exists
+        self.arpwatch = ArpWatch()
         self.session = Session(settings.drain, settings.timeout, clock())
         self.paths = sysctl_paths(settings.iface)
         self.map = MemberMap(settings.member_map)
@@ -80,19 +86,24 @@ class Helper:
     def start(self, notes: Sequence[str] = ()) -> Reply:
         """Load the VIP file and converge to standby (removing what a dead run left)."""
         s = self.settings
+        observed: Infos = []
+        actual = self._observe(observed)
         try:
-            self.vips, members = self._load()
+            self.vips, members = self._load(actual)
             self.map.update(members)
         except VipFileError as exc:  # the VIP file or the member map
             self.vip_error = exc
         infos: Infos = [
             Info(
-                f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {s.vipfile}, "
+                f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {escaped(s.vipfile)}, "
                 f"iface {s.iface}, persistence {s.persistence}s, syncid {s.syncid}, "
                 f"weight {s.weight}"
             )
         ]
         infos += [Info(note) for note in notes]
+        infos += observed
+        if self.vip_error is None and not self.vips:
+            infos.append(Info(self._no_vips()))
         if self.vip_error is not None:
             infos.append(
                 Info(
@@ -101,7 +112,7 @@ class Helper:
                 )
             )
         else:
-            actual = self._observe(infos)
+            actual = self._observe(infos)  # again: the member map may add a sysctl to read
             local_ips = {a.ip for a in actual.addresses} - set(self.vips)
             infos += [Info(note) for note in self.map.notes(local_ips)]
             v6 = sum(is_ipv6(v) for v in self.vips)
@@ -112,16 +123,18 @@ class Helper:
 
     def handle(self, line: str | bytes) -> Reply:
         """One request line → info values, then the response (none if the line had no seq)."""
-        if not self.session.request(self.clock()):
-            return Reply((Info("request after QUIT ignored"),))
+        serving = self.session.request(self.clock())
         try:
             request = parse_line(line)
         except BadRequest as exc:
-            text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-            logged = (Info(f"not understood: {text.rstrip()}"),)
+            if not serving:
+                return _stopping(exc.seq, line)
+            logged = (Info(f"not understood: {_shown(line)}"),)
             return Reply(
                 logged, None if exc.seq is None else Response(exc.seq, "ERROR", exc.reason)
             )
+        if not serving:
+            return _stopping(request.seq, line)
         infos: Infos = []
         try:
             response = self._dispatch(request, infos)
@@ -131,6 +144,18 @@ class Helper:
             error = Response(request.seq, "ERROR", f"internal error: {exc!r}")
             return Reply((_internal(exc),), error)
         return Reply(tuple(infos), response)
+
+    @property
+    def watching(self) -> bool:
+        """Whether ARP on -i is to be heard (split-brain warnings): while active, real mode."""
+        return self.session.state is State.ACTIVE and not self.settings.dry_run
+
+    def heard(self, claims: Sequence[tuple[str, bytes]]) -> Reply:
+        """ARP frames from other MACs heard on -i (sender address, MAC): warnings when due."""
+        now = self.clock()
+        for ip, mac in claims:
+            self.arpwatch.seen(ip, mac, now)
+        return Reply(tuple(self._conflicts(now)))
 
     def end_of_input(self) -> Reply:
         """CGP went away (or SIGTERM): as QUIT, without a response."""
@@ -142,17 +167,22 @@ class Helper:
     def reload(self) -> Reply:
         """SIGHUP: re-read the VIP file and the member map; apply the difference, or keep
         everything on an error in either."""
+        infos: Infos = []
         try:
-            new, members = self._load()
+            new, members = self._load(self._observe(infos))
         except VipFileError as exc:  # the VIP file or the member map
-            return Reply((Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"),))
-        text = f"reloaded {self.settings.vipfile}: {len(new)} VIPs"
+            infos.append(Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"))
+            return Reply(tuple(infos))
+        text = f"reloaded {escaped(self.settings.vipfile)}: {len(new)} VIPs"
         if members or self.map.seen:
-            text += f"; {self.settings.member_map}: {len(members)} port ranges"
-        infos: Infos = [Info(text)]
+            text += f"; {escaped(self.settings.member_map)}: {len(members)} port ranges"
+        infos.append(Info(text))
+        if not new:
+            infos.append(Info(self._no_vips()))
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
         self.map.update(members)
+        self.arpwatch.watch(new)
         self.told_no_ipv6.clear()  # the map may have changed: say again who lacks IPv6
         self._converge(infos, garp=self.session.state is State.ACTIVE)
         return Reply(tuple(infos))
@@ -161,10 +191,13 @@ class Helper:
         """Run whatever timer is due: drain end, gratuitous ARP repeats, the -t refresh."""
         infos: Infos = []
         self._timers(infos)
+        infos += self._conflicts(self.clock())
         return Reply(tuple(infos), self._quit_answer())
 
     def next_deadline(self) -> float:
-        return self.session.next_deadline()
+        watch = self.arpwatch.deadline()
+        due = self.session.next_deadline()
+        return due if watch is None else min(due, watch)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -210,7 +243,10 @@ class Helper:
     def status(self) -> str:
         ses = self.session
         role = "active" if ses.state is State.ACTIVE else "standby"
-        text = f"role={role} vips={len(self.vips)} members={','.join(ses.members)} {self._options}"
+        text = (
+            f"role={role} vips={len(self.vips)} members={','.join(ses.members)} {self._options} "
+            f"conflicts={self.arpwatch.conflicts}"
+        )
         v6 = sum(is_ipv6(v) for v in self.vips)
         if not v6:
             return text
@@ -222,22 +258,53 @@ class Helper:
     def _activate(self, req: Activate, infos: Infos) -> Response:
         if self.vip_error is not None:
             return Response(req.seq, "ERROR", str(self.vip_error))
+        iface = self.settings.iface
+        if not self.link_exists(iface):  # it may come later (a bond, a VLAN): asked every time
+            return Response(req.seq, "ERROR", f"-i {iface}: no such interface")
         # from standby, the state read at the last step, which ready was planned against
         ahead = self.ready if self.session.state is State.STANDBY else None
         actual = self._observe(infos) if ahead is None else ahead.state
         try:
+            self._check_local(self.vips, actual)
             members, self_ip = self._members(req.members, actual)
+        except VipFileError as exc:
+            return Response(req.seq, "ERROR", str(exc))
         except BadRequest as exc:
             return Response(req.seq, "ERROR", exc.reason)
         self.session.activate(members, self_ip, self.clock())
+        self.arpwatch.watch(self.vips)
         failures = self._converge(infos, actual=actual, garp=True)
-        return _answer(req.seq, failures, f"active vips={len(self.vips)} members={len(members)}")
+        text = f"active vips={len(self.vips)} members={len(members)}"
+        return _answer(req.seq, failures, f"{text} {self._no_vips()}" if not self.vips else text)
+
+    def _check_local(self, vips: Sequence[str], actual: KernelState) -> None:
+        """A VIP that is an address of this host (its LAN address, by mistake) is a VIP file
+        error naming its line and the interface: taking it would take it off the LAN."""
+        error = clash_error(vips, actual, self.settings.iface, self.settings.vipfile)
+        if error is not None:
+            raise error
+
+    def _no_vips(self) -> str:
+        path = escaped(self.settings.vipfile)
+        return f"WARNING: {path} lists no VIP: there is nothing to balance"
+
+    def _conflicts(self, now: float) -> list[Info]:
+        """Split-brain warnings due now; none once this helper is no longer active (a claim
+        heard just before a DEACTIVATE came from the new balancer of a planned switch)."""
+        if self.session.state is not State.ACTIVE:
+            self.arpwatch.reset()
+            return []
+        return [Info(str(conflict)) for conflict in self.arpwatch.due(now)]
 
     def _members(self, listed: Sequence[str], actual: KernelState) -> tuple[list[str], str]:
         vips = frozenset(self.vips)
+        on_iface = actual.addresses_on(self.settings.iface)
         for m in listed:
             if m in vips:
                 raise BadRequest(None, f"member {m} is a VIP")
+            edge = subnet_edge(m, on_iface)
+            if edge:
+                raise BadRequest(None, f"member {m} is the {edge}")
         local = {a.ip for a in actual.addresses} - vips
         members = list(listed)
         self_ip = next((m for m in members if m in local), None)
@@ -275,9 +342,11 @@ class Helper:
 
     # -- kernel -----------------------------------------------------------------------------
 
-    def _load(self) -> tuple[tuple[str, ...], tuple[MemberRange, ...]]:
-        """The VIP file, then the member map checked against it; VipFileError from either."""
+    def _load(self, actual: KernelState) -> tuple[tuple[str, ...], tuple[MemberRange, ...]]:
+        """The VIP file (refused if it lists an address this host holds), then the member map
+        checked against it; VipFileError from either."""
         vips = self.load(self.settings.vipfile)
+        self._check_local(vips, actual)
         ports = [port for _, port in self.settings.ports or DEFAULT_PORTS]
         return vips, load_members(self.settings.member_map, ports, vips)
 
@@ -401,6 +470,17 @@ def _answer(seq: str, failures: Sequence[KernelError], text: str) -> Response:
     first = failures[0]
     more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
     return Response(seq, "ERROR", f"{first.op}: {first.reason}{more}")
+
+
+def _shown(line: str | bytes) -> str:
+    """A request line as it is logged: escaped, so it is one line whatever it holds."""
+    return escaped(line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n"))
+
+
+def _stopping(seq: str | None, line: str | bytes) -> Reply:
+    """A request after QUIT: answered (CGP waits for every seq it sent), not served."""
+    logged = (Info(f"not served, stopping: {_shown(line)}"),)
+    return Reply(logged, None if seq is None else Response(seq, "ERROR", "stopping"))
 
 
 def _internal(exc: BaseException) -> Info:

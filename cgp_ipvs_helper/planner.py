@@ -275,20 +275,6 @@ def _ours(a: Address, scope: frozenset[str]) -> bool:
     return a.prefixlen == host_prefixlen(a.ip) and a.ip in scope
 
 
-def local_clashes(vips: Iterable[str], actual: KernelState, iface: str) -> list[Address]:
-    """The host's own addresses that are VIPs: on any device but lo, other than as a /32 (/128)
-    on `iface` (what an active run adds, and a dead one leaves). Taking such a VIP would take the
-    address off its interface on the next DEACTIVATE or start."""
-    wanted = frozenset(vips)
-    return [
-        a
-        for a in actual.addresses
-        if a.ip in wanted
-        and a.dev != "lo"
-        and not (a.dev == iface and a.prefixlen == host_prefixlen(a.ip))
-    ]
-
-
 def _daemon_order(d: Daemon) -> int:
     # stop/start the backup before the master: the backup's backup_only blocks forwarding
     return 0 if d.state == "backup" else 1

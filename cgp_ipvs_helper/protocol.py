@@ -16,6 +16,7 @@ from typing import Callable, Literal, Union
 from attrs import field, frozen
 
 from .errors import ProtocolError
+from .shown import printable
 from .vipfile import is_unicast
 
 INTF_VERSION = "1"  # the one protocol version this helper speaks, as INTF answers it
@@ -25,6 +26,11 @@ _IPV4 = re.compile(
     r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}", re.ASCII
 )
 SEQ_MAX = 64  # a seq is 1-64 printable ASCII characters other than space
+SEQ_ECHO_MAX = 4000  # a longer first token is still echoed, this much of it (ASCII: bytes)
+# The first words of the commands the helper logs. An info line that is not one of our own
+# commands never starts with one, so `grep '^\\* ip' | sh` replays exactly what real mode ran.
+COMMAND_WORDS = ("ip", "sysctl", "arping", "ndptool", "nft", "tc")
+CONTINUED = "... "  # starts the second and later lines of a long info text
 
 
 @frozen
@@ -66,6 +72,9 @@ class Info:
     def texts(self) -> tuple[str, ...]:
         return (self.text,)
 
+    def lines(self) -> list[str]:
+        return info(self.text)
+
 
 @frozen
 class Commands:
@@ -78,6 +87,11 @@ class Commands:
     def texts(self) -> tuple[str, ...]:
         known = self.known
         return tuple(known.get(id(op)) or str(op) for op in self.ops)
+
+    def lines(self) -> list[str]:
+        """Our own commands, shell-quoted from validated values: the only info lines that
+        start with a command word."""
+        return [f"* {op}" for op in self.ops]
 
 
 # Response and Reply are built once per request: without slots attrs builds them faster.
@@ -166,15 +180,17 @@ def parse_line(line: str | bytes) -> Request:
     if "" in tokens:
         tokens = [t for t in tokens if t]
     seq = tokens[0] if tokens else ""
-    if not (seq and len(seq) <= SEQ_MAX and seq.isascii() and seq.isprintable()):
+    if not (seq and seq.isascii() and seq.isprintable()):
         raise BadRequest(None, "no request sequence number")
     # (a character is at most 4 bytes of UTF-8: a short line needs no encoding to be measured)
     if len(line) * 4 > MAX_LINE and len(line.encode("utf-8", errors="replace")) > MAX_LINE:
         raise BadRequest(seq, f"request line longer than {MAX_LINE} bytes")
+    if len(seq) > SEQ_MAX:  # answered all the same: CGP waits for every seq it sent
+        raise BadRequest(seq, f"sequence number longer than {SEQ_MAX} characters")
     if len(tokens) < 2:
         raise BadRequest(seq, "no command")
     verb = tokens[1]
-    handler = VERBS.get(verb.upper())
+    handler = VERBS.get(verb.upper()) if verb.isascii() else None
     if handler is None:
         raise BadRequest(seq, f"unknown command: {verb[:64]}")
     return handler(seq, tokens[2:])
@@ -185,7 +201,7 @@ def render(reply: Reply) -> list[str]:
     r = reply.response
     if not reply.infos:  # most replies: a response alone
         return [] if r is None else [_RESPONSE_LINES[r.kind](r.seq, r.text)]
-    lines = [line for i in reply.infos for text in i.texts() for line in info(text)]
+    lines = [line for i in reply.infos for line in i.lines()]
     if r is not None:
         lines.append(_RESPONSE_LINES[r.kind](r.seq, r.text))
     return lines
@@ -197,7 +213,9 @@ def ok(seq: str, text: str = "") -> str:
 
 
 def error(seq: str, text: str) -> str:
-    return _fit(f"{seq} ERROR {_one_line(text)}")
+    """The seq is echoed whole up to SEQ_ECHO_MAX bytes (any seq CGP sends), else as its first
+    SEQ_ECHO_MAX bytes, so the line still fits in 4096 bytes with its verdict."""
+    return _fit(f"{seq[:SEQ_ECHO_MAX]} ERROR {printable(text)}")
 
 
 def intf(seq: str, version: str = INTF_VERSION) -> str:
@@ -208,33 +226,26 @@ _RESPONSE_LINES: dict[str, Callable[[str, str], str]] = {"OK": ok, "ERROR": erro
 
 
 def info(text: str) -> list[str]:
-    """Info lines (`* ...`) for `text`: one per text line, long ones split to fit 4096 bytes."""
-    if len(text) <= _SHORT and text.isprintable():  # one line that fits: checked in C
-        return [f"* {text}"]
+    """Info lines (`* ...`) for `text`, which may hold text from outside: on one line whatever
+    it holds (what is not printable is escaped), split to fit 4096 bytes with each later piece
+    marked as continued, and marked if it would start with a command word, so that no piece
+    reads as a command the helper ran."""
+    if len(text) <= _SHORT and text.isprintable() and not text.startswith(COMMAND_WORDS):
+        return [f"* {text}"]  # one line that fits: checked in C
+    part = printable(text)
+    if part.startswith(COMMAND_WORDS):
+        part = f"(text) {part}"
     lines: list[str] = []
-    for part in text.splitlines() or [""]:
-        part = _printable(part)
-        while True:
-            head = _fit(f"* {part}")
-            lines.append(head)
-            rest = part[len(head) - 2 :]
-            if not rest:
-                break
-            part = rest
-    return lines
+    while True:
+        head = _fit(f"* {part}")
+        lines.append(head)
+        rest = part[len(head) - 2 :]
+        if not rest:
+            return lines
+        part = CONTINUED + rest
 
 
 _SHORT = (MAX_LINE - 2) // 4  # characters that fit an info line even if each takes 4 bytes
-
-
-def _printable(text: str) -> str:
-    if text.isprintable():  # the usual case, checked in C: a /24 activation logs 3,330 lines
-        return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in text)
-
-
-def _one_line(text: str) -> str:
-    return _printable(" ".join(text.split()))
 
 
 _SURELY_FITS = MAX_LINE // 4  # characters: no character takes more than 4 bytes of UTF-8

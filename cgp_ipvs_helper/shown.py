@@ -16,6 +16,10 @@ _SURROGATE_BYTES = range(0xDC80, 0xDD00)  # what "surrogateescape" makes of a by
 def _char(c: str) -> str:
     if c == "\\":
         return "\\\\"
+    return _printable_char(c)
+
+
+def _printable_char(c: str) -> str:
     if c.isprintable():
         return c
     code = ord(c)
@@ -40,6 +44,15 @@ def escaped(text: str | bytes) -> str:
     if text.isprintable() and "\\" not in text:  # the usual case, checked in C
         return text
     return "".join(_char(c) for c in text)
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable escaped, backslashes as they are: the
+    last line of defence for a text that may or may not have been escaped already (escaping it
+    again would double its backslashes)."""
+    if text.isprintable():  # the usual case, checked in C: a /24 activation logs 3,330 lines
+        return text
+    return "".join(_printable_char(c) for c in text)
 
 
 def quoted(text: str | bytes) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ import pytest
 from cgp_ipvs_helper.arpwatch import ArpListener
 from cgp_ipvs_helper.netlink import NetlinkKernel
 from cgp_ipvs_helper.operations import SendGarp
+from tests.lab.driver import HelperProcess, write_vipfile
 from tests.lab.lan import Host, Lan
 from tests.lab.traffic import tcp_ask
 
@@ -82,3 +84,74 @@ def test_the_listener_ignores_its_own_hosts_frames(lan: Lan) -> None:
         assert {ip for ip, _ in claims} <= {client.ip}  # the client's request, not a claim
     finally:
         listener.close()
+
+
+# --- two helpers active at once (split brain) ----------------------------------------------
+
+VIPS = ["198.51.100.10", "198.51.100.11"]
+
+
+def warnings(h: HelperProcess) -> list[str]:
+    return [line for line in h.log if "ARP conflict" in line]
+
+
+def wait_for(h: HelperProcess, n: int, seconds: float) -> None:
+    """Until `h` has logged `n` conflict warnings, or `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while len(warnings(h)) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def cpu_seconds(h: HelperProcess) -> float:
+    with open(f"/proc/{h.proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_two_active_helpers_warn_at_once_and_a_planned_switch_does_not(lan: Lan) -> None:
+    fe1, fe2 = lan["fe1"], lan["fe2"]
+    with tempfile.TemporaryDirectory() as tmp:
+        vipfile = write_vipfile(f"{tmp}/vipaddrs", VIPS)
+        h1, h2 = (
+            HelperProcess(fe, "-i", "eth0", "-f", vipfile, "-t", "3", "--drain", "1")
+            for fe in (fe1, fe2)
+        )
+        try:
+            h1.wait_started(60)
+            h2.wait_started(60)
+            members = f"ACTIVATE {fe1.ip} {fe2.ip}"
+            # normal operation: one balancer, its announcements, two refreshes
+            assert h1.request(members).endswith("OK active vips=2 members=2")
+            time.sleep(3.5)  # its repeats (1.1 s, 2.2 s) and a refresh (3 s): announcements
+            # idle while listening (nothing due for 3 s after a request): no busy loop
+            assert h1.request("STATUS").endswith("conflicts=0")
+            before = cpu_seconds(h1)
+            time.sleep(2.5)
+            assert cpu_seconds(h1) - before < 0.025  # under 1 % of a CPU
+            # a planned switch in the harder order: the new balancer first
+            h2.send(f"90001 {members}")
+            h1.send("90002 DEACTIVATE")
+            assert h2.wait_response("90001").line.endswith("OK active vips=2 members=2")
+            assert h1.wait_response("90002").line.endswith("OK standby")
+            time.sleep(3.5)  # h2's repeats and a refresh
+            assert warnings(h1) == [] and warnings(h2) == []
+            assert h2.request("STATUS").split(" ")[-1] == "conflicts=0"
+            # split brain: h1 is made active again while h2 never got DEACTIVATE
+            sent = time.monotonic()  # (h1 announces before it answers: measured from sending)
+            h1.send(f"90003 {members}")
+            wait_for(h2, 2, 3.0)
+            took = time.monotonic() - sent
+            assert h1.wait_response("90003").line.endswith("OK active vips=2 members=2")
+            assert len(warnings(h2)) == 2 and took < 1.0, (took, h2.log[-10:])
+            assert all(
+                fe1.mac in w and w.startswith("* WARNING: ARP conflict: ") for w in warnings(h2)
+            )
+            assert {v for v in VIPS if any(v in w for w in warnings(h2))} == set(VIPS)
+            wait_for(h1, 2, 4.0)  # h2's next refresh reaches h1 too
+            assert len(warnings(h1)) == 2 and all(fe2.mac in w for w in warnings(h1))
+            time.sleep(3.5)  # more announcements both ways: no more warnings
+            assert len(warnings(h1)) == 2 and len(warnings(h2)) == 2
+            assert h2.request("STATUS").split(" ")[-1] == "conflicts=2"
+        finally:
+            h1.kill()
+            h2.kill()

@@ -222,7 +222,7 @@ def test_sigterm_is_quit_and_sighup_reloads(group: Group, tmp_path) -> None:
     assert set(fe1.addresses("eth0")) == {f"{fe1.ip}/24", f"{VIPS[1]}/32", "198.51.100.12/32"}
     assert f"{VIPS[0]}/32" not in fe1.addresses("lo")
     assert h.request("STATUS").endswith(
-        f"OK role=active vips=2 members={fe1.ip} persistence=15 syncid=0 weight=100"
+        f"OK role=active vips=2 members={fe1.ip} persistence=15 syncid=0 weight=100 conflicts=0"
     )
     write_vipfile(group.vipfile, ["198.51.100.0/16"])
     h.proc.send_signal(signal.SIGHUP)
@@ -235,10 +235,22 @@ def test_sigterm_is_quit_and_sighup_reloads(group: Group, tmp_path) -> None:
 
 def test_kernel_errors_are_answered_and_the_helper_stays(group: Group) -> None:
     fe1 = group.fe[0]
-    h = group.start(fe1, *HELPER, "-i", "eth9")
+    missing = group.start(fe1, *HELPER, "-i", "eth9")
+    missing.wait_started()
+    # an -i that does not exist (yet): refused before anything is changed
+    assert missing.request(f"ACTIVATE {fe1.ip}").endswith(" ERROR -i eth9: no such interface")
+    assert not any(c.startswith("ipvsadm -A") for c in missing.commands())
+    assert missing.request("QUIT").endswith(" OK")
+    h = group.start(fe1, *HELPER)
     h.wait_started()
-    reply = h.request(f"ACTIVATE {fe1.ip}")
-    assert " ERROR " in reply and "No such device" in reply, reply
-    assert any(line.startswith("* FAILED ") for line in h.log)
+    fe1.link_down()  # the interface is there, the kernel refuses to send on it
+    try:
+        reply = h.request(f"ACTIVATE {fe1.ip}")
+    finally:
+        fe1.link_up()
+    assert " ERROR " in reply, reply
+    failed = [line for line in h.log if line.startswith("* FAILED ")]
+    assert failed and failed[0][len("* FAILED ") :] in reply, (failed, reply)  # with its reason
+    assert any(line.endswith(": Network is down") for line in failed), failed
     assert h.request("STATUS").split()[1] == "OK"
     assert h.request("QUIT").endswith(" OK")

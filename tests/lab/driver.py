@@ -201,8 +201,9 @@ class HelperProcess:
                 return Response(line, sent, read_at, tuple(before))
             before.append(line)
 
-    def wait_started(self, timeout: float = 20.0) -> Response:
-        """Wait until start-up converged (INTF is answered only after it)."""
+    def wait_started(self, timeout: float = 60.0) -> Response:
+        """Wait until start-up converged (INTF is answered only after it). A minute: with
+        several user-mode kernels on the one pinned CPU, a start took over 20 s."""
         response = self.exchange("INTF 1", timeout)
         if not response.line.endswith("INTF 1"):
             raise RuntimeError(f"helper did not start: {response.line}")

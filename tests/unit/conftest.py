@@ -44,7 +44,10 @@ def kernel() -> FakeKernel:
 
 def make_helper(kernel: FakeKernel, clock: Clock, vips=VIPS, **settings) -> Helper:
     s = Settings(**{"vipfile": "/etc/sysconfig/vipaddrs", **settings})
-    return Helper(s, kernel, clock=clock, load=lambda _path: tuple(vips))
+    # the fake kernel's eth0: the machine running the tests may have none
+    return Helper(
+        s, kernel, clock=clock, load=lambda _path: tuple(vips), link_exists=lambda _dev: True
+    )
 
 
 @pytest.fixture

@@ -145,7 +145,7 @@ def test_dry_run_session_prints_commands_then_responses() -> None:
     replies = [line for line in lines if not line.startswith("* ")]
     assert replies == [
         "00001 INTF 1",
-        "00002 OK role=standby vips=8 members= persistence=15 syncid=0 weight=100",
+        "00002 OK role=standby vips=8 members= persistence=15 syncid=0 weight=100 conflicts=0",
         "00003 OK active vips=8 members=1",
         "00004 OK standby",
         "00005 OK",
@@ -165,7 +165,9 @@ def test_dry_run_session_prints_commands_then_responses() -> None:
 def test_partial_last_line_and_garbage_do_not_stop_the_helper() -> None:
     run = run_helper(b"\x00\xff\xfe garbage\n1 NOPE\n\n2 INTF 9\n" + b"z" * 9000 + b"\n3 QUIT")
     replies = [line for line in run.stdout.decode().splitlines() if not line.startswith("* ")]
-    assert replies == ["1 ERROR unknown command: NOPE", "2 INTF 1", "3 OK"]
+    # 9,000 z: the first token is a seq (printable ASCII), too long, in a line too long
+    too_long = "z" * 4000 + " ERROR request line longer than 4096 bytes"
+    assert replies == ["1 ERROR unknown command: NOPE", "2 INTF 1", too_long, "3 OK"]
     assert run.returncode == 0 and run.stderr == b""
 
 

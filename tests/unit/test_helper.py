@@ -215,7 +215,7 @@ def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> Non
     assert not kernel.services
     assert kernel.daemons == {Daemon("backup", "eth0", 0)}
     assert helper.handle("4 STATUS").response == ok(
-        "4", "role=standby vips=2 members= persistence=15 syncid=0 weight=100"
+        "4", "role=standby vips=2 members= persistence=15 syncid=0 weight=100 conflicts=0"
     )
 
 
@@ -285,7 +285,7 @@ def test_quit_when_active_drains_before_answering(helper, kernel, clock) -> None
     out = helper.handle("2 QUIT")
     assert out.response is None
     assert not any(a.dev == "eth0" and a.ip in VIPS for a in kernel.addresses)
-    assert helper.handle("3 STATUS").response is None
+    assert helper.handle("3 STATUS").response == Response("3", "ERROR", "stopping")
     clock.advance(5)
     out = helper.tick()
     assert out.response == ok("2") and helper.finished

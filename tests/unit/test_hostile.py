@@ -6,8 +6,10 @@ and skipped; the process never writes to stderr and never exits on input.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
+import re
 import shlex
 import subprocess
 import sys
@@ -247,10 +249,149 @@ def test_numbers_are_ascii_digits_and_t_is_at_least_1s(argv: list[str]) -> None:
 
 def test_ascii_numbers_still_work() -> None:
     lines = output(b"1 STATUS\n", "-s", "010", "-p", "0", "-r", "5", "-t", "1", "--drain", ".5")
-    assert split(lines)[0] == ["1 OK role=standby vips=8 members= persistence=0 syncid=10 weight=5"]
+    assert split(lines)[0] == [
+        "1 OK role=standby vips=8 members= persistence=0 syncid=10 weight=5 conflicts=0"
+    ]
 
 
 def test_a_missing_interface_is_said_at_start() -> None:
     lines = output(b"1 INTF 1\n", "-i", "nosuch0")
     assert "* -i nosuch0: no such interface (yet); it is needed to balance" in lines
     assert not any("no such interface" in line for line in output(b"", "-i", "lo"))
+
+
+# --- issue 10, the helper's own promises (items 1, 4, 5, 6, 7, 8) --------------------------
+
+
+def lan() -> tuple[str, ipaddress.IPv4Interface]:
+    """This machine's first interface with a global IPv4 address, and that address/prefix."""
+    out = subprocess.run(
+        ["ip", "-4", "-o", "address", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return out[1], ipaddress.IPv4Interface(out[3])
+
+
+def test_a_vip_that_is_this_hosts_lan_address_is_an_error_and_nothing_is_applied(
+    tmp_path: Path,
+) -> None:
+    iface, own = lan()
+    path = tmp_path / "vipaddrs"
+    path.write_text(f"198.51.100.10\n# the LAN address by mistake:\n{own.ip}\n")
+    lines = output(b"1 ACTIVATE\n2 STATUS\n", "-i", iface, vipfile=str(path))
+    replies, commands = split(lines)
+    error = f"{path}:3: '{own.ip}': already an address of this host on {iface} ({own})"
+    assert any(line.startswith(f"* ERROR {error}") for line in lines), lines
+    assert replies[0].startswith(f"1 ERROR {error}")
+    assert commands == []  # nothing at all, and above all no `ip address del {own} dev {iface}`
+
+
+def test_only_our_own_32s_are_ever_deleted(tmp_path: Path) -> None:
+    """A subnet VIP that holds the LAN address: the same error, never a delete of the LAN."""
+    iface, own = lan()
+    path = tmp_path / "vipaddrs"
+    path.write_text(f"{ipaddress.IPv4Network(f'{own.ip}/30', strict=False)}\n")
+    lines = output(b"1 ACTIVATE\n", "-i", iface, vipfile=str(path))
+    assert not any(c.startswith("ip address del") for c in split(lines)[1])
+    assert split(lines)[0][0].startswith(f"1 ERROR {path}:1: ")
+
+
+FORGING = [
+    b"1 STATUS\r* ip link set eth0 down #",
+    b"2 STATUS\x0b* ip link set eth0 down #",
+    b"3 STATUS\x0c* ip link set eth0 down #",
+    b"4 NOPE \x1c* ip link set eth0 down #\x1d* ip link set eth0 down #\x1e* ip link x",
+    b"5 NOPE \xc2\x85* ip link set eth0 down #",
+    b"6 NOPE \xe2\x80\xa8* ip link set eth0 down #\xe2\x80\xa9* ip link set eth0 down #",
+    b"\r* ip link set eth0 down #",
+    b"ip link set eth0 down #",
+]
+
+
+START_COMMANDS = None
+
+
+def forged(lines: list[str]) -> list[str]:
+    """Lines that read like a command (`grep '^\\* ip'` and the like would run them) but are
+    not one of those the helper logs at start-up, all it runs for the requests here."""
+    global START_COMMANDS
+    if START_COMMANDS is None:
+        START_COMMANDS = {f"* {c}" for c in run(b"")[1]}
+    return [
+        line
+        for line in lines
+        if re.match(r"\* ?(ip|sysctl|arping|nft|tc)", line) and line not in START_COMMANDS
+    ]
+
+
+def test_no_request_text_can_forge_a_log_line_or_a_command() -> None:
+    lines = output(b"\n".join(FORGING) + b"\n")
+    assert forged(lines) == []
+    assert all(line.isprintable() for line in lines)
+    replies, _ = split(lines)
+    assert [r.split(" ")[0] for r in replies] == ["1", "2", "3", "4", "5", "6", "ip"]
+
+
+def test_the_4k_split_of_a_long_line_never_starts_with_a_command_word() -> None:
+    stdin = b"".join(
+        b"\x01" + b" " * n + b"ip link set eth0 down #\n" for n in range(4040, 4110)
+    ) + b"".join(b"%d NOPE " % n + b"\x0b" * n + b"ip link set eth0 down #\n" for n in (1000,))
+    lines = output(stdin)
+    assert forged(lines) == []
+    assert all(line.isprintable() for line in lines)
+
+
+def test_a_file_name_cannot_forge_a_log_line() -> None:
+    lines = output(b"1 ACTIVATE\n", vipfile="/nonexistent\n* ip link set eth0 down #")
+    assert forged(lines) == []
+    assert all("/nonexistent\\x0a* ip link" in line for line in lines if "ip link" in line)
+    assert split(lines)[0][0].startswith("1 ERROR /nonexistent\\x0a* ip link set eth0 down #:")
+
+
+@pytest.mark.parametrize("n", [65, 100, 1000, 4000, 4080, 9000])
+def test_a_seq_over_64_characters_gets_exactly_one_response(n: int) -> None:
+    """Echoed whole up to 4,000 characters (the line limit is 4096 bytes), else its start."""
+    seq = ("1234567890" * 900)[:n]
+    replies, commands = run(f"{seq} STATUS\n{seq} ACTIVATE\n2 STATUS\n".encode())
+    assert len(replies) == 3, replies
+    for reply in replies[:2]:
+        assert reply.startswith(f"{seq[:4000]} ERROR ") and len(reply) < 4096
+    assert replies[2].startswith("2 OK role=standby")
+    assert not any(c.startswith("ipvsadm -A") for c in commands)
+
+
+def test_the_broadcast_address_of_the_lan_is_no_member() -> None:
+    iface, own = lan()
+    for member in (own.network.broadcast_address, own.network.network_address):
+        replies, commands = run(f"1 ACTIVATE {own.ip} {member}\n".encode(), "-i", iface)
+        assert replies[0].startswith(f"1 ERROR member {member} is the ")
+        assert not any(c.startswith("ipvsadm -A") for c in commands)
+
+
+def test_activate_while_the_interface_is_missing_is_an_error_naming_it() -> None:
+    lines = output(b"1 ACTIVATE 192.0.2.1\n2 STATUS\n", "-i", "nosuch0")
+    replies, commands = split(lines)
+    assert replies[0] == "1 ERROR -i nosuch0: no such interface"
+    assert replies[1].startswith("2 OK role=standby")
+    assert not any(c.startswith(("ipvsadm -A", "arping")) for c in commands)
+
+
+def test_requests_while_quit_drains_are_each_answered_stopping() -> None:
+    iface, own = lan()
+    stdin = f"1 ACTIVATE {own.ip}\n2 QUIT\n3 STATUS\n4 INTF 1\n\x01 no seq\n5 ACTIVATE\n".encode()
+    lines = output(stdin, "-i", iface, "--drain", "0.5")
+    replies, _ = split(lines)
+    assert replies[0].startswith("1 OK active")
+    assert replies[1:] == ["3 ERROR stopping", "4 ERROR stopping", "5 ERROR stopping", "2 OK"]
+
+
+def test_an_empty_vip_file_is_warned_about_at_start_and_on_activate(tmp_path: Path) -> None:
+    iface, own = lan()
+    path = tmp_path / "vipaddrs"
+    path.write_text("# nothing yet\n\n")
+    lines = output(f"1 ACTIVATE {own.ip}\n".encode(), "-i", iface, vipfile=str(path))
+    warning = f"WARNING: {path} lists no VIP: there is nothing to balance"
+    assert f"* {warning}" in lines
+    assert split(lines)[0] == [f"1 OK active vips=0 members=1 {warning}"]

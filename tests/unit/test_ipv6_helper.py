@@ -82,4 +82,4 @@ def test_without_ipv6_in_the_map_ipv6_vips_are_held_on_lo_only(
 
 def test_an_ipv4_only_file_keeps_status_as_it_was(helper) -> None:
     status = render(helper.handle("00001 STATUS"))[-1]
-    assert "vips6" not in status and status.endswith("weight=100")
+    assert "vips6" not in status and status.endswith("weight=100 conflicts=0")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from cgp_ipvs_helper.hostaddrs import local_clashes
 from cgp_ipvs_helper.model import Address, KernelState, Settings
 from cgp_ipvs_helper.operations import DelAddress
-from cgp_ipvs_helper.planner import Role, desired_state, local_clashes, plan
+from cgp_ipvs_helper.planner import Role, desired_state, plan
 
 LAN = Address("192.0.2.10", "eth0", 24)
 LOOPBACK = Address("127.0.0.1", "lo", 8)
@@ -46,3 +47,13 @@ def test_a_vip_held_by_this_host_is_a_clash_unless_it_is_ours() -> None:
     assert local_clashes(VIPS, held, "eth0") == [LAN, Address("203.0.113.5", "eth1", 32)]
     assert local_clashes(VIPS, held, "eth1") == [LAN, Address("198.51.100.10", "eth0", 32)]
     assert local_clashes(("198.51.100.10",), state(), "eth0") == []
+
+
+def test_ipv6_vips_are_128s() -> None:
+    vip6 = "2001:db8:10::5"
+    ours = Address(vip6, "lo", 128)
+    desired = desired_state(Settings(), (), Role.STANDBY, (), None, frozenset({vip6}))
+    assert [op.address for op in plan(desired, state(ours)) if isinstance(op, DelAddress)] == [ours]
+    lan6 = Address(vip6, "eth0", 64)
+    assert plan(desired, state(lan6)) == plan(desired, state())
+    assert local_clashes([vip6], state(lan6, Address(vip6, "eth0", 128)), "eth0") == [lan6]

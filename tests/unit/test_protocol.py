@@ -68,7 +68,7 @@ def test_overlong_line_is_answered_when_it_has_a_seq() -> None:
 def test_responses() -> None:
     assert protocol.ok("1") == "1 OK"
     assert protocol.ok("1", "standby") == "1 OK standby"
-    assert protocol.error("1", "bad\nthing\x00") == "1 ERROR bad thing\\x00"
+    assert protocol.error("1", "bad\nthing\x00") == "1 ERROR bad\\x0athing\\x00"
     assert protocol.intf("00001") == "00001 INTF 1"
 
 
@@ -76,12 +76,14 @@ def test_info_lines_fit_and_keep_all_text() -> None:
     text = "é" * 5000
     lines = protocol.info(text)
     assert all(len(line.encode()) <= 4096 and line.startswith("* ") for line in lines)
-    assert "".join(line[2:] for line in lines) == text
-    assert protocol.info("a\nb") == ["* a", "* b"]
+    assert lines[0][2:] + "".join(line[6:] for line in lines[1:]) == text
+    assert all(line.startswith("* ... ") for line in lines[1:])  # continued
+    assert protocol.info("a\nb") == ["* a\\x0ab"]  # one line whatever the text holds
     assert protocol.info("bell\x07") == ["* bell\\x07"]
+    assert protocol.info("ip link set eth0 down") == ["* (text) ip link set eth0 down"]
     wide = "\U0001f600"  # 4 bytes of UTF-8
     assert protocol.info(wide * 1023) == ["* " + wide * 1023]  # 4,094 bytes: one line
-    assert protocol.info(wide * 1024) == ["* " + wide * 1023, "* " + wide]
+    assert protocol.info(wide * 1024) == ["* " + wide * 1023, "* ... " + wide]
 
 
 def test_only_ascii_digits_make_an_address() -> None:

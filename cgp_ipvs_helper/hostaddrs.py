@@ -1,0 +1,69 @@
+"""This host's own addresses and interfaces: what a VIP or a member may not be.
+
+The helper adds and removes VIPs and makes members real servers; an easy typo (the frontend's
+LAN address in the VIP list, the LAN's broadcast address among the members) must be refused
+before anything is planned, since nothing later can tell the host's own address from a VIP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Sequence
+
+from .errors import VipFileError
+from .model import Address, KernelState, host_prefixlen
+from .vipfile import vip_error
+
+
+def interface_exists(name: str) -> bool:
+    """Whether this host (its network namespace) has an interface `name` now."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
+def local_clashes(vips: Iterable[str], actual: KernelState, iface: str) -> list[Address]:
+    """The host's own addresses that are VIPs: on any device but lo, other than as a /32 (/128)
+    on `iface` (what an active run adds, and a dead one leaves). Taking such a VIP would take
+    the address off its interface on the next DEACTIVATE or start."""
+    wanted = frozenset(vips)
+    return [
+        a
+        for a in actual.addresses
+        if a.ip in wanted
+        and a.dev != "lo"
+        and not (a.dev == iface and a.prefixlen == host_prefixlen(a.ip))
+    ]
+
+
+def clash_error(
+    vips: Iterable[str], actual: KernelState, iface: str, path: str
+) -> VipFileError | None:
+    """The VIP file error for the first VIP that is an address of this host, naming its line
+    and the interface that holds it; None if there is none."""
+    clash = local_clashes(vips, actual, iface)
+    if not clash:
+        return None
+    a = clash[0]
+    return vip_error(
+        path,
+        a.ip,
+        f"already an address of this host on {a.dev} ({a.ip}/{a.prefixlen}): "
+        "a VIP must be an address of its own, or the helper would take it away",
+    )
+
+
+def subnet_edge(ip: str, on_iface: Sequence[Address]) -> str | None:
+    """What `ip` is if it is the broadcast or network address of an IPv4 subnet on -i: no
+    host, as 255.255.255.255 is none (a real server there is every host of the LAN, or none)."""
+    for a in on_iface:
+        if a.prefixlen <= 30 and ":" not in a.ip:
+            net = ipaddress.IPv4Network(f"{a.ip}/{a.prefixlen}", strict=False)
+            if ip == str(net.broadcast_address):
+                return f"broadcast address of {a.dev}'s subnet {net}"
+            if ip == str(net.network_address):
+                return f"network address of {a.dev}'s subnet {net}"
+    return None
