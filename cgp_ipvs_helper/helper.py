@@ -380,8 +380,8 @@ class Helper:
                 self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
             )
             balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
-            if balancing:
-                self._without_ipv6(ses.members, members6, infos)
+            if balancing:  # the map's members own a range service each, listed or not
+                self._without_ipv6([*ses.members, *self.map.ips()], members6, infos)
             desired = self.map.desired(desired, balancing, self.vips, actual)
             ops = plan(desired, actual)
             if garp and ses.state is State.ACTIVE:
@@ -425,7 +425,8 @@ class Helper:
     def _without_ipv6(
         self, members: Sequence[str], members6: Mapping[str, str], infos: Infos
     ) -> None:
-        """Say once per member that it is left out of the IPv6 services (balanced IPv6 VIPs)."""
+        """Say once per member that it is left out of the IPv6 services (balanced IPv6 VIPs,
+        and its port range's for replies to IPv6 VIPs)."""
         if not members6 or not any(is_ipv6(v) for v in self.vips):
             return
         for m in members:
