@@ -80,7 +80,8 @@ def _network(f: VipFilter) -> int:
 class VipFilter:
     """Chain 0: packets to a block of VIPs go on to TC_CHAIN. Its tc handle: an IPv4 block's
     network address (blocks of a CIDR cover are disjoint, so handles are unique); an IPv6
-    block's number in its sorted cover (128 bits do not fit a 32-bit handle), given."""
+    block's number in its sorted cover, given (128 bits do not fit a 32-bit handle; a new
+    IPv6 block renumbers those after it, which the plan replaces in one batch)."""
 
     prefix: str  # "198.51.100.10/31", "2001:db8:10::/124"
     handle: int = field(default=Factory(_network, takes_self=True), validator=_handle)
