@@ -68,12 +68,7 @@ def run(reps: int) -> dict[str, Any]:
             with open(path, "w") as f:
                 f.write(text)
             os.chmod(path, 0o755)
-        env = {
-            **os.environ,
-            "IFVIP_FILE": vipfile,
-            "IFVIP_CMD": cmd,
-            "IFVIP_TEST_LOG": f"{base}/log",
-        }
+        env = dict(os.environ, IFVIP_FILE=vipfile, IFVIP_CMD=cmd, IFVIP_TEST_LOG=f"{base}/log")
         env["CGP_IPVS_HELPER_LIB"] = str(REPO_ROOT)
         loop = "i=0; while [ $i -lt 256 ]; do ip address add 203.0.113.$i/32 dev lo || exit 1; "
         argvs = {
@@ -94,14 +89,9 @@ def run(reps: int) -> dict[str, Any]:
         ["method", "processes", "seconds", "min-max", "speed-up vs loop"],
     )
     for key, (label, procs) in ROWS.items():
-        speed = times(med["loop"], med[key]) if key in ("vip", "ifup") else "-"
-        table.add(
-            label,
-            procs,
-            f"{med[key]:.2f}",
-            spread(samples[key], 1, 2),
-            "1x" if key == "loop" else speed,
-        )
+        speed = {"loop": "1x", "vip": times(med["loop"], med["vip"])}.get(key, "-")
+        speed = times(med["loop"], med["ifup"]) if key == "ifup" else speed
+        table.add(label, procs, f"{med[key]:.2f}", spread(samples[key], 1, 2), speed)
     table.notes += [
         f"Median of {reps} runs, each in a fresh network namespace; every method but `check` "
         "must leave exactly the 256 addresses on lo (checked).",

@@ -129,6 +129,9 @@ class Probe(Helper):
         self.writes, self.last = self.writes + 1, data
         return sys.stdout.buffer.write(data)
 
+    def fileno(self) -> int:  # Output widens the pipe behind it, as for the helper
+        return sys.stdout.buffer.fileno()
+
     def flush(self) -> None:
         """The output is out: the first time after the ACTIVATE, its record."""
         sys.stdout.buffer.flush()
