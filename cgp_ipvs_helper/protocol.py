@@ -90,8 +90,8 @@ class Commands:
 
     def lines(self) -> list[str]:
         """Our own commands, shell-quoted from validated values: the only info lines that
-        start with a command word."""
-        return [f"* {op}" for op in self.ops]
+        start with a command word (the texts built while standby are used as they are)."""
+        return [f"* {text}" for text in self.texts()]
 
 
 # Response and Reply are built once per request: without slots attrs builds them faster.
