@@ -414,26 +414,6 @@ def _pump(src: BinaryIO, sink: BinaryIO) -> None:
             pass
 
 
-def run_in_uml(
-    argv: Sequence[str],
-    mem: str = DEFAULT_MEM,
-    timeout: float = DEFAULT_TIMEOUT,
-    *,
-    env: Mapping[str, str] | None = None,
-    output: BinaryIO | None = None,
-    kernel: str | None = None,
-    quiet: bool = False,
-) -> int:
-    """Like run_uml but return only the exit status; a missing kernel/module prints one line, 2."""
-    try:
-        return run_uml(
-            argv, mem, timeout, env=env, output=output, kernel=kernel, quiet=quiet
-        ).status
-    except LabSetupError as exc:
-        print(f"uml: {exc}", file=sys.stderr, flush=True)
-        return EXIT_SETUP
-
-
 @contextmanager
 def pinned(cpu: int | None) -> Iterator[None]:
     """Run the body with this thread (and so every process it starts) on one CPU.
@@ -504,7 +484,10 @@ def main(args: Sequence[str] | None = None) -> int:
         parser.error(f"bad --mem {ns.mem!r}: expected e.g. 1024M")
     try:
         with interrupted_by(signal.SIGTERM, signal.SIGHUP), pinned(uml_cpu(not ns.no_pin)):
-            return run_in_uml(cmd, ns.mem, ns.timeout, env=extra, quiet=ns.quiet)
+            return run_uml(cmd, ns.mem, ns.timeout, env=extra, quiet=ns.quiet).status
+    except LabSetupError as exc:  # nothing was booted
+        print(f"uml: {exc}", file=sys.stderr, flush=True)
+        return EXIT_SETUP
     except KeyboardInterrupt:  # the kernel was killed on the way out
         print("uml: interrupted", file=sys.stderr)
         return 130
