@@ -110,12 +110,19 @@ def total(answered: dict[str, Answered]) -> str:
 
 
 def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, list[str]]:
-    """Each frontend opens 12 TCP connections and 12 UDP exchanges from the VIP to the server,
-    without a member map (empty file), then with it (SIGHUP)."""
-    vip = g.vips[0]
-    say(f"\n== connections the frontends open from {vip} (relayed mail, SIP) ==")
-    before = g.outgoing(vip, count=12)
-    say(f"without a member map: answered {total(before)}")
+    """Each frontend opens 12 TCP connections and 12 UDP exchanges from a VIP to the server,
+    without a member map (empty file), then with it (SIGHUP).
+
+    Without the map, from the second VIP: IPVS keeps an entry for each reply it scheduled (TCP
+    up to 2 min, UDP 5 min) and looks entries up before any service, so a later connection from
+    the same VIP and port to the same server would follow the old entry to the wrong member
+    whatever the map says. From the first VIP, every later connection would risk that (the
+    default port range overlaps the members' ranges): the demo's planned move once timed out on
+    it. The second VIP's entries match nothing the demo opens later."""
+    vip, unsteered = g.vips[0], g.vips[1]
+    say("\n== connections the frontends open from a VIP (relayed mail, SIP) ==")
+    before = g.outgoing(unsteered, count=12)
+    say(f"without a member map, from {unsteered}: answered {total(before)}")
     ranges = member_map(path)
     for h in helpers:
         h.reload()
@@ -123,9 +130,12 @@ def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, 
     for mark in ("ip_local_port_range", "ipvsadm -A -f", "ipvsadm -a -f", "tc qdisc", "chain 0"):
         say("  " + next((x for x in helpers[0].log if mark in x), f"(no line with {mark})"))
     after = g.outgoing(vip, count=12)
-    say(f"with the member map: answered {total(after)}")
+    say(f"with the member map, from {vip}: answered {total(after)}")
     ok = all(a.complete for a in after.values())
-    return ok, [f"outgoing from {vip}: without a map {total(before)}; with it {total(after)}"]
+    return ok, [
+        f"outgoing: without a map (from {unsteered}) {total(before)}; "
+        f"with it (from {vip}) {total(after)}"
+    ]
 
 
 def ipv6(g: Group, h1: HelperProcess) -> tuple[bool, list[str]]:
