@@ -7,6 +7,7 @@ never runs these commands: the netlink kernel carries out the same operation dir
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from typing import Union
@@ -14,7 +15,7 @@ from typing import Union
 from attrs import frozen
 
 from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
-from .steering import TC_CHAIN, TC_PREF, RangeFilter, VipFilter
+from .steering import TC_CHAIN, TC_PREF, TC_PREF6, RangeFilter, VipFilter
 
 _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
 
@@ -31,8 +32,8 @@ def _real_server(dest: Dest) -> str:
 
 
 def _service_args(key: ServiceKey) -> list[str]:
-    if key.fwmark:
-        return ["-f", str(key.fwmark)]
+    if key.fwmark:  # a firewall-mark service is IPv4 unless -6 says otherwise
+        return ["-f", str(key.fwmark), "-6"] if is_ipv6(key.vip) else ["-f", str(key.fwmark)]
     return [_PROTO_FLAG[key.proto], f"{_host(key.vip)}:{key.port}"]
 
 
@@ -135,12 +136,31 @@ class DelService(_Renders):
         return ["ipvsadm", "-D", *_service_args(self.service.key)]
 
 
+@functools.lru_cache(maxsize=4096)  # a service's real servers share its words
+def _service_words(key: ServiceKey) -> str:
+    return shlex.join(_service_args(key))
+
+
+_quoted = functools.lru_cache(maxsize=1024)(shlex.quote)  # a member's -r word, each service
+
+
+def _dest_line(flag: str, dest: Dest) -> str:
+    """shlex.join(_dest_command(flag, dest)) from its quoted parts, each quoted once: an IPv6
+    real server's words need quotes ('[2001:db8::10]:0'), which shlex.join found word by word
+    (8-11 us a line, and a dual-stack /24 + /120 ACTIVATE logs 4,096 real servers)."""
+    words = _service_words(dest.service)
+    return f"ipvsadm {flag} {words} -r {_quoted(_real_server(dest))} -g -w {dest.weight}"
+
+
 @frozen
 class AddDest(_Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
         return _dest_command("-a", self.dest)
+
+    def __str__(self) -> str:
+        return _dest_line("-a", self.dest)
 
 
 @frozen
@@ -149,6 +169,9 @@ class EditDest(_Renders):
 
     def argv(self) -> list[str]:
         return _dest_command("-e", self.dest)
+
+    def __str__(self) -> str:
+        return _dest_line("-e", self.dest)
 
 
 @frozen
@@ -211,7 +234,12 @@ class SendNa(_Renders):
 
 # --- steering of replies to outgoing connections (see steering.py) -------------------------------
 
-_TC_FILTER = ("protocol", "ip", "pref", str(TC_PREF))
+_TC_PROTOCOL = {TC_PREF: "ip", TC_PREF6: "ipv6"}  # one protocol per preference of ours
+
+
+def _tc_filter(verb: str, dev: str, pref: int, chain: int, handle: int) -> list[str]:
+    head = ["tc", "filter", verb, "dev", dev, "ingress", "protocol", _TC_PROTOCOL[pref]]
+    return [*head, "pref", str(pref), "chain", str(chain), "handle", hex(handle), "flower"]
 
 
 @frozen
@@ -234,8 +262,7 @@ class AddFilter(_Renders):
 
     def argv(self) -> list[str]:
         f = self.filter
-        head = ["tc", "filter", "add", "dev", self.dev, "ingress", *_TC_FILTER]
-        head += ["chain", str(f.chain), "handle", hex(f.handle), "flower", "skip_hw"]
+        head = [*_tc_filter("add", self.dev, f.pref, f.chain, f.handle), "skip_hw"]
         if isinstance(f, VipFilter):
             return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(TC_CHAIN)]
         match = ["ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}"]
@@ -244,15 +271,16 @@ class AddFilter(_Renders):
 
 @frozen
 class DelFilter(_Renders):
-    """Remove our filter `handle` of `chain` (whatever it holds now) from the ingress of `dev`."""
+    """Remove our filter `handle` of `chain` at `pref` (whatever it holds now) from the ingress
+    of `dev`."""
 
     dev: str
+    pref: int
     chain: int
     handle: int
 
     def argv(self) -> list[str]:
-        head = ["tc", "filter", "del", "dev", self.dev, "ingress", *_TC_FILTER]
-        return [*head, "chain", str(self.chain), "handle", hex(self.handle), "flower"]
+        return _tc_filter("del", self.dev, self.pref, self.chain, self.handle)
 
 
 Operation = Union[

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Callable, Literal, Union
 
 from attrs import field, frozen
@@ -89,10 +89,13 @@ class Commands:
         known = self.known
         return tuple(known.get(id(op)) or str(op) for op in self.ops)
 
-    def lines(self) -> list[str]:
+    def lines(self) -> Iterator[str]:
         """Our own commands, shell-quoted from validated values: the only info lines that
-        start with a command word."""
-        return [f"* {op}" for op in self.ops]
+        start with a command word (the texts built while standby are used as they are), one
+        at a time: Output encodes each before the next is made."""
+        known = self.known
+        for op in self.ops:
+            yield f"* {known.get(id(op)) or op}"
 
 
 # Response and Reply are built once per request: without slots attrs builds them faster.
@@ -202,10 +205,16 @@ def render(reply: Reply) -> list[str]:
     r = reply.response
     if not reply.infos:  # most replies: a response alone
         return [] if r is None else [_RESPONSE_LINES[r.kind](r.seq, r.text)]
-    lines = [line for i in reply.infos for line in i.lines()]
+    return list(lines_of(reply))
+
+
+def lines_of(reply: Reply) -> Iterator[str]:
+    """render()'s lines one at a time, made as they are asked for."""
+    for i in reply.infos:
+        yield from i.lines()
+    r = reply.response
     if r is not None:
-        lines.append(_RESPONSE_LINES[r.kind](r.seq, r.text))
-    return lines
+        yield _RESPONSE_LINES[r.kind](r.seq, r.text)
 
 
 def ok(seq: str, text: str = "") -> str:
