@@ -109,7 +109,7 @@ class Recorder:
 
     def write(self, data: bytes) -> int:
         self.writes += 1
-        self.last = data
+        self.last = bytes(data)  # (the helper reuses its buffer)
         return int(self.inner.write(data))
 
     def flush(self) -> None:

@@ -373,7 +373,7 @@ class Helper:
         if garp and planned_ahead and ses.self_ip is not None:
             assert ahead is not None
             ops: Sequence[Operation] = activation(ahead, self.settings, ses.members, ses.self_ip)
-            known = ahead.texts
+            known = ahead.lines
         else:
             members6 = self.map.ipv6()
             desired = desired_state(
@@ -453,7 +453,7 @@ class Helper:
         infos: Infos,
         known: Mapping[int, str] | None = None,
     ) -> None:
-        """The operations done (as shell commands; `known` has some texts already, by id()),
+        """The operations done (as shell commands; `known` has some lines already, by id()),
         then one FAILED line per failure."""
         if failures:
             failed = {f.op for f in failures}

@@ -10,7 +10,7 @@ writes out what comes back.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Callable, Literal, Union
 
 from attrs import field, frozen
@@ -79,19 +79,26 @@ class Info:
 @frozen
 class Commands:
     """Kernel operations carried out: one info line each, holding its shell equivalent.
-    `known` may hold that text already for some of them, by id() (built while standby)."""
+    `known` may hold some of those lines already, by id() of the operation (built while
+    standby: ready.py)."""
 
     ops: tuple[object, ...]
     known: Mapping[int, str] = field(factory=dict, eq=False)
 
     def texts(self) -> tuple[str, ...]:
-        known = self.known
-        return tuple(known.get(id(op)) or str(op) for op in self.ops)
+        return tuple(line[2:] for line in self.lines())
 
-    def lines(self) -> list[str]:
+    def lines(self) -> Iterator[str]:
         """Our own commands, shell-quoted from validated values: the only info lines that
         start with a command word."""
-        return [f"* {op}" for op in self.ops]
+        known = self.known
+        for op in self.ops:
+            yield known.get(id(op)) or command_line(op)
+
+
+def command_line(op: object) -> str:
+    """The info line of a kernel operation carried out: `* ` and its shell command."""
+    return f"* {op}"
 
 
 # Response and Reply are built once per request: without slots attrs builds them faster.
@@ -201,10 +208,16 @@ def render(reply: Reply) -> list[str]:
     r = reply.response
     if not reply.infos:  # most replies: a response alone
         return [] if r is None else [_RESPONSE_LINES[r.kind](r.seq, r.text)]
-    lines = [line for i in reply.infos for line in i.lines()]
+    return list(each_line(reply))
+
+
+def each_line(reply: Reply) -> Iterator[str]:
+    """The lines render() lists, one at a time (a /24's activation logs thousands)."""
+    for i in reply.infos:
+        yield from i.lines()
+    r = reply.response
     if r is not None:
-        lines.append(_RESPONSE_LINES[r.kind](r.seq, r.text))
-    return lines
+        yield _RESPONSE_LINES[r.kind](r.seq, r.text)
 
 
 def ok(seq: str, text: str = "") -> str:

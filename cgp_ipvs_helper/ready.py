@@ -3,7 +3,7 @@
 Of what an ACTIVATE from standby changes, only the real servers depend on the member list it
 brings: the services, the sync daemons' switch, the VIPs on the LAN interface and the gratuitous
 ARP round are known as soon as the VIP file and the kernel's state are. `prepare()` plans them
-then, with their log texts (and the kernel builds their messages: `Kernel.prepare`); at
+then, with their log lines (and the kernel builds their messages: `Kernel.prepare`); at
 ACTIVATE, `activation()` adds one real server per service and member, already in plan order,
 instead of planning thousands of values again.
 
@@ -22,13 +22,14 @@ from attrs import frozen
 from .model import Dest, KernelState, Role, ServiceKey, Settings, is_ipv6
 from .operations import AddDest, AddService, Operation
 from .planner import _weight, announce, desired_state, ip_order, plan
+from .protocol import command_line
 
 
 @frozen(eq=False)
 class Ready:
     """An ACTIVATE from standby planned against `state` for `vips` and `retired`, less its real
     servers: `before` ends with the services' additions, `after` follows the real servers,
-    `garp` is the announcement; `texts` holds the shell command of each, by id()."""
+    `garp` is the announcement; `lines` holds the info line of each, by id()."""
 
     state: KernelState
     vips: tuple[str, ...]
@@ -37,7 +38,7 @@ class Ready:
     after: tuple[Operation, ...]
     garp: tuple[Operation, ...]
     services: tuple[ServiceKey, ...]
-    texts: Mapping[int, str]
+    lines: Mapping[int, str]
 
     def ops(self) -> tuple[Operation, ...]:
         """Every operation built ahead, for `Kernel.prepare`."""
@@ -68,8 +69,8 @@ def prepare(
     split = max((i + 1 for i, op in enumerate(ops) if isinstance(op, AddService)), default=0)
     services = tuple(op.service.key for op in ops[:split] if isinstance(op, AddService))
     garp = announce(vips, settings.iface)
-    texts = {id(op): str(op) for op in ops + garp}
-    return Ready(state, vips, retired, ops[:split], ops[split:], garp, services, texts)
+    lines = {id(op): command_line(op) for op in ops + garp}
+    return Ready(state, vips, retired, ops[:split], ops[split:], garp, services, lines)
 
 
 def activation(

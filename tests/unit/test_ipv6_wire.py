@@ -92,8 +92,8 @@ def test_an_ipv6_service_and_real_server_read_back_as_sent() -> None:
     answer = b"\0" * nlwire.GENLHDR + ipvswire.service_attrs(svc)
     assert ipvswire.service_from(answer) == svc
     dest = Dest(TCP6, "2001:db8::12", 100)
-    body = ipvswire.dest_attrs(dest, True)
-    answer = b"\0" * nlwire.GENLHDR + body[len(ipvswire.key_attrs(TCP6)) :]
+    body = ipvswire.dest_request(ipvswire.CMD_NEW_DEST, dest, True)  # genlmsghdr, service, dest
+    answer = b"\0" * nlwire.GENLHDR + body[4 + len(ipvswire.key_attrs(TCP6)) :]
     assert ipvswire.dest_from(TCP6, answer) == dest
 
 

@@ -90,3 +90,24 @@ class _Words(operations._Renders):
 @given(st.lists(st.text(alphabet=st.sampled_from("az09_@%+=:,./- '\t\n\"$;é"), max_size=6)))
 def test_rendering_is_shlex_join_whatever_the_words(argv: list[str]) -> None:
     assert str(_Words(argv)) == shlex.join(argv)
+
+
+_WORD = st.text(alphabet=st.sampled_from("az09_@%+=:,./- '\t\"$;é[]"), max_size=12)
+
+
+@given(
+    st.sampled_from([AddDest, EditDest]),
+    st.builds(
+        ServiceKey,
+        st.sampled_from(["tcp", "udp"]),
+        _WORD,
+        st.integers(0, 65535),
+        st.sampled_from([0, 0, 7]),
+    ),
+    _WORD,
+    st.integers(0, 65535),
+)
+def test_a_real_server_renders_from_its_kept_parts_as_shlex_join(kind, key, ip, weight) -> None:
+    op = kind(Dest(key, ip, weight))
+    assert str(op) == shlex.join(op.argv())
+    assert str(op) == str(kind(Dest(key, ip, weight)))  # and again, from the kept parts

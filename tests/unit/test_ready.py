@@ -71,7 +71,7 @@ def test_the_prepared_activation_is_the_plan(case) -> None:
     assert ready.activation(prepared, options, members, self_ip) == expected
     built = prepared.ops()
     assert all(op in expected for op in built) and len(set(built)) == len(built)
-    assert [prepared.texts[id(op)] for op in built] == [str(op) for op in built]
+    assert [prepared.lines[id(op)] for op in built] == [f"* {op}" for op in built]
     assert prepared.fits(vips, retired, state)
     assert not prepared.fits(vips + ("192.0.2.200",), retired, state)
 
