@@ -10,20 +10,19 @@ equivalent, the same text in real mode and in -m mode.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import Callable, Union
 
+from . import members
 from .arpwatch import ArpWatch
 from .errors import KernelError, VipFileError
 from .executor import execute
-from .hostaddrs import clash_error, interface_exists, subnet_edge
+from .hostaddrs import interface_exists
 from .kernel import Kernel
-from .memberfile import load_members
 from .model import KernelState, Role, Settings, is_ipv6
 from .operations import Operation
-from .outgoing import MemberMap, ipv6_note
-from .planner import DEFAULT_PORTS, announce, desired_state, plan, sysctl_paths
+from .outgoing import MemberMap
+from .planner import announce, desired_state, plan, sysctl_paths
 from .protocol import (
     INTF_VERSION,
     Activate,
@@ -37,12 +36,15 @@ from .protocol import (
     Request,
     Response,
     Status,
+    answer,
+    internal_error,
+    not_served,
     parse_line,
+    shown,
 )
 from .ready import Ready, activation, prepare
 from .session import Event, Session, State
 from .shown import escaped
-from .steering import MemberRange
 from .vipfile import load_vips
 
 VERSION = "0.1.0"
@@ -89,8 +91,8 @@ class Helper:
         observed: Infos = []
         actual = self._observe(observed)
         try:
-            self.vips, members = self._load(actual)
-            self.map.update(members)
+            self.vips, ranges = members.load(s, self.load, actual)
+            self.map.update(ranges)
         except VipFileError as exc:  # the VIP file or the member map
             self.vip_error = exc
         infos: Infos = [
@@ -103,21 +105,12 @@ class Helper:
         infos += [Info(note) for note in notes]
         infos += observed
         if self.vip_error is None and not self.vips:
-            infos.append(Info(self._no_vips()))
+            infos.append(Info(members.no_vips(s)))
         if self.vip_error is not None:
-            infos.append(
-                Info(
-                    f"ERROR {self.vip_error}; nothing is changed until it is fixed "
-                    "(then send SIGHUP or restart the helper)"
-                )
-            )
+            infos.append(Info(members.refused(self.vip_error)))
         else:
             actual = self._observe(infos)  # again: the member map may add a sysctl to read
-            local_ips = {a.ip for a in actual.addresses} - set(self.vips)
-            infos += [Info(note) for note in self.map.notes(local_ips)]
-            v6 = sum(is_ipv6(v) for v in self.vips)
-            if v6:
-                infos.append(Info(ipv6_note(v6, len(self.map.ipv6()), s.member_map)))
+            infos += [Info(note) for note in members.start_notes(s, self.vips, self.map, actual)]
             self._converge(infos, actual)
         return Reply(tuple(infos))
 
@@ -128,13 +121,13 @@ class Helper:
             request = parse_line(line)
         except BadRequest as exc:
             if not serving:
-                return _stopping(exc.seq, line)
-            logged = (Info(f"not understood: {_shown(line)}"),)
+                return not_served(exc.seq, line)
+            logged = (Info(f"not understood: {shown(line)}"),)
             return Reply(
                 logged, None if exc.seq is None else Response(exc.seq, "ERROR", exc.reason)
             )
         if not serving:
-            return _stopping(request.seq, line)
+            return not_served(request.seq, line)
         infos: Infos = []
         try:
             response = self._dispatch(request, infos)
@@ -142,7 +135,7 @@ class Helper:
             if self.session.quit_seq == request.seq:
                 self.session.quit_seq = None  # a QUIT answered here is not answered again
             error = Response(request.seq, "ERROR", f"internal error: {exc!r}")
-            return Reply((_internal(exc),), error)
+            return Reply((internal_error(exc),), error)
         return Reply(tuple(infos), response)
 
     @property
@@ -169,19 +162,19 @@ class Helper:
         everything on an error in either."""
         infos: Infos = []
         try:
-            new, members = self._load(self._observe(infos))
+            new, ranges = members.load(self.settings, self.load, self._observe(infos))
         except VipFileError as exc:  # the VIP file or the member map
             infos.append(Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"))
             return Reply(tuple(infos))
         text = f"reloaded {escaped(self.settings.vipfile)}: {len(new)} VIPs"
-        if members or self.map.seen:
-            text += f"; {escaped(self.settings.member_map)}: {len(members)} port ranges"
+        if ranges or self.map.seen:
+            text += f"; {escaped(self.settings.member_map)}: {len(ranges)} port ranges"
         infos.append(Info(text))
         if not new:
-            infos.append(Info(self._no_vips()))
+            infos.append(Info(members.no_vips(self.settings)))
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
-        self.map.update(members)
+        self.map.update(ranges)
         self.arpwatch.watch(new)
         self.told_no_ipv6.clear()  # the map may have changed: say again who lacks IPv6
         self._converge(infos, garp=self.session.state is State.ACTIVE)
@@ -215,7 +208,7 @@ class Helper:
         except Exception as exc:  # the next tick or refresh tries again
             self.session.postpone_refresh(self.clock())
             del infos[mark:]
-            infos.append(_internal(exc))
+            infos.append(internal_error(exc))
 
     def _refresh(self, infos: Infos) -> None:
         mark = len(infos)
@@ -265,28 +258,18 @@ class Helper:
         ahead = self.ready if self.session.state is State.STANDBY else None
         actual = self._observe(infos) if ahead is None else ahead.state
         try:
-            self._check_local(self.vips, actual)
-            members, self_ip = self._members(req.members, actual)
+            balanced, self_ip = members.resolve(self.settings, self.vips, req.members, actual)
         except VipFileError as exc:
             return Response(req.seq, "ERROR", str(exc))
         except BadRequest as exc:
             return Response(req.seq, "ERROR", exc.reason)
-        self.session.activate(members, self_ip, self.clock())
+        self.session.activate(balanced, self_ip, self.clock())
         self.arpwatch.watch(self.vips)
         failures = self._converge(infos, actual=actual, garp=True)
-        text = f"active vips={len(self.vips)} members={len(members)}"
-        return _answer(req.seq, failures, f"{text} {self._no_vips()}" if not self.vips else text)
-
-    def _check_local(self, vips: Sequence[str], actual: KernelState) -> None:
-        """A VIP that is an address of this host (its LAN address, by mistake) is a VIP file
-        error naming its line and the interface: taking it would take it off the LAN."""
-        error = clash_error(vips, actual, self.settings.iface, self.settings.vipfile)
-        if error is not None:
-            raise error
-
-    def _no_vips(self) -> str:
-        path = escaped(self.settings.vipfile)
-        return f"WARNING: {path} lists no VIP: there is nothing to balance"
+        text = f"active vips={len(self.vips)} members={len(balanced)}"
+        if not self.vips:
+            text += f" {members.no_vips(self.settings)}"
+        return answer(req.seq, failures, text)
 
     def _conflicts(self, now: float) -> list[Info]:
         """Split-brain warnings due now; none once this helper is no longer active (a claim
@@ -296,31 +279,10 @@ class Helper:
             return []
         return [Info(str(conflict)) for conflict in self.arpwatch.due(now)]
 
-    def _members(self, listed: Sequence[str], actual: KernelState) -> tuple[list[str], str]:
-        vips = frozenset(self.vips)
-        on_iface = actual.addresses_on(self.settings.iface)
-        for m in listed:
-            if m in vips:
-                raise BadRequest(None, f"member {m} is a VIP")
-            edge = subnet_edge(m, on_iface)
-            if edge:
-                raise BadRequest(None, f"member {m} is the {edge}")
-        local = {a.ip for a in actual.addresses} - vips
-        members = list(listed)
-        self_ip = next((m for m in members if m in local), None)
-        if self_ip is None:
-            self_ip = actual.primary_ip(self.settings.iface, excluding=vips)
-            if self_ip is None:
-                raise BadRequest(
-                    None, f"no listed member is local and {self.settings.iface} has no IPv4 address"
-                )
-            members.append(self_ip)
-        return members, self_ip
-
     def _deactivate(self, req: Deactivate, infos: Infos) -> Response:
         if not self.session.deactivate(self.clock()):
             return Response(req.seq, "OK", "standby")
-        return _answer(req.seq, self._converge(infos), "standby")
+        return answer(req.seq, self._converge(infos), "standby")
 
     def _quit(self, seq: str | None, infos: Infos) -> Response | None:
         """Drain if active, then stop; the answer waits for STOPPED (in a later tick if need be).
@@ -341,14 +303,6 @@ class Helper:
         return None if seq is None else Response(seq, "OK")
 
     # -- kernel -----------------------------------------------------------------------------
-
-    def _load(self, actual: KernelState) -> tuple[tuple[str, ...], tuple[MemberRange, ...]]:
-        """The VIP file (refused if it lists an address this host holds), then the member map
-        checked against it; VipFileError from either."""
-        vips = self.load(self.settings.vipfile)
-        self._check_local(vips, actual)
-        ports = [port for _, port in self.settings.ports or DEFAULT_PORTS]
-        return vips, load_members(self.settings.member_map, ports, vips)
 
     def _converge(
         self, infos: Infos, actual: KernelState | None = None, garp: bool = False
@@ -381,7 +335,9 @@ class Helper:
             )
             balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
             if balancing:
-                self._without_ipv6(ses.members, members6, infos)
+                told, listed = self.told_no_ipv6, ses.members
+                notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
+                infos += [Info(note) for note in notes]
             desired = self.map.desired(desired, balancing, self.vips, actual)
             ops = plan(desired, actual)
             if garp and ses.state is State.ACTIVE:
@@ -422,22 +378,6 @@ class Helper:
             return self.kernel.observe(self.paths)
         return self.kernel.observe(self.paths | self.map.paths(), tc_dev)
 
-    def _without_ipv6(
-        self, members: Sequence[str], members6: Mapping[str, str], infos: Infos
-    ) -> None:
-        """Say once per member that it is left out of the IPv6 services (balanced IPv6 VIPs)."""
-        if not members6 or not any(is_ipv6(v) for v in self.vips):
-            return
-        for m in members:
-            if m not in members6 and m not in self.told_no_ipv6:
-                self.told_no_ipv6.add(m)
-                infos.append(
-                    Info(
-                        f"member {m} has no IPv6 address in {self.settings.member_map}: "
-                        "left out of the IPv6 services"
-                    )
-                )
-
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""
         failures = execute(announce(self.vips, self.settings.iface, self.map.ipv6()), self.kernel)
@@ -461,30 +401,3 @@ class Helper:
         if ops:
             infos.append(Commands(tuple(ops), known or {}))
         infos += [Info(f"FAILED {f.op}: {f.reason}") for f in failures]
-
-
-def _answer(seq: str, failures: Sequence[KernelError], text: str) -> Response:
-    """OK with `text`, or ERROR with the first failure (and how many more)."""
-    if not failures:
-        return Response(seq, "OK", text)
-    first = failures[0]
-    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-    return Response(seq, "ERROR", f"{first.op}: {first.reason}{more}")
-
-
-def _shown(line: str | bytes) -> str:
-    """A request line as it is logged: escaped, so it is one line whatever it holds."""
-    return escaped(line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n"))
-
-
-def _stopping(seq: str | None, line: str | bytes) -> Reply:
-    """A request after QUIT: answered (CGP waits for every seq it sent), not served."""
-    logged = (Info(f"not served, stopping: {_shown(line)}"),)
-    return Reply(logged, None if seq is None else Response(seq, "ERROR", "stopping"))
-
-
-def _internal(exc: BaseException) -> Info:
-    """The info value for an unexpected error: where it happened, for a bug report."""
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
-    return Info(f"internal error{at}: {exc!r}")

@@ -10,13 +10,14 @@ writes out what comes back.
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Callable, Literal, Union
 
 from attrs import field, frozen
 
-from .errors import ProtocolError
-from .shown import printable
+from .errors import KernelError, ProtocolError
+from .shown import escaped, printable
 from .vipfile import is_unicast
 
 INTF_VERSION = "1"  # the one protocol version this helper speaks, as INTF answers it
@@ -272,3 +273,33 @@ def _fit(line: str, limit: int = MAX_LINE) -> str:
     if len(data) <= limit:
         return line
     return data[:limit].decode("utf-8", errors="ignore")
+
+
+# -- the helper's stock answers ---------------------------------------------------------------
+
+
+def answer(seq: str, failures: Sequence[KernelError], text: str) -> Response:
+    """OK with `text`, or ERROR with the first failure (and how many more)."""
+    if not failures:
+        return Response(seq, "OK", text)
+    first = failures[0]
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return Response(seq, "ERROR", f"{first.op}: {first.reason}{more}")
+
+
+def shown(line: str | bytes) -> str:
+    """A request line as it is logged: escaped, so it is one line whatever it holds."""
+    return escaped(line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n"))
+
+
+def not_served(seq: str | None, line: str | bytes) -> Reply:
+    """A request after QUIT: answered (CGP waits for every seq it sent), not served."""
+    logged = (Info(f"not served, stopping: {shown(line)}"),)
+    return Reply(logged, None if seq is None else Response(seq, "ERROR", "stopping"))
+
+
+def internal_error(exc: BaseException) -> Info:
+    """The info value for an unexpected error: where it happened, for a bug report."""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    return Info(f"internal error{at}: {exc!r}")
