@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from . import mmsg, nd
 from .nlwire import ipv4, packed
@@ -165,10 +165,9 @@ class FrameSender:
             if device is not None and device.mac is not None:
                 device.round(requests[start:end])
 
-    def batch(self, requests: Iterable[Request]) -> dict[int, int]:
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         """Send the frames in order, one sendmmsg per run of one device; {index: errno} of the
         frames the kernel refused."""
-        requests = list(requests)
         failed: dict[int, int] = {}
         for start, end in _runs(requests):
             self._send_run(requests, start, end, failed)

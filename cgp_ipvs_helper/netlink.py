@@ -21,7 +21,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Protocol
 
 from attrs import frozen
@@ -45,7 +45,14 @@ from .ipvswire import (
     service_attrs,
 )
 from .model import Address, Daemon, Dest, KernelState, Service, TcState
-from .nlsocket import NETLINK_ROUTE, GenericNetlinkSocket, KernelSaid, NetlinkSocket, Request
+from .nlsocket import (
+    BATCH,
+    NETLINK_ROUTE,
+    GenericNetlinkSocket,
+    KernelSaid,
+    NetlinkSocket,
+    Request,
+)
 from .nlwire import ADDRESS_DUMP, address_from, ifaddr
 
 IPVS_FAMILY = ipvswire.FAMILY  # looked up by this name (a kernel test renames it)
@@ -70,9 +77,8 @@ def _reason(exc: BaseException) -> str:
 class _Channel(Protocol):
     """Where the requests of one row's channel go: sent together, failures by index."""
 
-    def batch(self, requests: Iterable[Any]) -> dict[int, int]:
-        """Send in order, taking one request at a time; {index: errno} of those that failed;
-        OSError if nothing was sent."""
+    def batch(self, requests: Sequence[Any]) -> dict[int, int]:
+        """Send in order; {index: errno} of those that failed; OSError if nothing was sent."""
 
     def failed(self, codes: set[int]) -> None:
         """Some requests failed with these errors: forget what they make doubtful."""
@@ -95,7 +101,7 @@ class _Route:
         found = (address_from(msg, names) for msg in self.sock.dump(RTM_GETADDR, ADDRESS_DUMP))
         return tuple(a for a in found if a is not None)
 
-    def batch(self, requests: Iterable[Request]) -> dict[int, int]:
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         return self.sock.batch(requests)
 
     def indexes(self) -> dict[str, int]:
@@ -163,7 +169,7 @@ class _Ipvs:
         except (OSError, IndexError, KeyError, struct.error) as exc:
             raise _Unavailable(f"IPVS is not available: {_reason(exc)}") from None
 
-    def batch(self, requests: Iterable[Request]) -> dict[int, int]:
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         return self.sock.batch(requests)
 
     def failed(self, codes: set[int]) -> None:
@@ -317,26 +323,40 @@ class NetlinkKernel:
             raise errors[0]
 
     def apply_many(self, ops: Iterable[operations.Operation]) -> list[KernelError]:
-        """Carry out every operation in order, going on after a failure; the failures, in order.
-        Each run of consecutive operations of one channel goes out together (`_run`)."""
-        ops = ops if isinstance(ops, Sequence) else list(ops)
+        """Carry out every operation in order, going on after a failure; the failures, in order."""
+        errors: list[KernelError] = []
+        pending: list[tuple[operations.Operation, Request]] = []
+        channel: str | None = None
         self._frames.forget_macs()  # a device's MAC is read once per call
-        failures: list[tuple[int, KernelError]] = []
-        start = 0
-        while start < len(ops):
-            channel = HANDLERS.get(type(ops[start]), _UNSUPPORTED).channel
-            end = start + 1
-            while end < len(ops) and HANDLERS.get(type(ops[end]), _UNSUPPORTED).channel == channel:
-                end += 1
-            failures += self._run(channel, ops, start, end)
-            start = end
-        failures.sort(key=lambda failure: failure[0])
-        return [error for _, error in failures]
+        prepared = self._prepared
+        for op in ops:
+            handler = HANDLERS.get(type(op), _UNSUPPORTED)
+            if handler.channel != channel:
+                errors += self._flush(channel, pending)
+                pending, channel = [], handler.channel
+            try:
+                built = prepared.get(id(op))
+                if built is not None and built[0] is op:
+                    request = built[1]
+                else:
+                    request = handler.run(self, op)
+            except Exception as exc:  # a malformed operation fails alone; the helper never crashes
+                errors += self._flush(channel, pending)
+                pending = []
+                errors.append(KernelError(op, _reason(exc)))
+                continue
+            if channel is not None:
+                pending.append((op, request))
+                if len(pending) == BATCH and channel != "frames":
+                    errors += self._flush(channel, pending)  # a datagram's worth: send it
+                    pending = []
+        errors += self._flush(channel, pending)
+        return errors
 
     def prepare(self, ops: Sequence[operations.Operation]) -> None:
         """Encode the operations now, by identity; the frames of a round are built and laid out
         for their sendmmsg. What a kernel error makes doubtful (a device index, the IPVS family
-        id) is dropped with the whole preparation (`_run`)."""
+        id) is dropped with the whole preparation (`_flush`)."""
         self._frames.forget_macs()
         self._prepared = {}
         frames: list[Any] = []
@@ -365,63 +385,18 @@ class NetlinkKernel:
         bench/probe.py times it."""
         return HANDLERS[type(op)].run(self, op)
 
-    def _run(
-        self, channel: str | None, ops: Sequence[operations.Operation], start: int, end: int
-    ) -> list[tuple[int, KernelError]]:
-        """Carry out ops[start:end], all of `channel`: the failures with their positions. A
-        batch takes each request as it goes (built now, or as prepared), so thousands of real
-        servers hold no request each; one that cannot be built fails alone."""
-        if channel is None:
-            failures = []
-            for i in range(start, end):
-                try:
-                    HANDLERS.get(type(ops[i]), _UNSUPPORTED).run(self, ops[i])
-                except Exception as exc:  # the helper never crashes on one operation
-                    failures.append((i, KernelError(ops[i], _reason(exc))))
-            return failures
-        unbuilt: list[tuple[int, KernelError]] = []
-        requests = self._requests(ops, start, end, unbuilt)
+    def _flush(
+        self, channel: str | None, pending: list[tuple[operations.Operation, Request]]
+    ) -> list[KernelError]:
+        if not pending or channel is None:
+            return []
         chan = self._channels[channel]
         try:
-            failed = chan.batch(requests)
-        except OSError as exc:  # the socket could not be opened: nothing was sent
+            failed = chan.batch([request for _, request in pending])
+        except OSError as exc:  # the socket could not be opened
             self._prepared = {}
-            for _ in requests:  # those that cannot be built say why
-                pass
-            skip = {i for i, _ in unbuilt}
-            why = _reason(exc)
-            return unbuilt + [
-                (i, KernelError(ops[i], why)) for i in range(start, end) if i not in skip
-            ]
-        if not failed:
-            return unbuilt
-        chan.failed(set(failed.values()))
-        self._prepared = {}
-        skip = {i for i, _ in unbuilt}
-        sent = [i for i in range(start, end) if i not in skip] if skip else range(start, end)
-        return unbuilt + [
-            (sent[j], KernelError(ops[sent[j]], os.strerror(code))) for j, code in failed.items()
-        ]
-
-    def _requests(
-        self,
-        ops: Sequence[operations.Operation],
-        start: int,
-        end: int,
-        unbuilt: list[tuple[int, KernelError]],
-    ) -> Iterator[Any]:
-        """The requests of ops[start:end] as the batch takes them; one that cannot be built
-        goes to `unbuilt` instead (a malformed operation fails alone)."""
-        prepared = self._prepared
-        for i in range(start, end):
-            op = ops[i]
-            built = prepared.get(id(op))
-            if built is not None and built[0] is op:
-                yield built[1]
-                continue
-            try:
-                request = HANDLERS[type(op)].run(self, op)
-            except Exception as exc:
-                unbuilt.append((i, KernelError(op, _reason(exc))))
-                continue
-            yield request
+            return [KernelError(op, _reason(exc)) for op, _ in pending]
+        if failed:
+            chan.failed(set(failed.values()))
+            self._prepared = {}
+        return [KernelError(pending[i][0], os.strerror(code)) for i, code in sorted(failed.items())]

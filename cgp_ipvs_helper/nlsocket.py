@@ -19,7 +19,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Sequence
 
 from pyroute2.netlink import (
     GENL_ID_CTRL,
@@ -31,7 +31,7 @@ from pyroute2.netlink import (
     NLMSG_ERROR,
 )
 
-from .nlwire import NLMSGHDR, U16, family_id, family_request
+from .nlwire import NLMSGHDR, family_id, family_request
 
 NETLINK_ROUTE = 0
 NETLINK_GENERIC = 16
@@ -58,7 +58,6 @@ class NetlinkSocket:
         self._sock: socket.socket | None = None
         self._seq = 0
         self._buf = bytearray(1 << 16)  # a datagram of a dump is at most 32 KiB
-        self._out = bytearray(BATCH * 128)  # requests are laid out here (grown, never shrunk)
 
     def close(self) -> None:
         """Close the socket (if open); the next call opens a new one."""
@@ -167,61 +166,45 @@ class NetlinkSocket:
                     return out
                 out.append(msg)
 
-    def batch(self, requests: Iterable[Request]) -> dict[int, int]:
-        """Send requests in order, taken one at a time; {index: errno} of those that failed.
+    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
+        """Send requests in order; {index: errno} of those that failed.
 
-        Each is laid into the kept datagram buffer as it comes, so a batch of thousands holds
-        no message of its own. OSError only if the socket cannot be opened (nothing was sent).
-        If it fails later, every request whose outcome is unknown is reported with that error
-        (the next refresh reads the kernel again).
+        OSError only if the socket cannot be opened (nothing was sent). If it fails later, every
+        request whose outcome is unknown is reported with that error (the next refresh reads
+        the kernel again).
         """
         sock = self._open()
         failed: dict[int, int] = {}
-        taken = iter(requests)
-        index = 0  # of the first request of this datagram
-        while True:
-            first, count, size = self._lay(taken)
-            if not count:
-                return failed
-            last = first + count - 1
+        for start in range(0, len(requests), BATCH):
+            chunk = requests[start : start + BATCH]
+            first = self._seqs(len(chunk))
+            last = first + len(chunk) - 1
+            data = b"".join(
+                NLMSGHDR.pack(
+                    16 + len(body),
+                    mtype,
+                    flags | NLM_F_REQUEST | (NLM_F_ACK if seq == last else 0),
+                    seq,
+                    0,
+                )
+                + body
+                for seq, (mtype, flags, body) in enumerate(chunk, first)
+            )
             try:
-                with memoryview(self._out) as view:
-                    self._send(sock, view[:size])
+                self._send(sock, data)
                 acked = False
                 while not acked:
                     for rtype, _flags, rseq, msg in self._recv(sock):
                         if rtype == NLMSG_ERROR and first <= rseq <= last:
                             err = self._error(msg)
                             if err:
-                                failed[index + rseq - first] = err
+                                failed[start + rseq - first] = err
                             acked = rseq == last
             except OSError as exc:
-                unknown = index + count + sum(1 for _ in taken)
-                for i in range(index, unknown):
+                for i in range(start, len(requests)):
                     failed.setdefault(i, exc.errno or errno.EIO)
-                return failed
-            index += count
-
-    def _lay(self, taken: Iterator[Request]) -> tuple[int, int, int]:
-        """Lay up to BATCH requests out in the buffer, only the last asking for an ack:
-        (first sequence number, how many, bytes)."""
-        first = seq = self._seqs(BATCH)
-        out, pack, at, last_at = self._out, NLMSGHDR.pack_into, 0, 0
-        for mtype, flags, body in taken:
-            length = 16 + len(body)
-            end = at + ((length + 3) & ~3)
-            if end > len(out):
-                out.extend(bytes(max(end - len(out), len(out))))
-            pack(out, at, length, mtype, flags | NLM_F_REQUEST, seq, 0)
-            out[at + 16 : at + length] = body
-            if end > at + length:
-                out[at + length : end] = bytes(end - at - length)
-            last_at, at, seq = at, end, seq + 1
-            if seq - first == BATCH:
                 break
-        if seq > first:
-            U16.pack_into(out, last_at + 6, U16.unpack_from(out, last_at + 6)[0] | NLM_F_ACK)
-        return first, seq - first, at
+        return failed
 
 
 class GenericNetlinkSocket(NetlinkSocket):

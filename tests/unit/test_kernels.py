@@ -61,8 +61,7 @@ class Socket:
         self.name, self.events = name, events
         self.fail: dict[int, int] = {}
 
-    def batch(self, requests) -> dict[int, int]:
-        requests = list(requests)  # taken one at a time, as a netlink socket takes them
+    def batch(self, requests: list) -> dict[int, int]:
         self.events.append((self.name, [mtype for mtype, _flags, _body in requests]))
         return {i: code for i, code in self.fail.items() if i < len(requests)}
 
