@@ -106,7 +106,7 @@ class Recorder:
 
     def write(self, data: bytes) -> int:
         self.writes += 1
-        self.last = bytes(data)  # (the helper reuses its buffer)
+        self.last = data
         return int(self.inner.write(data))
 
     def flush(self) -> None:
