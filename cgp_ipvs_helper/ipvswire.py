@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+from collections.abc import Iterable
 
 from pyroute2.netlink.generic import ipvs as pr_ipvs
 
@@ -115,6 +116,13 @@ def dest_request(cmd: int, d: Dest, full: bool) -> bytes:
     address only (DEL_DEST): the command and service it shares with the service's other real
     servers (kept), then its own attributes (kept for each address, port and weight)."""
     return _dest_head(cmd, d.service) + _dest(d.ip, d.service.port, d.weight if full else None)
+
+
+def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
+    """Build the command and service part of these services' NEW_DEST requests now (while
+    standby): an ACTIVATE then joins each real server's own attributes to it."""
+    for key in keys:
+        _dest_head(CMD_NEW_DEST, key)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -354,9 +354,10 @@ class NetlinkKernel:
         return errors
 
     def prepare(self, ops: Sequence[operations.Operation]) -> None:
-        """Encode the operations now, by identity; the frames of a round are built and laid out
-        for their sendmmsg. What a kernel error makes doubtful (a device index, the IPVS family
-        id) is dropped with the whole preparation (`_flush`)."""
+        """Encode the operations now, by identity, and the part the real servers of a service
+        added share; the frames of a round are built and laid out for their sendmmsg. What a
+        kernel error makes doubtful (a device index, the IPVS family id) is dropped with the
+        whole preparation (`_flush`)."""
         self._frames.forget_macs()
         self._prepared = {}
         frames: list[Any] = []
@@ -373,6 +374,8 @@ class NetlinkKernel:
             else:
                 self._prepared[id(op)] = (op, request)
         self._frames.prepare(frames)
+        added = (op.service.key for op in ops if isinstance(op, operations.AddService))
+        ipvswire.prepare_real_servers(added)  # their real servers follow
 
     def close(self) -> None:
         self._route.close()

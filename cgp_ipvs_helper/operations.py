@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import shlex
+from collections.abc import Iterable
 from typing import Union
 
 from attrs import frozen
@@ -153,6 +154,13 @@ def _dest_head(flag: str, key: ServiceKey) -> str:
 @functools.lru_cache(maxsize=1024)
 def _dest_tail(ip: str, port: int, weight: int) -> str:
     return shlex.join([_server_word(ip, port), "-g", "-w", str(weight)])
+
+
+def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
+    """Quote the service part of these services' `ipvsadm -a` lines now (while standby): an
+    ACTIVATE then joins each real server's own part to it."""
+    for key in keys:
+        _dest_head("-a", key)
 
 
 def _dest_line(flag: str, dest: Dest) -> str:

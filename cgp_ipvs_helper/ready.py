@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from attrs import frozen
 
 from .model import Dest, KernelState, Role, ServiceKey, Settings, is_ipv6
-from .operations import AddDest, AddService, Operation
+from .operations import AddDest, AddService, Operation, prepare_real_servers
 from .planner import _weight, announce, desired_state, ip_order, plan
 from .protocol import command_line
 
@@ -70,6 +70,7 @@ def prepare(
     services = tuple(op.service.key for op in ops[:split] if isinstance(op, AddService))
     garp = announce(vips, settings.iface)
     lines = {id(op): command_line(op) for op in ops + garp}
+    prepare_real_servers(services)
     return Ready(state, vips, retired, ops[:split], ops[split:], garp, services, lines)
 
 
