@@ -44,11 +44,13 @@ STEPS = [
 
 
 def probed(probe: HelperProcess, members: list[str], path: str) -> dict[str, Any]:
-    """The timed ACTIVATE of a started probe, and the record it wrote about it."""
+    """The timed ACTIVATE of a started probe, and the record it wrote about it; before it,
+    the pipe's round trip alone (INTF: no kernel work)."""
+    intf = median([probe.exchange("INTF 1", timeout=60).seconds for _ in range(5)])
     reply = activate(probe, members, VIPS)
     probe.request("STATUS", timeout=180)  # answered once the record is written
     with open(path) as f:
-        return {**json.load(f), "wall_ok": reply.seconds}
+        return {**json.load(f), "wall_ok": reply.seconds, "wall_intf": intf}
 
 
 def run(reps: int) -> dict[str, Any]:
@@ -164,6 +166,8 @@ def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Tabl
     phases.add("first gratuitous ARP leaves after", ms(_med(u, "first_garp")), "", "", "-")
     wall = "as the reader sees it: ACTIVATE written -> OK read"
     phases.add(wall, ms(_med(u, "wall_ok")), "", "", ms(_med(h, "wall_ok")) if h else "-")
+    intf = "of it the pipe both ways: a request without kernel work (INTF), written -> read"
+    phases.add(intf, ms(_med(u, "wall_intf"), 2), "", "", ms(_med(h, "wall_intf"), 2) if h else "-")
     phases.notes += [
         f"Median of {len(u)} runs each. UML: real mode from standby in fresh namespaces; host: "
         "-m mode (in-memory kernel, no netlink, no ARP), i.e. the helper's own Python work.",
