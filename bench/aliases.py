@@ -1,10 +1,9 @@
 """Benchmark 2 (inside UML): the VIPs of a /24 on lo at boot, one process vs one per address.
 
-Each method runs in a fresh network namespace, forked from a thread already inside it (no `ip
-netns exec` cost), and must leave the 256 addresses on lo: a shell loop of `ip address add`
-(what an admin script does); `cgp-ipvs-vip -f FILE up` (the RPM's launcher, as ifup-lo calls
-it); network-scripts/ifup-lo with a stub ifup-eth; for reference `ip -batch` and
-`cgp-ipvs-vip check` (Python start-up and parsing alone).
+Each method runs in a fresh network namespace, forked from a thread already inside it, and must
+leave the 256 addresses on lo: a shell loop of `ip address add` (an admin's script); the RPM's
+launcher `cgp-ipvs-vip -f FILE up`; network-scripts/ifup-lo with a stub ifup-eth; for reference
+`ip -batch` and `cgp-ipvs-vip check` (Python start-up and parsing alone).
 """
 
 from __future__ import annotations
@@ -20,56 +19,19 @@ from typing import Any
 from tests.lab.netns import create_netns, delete_netns, in_netns
 from tests.lab.uml import REPO_ROOT
 
-from .lab import lan_prefix, progress
-from .report import Table, median, result, spread, times
+from .lab import lan_prefix
+from .report import Table, median, repeat, result, spread, times
 
 VIPS = [f"203.0.113.{i}" for i in range(256)]
-STUB = '#!/bin/sh\necho "{0} $*" >>"$IFVIP_TEST_LOG"\nip link set lo {1}\n'  # stock ifup-eth
-LOOP = "i=0; while [ $i -lt 256 ]; do ip address add 203.0.113.$i/32 dev lo || exit 1; i=$((i+1))"
-LOOP += "; done"
 LAUNCHER = str(REPO_ROOT / "packaging" / "cgp-ipvs-vip.py")
-ROWS = [  # key, label, processes
-    ("loop", "baseline: shell loop, one `ip address add` each", "256 + sh"),
-    ("vip", "cgp-ipvs-vip -f FILE up", "1"),
-    ("ifup", "ifup-lo (stub ifup-eth) -> cgp-ipvs-vip up", "~6 (bash, stub, ip, python)"),
-    ("batch", "reference: ip -batch (one iproute2 process)", "1"),
-    ("check", "reference: cgp-ipvs-vip check (start + parse only)", "1"),
-]
-
-
-def methods(base: str) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """(key: argv, environment): the VIP file, network-scripts with stubs, the launcher."""
-    vipfile, scripts, cmd = (os.path.join(base, n) for n in ("vipaddrs", "scripts", "vip"))
-    os.mkdir(scripts)
-    for name in ("ifup-lo", "ifvip-utils"):
-        shutil.copy2(REPO_ROOT / "network-scripts" / name, scripts)
-    files = {
-        vipfile: "203.0.113.0/24\n",
-        cmd: f'#!/bin/sh\nexec {sys.executable} {LAUNCHER} "$@"\n',
-    }
-    files[f"{scripts}/ifup-eth"], files[f"{scripts}/ifdown-eth"] = (
-        STUB.format("ifup-eth", "up"),
-        STUB.format("ifdown-eth", "down"),
-    )
-    files[f"{base}/batch"] = "".join(f"address add {ip}/32 dev lo\n" for ip in VIPS)
-    for path, text in files.items():
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o755)
-    env = {
-        **os.environ,
-        "IFVIP_FILE": vipfile,
-        "IFVIP_CMD": cmd,
-        "CGP_IPVS_HELPER_LIB": str(REPO_ROOT),
-    }
-    env["IFVIP_TEST_LOG"] = os.path.join(base, "eth.log")
-    return {
-        "loop": ["sh", "-c", LOOP],
-        "vip": [sys.executable, LAUNCHER, "-f", vipfile, "up"],
-        "ifup": [f"{scripts}/ifup-lo", "ifcfg-lo", "boot"],
-        "batch": ["ip", "-batch", f"{base}/batch"],
-        "check": [sys.executable, LAUNCHER, "-f", vipfile, "check"],
-    }, env
+STUB = '#!/bin/sh\necho "$0 $*" >>"$IFVIP_TEST_LOG"\nip link set lo {}\n'  # the stock ifup-eth
+ROWS = {  # key: (label, processes)
+    "loop": ("baseline: shell loop, one `ip address add` each", "256 + sh"),
+    "vip": ("cgp-ipvs-vip -f FILE up", "1"),
+    "ifup": ("ifup-lo (stub ifup-eth) -> cgp-ipvs-vip up", "~6 (bash, stub, ip, python)"),
+    "batch": ("reference: ip -batch (one iproute2 process)", "1"),
+    "check": ("reference: cgp-ipvs-vip check (start + parse only)", "1"),
+}
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -83,41 +45,60 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
             spent = time.monotonic() - t0
             show = ["ip", "-4", "-o", "address", "show", "dev", "lo"]
             held = subprocess.run(show, capture_output=True, text=True, check=True).stdout
-        if proc.returncode != 0:
-            raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {proc.stderr[-300:]}")
         count = sum(f" {ip}/32 " in held for ip in VIPS)
-        if argv[-1] != "check" and count != len(VIPS):
-            raise RuntimeError(f"{argv[0]} left {count} of 256 VIPs on lo")
+        if proc.returncode != 0 or (argv[-1] != "check" and count != len(VIPS)):
+            raise RuntimeError(f"{argv} left {count} VIPs on lo: {proc.stderr[-300:]}")
         return spent
     finally:
         delete_netns(ns)
 
 
 def run(reps: int) -> dict[str, Any]:
-    samples: dict[str, list[float]] = {key: [] for key, _label, _procs in ROWS}
     with tempfile.TemporaryDirectory() as base:
-        argvs, env = methods(base)
-        for rep in range(reps):
-            for key, argv in argvs.items():
-                samples[key].append(timed(argv, env))
-            done = ", ".join(f"{k} {v[-1]:.2f} s" for k, v in samples.items())
-            progress(f"aliases rep {rep + 1}/{reps}: {done}")
+        scripts, vipfile, cmd = f"{base}/scripts", f"{base}/vipaddrs", f"{base}/cgp-ipvs-vip"
+        shutil.copytree(REPO_ROOT / "network-scripts", scripts)
+        files = {
+            vipfile: "203.0.113.0/24\n",
+            cmd: f'#!/bin/sh\nexec {sys.executable} {LAUNCHER} "$@"\n',
+            f"{scripts}/ifup-eth": STUB.format("up"),
+            f"{scripts}/ifdown-eth": STUB.format("down"),
+            f"{base}/batch": "".join(f"address add {ip}/32 dev lo\n" for ip in VIPS),
+        }
+        for path, text in files.items():
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
+        env = dict(os.environ, IFVIP_FILE=vipfile, IFVIP_CMD=cmd, IFVIP_TEST_LOG=f"{base}/log")
+        env["CGP_IPVS_HELPER_LIB"] = str(REPO_ROOT)
+        loop = "i=0; while [ $i -lt 256 ]; do ip address add 203.0.113.$i/32 dev lo || exit 1; "
+        argvs = {
+            "loop": ["sh", "-c", loop + "i=$((i+1)); done"],
+            "vip": [sys.executable, LAUNCHER, "-f", vipfile, "up"],
+            "ifup": [f"{scripts}/ifup-lo", "ifcfg-lo", "boot"],
+            "batch": ["ip", "-batch", f"{base}/batch"],
+            "check": [sys.executable, LAUNCHER, "-f", vipfile, "check"],
+        }
+        samples = repeat(
+            reps,
+            {key: lambda a=argv: timed(a, env) for key, argv in argvs.items()},
+            lambda key, s: f"aliases {key}: {s:.2f} s",
+        )
     med = {k: median(v) for k, v in samples.items()}
     table = Table(
         "Boot-time aliases: a /24 (256 VIPs) on lo (inside user-mode Linux)",
         ["method", "processes", "seconds", "min-max", "speed-up vs loop"],
     )
-    for key, label, procs in ROWS:
-        speed = times(med["loop"], med[key]) if key in ("vip", "ifup") else "-"
-        speed = "1x" if key == "loop" else speed
+    for key, (label, procs) in ROWS.items():
+        speed = {"loop": "1x", "vip": times(med["loop"], med["vip"])}.get(key, "-")
+        speed = times(med["loop"], med["ifup"]) if key == "ifup" else speed
         table.add(label, procs, f"{med[key]:.2f}", spread(samples[key], 1, 2), speed)
     table.notes += [
         f"Median of {reps} runs, each in a fresh network namespace; every method but `check` "
         "must leave exactly the 256 addresses on lo (checked).",
         f"cgp-ipvs-vip's time is mostly Python start-up and imports: `check` alone takes "
         f"{med['check']:.2f} s; applying the /24 in one netlink batch adds "
-        f"{max(0.0, med['vip'] - med['check']):.2f} s.",
-        "Forks and page faults are much slower in user-mode Linux than on bare metal: the loop "
-        "pays one fork+exec per address, Python pays its start-up once.",
+        f"{max(0.0, med['vip'] - med['check']):.2f} s. Forks and page faults are much slower in "
+        "user-mode Linux than on bare metal: the loop pays a fork+exec per address, Python its "
+        "start-up once.",
     ]
     return result("aliases", [table], samples_s=samples)

@@ -1,11 +1,11 @@
 """Benchmark 4 (host, pipes only): what an idle helper costs, and how fast it answers.
 
 The helper runs on the host in -m mode (it plans against an in-memory kernel and only writes
-lines) with the shipped sysconfig/vipaddrs, as the active balancer of a 4-member group.
-- Idle: resident memory (VmRSS, peak VmHWM) and CPU time (/proc/PID/schedstat, ns) over the
-  window, refreshes (every 15 s) and their gratuitous ARP rounds included.
-- Throughput: 20,000 pipelined STATUS lines, first byte written -> last answer read; beside it
-  INTF (the cheapest verb) and a Python loop echoing each line, flushed as the helper flushes.
+lines) with the shipped sysconfig/vipaddrs, as the active balancer of a 4-member group. Idle:
+resident memory and CPU time (/proc/PID/schedstat, ns: utime counts 10 ms ticks) over the
+window, refreshes and their ARP rounds included. Throughput: 20,000 pipelined lines, first byte
+written -> last answer read; STATUS, INTF (the cheapest verb) and a Python loop that echoes each
+line and flushes it, as the helper flushes every answer (the floor for a line protocol).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any
 from tests.lab.driver import HelperProcess
 from tests.lab.uml import REPO_ROOT
 
-from .report import Table, median, result, spread, under
+from .report import Table, median, repeat, result, spread, under
 
 VIPFILE = str(REPO_ROOT / "sysconfig" / "vipaddrs")
 FAKE_MEMBERS = ["192.0.2.201", "192.0.2.202", "192.0.2.203"]  # text only: -m sends nothing
 ECHO = "import sys\nout = sys.stdout.buffer\nfor line in sys.stdin.buffer:\n    out.write(line)\n"
 ECHO += "    out.flush()\n"
+VERBS = {"status": "STATUS", "intf": "INTF 1", "echo": None}
 
 
 def host_options() -> list[str]:
@@ -37,33 +38,25 @@ def host_options() -> list[str]:
     return ["-m", "-i", "lo"]
 
 
-def host_helper(*args: str) -> HelperProcess:
-    """A -m helper on the host, on pipes."""
-    return HelperProcess(None, *host_options(), *args, timed=True)
-
-
 def throughput(verb: str | None, count: int) -> float:
     """Seconds from the first byte of `count` pipelined requests to the last answer read; no
     verb: the echo loop."""
-    if verb is None:
-        proc = HelperProcess(None, argv=[sys.executable, "-c", ECHO], timed=True)
-    else:
-        proc = host_helper("-f", VIPFILE)
+    argv = [sys.executable, "-c", ECHO] if verb is None else None
+    proc = HelperProcess(None, *host_options(), "-f", VIPFILE, argv=argv, timed=True)
     try:
         proc.wait_started(timeout=60)  # answering before the clock starts (the echo too)
-        payload = memoryview(
+        data = memoryview(
             b"".join(f"{i:05d} {verb or 'STATUS'}\n".encode() for i in range(1, count + 1))
         )
 
         def feed() -> None:
             done = 0
-            while done < len(payload):
-                done += os.write(proc.stdin, payload[done:])
+            while done < len(data):
+                done += os.write(proc.stdin, data[done:])
 
         writer = threading.Thread(target=feed, daemon=True)
-        t0 = time.perf_counter()
+        t0, answered = time.perf_counter(), 0
         writer.start()
-        answered = 0
         while answered < count:
             got = proc.read_raw(60.0)
             if not got:
@@ -76,37 +69,40 @@ def throughput(verb: str | None, count: int) -> float:
         proc.kill()
 
 
+def run_throughput(reps: int, count: int) -> dict[str, list[float]]:
+    """Sequential runs: they are CPU-bound and must not share the CPU."""
+    cases = {key: lambda v=verb: throughput(v, count) for key, verb in VERBS.items()}
+    return repeat(reps, cases, lambda key, s: f"[host] throughput {key}: {s:.3f} s")
+
+
 def _proc(pid: int) -> tuple[float, int, dict[str, int]]:
-    """(CPU seconds, minor faults, {VmRSS, VmHWM: KiB}) of a single-threaded process; CPU from
-    schedstat (ns): utime+stime count whole 10 ms ticks, too coarse for an idle process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    with open(f"/proc/{pid}/schedstat") as f:
-        cpu = int(f.read().split()[0]) / 1e9
+    """(CPU seconds, minor faults, {VmRSS, VmHWM: KiB}) of a single-threaded process."""
+    with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/schedstat") as sched:
+        faults, cpu = int(stat.read().rsplit(")", 1)[1].split()[7]), int(sched.read().split()[0])
     with open(f"/proc/{pid}/status") as f:
-        kib = {k: int(v.split()[0]) for k, _, v in (ln.partition(":") for ln in f)
-               if k in ("VmRSS", "VmHWM")}  # fmt: skip
-    return cpu, int(fields[7]), kib
+        kib = {
+            k: int(v.split()[0])
+            for k, _, v in (ln.partition(":") for ln in f)
+            if k.startswith("Vm")
+        }
+    return cpu / 1e9, faults, kib
 
 
 def idle(seconds: float) -> dict[str, Any]:
-    """An active -m helper left alone for `seconds`, sampled once a second (in a thread while
-    the kernel benchmarks run: an idle process's CPU time and memory are its own)."""
-    proc = host_helper("-f", VIPFILE)
+    """An active -m helper left alone for `seconds` (in a thread while the kernel benchmarks
+    run: an idle process's CPU time and memory are its own)."""
+    proc = HelperProcess(None, *host_options(), "-f", VIPFILE, timed=True)
     try:
         proc.wait_started(timeout=60)
         reply = proc.request("ACTIVATE " + " ".join(FAKE_MEMBERS), timeout=60)
-        settle = time.monotonic() + 3.0  # the GARP repeats at 1.1 and 2.2 s are not idle
-        while time.monotonic() < settle:
+        lines, t0 = 0, time.monotonic() + 3.0  # the GARP repeats at 1.1 and 2.2 s are not idle
+        while time.monotonic() < t0:
             proc.lines(0.2)
-        cpu0, faults0, _ = _proc(proc.proc.pid)
-        t0 = next_sample = time.monotonic()
-        rss, lines = [], 0
-        while time.monotonic() < t0 + seconds:
-            lines += len(proc.lines(max(0.0, next_sample - time.monotonic())))
-            if time.monotonic() >= next_sample:
-                rss.append(_proc(proc.proc.pid)[2]["VmRSS"])
-                next_sample += 1.0
+        cpu0, faults0, kib = _proc(proc.proc.pid)
+        rss = [kib["VmRSS"]]
+        while time.monotonic() < t0 + seconds:  # a sample at least once a second
+            lines += len(proc.lines(min(1.0, t0 + seconds - time.monotonic())))
+            rss.append(_proc(proc.proc.pid)[2]["VmRSS"])
         cpu1, faults1, kib = _proc(proc.proc.pid)
         elapsed = time.monotonic() - t0
     finally:
@@ -115,21 +111,11 @@ def idle(seconds: float) -> dict[str, Any]:
         "role": "active" if " OK active" in reply else f"standby ({reply})",
         "seconds": elapsed,
         "cpu_s": cpu1 - cpu0,
-        "cpu_pct": (cpu1 - cpu0) / elapsed * 100,
         "rss_kib_max": max(rss),
         "hwm_kib": kib["VmHWM"],
         "minor_faults": faults1 - faults0,
         "lines_written": lines,
     }
-
-
-def run_throughput(reps: int, count: int) -> dict[str, list[float]]:
-    """Sequential runs: they are CPU-bound and must not share the CPU."""
-    rates: dict[str, list[float]] = {"status": [], "intf": [], "echo": []}
-    for _ in range(reps):
-        for key, verb in (("status", "STATUS"), ("intf", "INTF 1"), ("echo", None)):
-            rates[key].append(throughput(verb, count))
-    return rates
 
 
 def report(d: dict[str, Any] | str, rates: dict[str, list[float]], count: int) -> dict[str, Any]:
@@ -142,40 +128,36 @@ def report(d: dict[str, Any] | str, rates: dict[str, list[float]], count: int) -
     if isinstance(d, str):
         mem.notes.append(f"idle measurement failed: {d}")
     else:
-        rss = d["rss_kib_max"] / 1024
+        rss, cpu = d["rss_kib_max"] / 1024, d["cpu_s"] / d["seconds"] * 100
         mem.add("resident memory (VmRSS), max over the window", f"{rss:.1f} MB", "< 40 MB")
         mem.add("peak resident memory since start (VmHWM)", f"{d['hwm_kib'] / 1024:.1f} MB", "")
-        cpu = f"{d['cpu_pct']:.4f} % ({d['cpu_s'] * 1000:.1f} ms)"
-        mem.add(f"CPU over {d['seconds']:.0f} s idle", cpu, "< 1 %")
+        mem.add(
+            f"CPU over {d['seconds']:.0f} s idle",
+            f"{cpu:.4f} % ({d['cpu_s'] * 1000:.1f} ms)",
+            "< 1 %",
+        )
         mem.add("lines written while idle (refresh + GARP rounds)", d["lines_written"], "")
         mem.add("page faults while idle", d["minor_faults"], "")
         mem.notes.append(
             f"Role during the window: {d['role']}; -t 15 (default), so about "
-            f"{d['seconds'] / 15:.0f} refreshes, each re-announcing every VIP; sampled once a "
-            "second while the kernel benchmarks ran (an idle process's CPU and memory are its own)."
+            f"{d['seconds'] / 15:.0f} refreshes, each re-announcing every VIP; sampled at least "
+            "once a second while the kernel benchmarks ran (an idle process's CPU and memory are "
+            "its own)."
         )
         targets = [
             under("footprint", "idle resident memory under 40 MB", rss, 40, "MB"),
-            under("footprint", "idle CPU under 1 %", d["cpu_pct"], 1, "%", 4),
+            under("footprint", "idle CPU under 1 %", cpu, 1, "%", 4),
         ]
     speed = Table(
-        f"Request throughput: {count:,} pipelined lines, first byte written -> last answer read "
-        "(host)",
+        f"Request throughput: {count:,} pipelined lines, first byte written -> last answer "
+        "read (host)",
         ["process", "seconds", "min-max", "lines/s", "rate vs echo loop"],
     )
     med = {k: median(v) for k, v in rates.items()}
-    for key, label in (
-        ("status", "helper (-m), STATUS"),
-        ("intf", "helper (-m), INTF (cheapest verb)"),
-        ("echo", "baseline: Python loop echoing each line, flushed"),
-    ):
-        speed.add(
-            label,
-            f"{med[key]:.3f}",
-            spread(rates[key], 1, 3),
-            f"{count / med[key]:,.0f}",
-            f"{med['echo'] / med[key]:.0%}",
-        )
+    labels = ["helper (-m), STATUS", "helper (-m), INTF (cheapest verb)"]
+    for key, label in zip(VERBS, [*labels, "baseline: Python loop echoing each line, flushed"]):
+        rate, vs_echo = f"{count / med[key]:,.0f}", f"{med['echo'] / med[key]:.0%}"
+        speed.add(label, f"{med[key]:.3f}", spread(rates[key], 1, 3), rate, vs_echo)
     speed.notes.append(
         f"Median of {len(rates['status'])} runs, a fresh process each; the gap to the echo loop "
         "is the helper's own per-request work (parsing, dispatch, formatting)."

@@ -1,12 +1,10 @@
 """What the kernel benchmarks share inside user-mode Linux, on top of the lab (tests/lab).
 
-- `standby`: fresh namespaces (fe at 192.0.2.11 and a client on a LAN) with a real-mode helper
-  on fe started and in standby: every ACTIVATE measured (the helper's, the probe's, and, with
-  the helper killed, the classic script's and the limit's) starts from there;
-- `activate`: the timed ACTIVATE through the lab's process driver;
-- `ArpWatch`: a packet socket on the client with kernel receive timestamps, so "the first
-  gratuitous ARP" is when the frame reached the client, not when Python looked;
-- `snapshot`: what a namespace's kernel holds, to compare two ways of reaching a state.
+`standby` gives fresh namespaces (fe at 192.0.2.11 and a client on a LAN) with a real-mode
+helper on fe, started and in standby: every ACTIVATE measured starts from there (the helper's,
+the probe's, and, with the helper killed, the classic script's and the limit's). `ArpWatch`
+times the first gratuitous ARP by the kernel's receive timestamp on the client, not when Python
+looked; `snapshot` is what a namespace's kernel holds, to compare two ways of reaching a state.
 """
 
 from __future__ import annotations
@@ -26,19 +24,17 @@ from tests.lab.lan import Host, Lan
 from tests.lab.netns import in_netns
 
 FE_IP = "192.0.2.11"
-ETH_P_ARP = 0x0806
-SO_TIMESTAMPNS, SO_RCVBUFFORCE = 35, 33  # asm-generic/socket.h; not in the socket module
+ETH_P_ARP, SO_TIMESTAMPNS, SO_RCVBUFFORCE = 0x0806, 35, 33  # not in the socket module
 _ARP = struct.Struct("!6s6sHHHBBH6s4s6s4s")
 _names = itertools.count()
 
 
 def lan_prefix(tag: str) -> str:
-    """A Lan prefix unique in this boot (at most 8 characters, as Lan requires)."""
+    """A Lan prefix (or namespace name) unique in this boot, at most 8 characters."""
     return f"{tag[:3]}{next(_names)}"[:8]
 
 
 def vips_in(vipfile: str) -> list[str]:
-    """The VIPs a VIP file names."""
     with open(vipfile) as f:
         return expand(f.read().split())
 
@@ -52,12 +48,12 @@ def members_of(count: int) -> list[str]:
 def standby(
     tag: str, vipfile: str, *options: str, argv: Sequence[str] = (), ipv6: bool = False
 ) -> Iterator[tuple[HelperProcess, Host, Host]]:
-    """(helper, fe, client): the helper (or `argv` instead of `python -m cgp_ipvs_helper`) with
-    `-f vipfile -i eth0 options`, answering, in fresh namespaces."""
+    """(helper, fe, client): `python -m cgp_ipvs_helper` (or `argv`) -f vipfile -i eth0
+    `options`, answering."""
     with Lan(lan_prefix(tag), ipv6=ipv6) as lan:
         fe, client = lan.add_host("fe", FE_IP), lan.add_host("client", "192.0.2.100")
-        args = ["-f", vipfile, "-i", "eth0", *options]
-        helper = HelperProcess(fe, argv=[*(argv or helper_argv()), *args], timed=True)
+        args = [*(argv or helper_argv()), "-f", vipfile, "-i", "eth0", *options]
+        helper = HelperProcess(fe, argv=args, timed=True)
         try:
             helper.wait_started(timeout=180)
             yield helper, fe, client
@@ -74,7 +70,7 @@ def activate(helper: HelperProcess, members: Sequence[str], vips: int) -> Respon
 
 
 class ArpWatch:
-    """Gratuitous ARP frames for the (IPv4) VIPs from one MAC, as a client receives them."""
+    """Gratuitous ARP for the (IPv4) VIPs from one MAC, as a client receives them."""
 
     def __init__(self, client: Host, mac: str, vips: Sequence[str]) -> None:
         self.mac = bytes.fromhex(mac.replace(":", ""))
@@ -84,28 +80,21 @@ class ArpWatch:
         self.sock.bind(("eth0", ETH_P_ARP))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
-        while select.select([self.sock], [], [], 0)[0]:  # only frames after now count
+        while select.select([self.sock], [], [], 0)[0]:  # only frames from now on count
             self.sock.recv(2048)
 
     def first(self, timeout: float = 10.0) -> float | None:
         """The kernel receive time (time.time() scale) of the next gratuitous ARP for a VIP."""
         deadline = time.monotonic() + timeout
-        try:
+        with self.sock:
             while select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 frame, ancillary, _flags, _addr = self.sock.recvmsg(2048, socket.CMSG_SPACE(16))
-                if len(frame) < _ARP.size:
-                    continue
-                fields = _ARP.unpack_from(frame)
-                src, sha, spa, tpa = fields[1], fields[8], fields[9], fields[11]
-                if src == sha == self.mac and spa == tpa and spa in self.vips:
-                    for level, kind, data in ancillary:
-                        if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
-                            sec, nsec = struct.unpack_from("@ll", data)
-                            return sec + nsec / 1e9
-                    return time.time()
-            return None
-        finally:
-            self.sock.close()
+                f = _ARP.unpack_from(frame) if len(frame) >= _ARP.size else (b"",) * 12
+                if f[1] == f[8] == self.mac and f[9] == f[11] and f[9] in self.vips:
+                    stamps = [d for lvl, kind, d in ancillary if kind == SO_TIMESTAMPNS]
+                    sec, nsec = struct.unpack_from("@ll", stamps[0]) if stamps else (time.time(), 0)
+                    return sec + nsec / 1e9
+        return None
 
 
 def snapshot(host: Host) -> tuple[frozenset, ...]:
@@ -117,8 +106,3 @@ def snapshot(host: Host) -> tuple[frozenset, ...]:
         finally:
             kernel.close()
     return s.services, s.dests, s.daemons, frozenset((a.dev, a.ip) for a in s.addresses)
-
-
-def progress(text: str) -> None:
-    """One line of progress on the console (streamed to the host as the boot goes on)."""
-    print(f"  {text}", flush=True)

@@ -1,11 +1,10 @@
 """The limit of benchmark 1 (inside UML): what the kernel itself needs for an ACTIVATE.
 
 A bare process makes the same kernel changes as the helper's ACTIVATE from standby: the
-messages the helper's netlink kernel encodes (its `HANDLERS`) for the helper's plan, in one
-datagram per channel run acked once, then the gratuitous ARP frames in one sendmmsg. Everything
-is built and every socket opened before the clock starts, which covers only the system calls;
-afterwards the state is compared with the helper's. The same frames are then sent with one
-sendto() each, to show what the system calls alone cost in this kernel.
+messages the helper's netlink kernel encodes (its `HANDLERS`) for the helper's plan, one
+datagram per channel run acked once, then the gratuitous ARP frames in one sendmmsg; all built
+and every socket open before its clock starts, which covers only the system calls. The state it
+leaves is compared with the helper's. The frames are then sent again with one sendto() each.
 
     python -m bench.limit DATA.pickle    (the bare process: prints one JSON object)
 """
@@ -13,7 +12,6 @@ sendto() each, to show what the system calls alone cost in this kernel.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import socket
 import struct
@@ -22,7 +20,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
+
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
 
 from cgp_ipvs_helper import arp, mmsg, nd
 from cgp_ipvs_helper.model import Role, Settings
@@ -36,29 +37,23 @@ from .lab import FE_IP, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms
 
 LIMIT_CASES = ((256, 4), (8, 4))  # issue 12: ACTIVATE within 2x of the limit for these
-NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR = 1, 4, 2
-SOL_NETLINK, NETLINK_CAP_ACK = 270, 10
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
-_PROTOCOLS = {"genl": NETLINK_GENERIC, "rtnl": NETLINK_ROUTE}
+PROTOCOLS = {"genl": NETLINK_GENERIC, "rtnl": NETLINK_ROUTE}
 PARTS = ("netlink_s", "frames_s", "frames_one_send_each_s")  # the columns after the limit
 
 
 def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
     """In the frontend's namespace, in standby: the helper's ACTIVATE, encoded by its kernel."""
-    vips = vips_in(vipfile)
-    kernel = NetlinkKernel()
-    runs: list[tuple[str, list[Any]]] = []
+    vips, kernel, runs = vips_in(vipfile), NetlinkKernel(), []
     try:
-        state = kernel.observe(sysctl_paths("eth0"))
         settings = Settings(vipfile=vipfile, iface="eth0")
         desired = desired_state(settings, vips, Role.ACTIVE, members, FE_IP)
-        for op in plan(desired, state) + announce(vips, "eth0"):
-            handler = HANDLERS[type(op)]
-            if handler.channel is None:
+        for op in plan(desired, kernel.observe(sysctl_paths("eth0"))) + announce(vips, "eth0"):
+            channel = HANDLERS[type(op)].channel
+            if channel is None:
                 raise RuntimeError(f"an operation the limit cannot batch: {op}")
-            if not runs or runs[-1][0] != handler.channel:
-                runs.append((handler.channel, []))
-            runs[-1][1].append(handler.run(kernel, op))
+            if not runs or runs[-1][0] != channel:
+                runs.append((channel, []))
+            runs[-1][1].append(HANDLERS[type(op)].run(kernel, op))
     finally:
         kernel.close()
     datagrams, frames, seq, counts = [], [], 1, Counter[str]()
@@ -66,21 +61,20 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
         counts[channel] += len(requests)
         if channel == "frames":
             for _dev, kind, addr in requests:
+                na = kind == arp.NA
                 frames.append(
                     (nd.ETH_P_IPV6, nd.frame(addr, mac))
-                    if kind == arp.NA
+                    if na
                     else (arp.ETH_P_ARP, arp.frame(mac, addr, kind == arp.REPLY))
                 )
             continue
         last = seq + len(requests) - 1  # one datagram, the last message acked
-        datagram = b"".join(
-            NLMSGHDR.pack(
-                16 + len(body), mtype, flags | NLM_F_REQUEST | NLM_F_ACK * (s == last), s, 0
-            )
-            + body
-            for s, (mtype, flags, body) in enumerate(requests, seq)
-        )
-        datagrams.append((_PROTOCOLS[channel], datagram, last))
+        flags = [NLM_F_REQUEST | NLM_F_ACK * (n == last) for n in range(seq, last + 1)]
+        msgs = [
+            NLMSGHDR.pack(16 + len(b), t, f | f2, n, 0) + b
+            for n, f2, (t, f, b) in zip(range(seq, last + 1), flags, requests)
+        ]
+        datagrams.append((PROTOCOLS[channel], last, b"".join(msgs)))
         seq = last + 1
     return {"datagrams": datagrams, "frames": frames, "counts": dict(counts)}
 
@@ -89,12 +83,11 @@ def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
     """One limit run from the helper's standby (the helper killed); its times and the state."""
     with standby("lim", vipfile) as (helper, fe, _client), tempfile.TemporaryDirectory() as tmp:
         helper.kill()  # its standby state stays
-        path = os.path.join(tmp, "limit.pickle")
+        path = Path(tmp, "limit.pickle")
         with in_netns(fe.ns):
             data = build(vipfile, members, bytes.fromhex(fe.mac.replace(":", "")))
-            with open(path, "wb") as f:
-                pickle.dump(data, f)
-            argv = [sys.executable, "-m", "bench.limit", path]
+            path.write_bytes(pickle.dumps(data))
+            argv = [sys.executable, "-m", "bench.limit", str(path)]
             out = subprocess.run(argv, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"bench.limit failed: {out.stderr[-500:]}")
@@ -103,81 +96,69 @@ def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
 
 def bare(path: str) -> dict[str, Any]:
     """The bare process: load, open, then time the system calls alone."""
-    with open(path, "rb") as f:
-        data = pickle.load(f)
-    socks = {}
-    for proto in _PROTOCOLS.values():
-        sock = socks[proto] = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto)
-        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)  # a whole run in one datagram
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+    data = pickle.loads(Path(path).read_bytes())
+    socks = {
+        proto: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto)
+        for proto in PROTOCOLS.values()
+    }
+    for sock in socks.values():
+        sock.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE: a run in one datagram
+        sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
+        sock.setsockopt(270, 10, 1)  # SOL_NETLINK, NETLINK_CAP_ACK: acks without the request
         sock.bind((0, 0))
     packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     packet.bind(("eth0", 0))
     index = socket.if_nametoindex("eth0")
     frames = mmsg.Round([(arp.sockaddr_ll(index, proto), f) for proto, f in data["frames"]])
-    buf = bytearray(1 << 16)
-    errors = 0
+    buf, errors, sent = bytearray(1 << 16), 0, 0
     t0 = time.perf_counter()
-    for proto, datagram, last in data["datagrams"]:
+    for proto, last, datagram in data["datagrams"]:
         socks[proto].send(datagram)
         acked = False
         while not acked:
             n, offset = socks[proto].recv_into(buf), 0
             while offset + 20 <= n:
                 length, mtype, _flags, seq, _pid = NLMSGHDR.unpack_from(buf, offset)
-                if mtype == NLMSG_ERROR:
+                if mtype == NLMSG_ERROR:  # an ack, or an error
                     errors += struct.unpack_from("=i", buf, offset + 16)[0] != 0
                     acked |= seq == last
                 offset += (length + 3) & ~3
     t1 = time.perf_counter()
-    sent = 0
     while sent < len(data["frames"]):
         sent += frames.send(packet.fileno(), sent)
     t2 = time.perf_counter()
     for proto, frame in data["frames"]:
         packet.sendto(frame, ("eth0", proto))
     t3 = time.perf_counter()
-    return {
-        "netlink_s": t1 - t0,
-        "frames_s": t2 - t1,
-        "total_s": t2 - t0,
-        "frames_one_send_each_s": t3 - t2,
-        "errors": errors,
-    }
+    return dict(
+        netlink_s=t1 - t0,
+        frames_s=t2 - t1,
+        total_s=t2 - t0,
+        frames_one_send_each_s=t3 - t2,
+        errors=errors,
+    )
 
 
-def table(
-    cases: list[tuple[int, int]],
-    helper: dict[tuple[int, int], list[dict[str, Any]]],
-    limits: dict[tuple[int, int], list[dict[str, Any]]],
-) -> tuple[Table, list[Target]]:
+def table(runs: dict[tuple[int, int], list[dict[str, Any]]]) -> tuple[Table, list[Target]]:
     """The helper's ACTIVATE -> OK beside the limit, per case; the targets of issue 12."""
     t = Table(
         "ACTIVATE against the kernel's own limit (inside user-mode Linux)",
-        ["VIPs x members", "messages (IPVS + address)", "frames", "limit ms", "of it netlink ms"]
-        + ["of it frames ms (sendmmsg)", "frames ms, one sendto() each", "helper OK ms"]
-        + ["helper / limit", "same state"],
+        "VIPs x members | messages (IPVS + address) | frames | limit ms | of it netlink ms | "
+        "of it frames ms (sendmmsg) | frames ms, one sendto() each | helper OK ms | "
+        "helper / limit | same state".split(" | "),
     )
     targets = []
-    for v, m in cases:
-        ls, hs = limits[(v, m)], helper[(v, m)]
-        total, ok = [x["total_s"] for x in ls], [h["ok_s"] for h in hs]
-        counts = ls[0]["counts"]
-        r = median(ok) / median(total)
-        t.add(
-            f"{v} x {m}",
-            f"{counts.get('genl', 0)} + {counts.get('rtnl', 0)}",
-            counts.get("frames", 0),
-            mm(total, 1000, 2, 1),
-            *(ms(median([x[k] for x in ls]), 2) for k in PARTS),
-            mm(ok),
-            f"{r:.1f}x",
-            "yes" if all(x["state"] == h["state"] for x in ls for h in hs) else "NO",
-        )
+    for (v, m), rs in runs.items():
+        ls, hs = [r["limit"] for r in rs], [r["helper"] for r in rs]
+        total, ok, n = [x["total_s"] for x in ls], [h["ok_s"] for h in hs], ls[0]["counts"]
+        ratio = median(ok) / median(total)
+        cells = [f"{v} x {m}", f"{n.get('genl', 0)} + {n.get('rtnl', 0)}", n.get("frames", 0)]
+        cells += [mm(total, 1000, 2, 1), *(ms(median([x[k] for x in ls]), 2) for k in PARTS)]
+        same = all(x["state"] == h["state"] for x in ls for h in hs)
+        t.add(*cells, mm(ok), f"{ratio:.1f}x", "yes" if same else "NO")
         if (v, m) in LIMIT_CASES:
             name = f"{v} VIPs x {m} members: OK within 2x of the limit"
-            targets.append(Target("activation", name, "<= 2x", f"{r:.1f}x", r <= 2))
+            targets.append(Target("activation", name, "<= 2x", f"{ratio:.1f}x", ratio <= 2))
     t.notes += [
         "limit = a bare process making the same kernel changes as the helper's ACTIVATE from "
         "the same standby state: the messages the helper's netlink kernel encodes for the "

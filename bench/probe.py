@@ -1,18 +1,12 @@
-"""The helper with a stopwatch on its public seams, run by bench.hotspots in place of
-`python -m cgp_ipvs_helper`.
-
-    python -m bench.probe RESULT.json HELPER-OPTIONS...
-
-The helper's parts composed as cli.main composes them, timed where they meet: the kernel is
-wrapped in a `TimingKernel` (a Kernel like any other), Helper.handle is timed by a subclass, and
-Output writes into a stream that notes what leaves. Nothing of the product is patched. The
-first ACTIVATE is timed phase by phase, then its costly steps alone on its very operations and
-output lines; the record goes to RESULT.json. No cProfile: inside user-mode Linux every clock
-read is a system call, and cProfile reads the clock twice per call.
-"""
+"""`python -m bench.probe RESULT.json HELPER-OPTIONS...`: the helper with a stopwatch on its
+public seams (a timing Kernel, Helper.handle, the stream Output writes to), composed as cli.main
+composes it; nothing of the product is patched. Its first ACTIVATE is timed phase by phase; at
+the next request (the reader has read it all) its costly steps are timed alone on its very
+operations and lines, and the record goes to RESULT.json."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import json
@@ -21,9 +15,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from cgp_ipvs_helper import cli
 from cgp_ipvs_helper.errors import KernelError
@@ -44,79 +37,48 @@ def faults() -> int:
 
 
 class TimingKernel:
-    """A Kernel timing the one it wraps: observe, and apply_many in runs of one kind of
-    operation (the runs the netlink kernel batches anyway), each run timed alone."""
+    """A Kernel timing the one it wraps (the rest of the contract passes through): observe, and
+    apply_many in runs of one kind of operation (those the netlink kernel batches anyway)."""
 
     def __init__(self, inner: Kernel) -> None:
         self.inner = inner
         self.reset()
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
     def reset(self) -> None:
-        self.spent: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
-        self.started: dict[str, float] = {}  # perf_counter when each kind was first applied
+        self.spent, self.faults = Counter[str](), Counter[str]()
+        self.started: dict[str, float] = {}  # when each kind was first applied
         self.ops: list[Operation] = []
 
-    @property
-    def ipvs_problem(self) -> str | None:
-        return self.inner.ipvs_problem
-
-    @contextmanager
-    def _timed(self, label: str) -> Iterator[None]:
+    def _timed(self, label: str, fn: Callable[[], Any]) -> Any:
         f0, t0 = faults(), time.perf_counter()
         self.started.setdefault(label, t0)
         try:
-            yield
+            return fn()
         finally:
             self.spent[label] += time.perf_counter() - t0
             self.faults[label] += faults() - f0
 
     def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
-        with self._timed("observe"):
-            return self.inner.observe(sysctls, tc_dev)
+        return self._timed("observe", lambda: self.inner.observe(sysctls, tc_dev))
 
     def apply(self, op: Operation) -> None:
-        failures = self.apply_many([op])
-        if failures:
-            raise failures[0]
+        for failure in self.apply_many([op]):
+            raise failure
 
     def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
         ops = list(ops)
         self.ops += ops
         failures: list[KernelError] = []
-        for label, run in itertools.groupby(ops, key=lambda op: KINDS.get(type(op).__name__)):
-            with self._timed(label or "ipvs"):
-                failures += self.inner.apply_many(list(run))
+        for kind, run in itertools.groupby(ops, lambda op: KINDS.get(type(op).__name__, "ipvs")):
+            failures += self._timed(kind, functools.partial(self.inner.apply_many, list(run)))
         return failures
 
-    def prepare(self, ops: Sequence[Operation]) -> None:
-        self.inner.prepare(ops)
 
-    def close(self) -> None:
-        self.inner.close()
-
-
-class Recorder:
-    """The stream Output writes to: passes everything on, keeps the last batch, and calls
-    `after` once it is flushed."""
-
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner, self.writes, self.last = inner, 0, b""
-        self.after: Callable[[], None] = lambda: None
-
-    def write(self, data: bytes) -> int:
-        self.writes += 1
-        self.last = data
-        return int(self.inner.write(data))
-
-    def flush(self) -> None:
-        self.inner.flush()
-        self.after()
-
-
-def components(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, Any]:
-    """The costly steps again, each alone, on the same operations and output lines: seconds
-    per item."""
+def steps(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, Any]:
+    """The costly steps again, each alone: (items, seconds each)."""
     reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     pipe = reader.stdin
     assert pipe is not None
@@ -130,13 +92,10 @@ def components(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, An
         pipe.write(b"".join(line + b"\n" for line in lines))
         pipe.flush()
 
-    def step(fn: Callable[[], object], items: int) -> dict[str, float]:
-        return {"items": items, "each_s": per(fn, items)}
-
     out = {
-        "render": step(lambda: [str(op) for op in ops], len(ops)),
-        "pipe_per_line": step(per_line, len(lines)),
-        "pipe_joined": step(joined, 1),
+        "render": (len(ops), per(lambda: [str(op) for op in ops], len(ops))),
+        "pipe_per_line": (len(lines), per(per_line, len(lines))),
+        "pipe_joined": (1, per(joined, 1)),
         "lines": len(lines),
         "bytes": sum(len(line) + 1 for line in lines),
     }
@@ -146,64 +105,66 @@ def components(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, An
 
 
 class Probe(Helper):
-    """The helper, its first ACTIVATE timed from handle() to the end of its output; the record
-    is completed and written when the next request arrives (the reader has read it all)."""
+    """The helper, its first ACTIVATE timed from handle() until its output is flushed; also the
+    stream its Output writes to (passed on to stdout, the last batch kept)."""
 
-    def arm(self, kernel: TimingKernel, stream: Recorder, path: str) -> None:
-        self.timing, self.stream, self.path = kernel, stream, path
-        self.mark: dict[str, Any] = {}
-        stream.after = self.written
+    def arm(self, kernel: TimingKernel, path: str) -> None:
+        self.timing, self.path, self.mark, self.writes, self.last = kernel, path, {}, 0, b""
 
     def handle(self, line: str | bytes) -> Any:
         if "record" in self.mark:
             record = self.mark.pop("record")
-            record["components"] = components(self.timing.ops, self.lines)
+            record["steps"] = steps(self.timing.ops, record.pop("lines"))
             with open(self.path, "w") as f:
                 json.dump(record, f)
-        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-        if " ACTIVATE" not in text or self.mark:
+        if b" ACTIVATE" not in (line if isinstance(line, bytes) else line.encode()) or self.mark:
             return super().handle(line)
-        self.timing.reset()
+        self.timing.reset()  # only the ACTIVATE counts
         self.mark = {"f0": faults(), "t0": time.perf_counter()}
         reply = super().handle(line)
-        self.mark.update(f1=faults(), t1=time.perf_counter(), writes=self.stream.writes)
+        self.mark.update(f1=faults(), t1=time.perf_counter(), writes=self.writes)
         return reply
 
-    def written(self) -> None:
-        """After each output batch: the ACTIVATE's record, once its output is out."""
-        m, k = self.mark, self.timing
-        if "t1" not in m or "done" in m:
+    def write(self, data: bytes) -> int:
+        self.writes, self.last = self.writes + 1, data
+        return sys.stdout.buffer.write(data)
+
+    def fileno(self) -> int:  # Output widens the pipe behind it, as for the helper
+        return sys.stdout.buffer.fileno()
+
+    def flush(self) -> None:
+        """The output is out: the first time after the ACTIVATE, its record."""
+        sys.stdout.buffer.flush()
+        m, k, t2, f2 = self.mark, self.timing, time.perf_counter(), faults()
+        if "t1" not in m or "t2" in m:
             return
-        t2, f2 = time.perf_counter(), faults()
-        m["done"] = True
-        phases = {key: k.spent.get(key, 0.0) for key in ("observe", "ipvs", "addresses", "garp")}
+        m["t2"], handle = t2, m["f1"] - m["f0"]
+        phases = {key: k.spent[key] for key in ("observe", "ipvs", "addresses", "garp")}
         phases["engine"] = max(0.0, m["t1"] - m["t0"] - sum(k.spent.values()))
         phases["output"] = t2 - m["t1"]
-        handle = m["f1"] - m["f0"]
-        counts = {**k.faults, "handle": handle, "output": f2 - m["f1"]}
-        counts["engine"] = handle - sum(k.faults.values())
-        self.lines = self.stream.last.rstrip(b"\n").split(b"\n")
+        counts = {**k.faults, "engine": handle - sum(k.faults.values()), "output": f2 - m["f1"]}
         m["record"] = {
             "phases": phases,
-            "faults": counts,
+            "faults": {**counts, "total": handle + counts["output"]},
             "total": t2 - m["t0"],
             "first_garp": k.started["garp"] - m["t0"] if "garp" in k.started else None,
-            "output_writes": self.stream.writes - m["writes"],
+            "output_writes": self.writes - m["writes"],
+            "lines": self.last.rstrip(b"\n").split(b"\n"),
         }
 
 
 def main(argv: Sequence[str]) -> int:
-    """cli.main's composition, with the timed kernel, helper and output stream."""
-    path, settings = argv[0], cli.parse_settings(argv[1:])
+    """cli.main's composition, with the timed kernel and the probe as helper and stream."""
+    settings = cli.parse_settings(argv[1:])
     inner, notes = cli.make_kernel(settings)
-    kernel, stream = TimingKernel(inner), Recorder(sys.stdout.buffer)
+    kernel = TimingKernel(inner)
     helper = Probe(settings, kernel, clock=time.monotonic)
-    helper.arm(kernel, stream, path)
-    listen = None if settings.dry_run else cli.ArpListener
+    helper.arm(kernel, argv[0])
     gc.freeze()
     try:
+        listen = None if settings.dry_run else cli.ArpListener
         notes = [*notes, *cli.iface_notes(settings.iface)]
-        cli.serve(helper, sys.stdin.fileno(), cli.Output(stream), notes, listen)  # type: ignore[arg-type]
+        cli.serve(helper, sys.stdin.fileno(), cli.Output(helper), notes, listen)  # type: ignore[arg-type]
     finally:
         kernel.close()
     return 0

@@ -1,16 +1,15 @@
-"""Tables, targets and the figures in them, shared by the host and the in-UML half.
-
-Results cross the UML boundary as JSON, so tables and targets are plain data (`asdict` and
-back), rendered only on the host: as text for the terminal and as Markdown for the README.
-"""
+"""Tables, targets and the figures in them. Results cross the UML boundary as JSON, so tables and
+targets are plain data, rendered on the host as text (terminal) and Markdown (README)."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, TypeVar
+
+K, T = TypeVar("K"), TypeVar("T")
 
 
 def median(values: Sequence[float]) -> float:
@@ -39,8 +38,7 @@ def times(slow: float | None, fast: float | None) -> str:
     """How many times `fast` is shorter than `slow`."""
     if slow is None or not fast:
         return "-"
-    r = slow / fast
-    return f"{r:.0f}x" if r >= 10 else f"{r:.1f}x"
+    return f"{slow / fast:.0f}x" if slow / fast >= 10 else f"{slow / fast:.1f}x"
 
 
 def per(fn: Callable[[], object], items: int) -> float:
@@ -50,9 +48,22 @@ def per(fn: Callable[[], object], items: int) -> float:
     return (time.perf_counter() - t0) / max(items, 1)
 
 
+def repeat(
+    reps: int, cases: Mapping[K, Callable[[], T]], show: Callable[[K, T], str]
+) -> dict[K, list[T]]:
+    """Each case once a round for `reps` rounds (a drift of the machine hits all cases alike):
+    every case's results, and a line of progress for each."""
+    out: dict[K, list[T]] = {case: [] for case in cases}
+    for rep in range(reps):
+        for case, fn in cases.items():
+            out[case].append(fn())
+            print(f"  {show(case, out[case][-1])} (run {rep + 1}/{reps})", flush=True)
+    return out
+
+
 @dataclass
 class Table:
-    """One table: a title, column names, rows of text cells, and notes under it."""
+    """A title, column names, rows of text cells, and notes under it."""
 
     title: str
     columns: list[str]
@@ -63,26 +74,24 @@ class Table:
         self.rows.append([str(c) for c in cells])
 
     def text(self) -> str:
-        widths = [
-            max(len(r[i]) for r in [self.columns, *self.rows]) for i in range(len(self.columns))
-        ]
+        rows = [self.columns, *self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
+        rows.insert(1, ["-" * w for w in widths])
         lines = [self.title, "=" * len(self.title)]
-        for row in [self.columns, ["-" * w for w in widths], *self.rows]:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         return "\n".join(lines + [f"  * {note}" for note in self.notes])
 
     def markdown(self) -> str:
-        def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-        lines = [f"### {self.title}", "", line(self.columns)]
-        lines += ["|" + "|".join("---" for _ in self.columns) + "|", *map(line, self.rows)]
-        return "\n".join(lines + ([""] if self.notes else []) + [f"- {n}" for n in self.notes])
+        rows = [self.columns, ["---"] * len(self.columns), *self.rows]
+        lines = ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+        lines[1] = lines[1].replace(" ", "")
+        notes = [""] + [f"- {note}" for note in self.notes] if self.notes else []
+        return "\n".join([f"### {self.title}", "", *lines, *notes])
 
 
 @dataclass
 class Target:
-    """A goal of issue 5 (or 11, 12) and whether this run met it; `met` None: not measured."""
+    """A goal of issue 5 (11, 12) and whether this run met it; `met` None: not measured."""
 
     benchmark: str
     name: str
@@ -90,29 +99,24 @@ class Target:
     value: str
     met: bool | None
 
-    @property
-    def verdict(self) -> str:
-        return {True: "met", False: "NOT MET", None: "not measured"}[self.met]
 
-
-def under(bench: str, name: str, value: float | None, limit: float, unit: str, digits: int = 1):
+def under(
+    bench: str, name: str, value: float | None, limit: float, unit: str, digits: int = 1
+) -> Target:
     """The target `name`: `value` (in `unit`) below `limit`."""
     shown = "-" if value is None else f"{value:.{digits}f}"
     met = None if value is None else value < limit
     return Target(bench, name, f"< {limit:g} {unit}", f"{shown} {unit}", met)
 
 
-def result(name: str, tables: Sequence[Table], targets: Sequence[Target] = (), **raw: Any):
-    """The JSON form of one benchmark's outcome (what latest.json holds per benchmark)."""
-    return {
-        "name": name,
-        "ok": True,
-        "tables": [asdict(t) for t in tables],
-        "targets": [asdict(t) for t in targets],
-        "raw": raw,
-    }
+def result(
+    name: str, tables: Sequence[Table], targets: Sequence[Target] = (), **raw: Any
+) -> dict[str, Any]:
+    """One benchmark's outcome as latest.json holds it."""
+    tables_, targets_ = [asdict(t) for t in tables], [asdict(t) for t in targets]
+    return dict(name=name, error="", tables=tables_, targets=targets_, raw=raw)
 
 
 def failed(name: str, error: str) -> dict[str, Any]:
     """A benchmark that could not run: recorded, so the others still count."""
-    return {"name": name, "ok": False, "error": error, "tables": [], "targets": [], "raw": {}}
+    return dict(name=name, error=error, tables=[], targets=[], raw={})

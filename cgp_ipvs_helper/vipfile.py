@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterator
+from typing import Callable
 
 import netaddr
+from attrs import frozen
 
 from .errors import VipFileError
 from .shown import decode
@@ -51,25 +53,6 @@ def canonical(ip: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, ip))
 
 
-def _entry6(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
-    if not _COLONS.fullmatch(text):
-        raise VipFileError(path, lineno, text, "not an IPv6 address or subnet")
-    try:
-        net = netaddr.IPNetwork(text)
-    except (netaddr.AddrFormatError, ValueError) as exc:
-        raise VipFileError(path, lineno, text, f"not a valid IPv6 address: {exc}") from None
-    if net.version != 6:
-        raise VipFileError(path, lineno, text, "not an IPv6 address or subnet")
-    if net.prefixlen < MIN_PREFIXLEN6:
-        raise VipFileError(path, lineno, text, f"mask /{net.prefixlen} is below /{MIN_PREFIXLEN6}")
-    if net.ip != net.network:
-        raise VipFileError(path, lineno, text, f"host bits set (the subnet is {net.cidr})")
-    problem = not_unicast6(net)
-    if problem:
-        raise VipFileError(path, lineno, text, problem)
-    return net
-
-
 def not_unicast6(net: netaddr.IPNetwork) -> str | None:
     """Why an IPv6 address or subnet cannot be a VIP or a member's address; None if it can."""
     for bad, what in _NOT_VIP6:
@@ -78,21 +61,51 @@ def not_unicast6(net: netaddr.IPNetwork) -> str | None:
     return None
 
 
+def _not_unicast4(net: netaddr.IPNetwork) -> str | None:
+    if is_unicast(int(net.network)) and is_unicast(int(net.broadcast or net.network)):
+        return None
+    return "not a unicast address"
+
+
+@frozen
+class _Family:
+    """What an entry of one address family must be, and how its errors are worded."""
+
+    version: int
+    name: str  # "IPv4": in "not a valid IPv4 address"
+    form: re.Pattern[str]  # the spelling accepted, before netaddr parses it
+    spelling: str  # what the text is not, if it does not match `form`
+    min_prefixlen: int  # at most 256 addresses
+    not_unicast: Callable[[netaddr.IPNetwork], str | None]
+
+
+_IPV4 = _Family(
+    4, "IPv4", _DOTTED, "an IPv4 address or a.b.c.d/m subnet", MIN_PREFIXLEN, _not_unicast4
+)
+_IPV6 = _Family(6, "IPv6", _COLONS, "an IPv6 address or subnet", MIN_PREFIXLEN6, not_unicast6)
+
+
 def _entry(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
-    if ":" in text:
-        return _entry6(path, lineno, text)
-    if not _DOTTED.fullmatch(text):
-        raise VipFileError(path, lineno, text, "not an IPv4 address or a.b.c.d/m subnet")
+    family = _IPV6 if ":" in text else _IPV4
+
+    def error(reason: str) -> VipFileError:
+        return VipFileError(path, lineno, text, reason)
+
+    if not family.form.fullmatch(text):
+        raise error(f"not {family.spelling}")
     try:
         net = netaddr.IPNetwork(text)
     except (netaddr.AddrFormatError, ValueError) as exc:
-        raise VipFileError(path, lineno, text, f"not a valid IPv4 address: {exc}") from None
-    if net.prefixlen < MIN_PREFIXLEN:
-        raise VipFileError(path, lineno, text, f"mask /{net.prefixlen} is below /{MIN_PREFIXLEN}")
+        raise error(f"not a valid {family.name} address: {exc}") from None
+    if net.version != family.version:
+        raise error(f"not {family.spelling}")
+    if net.prefixlen < family.min_prefixlen:
+        raise error(f"mask /{net.prefixlen} is below /{family.min_prefixlen}")
     if net.ip != net.network:
-        raise VipFileError(path, lineno, text, f"host bits set (the subnet is {net.cidr})")
-    if not is_unicast(int(net.network)) or not is_unicast(int(net.broadcast or net.network)):
-        raise VipFileError(path, lineno, text, "not a unicast address")
+        raise error(f"host bits set (the subnet is {net.cidr})")
+    problem = family.not_unicast(net)
+    if problem:
+        raise error(problem)
     return net
 
 
@@ -143,7 +156,7 @@ def vip_error(path: str, ip: str, reason: str) -> VipFileError:
     addresses): it names the line that lists `ip`, as a parse error would."""
     try:
         for lineno, line in _lines(_read(path)):
-            entry = _DOTTED.fullmatch(line) or _COLONS.fullmatch(line)
+            entry = (_IPV6 if ":" in line else _IPV4).form.fullmatch(line)
             if entry and netaddr.IPAddress(ip) in netaddr.IPNetwork(line):
                 return VipFileError(path, lineno, line, reason)
     except (VipFileError, netaddr.AddrFormatError, ValueError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -44,44 +43,16 @@ def boot(root: Path, init: str, console: Path, timeout: float, *args: str) -> fl
     """
     kernel = uml.find_kernel()
     with tempfile.TemporaryDirectory(prefix="cgp-boot-") as tmp:
-        cmdline = [
-            kernel,
-            f"mem={MEM}",
-            "root=/dev/root",
-            "rootfstype=hostfs",
-            f"rootflags={root}",
-            "rw",
-            f"init={init}",
-            "con=null",
-            "con0=fd:0,fd:1",
-            f"uml_dir={tmp}",
-            "umid=boot",
-            *args,
-        ]
         with uml.pinned(uml.uml_cpu()), open(console, "wb") as out:
             t0 = time.monotonic()
-            proc = subprocess.Popen(
-                cmdline,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=tmp,
-                env=uml.xstate_shim(Path(tmp)),
+            proc = uml.start_kernel(
+                kernel, Path(tmp), out, mem=MEM, root=str(root), init=init, umid="boot", args=args
             )
-            # A CI runner stops jobs with SIGTERM: unwind like ^C, so the kernel is killed too.
-            previous = signal.signal(signal.SIGTERM, uml._interrupt)
-            try:
-                status = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                uml._kill(proc)
-                raise BootError(f"killed the kernel after {timeout:g} s{_tail(console)}") from None
-            except BaseException:
-                uml._kill(proc)
-                raise
-            finally:
-                signal.signal(signal.SIGTERM, previous)
+            with uml.interrupted_by(signal.SIGTERM):
+                if not uml.wait(proc, timeout):
+                    raise BootError(f"killed the kernel after {timeout:g} s{_tail(console)}")
             taken = time.monotonic() - t0
+    status = proc.returncode
     if status != 0:
         raise BootError(f"the kernel exited with status {status}{_tail(console)}")
     return taken

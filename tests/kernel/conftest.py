@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from tests.lab.box import Box, open_box
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -20,3 +23,10 @@ def _ipvs_kernel() -> None:
         pytest.fail(
             "kernel tests need root: run them through python -m tests.lab.uml", pytrace=False
         )
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    """Two fresh namespaces on a veth pair, the test's thread in "ours" (tests/lab/box.py)."""
+    with open_box() as b:
+        yield b

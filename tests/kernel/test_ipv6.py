@@ -1,7 +1,7 @@
 """IPv6 VIPs in a real kernel: addresses without DAD, IPVS services and real servers, the
 neighbour advertisement, and a standby that never answers neighbour solicitation for a VIP on lo.
 
-Runs INSIDE user-mode Linux, in the two-namespace box of test_netlink.py ("ours" with eth0
+Runs INSIDE user-mode Linux, in the two-namespace `box` (conftest.py; "ours" with eth0
 2001:db8::10/64, "peer" with 2001:db8::20/64). Checks read the kernel with the usual tools.
 """
 
@@ -24,10 +24,8 @@ from cgp_ipvs_helper.operations import (
     DelService,
     SendNa,
 )
-from tests.kernel.test_netlink import OUR_MAC, Box, box, ip_batch, ipvsadm_rules, run
+from tests.lab.box import OUR_MAC, Box, ip_batch, ipvsadm_rules, run
 from tests.lab.netns import in_netns
-
-__all__ = ["box"]  # the fixture, shared with test_netlink.py
 
 OUR6, PEER6 = "2001:db8::10", "2001:db8::20"
 VIP6 = "2001:db8:10::1"

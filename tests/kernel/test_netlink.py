@@ -4,25 +4,22 @@ Runs INSIDE user-mode Linux (conftest.py fails the run anywhere else):
 
     python -m tests.lab.uml -- python -m pytest -p no:cacheprovider tests/kernel/test_netlink.py
 
-Each test gets two fresh network namespaces joined by a veth pair: "ours", where the kernel under
-test works (eth0 192.0.2.10/24), and "peer" (eth0 192.0.2.20/24), which sees the frames. The
-test body runs with its thread inside "ours", so the NetlinkKernel's sockets and every tool the
-test runs belong there. Checks read the kernel with the usual tools (ipvsadm, ip, sysctl), never
-with the code under test. Addresses: LAN 192.0.2.0/24, VIPs 198.51.100.0/24, someone else's
-203.0.113.0/24 (and 2001:db8::1 for an IPv6 service that never carries traffic).
+Each test gets the `box` fixture (conftest.py, tests/lab/box.py): two fresh network namespaces
+joined by a veth pair, "ours", where the kernel under test works (eth0 192.0.2.10/24), and
+"peer" (eth0 192.0.2.20/24), which sees the frames. The test body runs with its thread inside
+"ours", so the NetlinkKernel's sockets and every tool the test runs belong there. Checks read
+the kernel with the usual tools (ipvsadm, ip, sysctl), never with the code under test.
+Addresses: LAN 192.0.2.0/24, VIPs 198.51.100.0/24, someone else's 203.0.113.0/24 (and
+2001:db8::1 for an IPv6 service that never carries traffic).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import socket
 import struct
-import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -45,62 +42,11 @@ from cgp_ipvs_helper.operations import (
     StopDaemon,
 )
 from tests.forked import as_nobody
-from tests.lab.netns import create_netns, delete_netns, in_netns
+from tests.lab.box import OUR_IP, OUR_MAC, Box, ip_batch, ipvsadm_rules, run
+from tests.lab.netns import in_netns
 
-OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
-OUR_MAC = "02:00:00:00:01:10"
 VIP = "198.51.100.7"
 ETH_P_ARP = 0x0806
-_names = itertools.count()
-
-
-@dataclass
-class Box:
-    ours: str  # netns of the kernel under test; the test's thread is in it
-    peer: str  # netns on the other end of eth0
-    kernel: NetlinkKernel
-
-
-def ip_batch(commands: str) -> None:
-    subprocess.run(["ip", "-batch", "-"], input=commands, text=True, check=True)
-
-
-@pytest.fixture
-def box() -> Iterator[Box]:
-    n = next(_names)
-    ours, peer = f"nl{os.getpid()}-{n}a", f"nl{os.getpid()}-{n}b"
-    create_netns(ours)
-    create_netns(peer)
-    try:
-        with in_netns(peer):
-            ip_batch("link set lo up\n")
-        with in_netns(ours):
-            ip_batch(
-                "link set lo up\n"
-                f"link add eth0 address {OUR_MAC} type veth peer name eth0 netns {peer}\n"
-                f"address add {OUR_IP}/24 dev eth0\n"
-                "link set eth0 up\n"
-            )
-        with in_netns(peer):
-            ip_batch(f"address add {PEER_IP}/24 dev eth0\nlink set eth0 up\n")
-        with in_netns(ours):
-            kernel = NetlinkKernel()
-            try:
-                yield Box(ours, peer, kernel)
-            finally:
-                kernel.close()
-    finally:
-        delete_netns(ours)
-        delete_netns(peer)
-
-
-def run(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-
-def ipvsadm_rules() -> set[str]:
-    """`ipvsadm -Sn`, one rule per line."""
-    return set(run("ipvsadm", "-S", "-n").splitlines())
 
 
 def addresses(dev: str) -> list[str]:

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_KERNEL = "linux.uml"
@@ -240,7 +240,66 @@ def _prctl(option: int, value: int = 0) -> int:
         return -1
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def start_kernel(
+    kernel: str,
+    workdir: Path,
+    console: BinaryIO,
+    *,
+    mem: str,
+    root: str,
+    init: str,
+    umid: str,
+    args: Sequence[str] = (),
+) -> subprocess.Popen:
+    """Launch `kernel` on the host directory `root` (hostfs) with `init` as PID 1, its console
+    to `console`, its sockets in `workdir`, in a process group of its own (see `kill`)."""
+    cmdline = [
+        kernel,
+        f"mem={mem}",
+        "root=/dev/root",
+        "rootfstype=hostfs",
+        f"rootflags={root}",
+        "rw",
+        f"init={init}",
+        "con=null",
+        "con0=fd:0,fd:1",
+        *args,
+        f"uml_dir={workdir}",
+        f"umid={umid}",
+    ]
+    return subprocess.Popen(
+        cmdline,
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=str(workdir),
+        env=xstate_shim(workdir),
+    )
+
+
+def wait(proc: subprocess.Popen, timeout: float, each: Callable[[], None] | None = None) -> bool:
+    """Wait for the kernel to stop (True), calling `each` every POLL_S; past `timeout` seconds
+    kill it (False). On any exception, ^C included, it is killed before the exception goes on."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if each is not None:
+                each()
+            try:
+                proc.wait(timeout=POLL_S)
+                return True
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                kill(proc)
+                return False
+    except BaseException:
+        kill(proc)
+        raise
+
+
+def kill(proc: subprocess.Popen) -> None:
     """Kill the kernel and its helper processes (they share its process group), and reap them.
 
     The helpers are children of the kernel process; killed together they would be left as
@@ -299,48 +358,23 @@ def run_uml(
         if re.search(r"\s", str(workdir)):
             raise LabSetupError(f"temporary directory {workdir} has white space in its path")
         script = prepare(workdir, argv, command_env(env), kpath)
-        cmdline = [
-            kpath,
-            f"mem={mem}",
-            "root=/dev/root",
-            "rootfstype=hostfs",
-            "rootflags=/",
-            "rw",
-            f"init={script}",
-            "con=null",
-            "con0=fd:0,fd:1",
-            "quiet",
-            "loglevel=1",
-            f"uml_dir={workdir}",
-            "umid=lab",
-        ]
         with open(workdir / "console", "wb") as console, open(workdir / "out", "rb") as out:
             t0 = time.time()
-            proc = subprocess.Popen(
-                cmdline,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=str(workdir),
-                env=xstate_shim(workdir),
+            proc = start_kernel(
+                kpath,
+                workdir,
+                console,
+                mem=mem,
+                root="/",
+                init=str(script),
+                umid="lab",
+                args=("quiet", "loglevel=1"),
             )
             status: int | None = None
-            try:
-                while True:
-                    _pump(out, sink)
-                    if proc.poll() is not None:
-                        break
-                    if time.time() - t0 > timeout:
-                        _kill(proc)
-                        _pump(out, sink)
-                        say(f"timeout: killed the kernel after {timeout:g} s")
-                        status = EXIT_TIMEOUT
-                        break
-                    time.sleep(POLL_S)
-            except BaseException:
-                _kill(proc)
-                raise
+            if not wait(proc, timeout, lambda: _pump(out, sink)):
+                _pump(out, sink)
+                say(f"timeout: killed the kernel after {timeout:g} s")
+                status = EXIT_TIMEOUT
             _pump(out, sink)
         total = time.time() - t0
         marks = _times(workdir / "times")
@@ -378,26 +412,6 @@ def _pump(src: BinaryIO, sink: BinaryIO) -> None:
             sink.flush()
         except BrokenPipeError:
             pass
-
-
-def run_in_uml(
-    argv: Sequence[str],
-    mem: str = DEFAULT_MEM,
-    timeout: float = DEFAULT_TIMEOUT,
-    *,
-    env: Mapping[str, str] | None = None,
-    output: BinaryIO | None = None,
-    kernel: str | None = None,
-    quiet: bool = False,
-) -> int:
-    """Like run_uml but return only the exit status; a missing kernel/module prints one line, 2."""
-    try:
-        return run_uml(
-            argv, mem, timeout, env=env, output=output, kernel=kernel, quiet=quiet
-        ).status
-    except LabSetupError as exc:
-        print(f"uml: {exc}", file=sys.stderr, flush=True)
-        return EXIT_SETUP
 
 
 @contextmanager
@@ -468,12 +482,12 @@ def main(args: Sequence[str] | None = None) -> int:
         extra[name] = value
     if not re.fullmatch(r"[0-9]+[KMG]?", ns.mem):
         parser.error(f"bad --mem {ns.mem!r}: expected e.g. 1024M")
-    # A CI runner stops jobs with SIGTERM: unwind like ^C, so the kernel is killed, not orphaned.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
     try:
-        with pinned(uml_cpu(not ns.no_pin)):
-            return run_in_uml(cmd, ns.mem, ns.timeout, env=extra, quiet=ns.quiet)
+        with interrupted_by(signal.SIGTERM, signal.SIGHUP), pinned(uml_cpu(not ns.no_pin)):
+            return run_uml(cmd, ns.mem, ns.timeout, env=extra, quiet=ns.quiet).status
+    except LabSetupError as exc:  # nothing was booted
+        print(f"uml: {exc}", file=sys.stderr, flush=True)
+        return EXIT_SETUP
     except KeyboardInterrupt:  # the kernel was killed on the way out
         print("uml: interrupted", file=sys.stderr)
         return 130
@@ -481,6 +495,18 @@ def main(args: Sequence[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def interrupted_by(*signums: int) -> Iterator[None]:
+    """In the body, these signals unwind like ^C: a CI runner stops jobs with SIGTERM, and the
+    kernel must then be killed (`wait` does it), not orphaned. The handlers are put back after."""
+    previous = {signum: signal.signal(signum, _interrupt) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

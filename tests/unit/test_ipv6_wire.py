@@ -1,55 +1,18 @@
 """IPv6 on the wire: the rtnetlink and IPVS encodings, the neighbour advertisement frame, and
-the commands -m prints for them. The kernel's own view is in tests/kernel/test_ipv6.py."""
+the commands -m prints for them (in test_operations.py, with the IPv4 ones). The kernel's own
+view is in tests/kernel/test_ipv6.py."""
 
 from __future__ import annotations
 
 import socket
 import struct
 
-import pytest
-
 from cgp_ipvs_helper import ipvswire, nd, nlwire
 from cgp_ipvs_helper.model import Address, Dest, Service, ServiceKey
-from cgp_ipvs_helper.operations import (
-    AddAddress,
-    AddDest,
-    AddService,
-    DelAddress,
-    DelDest,
-    DelService,
-    EditDest,
-    SendNa,
-)
 
 VIP6 = "2001:db8:10::1"
 TCP6 = ServiceKey("tcp", VIP6, 0)
-UDP6 = ServiceKey("udp", VIP6, 5060)
 MAC = bytes.fromhex("020000000110")
-
-RENDERED = [
-    (AddAddress(Address(VIP6, "lo")), "ip -6 address add 2001:db8:10::1/128 dev lo nodad"),
-    (DelAddress(Address(VIP6, "eth0")), "ip -6 address del 2001:db8:10::1/128 dev eth0"),
-    (AddService(Service(TCP6, "wlc", 15)), "ipvsadm -A -t '[2001:db8:10::1]:0' -s wlc -p 15"),
-    (DelService(Service(UDP6, "wlc", 0)), "ipvsadm -D -u '[2001:db8:10::1]:5060'"),
-    (
-        AddDest(Dest(TCP6, "2001:db8::12", 100)),
-        "ipvsadm -a -t '[2001:db8:10::1]:0' -r '[2001:db8::12]:0' -g -w 100",
-    ),
-    (
-        EditDest(Dest(UDP6, "2001:db8::12", 0)),
-        "ipvsadm -e -u '[2001:db8:10::1]:5060' -r '[2001:db8::12]:5060' -g -w 0",
-    ),
-    (
-        DelDest(Dest(TCP6, "2001:db8::12", 1)),
-        "ipvsadm -d -t '[2001:db8:10::1]:0' -r '[2001:db8::12]:0'",
-    ),
-    (SendNa(VIP6, "eth0"), "ndptool -t na -U -i eth0 -T 2001:db8:10::1 send"),
-]
-
-
-@pytest.mark.parametrize(("op", "command"), RENDERED, ids=[c for _, c in RENDERED])
-def test_ipv6_operations_render_as_the_commands_with_their_effect(op, command) -> None:
-    assert str(op) == command
 
 
 def test_an_address_is_a_host_route_of_its_family_by_default() -> None:

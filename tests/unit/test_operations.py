@@ -1,4 +1,4 @@
-"""Each operation renders as the exact, safely quoted shell command -m prints."""
+"""Each operation renders as the exact, safely quoted shell command -m prints (IPv4 and IPv6)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from cgp_ipvs_helper.operations import (
     EditDest,
     EditService,
     SendGarp,
+    SendNa,
     SetSysctl,
     StartDaemon,
     StopDaemon,
@@ -27,6 +28,9 @@ from cgp_ipvs_helper.operations import (
 
 TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
 UDP = ServiceKey("udp", "198.51.100.10", 5060)
+VIP6 = "2001:db8:10::1"
+TCP6 = ServiceKey("tcp", VIP6, 0)
+UDP6 = ServiceKey("udp", VIP6, 5060)
 
 RENDERED = [
     (AddAddress(Address("198.51.100.10", "lo")), "ip address add 198.51.100.10/32 dev lo"),
@@ -59,6 +63,24 @@ RENDERED = [
     (StopDaemon(Daemon("master", "eth0", 7)), "ipvsadm --stop-daemon master"),
     (SendGarp("198.51.100.10", "eth0", False), "arping -U -c 1 -I eth0 198.51.100.10"),
     (SendGarp("198.51.100.10", "eth0", True), "arping -A -c 1 -I eth0 198.51.100.10"),
+    # IPv6: the same operations, as ip -6, bracketed ipvsadm addresses, and ndptool
+    (AddAddress(Address(VIP6, "lo")), "ip -6 address add 2001:db8:10::1/128 dev lo nodad"),
+    (DelAddress(Address(VIP6, "eth0")), "ip -6 address del 2001:db8:10::1/128 dev eth0"),
+    (AddService(Service(TCP6, "wlc", 15)), "ipvsadm -A -t '[2001:db8:10::1]:0' -s wlc -p 15"),
+    (DelService(Service(UDP6, "wlc", 0)), "ipvsadm -D -u '[2001:db8:10::1]:5060'"),
+    (
+        AddDest(Dest(TCP6, "2001:db8::12", 100)),
+        "ipvsadm -a -t '[2001:db8:10::1]:0' -r '[2001:db8::12]:0' -g -w 100",
+    ),
+    (
+        EditDest(Dest(UDP6, "2001:db8::12", 0)),
+        "ipvsadm -e -u '[2001:db8:10::1]:5060' -r '[2001:db8::12]:5060' -g -w 0",
+    ),
+    (
+        DelDest(Dest(TCP6, "2001:db8::12", 1)),
+        "ipvsadm -d -t '[2001:db8:10::1]:0' -r '[2001:db8::12]:0'",
+    ),
+    (SendNa(VIP6, "eth0"), "ndptool -t na -U -i eth0 -T 2001:db8:10::1 send"),
 ]
 
 
