@@ -369,10 +369,9 @@ class NetlinkKernel:
                 request = handler.run(self, op)
             except Exception:  # applying it will say why
                 continue
-            if handler.channel == "frames":
-                frames.append(request)  # each round reads the MAC anew: the frames are kept
-            else:
-                self._prepared[id(op)] = (op, request)
+            if handler.channel == "frames":  # (a device, a kind, an address: the MAC is read
+                frames.append(request)  # when the round is sent, and its frames built anew)
+            self._prepared[id(op)] = (op, request)
         self._frames.prepare(frames)
         added = (op.service.key for op in ops if isinstance(op, operations.AddService))
         ipvswire.prepare_real_servers(added)  # their real servers follow
