@@ -42,6 +42,8 @@ def run(reps: int) -> dict[str, Any]:
     )
     for name, vipfile in files.items():
         table.add(name, len(vips_in(vipfile)), mm(oks[name]))
+    part = median(oks["/24 + /120"]) - median(oks["/24"])
+    table.add("the /120's part (difference of the medians)", 256, ms(part))
     table.notes.append(
         f"Median of {reps} runs (min-max in brackets), from standby in fresh namespaces with "
         "IPv6 on the LAN, the member map giving all 4 members an IPv6 address; the OK covers "

@@ -15,10 +15,9 @@ import re
 import select
 import signal
 import socket
-import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import BinaryIO, Callable, NoReturn
 
 from .arpwatch import ArpListener
@@ -27,19 +26,13 @@ from .errors import UsageError
 from .helper import VERSION, Helper
 from .kernel import Kernel
 from .model import Settings
-from .protocol import MAX_LINE, Info, Reply, each_line, render
+from .protocol import MAX_LINE, Info, Reply, lines_of, render
 from .shown import quoted
 
 _IFNAMSIZ = 15
 _DIGITS = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{0,9})?|\.[0-9]{1,9}")
 DAY = 86400.0
-# What CGP's end of stdout may hold unread: one ACTIVATE's log for a /24 with 16 members
-# (9,000 lines, 450 KiB) goes out in one write() without waiting for CGP to empty a 64 KiB pipe
-# four times. Linux allocates the pages as they fill. F_SETPIPE_SZ: Linux 2.6.35; in Python's
-# fcntl from 3.10.
-PIPE_BYTES = 1 << 20
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Each refresh reads the whole kernel state and, while active, re-announces every VIP, which
 # Linux ignores within 1 s of the last announcement anyway; at -t 0.001 an idle standby burnt
 # 6-9 % of a CPU.
@@ -257,21 +250,19 @@ class LineReader:
 
 
 class Output:
-    """Writes each reply's lines with one write(), then flushes; if CGP closed the pipe, stops
-    writing quietly. One system call per reply, not per line: an ACTIVATE for a /24 logs
-    thousands of lines, and a write per line cost 0.37 s of its 0.6 s in the user-mode kernel.
-    Nothing is ever left in the buffer while the helper waits. The lines of a long reply are
-    encoded one by one as they are made: they never exist as strings all at once, nor joined
-    and then encoded again (page faults: see `warm`)."""
+    """Renders each reply to its lines and writes them with one write(), then flushes; if CGP
+    closed the pipe, stops writing quietly. One system call per reply, not per line: an ACTIVATE
+    for a /24 logs thousands of lines, and a write per line cost 0.37 s of its 0.6 s in the
+    user-mode kernel. Nothing is ever left in the buffer while the helper waits.
+
+    A pipe holds 64 KiB by default, and a dual-stack ACTIVATE (a /24 and a /120) logs about
+    400 KB: the write then waits for the reader in steps, each a switch between two processes
+    (in the user-mode kernel that halved the time to OK). So the pipe is widened to PIPE_SIZE
+    where the kernel allows it (Linux 2.6.35+, the default limit for any user)."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self.stream, self.closed = stream, False
-        try:  # a pipe (as from CGP) is widened; anything else is left as it is
-            fd = stream.fileno()
-            if stat.S_ISFIFO(os.fstat(fd).st_mode):
-                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-        except (AttributeError, OSError, ValueError):
-            pass  # not a file, or the size is refused (above /proc/sys/fs/pipe-max-size)
+        widen_pipe(stream)
 
     def write(self, reply: Reply) -> None:
         if self.closed:
@@ -280,17 +271,42 @@ class Output:
             lines = render(reply)
             if not lines:
                 return
-            data: bytes | bytearray = f"{lines[0]}\n".encode("utf-8", "replace")
+            data: bytes | bytearray = lines[0].encode("utf-8", "replace") + b"\n"
         else:
-            data = bytearray()
-            for line in each_line(reply):
-                data += line.encode("utf-8", "replace")
-                data += b"\n"
+            data = encoded(lines_of(reply))
         try:
             self.stream.write(data)
             self.stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             self.closed = True
+
+
+def encoded(lines: Iterable[str]) -> bytearray:
+    """The lines in UTF-8, each ended by a newline, encoded one by one as they come: the
+    thousands of lines of an ACTIVATE never exist as strings all at once, nor joined and then
+    encoded again (in the user-mode kernel the page faults of those copies cost more than the
+    rendering)."""
+    data = bytearray()
+    for line in lines:
+        data += line.encode("utf-8", "replace")
+        data += b"\n"
+    return data
+
+
+PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size by default: allowed without privileges
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # the fcntl module has them from 3.10
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+def widen_pipe(stream: object) -> None:
+    """Let the pipe behind `stream` hold PIPE_SIZE bytes, if it is a pipe holding less and the
+    kernel allows it; anything else stays as it is."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        if fcntl.fcntl(fd, _F_GETPIPE_SZ) < PIPE_SIZE:
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except (AttributeError, OSError, ValueError):
+        pass  # not a pipe (a file, a terminal), an older kernel, or over a limit
 
 
 SPARE_OBJECTS = 16384  # small objects of 96 bytes: 1.5 MiB, more than one arena

@@ -323,21 +323,19 @@ class Helper:
         ses = self.session
         ahead, self.ready = self.ready, None
         known: Mapping[int, str] = {}
-        planned_ahead = ahead is not None and ahead.state is actual and not self.map.seen
-        if garp and planned_ahead and ses.self_ip is not None:
-            assert ahead is not None
+        members6 = self.map.ipv6()
+        balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+        if balancing:
+            told, listed = self.told_no_ipv6, ses.members
+            notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
+            infos += [Info(note) for note in notes]
+        if garp and ahead is not None and ahead.state is actual and ses.self_ip is not None:
             ops: Sequence[Operation] = activation(ahead, self.settings, ses.members, ses.self_ip)
-            known = ahead.lines
+            known = ahead.texts
         else:
-            members6 = self.map.ipv6()
             desired = desired_state(
                 self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
             )
-            balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
-            if balancing:
-                told, listed = self.told_no_ipv6, ses.members
-                notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
-                infos += [Info(note) for note in notes]
             desired = self.map.desired(desired, balancing, self.vips, actual)
             ops = plan(desired, actual)
             if garp and ses.state is State.ACTIVE:
@@ -354,11 +352,8 @@ class Helper:
     def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
         """While standby: plan the ACTIVATE against `state` now, and have the kernel build its
         messages (the last plan is kept while it still fits: a quiet refresh costs nothing)."""
-        if self.map.seen:  # the steering filters depend on the members: planned in full
-            self.ready = None
-            return
-        if last is None or not last.fits(self.vips, self.retired, state):
-            last = prepare(self.settings, self.vips, self.retired, state)
+        if last is None or not last.fits(self.vips, self.retired, self.map, state):
+            last = prepare(self.settings, self.vips, self.retired, self.map, state)
             if last is not None:
                 self.kernel.prepare(last.ops())
         self.ready = last
@@ -393,7 +388,7 @@ class Helper:
         infos: Infos,
         known: Mapping[int, str] | None = None,
     ) -> None:
-        """The operations done (as shell commands; `known` has some lines already, by id()),
+        """The operations done (as shell commands; `known` has some texts already, by id()),
         then one FAILED line per failure."""
         if failures:
             failed = {f.op for f in failures}

@@ -13,6 +13,11 @@ and address); consecutive operations of the same channel travel together in batc
 datagrams of many messages, one sendmmsg of many frames), which changes no order of effects. A
 row without one carries the operation out at once. A new netlink protocol is one more channel:
 a socket and what its failures mean.
+
+A netlink run is sent one datagram's worth (nlsocket.BATCH requests) at a time as it is
+encoded, so the requests of the next datagram reuse the memory of the last: holding the 4,096
+real servers of a dual-stack /24 + /120 encoded at once cost a few hundred page faults, each
+tens of microseconds in the user-mode kernel.
 """
 
 from __future__ import annotations

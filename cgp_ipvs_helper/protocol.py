@@ -80,26 +80,22 @@ class Info:
 @frozen
 class Commands:
     """Kernel operations carried out: one info line each, holding its shell equivalent.
-    `known` may hold some of those lines already, by id() of the operation (built while
-    standby: ready.py)."""
+    `known` may hold that text already for some of them, by id() (built while standby)."""
 
     ops: tuple[object, ...]
     known: Mapping[int, str] = field(factory=dict, eq=False)
 
     def texts(self) -> tuple[str, ...]:
-        return tuple(line[2:] for line in self.lines())
+        known = self.known
+        return tuple(known.get(id(op)) or str(op) for op in self.ops)
 
     def lines(self) -> Iterator[str]:
         """Our own commands, shell-quoted from validated values: the only info lines that
-        start with a command word."""
+        start with a command word (the texts built while standby are used as they are), one
+        at a time: Output encodes each before the next is made."""
         known = self.known
         for op in self.ops:
-            yield known.get(id(op)) or command_line(op)
-
-
-def command_line(op: object) -> str:
-    """The info line of a kernel operation carried out: `* ` and its shell command."""
-    return f"* {op}"
+            yield f"* {known.get(id(op)) or op}"
 
 
 # Response and Reply are built once per request: without slots attrs builds them faster.
@@ -209,11 +205,11 @@ def render(reply: Reply) -> list[str]:
     r = reply.response
     if not reply.infos:  # most replies: a response alone
         return [] if r is None else [_RESPONSE_LINES[r.kind](r.seq, r.text)]
-    return list(each_line(reply))
+    return list(lines_of(reply))
 
 
-def each_line(reply: Reply) -> Iterator[str]:
-    """The lines render() lists, one at a time (a /24's activation logs thousands)."""
+def lines_of(reply: Reply) -> Iterator[str]:
+    """render()'s lines one at a time, made as they are asked for."""
     for i in reply.infos:
         yield from i.lines()
     r = reply.response

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
+import io
 import os
 import subprocess
 import sys
@@ -10,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cgp_ipvs_helper.cli import LineReader, main, make_kernel, parse_settings
+from cgp_ipvs_helper.cli import PIPE_SIZE, LineReader, Output, main, make_kernel, parse_settings
 from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.model import Settings
-from cgp_ipvs_helper.protocol import render
+from cgp_ipvs_helper.protocol import Reply, Response, render
 from tests.forked import as_nobody
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +171,21 @@ def test_partial_last_line_and_garbage_do_not_stop_the_helper() -> None:
     too_long = "z" * 4000 + " ERROR request line longer than 4096 bytes"
     assert replies == ["1 ERROR unknown command: NOPE", "2 INTF 1", too_long, "3 OK"]
     assert run.returncode == 0 and run.stderr == b""
+
+
+def test_output_widens_its_pipe_and_leaves_anything_else_alone(tmp_path: Path) -> None:
+    """A dual-stack ACTIVATE's 400 KB go into the pipe in one write, without waiting for the
+    reader; a file (or a stream without a descriptor) is written as it is."""
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as reader, os.fdopen(w, "wb") as writer:
+        Output(writer)  # type: ignore[arg-type]
+        assert fcntl.fcntl(w, 1032) == PIPE_SIZE  # F_GETPIPE_SZ
+        writer.write(b"x" * (PIPE_SIZE - 1))  # would block on a 64 KiB pipe
+        writer.flush()
+        assert len(reader.read(PIPE_SIZE - 1)) == PIPE_SIZE - 1
+    with open(tmp_path / "log", "wb") as f:
+        Output(f)
+    Output(io.BytesIO()).write(Reply((), Response("1", "OK")))
 
 
 def _dry_run_as_nobody(iface: str, ip: str) -> dict:

@@ -4,6 +4,8 @@ kernel refuses something or the next refresh."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cgp_ipvs_helper.model import Address, Service, ServiceKey
 from cgp_ipvs_helper.operations import AddAddress
 from cgp_ipvs_helper.protocol import render
@@ -23,17 +25,17 @@ class CountingKernel(FakeKernel):
         self.reads = 0
         self.prepared: list[tuple] = []
 
-    def observe(self, sysctls):
+    def observe(self, sysctls, tc_dev=None):
         self.reads += 1
-        return super().observe(sysctls)
+        return super().observe(sysctls, tc_dev)
 
     def prepare(self, ops) -> None:
         self.prepared.append(tuple(ops))
 
 
-def _started(clock: Clock, **settings):
+def _started(clock: Clock, vips=VIPS, **settings):
     kernel = CountingKernel(fresh_state())
-    h = make_helper(kernel, clock, vips=VIPS, **settings)
+    h = make_helper(kernel, clock, vips=vips, **settings)
     h.start()
     kernel.take()
     return h, kernel
@@ -54,6 +56,30 @@ def test_activate_from_standby_reads_nothing_and_equals_planning_in_full(clock: 
         assert h.ready is None  # active: the next ACTIVATE reads the kernel first
         again = "2 ACTIVATE 192.0.2.11"
         assert render(h.handle(again)) == render(full.handle(again))
+
+
+def test_dual_stack_with_a_member_map_is_planned_ahead_too(tmp_path: Path, clock: Clock) -> None:
+    """IPv6 VIPs (real servers: the members' IPv6 addresses from the map, one member without)
+    and the map's steering: the same lines and changes as planning in full, nothing read."""
+    path = tmp_path / "members"
+    path.write_text(
+        "192.0.2.14 50000-54999 2001:db8::2\n"
+        "192.0.2.11 55000-59999 2001:db8::11\n"
+        "192.0.2.12 60000-64999\n"
+    )
+    vips = VIPS + ("2001:db8:10::", "2001:db8:10::1")
+    h, kernel = _started(clock, vips, member_map=str(path))
+    full, full_kernel = _started(clock, vips, member_map=str(path))
+    full.ready = None
+    assert h.ready is not None
+    reads = kernel.reads
+    lines = render(h.handle(f"1 ACTIVATE {MEMBERS}"))
+    assert kernel.reads == reads
+    assert lines == render(full.handle(f"1 ACTIVATE {MEMBERS}"))
+    assert "* member 192.0.2.12 has no IPv6 address in " in "\n".join(lines)
+    assert "-f 1128776528" in "\n".join(lines)  # the steering services are there
+    assert kernel.take() == full_kernel.take()
+    assert kernel.observe(frozenset(), "eth0") == full_kernel.observe(frozenset(), "eth0")
 
 
 def test_a_quiet_refresh_keeps_the_plan_a_change_makes_a_new_one(clock: Clock) -> None:

@@ -15,12 +15,16 @@ from cgp_ipvs_helper.model import (
     Service,
     ServiceKey,
     Settings,
+    TcState,
 )
+from cgp_ipvs_helper.outgoing import MemberMap
 from cgp_ipvs_helper.planner import announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.steering import MemberRange, RangeFilter, VipFilter
 
 VIPS = [f"203.0.113.{i}" for i in range(12)] + ["2001:db8::5", "2001:db8::6"]
 FOREIGN = ["198.51.100.1", "198.51.100.2"]
 HOSTS = [f"192.0.2.{i}" for i in (11, 2, 130, 12, 99)]
+IP6S = [[None, f"2001:db8::{n}"] for n in ("b", "1:0", "a", "2")]  # not in member order
 
 
 @st.composite
@@ -47,38 +51,61 @@ def cases(draw):
     )  # fmt: skip
     daemons = draw(st.sets(daemon))
     values = draw(st.lists(st.sampled_from(["0", "1", "2", None]), min_size=6, max_size=6))
+    member_map = draw(maps())
+    tc = None
+    if member_map.seen:  # the helper reads tc once the map has had entries
+        ours = [VipFilter("203.0.113.0/30"), RangeFilter("tcp", 50000, 50999)]
+        found = draw(st.sets(st.sampled_from([(f.chain, f.handle, f) for f in ours])))
+        tc = TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found))
     state = KernelState(
         addresses=tuple(dict.fromkeys(addresses)),
         sysctls=dict(zip(sorted(sysctl_paths("eth0")), values)),
         services=frozenset(draw(st.sets(st.sampled_from(foreign)))),
         dests=frozenset(Dest(s.key, "192.0.2.50", 1) for s in foreign),
         daemons=frozenset(daemons),
+        tc=tc,
     )
-    return options, tuple(vips), retired, members, self_ip, state
+    return options, tuple(vips), retired, members, self_ip, member_map, state
+
+
+@st.composite
+def maps(draw):
+    """A member map: none, or ranges for some of the hosts, some with an IPv6 address."""
+    hosts = draw(st.lists(st.sampled_from(HOSTS), unique=True, max_size=4))
+    ranges = tuple(
+        MemberRange(ip, 50000 + i * 1000, 50999 + i * 1000, draw(st.sampled_from(IP6S[i])))
+        for i, ip in enumerate(hosts)
+    )
+    return MemberMap("members", ranges, bool(ranges) or draw(st.booleans()))
 
 
 @settings(max_examples=300, deadline=None)
 @given(cases())
 def test_the_prepared_activation_is_the_plan(case) -> None:
-    options, vips, retired, members, self_ip, state = case
-    prepared = ready.prepare(options, vips, retired, state)
-    if any(":" in v for v in vips):
-        assert prepared is None  # IPv6 real servers come from the member map: planned in full
-        return
+    options, vips, retired, members, self_ip, member_map, state = case
+    prepared = ready.prepare(options, vips, retired, member_map, state)
     assert prepared is not None and prepared.state is state
-    desired = desired_state(options, vips, Role.ACTIVE, members, self_ip, retired)
-    expected = plan(desired, state) + announce(vips, options.iface)
+    members6 = member_map.ipv6()
+    desired = desired_state(options, vips, Role.ACTIVE, members, self_ip, retired, members6)
+    desired = member_map.desired(desired, True, vips, state)
+    expected = plan(desired, state) + announce(vips, options.iface, members6)
     assert ready.activation(prepared, options, members, self_ip) == expected
     built = prepared.ops()
     assert all(op in expected for op in built) and len(set(built)) == len(built)
-    assert [prepared.lines[id(op)] for op in built] == [f"* {op}" for op in built]
-    assert prepared.fits(vips, retired, state)
-    assert not prepared.fits(vips + ("192.0.2.200",), retired, state)
+    assert [prepared.texts[id(op)] for op in built] == [str(op) for op in built]
+    assert prepared.fits(vips, retired, member_map, state)
+    assert not prepared.fits(vips + ("192.0.2.200",), retired, member_map, state)
+    other = MemberMap("members", (MemberRange("192.0.2.11", 40000, 40999, "2001:db8::b"),), True)
+    assert not prepared.fits(vips, retired, other, state)
 
 
 def test_a_state_with_a_service_of_ours_is_planned_in_full() -> None:
     ours = Service(ServiceKey("udp", VIPS[0], 0), "wlc", 15)
     state = KernelState(services=frozenset([ours]))
-    assert ready.prepare(Settings(), (VIPS[0],), frozenset(), state) is None
-    assert ready.prepare(Settings(), (VIPS[1],), frozenset([VIPS[0]]), state) is None  # retired
-    assert ready.prepare(Settings(), (VIPS[1],), frozenset(), state) is not None
+    none = MemberMap("members")
+    assert ready.prepare(Settings(), (VIPS[0],), frozenset(), none, state) is None
+    assert ready.prepare(Settings(), (VIPS[1],), frozenset([VIPS[0]]), none, state) is None
+    assert ready.prepare(Settings(), (VIPS[1],), frozenset(), none, state) is not None
+    steering = Service(ServiceKey.for_mark(0x4347C350), "wlc", 0)  # a range's: ours too
+    state = KernelState(services=frozenset([steering]), tc=TcState())
+    assert ready.prepare(Settings(), (VIPS[1],), frozenset(), none, state) is None
