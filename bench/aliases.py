@@ -2,29 +2,26 @@
 
 Each method runs in a fresh network namespace, forked from a thread already inside it, and must
 leave the 256 addresses on lo: a shell loop of `ip address add` (an admin's script); the RPM's
-launcher `cgp-ipvs-vip -f FILE up`; network-scripts/ifup-lo with a stub ifup-eth; for reference
-`ip -batch` and `cgp-ipvs-vip check` (Python start-up and parsing alone).
+launcher `cgp-ipvs-vip -f FILE up`; ifup-lo as RHEL runs it (tests/lab/netscripts.py); for
+reference `ip -batch` and `cgp-ipvs-vip check` (Python start-up and parsing alone).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.lab.netns import create_netns, delete_netns, in_netns
-from tests.lab.uml import REPO_ROOT
+from tests.lab.netscripts import Scripts
 
 from .lab import lan_prefix
 from .report import Table, median, repeat, result, spread, times
 
 VIPS = [f"203.0.113.{i}" for i in range(256)]
-LAUNCHER = str(REPO_ROOT / "packaging" / "cgp-ipvs-vip.py")
-STUB = '#!/bin/sh\necho "$0 $*" >>"$IFVIP_TEST_LOG"\nip link set lo {}\n'  # the stock ifup-eth
 ROWS = {  # key: (label, processes)
     "loop": ("baseline: shell loop, one `ip address add` each", "256 + sh"),
     "vip": ("cgp-ipvs-vip -f FILE up", "1"),
@@ -55,33 +52,22 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def run(reps: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as base:
-        scripts, vipfile, cmd = f"{base}/scripts", f"{base}/vipaddrs", f"{base}/cgp-ipvs-vip"
-        shutil.copytree(REPO_ROOT / "network-scripts", scripts)
-        files = {
-            vipfile: "203.0.113.0/24\n",
-            cmd: f'#!/bin/sh\nexec {sys.executable} {LAUNCHER} "$@"\n',
-            f"{scripts}/ifup-eth": STUB.format("up"),
-            f"{scripts}/ifdown-eth": STUB.format("down"),
-            f"{base}/batch": "".join(f"address add {ip}/32 dev lo\n" for ip in VIPS),
-        }
-        for path, text in files.items():
-            with open(path, "w") as f:
-                f.write(text)
-            os.chmod(path, 0o755)
-        env = dict(os.environ, IFVIP_FILE=vipfile, IFVIP_CMD=cmd, IFVIP_TEST_LOG=f"{base}/log")
-        env["CGP_IPVS_HELPER_LIB"] = str(REPO_ROOT)
+        s = Scripts(Path(base))
+        s.file.write_text("203.0.113.0/24\n")
+        batch = Path(base, "batch")
+        batch.write_text("".join(f"address add {ip}/32 dev lo\n" for ip in VIPS))
         loop = "i=0; while [ $i -lt 256 ]; do ip address add 203.0.113.$i/32 dev lo || exit 1; "
         argvs = {
             "loop": ["sh", "-c", loop + "i=$((i+1)); done"],
-            "vip": [sys.executable, LAUNCHER, "-f", vipfile, "up"],
-            "ifup": [f"{scripts}/ifup-lo", "ifcfg-lo", "boot"],
-            "batch": ["ip", "-batch", f"{base}/batch"],
-            "check": [sys.executable, LAUNCHER, "-f", vipfile, "check"],
+            "vip": [sys.executable, str(s.launcher), "-f", str(s.file), "up"],
+            "ifup": [str(s.dir / "ifup-lo"), "ifcfg-lo", "boot"],
+            "batch": ["ip", "-batch", str(batch)],
+            "check": [sys.executable, str(s.launcher), "-f", str(s.file), "check"],
         }
         samples = repeat(
             reps,
-            {key: lambda a=argv: timed(a, env) for key, argv in argvs.items()},
-            lambda key, s: f"aliases {key}: {s:.2f} s",
+            {key: lambda a=argv: timed(a, s.env()) for key, argv in argvs.items()},
+            lambda key, t: f"aliases {key}: {t:.2f} s",
         )
     med = {k: median(v) for k, v in samples.items()}
     table = Table(

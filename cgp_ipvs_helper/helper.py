@@ -325,8 +325,8 @@ class Helper:
         known: Mapping[int, str] = {}
         members6 = self.map.ipv6()
         balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
-        if balancing:
-            told, listed = self.told_no_ipv6, ses.members
+        if balancing:  # the map's members own a range service each, listed or not
+            told, listed = self.told_no_ipv6, [*ses.members, *self.map.ips()]
             notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
             infos += [Info(note) for note in notes]
         if garp and ahead is not None and ahead.state is actual and ses.self_ip is not None:

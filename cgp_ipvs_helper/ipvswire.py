@@ -160,14 +160,15 @@ def daemon_attrs(d: Daemon, full: bool) -> bytes:
 
 
 def service_from(msg: bytes) -> Service | None:
-    """A Service (of TCP or UDP, or an IPv4 firewall-mark one), or None for what is never
-    ours: SCTP, an unknown scheduler. The planner decides which marks are ours."""
+    """A Service (of TCP or UDP, or a firewall-mark one), or None for what is never ours:
+    SCTP, an unknown scheduler. The planner decides which marks are ours."""
     a = attrs(attrs(msg, GENLHDR).get(IPVS_CMD_ATTR_SERVICE, b""), 0)
     family = U16.unpack(a[IPVS_SVC_ATTR_AF])[0]
-    if family not in _FAMILIES or (IPVS_SVC_ATTR_FWMARK in a and family != socket.AF_INET):
+    if family not in _FAMILIES:
         return None
     if IPVS_SVC_ATTR_FWMARK in a:
-        key = ServiceKey.for_mark(U32.unpack(a[IPVS_SVC_ATTR_FWMARK])[0])
+        mark = U32.unpack(a[IPVS_SVC_ATTR_FWMARK])[0]
+        key = ServiceKey.for_mark(mark, family == socket.AF_INET6)
     else:
         proto = _PROTOCOL_NAMES.get(U16.unpack(a[IPVS_SVC_ATTR_PROTOCOL])[0])
         if proto is None:

@@ -103,8 +103,8 @@ def without_ipv6(
     by_member: Mapping[str, str],
     told: set[str],
 ) -> list[str]:
-    """Say once per member (`told` remembers) that it is left out of the IPv6 services, while
-    IPv6 VIPs are balanced."""
+    """Say once per member (`told` remembers) that it is left out of the IPv6 services (its
+    port range's, for replies to IPv6 VIPs, included), while IPv6 VIPs are balanced."""
     if not by_member or not any(is_ipv6(v) for v in vips):
         return []
     notes = []

@@ -38,14 +38,14 @@ class MemoryKernel:
         # the LAN interface's ingress (the only device a helper puts filters on)
         tc = state.tc or TcState()
         self.ingress: str | None = tc.ingress
-        self.filters: dict[tuple[int, int], VipFilter | RangeFilter | None] = {
-            (chain, handle): f for chain, handle, f in tc.filters
+        self.filters: dict[tuple[int, int, int], VipFilter | RangeFilter | None] = {
+            (pref, chain, handle): f for pref, chain, handle, f in tc.filters
         }
 
     def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
         tc = None
         if tc_dev is not None:
-            found = frozenset((chain, handle, f) for (chain, handle), f in self.filters.items())
+            found = frozenset((*key, f) for key, f in self.filters.items())
             tc = TcState(self.ingress, found)
         return KernelState(
             addresses=tuple(self.addresses),
@@ -149,13 +149,13 @@ class MemoryKernel:
         self.ingress = "clsact"
 
     def _add_filter(self, op: operations.AddFilter) -> None:
-        key = (op.filter.chain, op.filter.handle)
+        key = (op.filter.pref, op.filter.chain, op.filter.handle)
         if self._filter_exists(op, key):
             raise _fail(op, errno.EEXIST)
         self.filters[key] = op.filter
 
     def _del_filter(self, op: operations.DelFilter) -> None:
-        key = (op.chain, op.handle)
+        key = (op.pref, op.chain, op.handle)
         if not self._filter_exists(op, key):
             raise _fail(op, errno.ENOENT)
         del self.filters[key]
@@ -174,7 +174,7 @@ class MemoryKernel:
             raise _fail(op, errno.ESRCH)
         return (dest.service, dest.ip) in self.dests
 
-    def _filter_exists(self, op: operations.Operation, key: tuple[int, int]) -> bool:
+    def _filter_exists(self, op: operations.Operation, key: tuple[int, int, int]) -> bool:
         """Whether our filter `key` is there; EINVAL (as the kernel) without an ingress qdisc."""
         if self.ingress is None:
             raise _fail(op, errno.EINVAL)

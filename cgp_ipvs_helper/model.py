@@ -86,7 +86,8 @@ class Sysctl:
 @frozen(cache_hash=True)
 class ServiceKey:
     """What identifies an IPVS virtual service: protocol, address and port, or a firewall mark
-    (then the kernel matches the mark alone and reports the protocol as TCP)."""
+    and an address family (then the kernel matches the mark alone and reports the protocol as
+    TCP; `vip` is the family's unspecified address)."""
 
     proto: str = field(validator=in_(PROTOCOLS))
     vip: str = field(validator=instance_of(str))
@@ -94,11 +95,14 @@ class ServiceKey:
     fwmark: int = 0
 
     @classmethod
-    def for_mark(cls, mark: int) -> ServiceKey:
-        return cls("tcp", "0.0.0.0", 0, mark)
+    def for_mark(cls, mark: int, ipv6: bool = False) -> ServiceKey:
+        """The firewall-mark service of `mark` for IPv4 packets, or for IPv6 ones."""
+        return cls("tcp", "::" if ipv6 else "0.0.0.0", 0, mark)
 
     def __str__(self) -> str:
-        return f"fwmark/{self.fwmark}" if self.fwmark else f"{self.proto}/{self.vip}:{self.port}"
+        if self.fwmark:
+            return f"fwmark{'6' if is_ipv6(self.vip) else ''}/{self.fwmark}"
+        return f"{self.proto}/{self.vip}:{self.port}"
 
 
 @frozen(cache_hash=True)
@@ -137,10 +141,11 @@ class Daemon:
 @frozen
 class TcState:
     """The LAN interface's ingress as far as steering goes: the kind of its ingress-capable qdisc
-    (None: there is none) and our filters as (chain, handle, what it holds; None if changed)."""
+    (None: there is none) and our filters as (preference, chain, handle, what it holds; None if
+    changed)."""
 
     ingress: str | None = None
-    filters: frozenset[tuple[int, int, VipFilter | RangeFilter | None]] = frozenset()
+    filters: frozenset[tuple[int, int, int, VipFilter | RangeFilter | None]] = frozenset()
 
 
 @frozen

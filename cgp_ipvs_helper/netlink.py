@@ -138,7 +138,7 @@ class _Route:
             return tc.add_clsact(self._index(op.dev))
         if isinstance(op, operations.AddFilter):
             return tc.add_filter(self._index(op.dev), op.filter)
-        return tc.del_filter(self._index(op.dev), op.chain, op.handle)
+        return tc.del_filter(self._index(op.dev), op.pref, op.chain, op.handle)
 
     def _index(self, dev: str) -> int:
         index = self._ifindex.get(dev)

@@ -16,7 +16,7 @@ from typing import Union
 from attrs import frozen
 
 from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
-from .steering import TC_CHAIN, TC_PREF, RangeFilter, VipFilter
+from .steering import TC_CHAIN, TC_PREF, TC_PREF6, RangeFilter, VipFilter
 
 _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
 
@@ -33,8 +33,8 @@ def _real_server(dest: Dest) -> str:
 
 
 def _service_args(key: ServiceKey) -> list[str]:
-    if key.fwmark:
-        return ["-f", str(key.fwmark)]
+    if key.fwmark:  # a firewall-mark service is IPv4 unless -6 says otherwise
+        return ["-f", str(key.fwmark), "-6"] if is_ipv6(key.vip) else ["-f", str(key.fwmark)]
     return [_PROTO_FLAG[key.proto], f"{_host(key.vip)}:{key.port}"]
 
 
@@ -242,7 +242,12 @@ class SendNa(_Renders):
 
 # --- steering of replies to outgoing connections (see steering.py) -------------------------------
 
-_TC_FILTER = ("protocol", "ip", "pref", str(TC_PREF))
+_TC_PROTOCOL = {TC_PREF: "ip", TC_PREF6: "ipv6"}  # one protocol per preference of ours
+
+
+def _tc_filter(verb: str, dev: str, pref: int, chain: int, handle: int) -> list[str]:
+    head = ["tc", "filter", verb, "dev", dev, "ingress", "protocol", _TC_PROTOCOL[pref]]
+    return [*head, "pref", str(pref), "chain", str(chain), "handle", hex(handle), "flower"]
 
 
 @frozen
@@ -265,8 +270,7 @@ class AddFilter(_Renders):
 
     def argv(self) -> list[str]:
         f = self.filter
-        head = ["tc", "filter", "add", "dev", self.dev, "ingress", *_TC_FILTER]
-        head += ["chain", str(f.chain), "handle", hex(f.handle), "flower", "skip_hw"]
+        head = [*_tc_filter("add", self.dev, f.pref, f.chain, f.handle), "skip_hw"]
         if isinstance(f, VipFilter):
             return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(TC_CHAIN)]
         match = ["ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}"]
@@ -275,15 +279,16 @@ class AddFilter(_Renders):
 
 @frozen
 class DelFilter(_Renders):
-    """Remove our filter `handle` of `chain` (whatever it holds now) from the ingress of `dev`."""
+    """Remove our filter `handle` of `chain` at `pref` (whatever it holds now) from the ingress
+    of `dev`."""
 
     dev: str
+    pref: int
     chain: int
     handle: int
 
     def argv(self) -> list[str]:
-        head = ["tc", "filter", "del", "dev", self.dev, "ingress", *_TC_FILTER]
-        return [*head, "chain", str(self.chain), "handle", hex(self.handle), "flower"]
+        return _tc_filter("del", self.dev, self.pref, self.chain, self.handle)
 
 
 Operation = Union[

@@ -3,7 +3,9 @@
 `steer()` adds to a role's desired state what the member map asks for: this member's
 ip_local_port_range (every role), and while it balances (`balancing`: ACTIVE or DRAINING) one
 firewall-mark service per range with its owner as the only real server, never quiesced by a
-drain (the range is that machine's alone), plus the tc filters that set the marks.
+drain (the range is that machine's alone), plus the tc filters that set the marks. With IPv6
+VIPs the same again for IPv6 packets: an IPv6 firewall-mark service per range whose owner has
+an IPv6 address (the kernel's range serves both families), and IPv6 filters.
 `filter_ops()` turns our filters on the LAN interface into the desired ones; plan() runs it
 after the services and real servers are ready and before any service is deleted, so marks are
 never set for a service that is not there.
@@ -44,17 +46,21 @@ def steer(
     services, dests = desired.services, desired.dests
     filters: frozenset[VipFilter | RangeFilter] = frozenset()
     if balancing and members:
-        keys = {m: ServiceKey.for_mark(m.mark) for m in members}
-        services |= {Service(key, SCHEDULER, 0) for key in keys.values()}
-        dests |= {Dest(key, m.ip, WEIGHT) for m, key in keys.items()}
-        # the filters match IPv4 packets: replies to IPv6 VIPs are not steered (README)
-        filters = vip_blocks(v for v in vips if not is_ipv6(v)) | range_filters(members)
+        # IPv6 VIPs are balanced once a member has an IPv6 address (planner.balanced_vips);
+        # a member without one gets no IPv6 service, and no IPv6 mark is set for its range
+        members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
+        owners = [(ServiceKey.for_mark(m.mark), m.ip) for m in members]
+        owners += [(ServiceKey.for_mark(m.mark, True), str(m.ip6)) for m in members6]
+        services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
+        dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
+        filters = range_filters(members) | range_filters(members6, ipv6=True)
+        filters |= vip_blocks(v for v in vips if members6 or not is_ipv6(v))
     return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
 
 
-def _order(f: VipFilter | RangeFilter) -> tuple[int, int]:
+def _order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
     # the range filters before the VIP blocks that jump to them
-    return (f.chain == VIP_CHAIN, f.handle)
+    return (f.chain == VIP_CHAIN, f.pref, f.handle)
 
 
 def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
@@ -62,12 +68,10 @@ def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
     if desired.filters is None or actual.tc is None:
         return []
     dev = desired.iface
-    have = {(chain, handle): f for chain, handle, f in actual.tc.filters}
+    have = {(pref, chain, handle): f for pref, chain, handle, f in actual.tc.filters}
     ops: list[Operation] = [
-        DelFilter(dev, chain, handle)
-        for (chain, handle), f in sorted(
-            have.items(), key=lambda kv: (kv[0][0] != VIP_CHAIN, kv[0])
-        )
+        DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
+        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
         if f not in desired.filters
     ]
     missing = desired.filters - set(have.values())
@@ -107,6 +111,10 @@ class MemberMap:
     def ipv6(self) -> dict[str, str]:
         """Member (by LAN IPv4 address) -> its IPv6 address: the real servers of IPv6 VIPs."""
         return {m.ip: m.ip6 for m in self.members if m.ip6}
+
+    def ips(self) -> list[str]:
+        """The members by LAN address, in the map's order."""
+        return [m.ip for m in self.members]
 
     def paths(self) -> frozenset[str]:
         return frozenset({PORT_RANGE}) if self.seen else frozenset()

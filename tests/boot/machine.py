@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.lab import uml
+from tests.lab import umlkernel
 
 MEM = "512M"
 # Inside the root: the scripts of maintenance boots, their output and exit status.
@@ -29,9 +29,9 @@ class BootError(RuntimeError):
 
 def install_modules(root: Path) -> str:
     """Copy Debian's UML modules to /lib/modules/<release> of root; return the release."""
-    release = uml.kernel_version(uml.find_kernel())
-    source = uml.MODULES_BASE / release
-    uml.check_modules(source, ("ip_vs", "ip_vs_wlc"))
+    release = umlkernel.kernel_version(umlkernel.find_kernel())
+    source = umlkernel.MODULES_BASE / release
+    umlkernel.check_modules(source, ("ip_vs", "ip_vs_wlc"))
     shutil.copytree(source, root / "usr/lib/modules" / release, symlinks=True)
     return release
 
@@ -41,15 +41,15 @@ def boot(root: Path, init: str, console: Path, timeout: float, *args: str) -> fl
 
     Raises BootError when it overran `timeout` or exited with a non-zero status.
     """
-    kernel = uml.find_kernel()
+    kernel = umlkernel.find_kernel()
     with tempfile.TemporaryDirectory(prefix="cgp-boot-") as tmp:
-        with uml.pinned(uml.uml_cpu()), open(console, "wb") as out:
+        with umlkernel.pinned(umlkernel.uml_cpu()), open(console, "wb") as out:
             t0 = time.monotonic()
-            proc = uml.start_kernel(
+            proc = umlkernel.start_kernel(
                 kernel, Path(tmp), out, mem=MEM, root=str(root), init=init, umid="boot", args=args
             )
-            with uml.interrupted_by(signal.SIGTERM):
-                if not uml.wait(proc, timeout):
+            with umlkernel.interrupted_by(signal.SIGTERM):
+                if not umlkernel.wait(proc, timeout):
                     raise BootError(f"killed the kernel after {timeout:g} s{_tail(console)}")
             taken = time.monotonic() - t0
     status = proc.returncode

@@ -133,3 +133,13 @@ def test_replayed_dry_run_equals_real_mode_with_ipv6_vips(
     assert "ip -6 address add 2001:db8:10::3/128 dev eth0 nodad" in commands
     assert "ndptool -t na -U -i eth0 -T 2001:db8:10::3 send" in commands
     assert not [c for c in commands if "2001:db8::13" in c]
+    # the steering of IPv6 VIPs: the same marks, an IPv6 service per range whose owner has an
+    # IPv6 address (not .13's), IPv6 filters at their own preference
+    assert "ipvsadm -a -f 1128781528 -6 -r '[2001:db8::12]:0' -g -w 100" in commands
+    assert "-A -f 1128776528 -6 -s wlc" in real_state["ipvs"]
+    assert not [r for r in real_state["ipvs"] if r.startswith("-A -f 1128786528 -6")]
+    assert (
+        "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 0 handle 0x1 flower "
+        "skip_hw dst_ip 2001:db8:10::/126 action goto chain 17223"
+    ) in commands
+    assert real_state["tc"].count("eth_type ipv6") == 5  # 1 VIP block, 2 ranges x TCP/UDP

@@ -52,8 +52,10 @@ def helper_args(g: Group, tmp: Path, **kw: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def table6(host: Host) -> set[str]:
-    """`ipvsadm -Sn` lines of IPv6 services and their real servers."""
-    return {ln.strip() for ln in ipvsadm(host, "-S", "-n").splitlines() if "[" in ln}
+    """`ipvsadm -Sn` lines of IPv6 services and their real servers (not the steering's
+    firewall-mark services: tests/kernel/test_outgoing.py)."""
+    lines = ipvsadm(host, "-S", "-n").splitlines()
+    return {ln.strip() for ln in lines if "[" in ln and " -f " not in ln}
 
 
 def expected6(weights: dict[str, int]) -> set[str]:
@@ -88,6 +90,8 @@ def test_an_ipv6_client_is_balanced_over_all_members_with_persistence(
     reply = h1.request(f"ACTIVATE {group.members()}")
     assert reply.endswith("OK active vips=17 members=3"), reply
     assert table6(fe1) == expected6({fe1.ip6: 100, fe2.ip6: 100, fe3.ip6: 100})
+    steering6 = [ln for ln in ipvsadm(fe1, "-S", "-n").splitlines() if " -f " in ln and " -6" in ln]
+    assert len(steering6) == 6, steering6  # per range an IPv6 service and its owner
     assert f"{VIP6}/128" in fe1.addresses6("eth0")
     assert tcp_ask(group.client, VIP6, TCP) in ("fe1", "fe2", "fe3")
     assert group.client.neigh(VIP6) == fe1.mac

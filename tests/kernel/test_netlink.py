@@ -316,6 +316,7 @@ def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) 
         f"-A -t {OUR_IP}:80 -s rr",
         f"-a -t {OUR_IP}:80 -r 203.0.113.30:8080 -m -w 3",
         "-A -f 7 -s rr",
+        "-A -f 7 -6 -s rr",
         "-A -t [2001:db8::1]:80 -s rr",
         f"-A --sctp-service {OUR_IP}:5000 -s rr",
     ):
@@ -325,12 +326,13 @@ def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) 
     foreign = Service(ServiceKey("tcp", OUR_IP, 80), "rr", 0)
     foreign6 = Service(ServiceKey("tcp", "2001:db8::1", 80), "rr", 0)
     marked = Service(ServiceKey.for_mark(7), "rr", 0)  # reported, but not a mark of ours
+    marked6 = Service(ServiceKey.for_mark(7, ipv6=True), "rr", 0)  # the same mark for IPv6
 
     settings = Settings(iface="eth0", syncid=3, persistence=15, weight=50)
     paths = planner.sysctl_paths("eth0")
     before = k.observe(paths)
     # SCTP services are never ours: not reported; IPv6 and fwmark ones are, and left alone
-    assert before.services == {foreign, foreign6, marked}
+    assert before.services == {foreign, foreign6, marked, marked6}
     assert before.dests == {Dest(foreign.key, "203.0.113.30", 3, "nat")}
     assert Address("203.0.113.5", "eth0", 32) in before.addresses
 
@@ -341,7 +343,7 @@ def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) 
 
     after = k.observe(paths)
     assert planner.plan(active, after) == ()
-    assert after.services == active.services | {foreign, foreign6, marked}
+    assert after.services == active.services | {foreign, foreign6, marked, marked6}
     assert {d for d in after.dests if d.service.vip in vips} == active.dests
     assert after.daemons == active.daemons
     assert foreign_rules <= ipvsadm_rules()

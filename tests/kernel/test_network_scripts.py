@@ -15,9 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,20 +25,14 @@ import pytest
 
 from cgp_ipvs_helper.errors import VipFileError
 from cgp_ipvs_helper.vipfile import load_vips
+from tests.lab import netscripts
 
-ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1/8"
 UNRELATED = "198.51.100.200/32"  # on lo, not in any VIP file here: never touched
 SINGLES = ["198.51.100.10", "198.51.100.11"]
 SUBNET = [f"203.0.113.{i}" for i in range(256)]
 GOOD = "# test VIPs\n198.51.100.10\n198.51.100.11   # SIP\n\n203.0.113.0/24\n"
 _names = itertools.count()
-
-STUB = """#!/bin/sh
-# stub of the stock {name}: log the call, take lo {state}, nothing else
-echo "{name} $*" >>"$IFVIP_TEST_LOG"
-ip link set lo {state}
-"""
 
 
 def sh(*argv: str, **kw: object) -> subprocess.CompletedProcess:
@@ -59,35 +51,12 @@ def netns() -> Iterator[str]:
         sh("ip", "netns", "del", name)
 
 
-class Scripts:
-    """A private network-scripts directory with the project's scripts and stub -eth scripts."""
+class Scripts(netscripts.Scripts):
+    """The lab's private network-scripts, run in the namespace `ns`."""
 
     def __init__(self, base: Path, ns: str) -> None:
+        super().__init__(base)
         self.ns = ns
-        self.dir = base / "network-scripts"
-        self.dir.mkdir()
-        for name in ("ifup-lo", "ifdown-lo", "ifvip-utils"):
-            shutil.copy2(ROOT / "network-scripts" / name, self.dir / name)
-        for name, state in (("ifup-eth", "up"), ("ifdown-eth", "down")):
-            (self.dir / name).write_text(STUB.format(name=name, state=state))
-            (self.dir / name).chmod(0o755)
-        self.cmd = base / "cgp-ipvs-vip"
-        self.cmd.write_text(
-            f'#!/bin/sh\nexec {sys.executable} {ROOT}/packaging/cgp-ipvs-vip.py "$@"\n'
-        )
-        self.cmd.chmod(0o755)
-        self.file = base / "vipaddrs"
-        self.log = base / "eth.log"
-        self.log.touch()
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "IFVIP_FILE": str(self.file),
-            "IFVIP_CMD": str(self.cmd),
-            "IFVIP_TEST_LOG": str(self.log),
-            "CGP_IPVS_HELPER_LIB": str(ROOT),
-        }
 
     def run(self, script: str, *args: str) -> subprocess.CompletedProcess:
         """As ifup/ifdown run it: the script's absolute path, the config name as argument."""

@@ -1,37 +1,84 @@
-"""Connections the frontends open from a VIP, in a real kernel (issue 9): with a member map every
-reply reaches the member that opened the connection, through a switch and a crash of the
-balancer; incoming balancing is unchanged; nobody else's tc filter or IPVS service is touched;
-a bad map changes nothing. Run inside user-mode Linux (tests.lab.uml)."""
+"""Connections the frontends open from a VIP, in a real kernel (issues 9 and 11): with a member map
+every reply reaches the member that opened the connection, through a switch and a crash of the
+balancer, for IPv4 VIPs and for IPv6 ones (a dual-stack file); incoming balancing is unchanged;
+nobody else's tc filter or IPVS service is touched; a bad map changes nothing. Run inside
+user-mode Linux (tests.lab.uml)."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cgp_ipvs_helper.steering import TC_CHAIN
-from tests.lab.group import TCP, UDP, Group
+from tests.lab.group import Group
 from tests.lab.lan import Host, ipvsadm
-from tests.lab.traffic import outgoing
 
-VIPS = ["198.51.100.10", "198.51.100.11"]
-SOURCES = [f"192.0.2.{n}" for n in range(64, 100)]
 RANGES = {"fe1": (50000, 54999), "fe2": (55000, 59999), "fe3": (60000, 64999)}
-MAP = "".join(f"192.0.2.{10 + i} {a}-{b}\n" for i, (a, b) in enumerate(RANGES.values(), 1))
 MARKS = {name: 0x43470000 | first for name, (first, _) in RANGES.items()}
 
 
+@dataclass(frozen=True)
+class Family:
+    """The VIPs a test's traffic goes from and to, and what the member map says about IPv6."""
+
+    name: str
+    entries: tuple[str, ...]  # the VIP file; the first VIP is the one moves use
+    vips: tuple[str, ...]  # the VIPs the frontends open connections from
+    sources: tuple[str, ...]  # the client's addresses (of the first VIP's family)
+    block: str  # how `tc filter show` spells the VIP block of `vips`
+    ipv6: bool  # an IPv6 LAN, and each member's IPv6 address in the map
+
+    def __str__(self) -> str:
+        return self.name
+
+
+IPV4 = Family(
+    "ipv4",
+    ("198.51.100.10", "198.51.100.11"),
+    ("198.51.100.10", "198.51.100.11"),
+    tuple(f"192.0.2.{n}" for n in range(64, 100)),
+    "198.51.100.10/31",
+    False,
+)
+IPV6 = Family(  # dual stack, as an operator adds IPv6: the IPv4 VIP stays
+    "ipv6",
+    ("2001:db8:10::/127", "198.51.100.10"),
+    ("2001:db8:10::", "2001:db8:10::1"),
+    tuple(f"2001:db8::1:{n:x}" for n in range(1, 37)),
+    "2001:db8:10::/127",
+    True,
+)
+BOTH = pytest.mark.parametrize("family", [IPV4, IPV6], indirect=True, ids=str)
+
+
 @pytest.fixture
-def group(tmp_path: Path) -> Iterator[Group]:
+def family(request: pytest.FixtureRequest) -> Family:
+    return getattr(request, "param", IPV4)
+
+
+@pytest.fixture
+def group(family: Family) -> Iterator[Group]:
     prefix = f"o{os.getpid() % 1000}{int(time.monotonic() * 1000) % 1000}"
-    with Group(prefix[:8], VIPS, sources=SOURCES, server=True) as g:
+    with Group(prefix[:8], family.entries, family.sources, server=True, ipv6=family.ipv6) as g:
         yield g
 
 
-def helper_args(path: Path, text: str = MAP) -> tuple[str, ...]:
+def member_map(group: Group, without_ipv6: tuple[str, ...] = ()) -> str:
+    """Every frontend's range; on an IPv6 LAN its IPv6 address too (unless `without_ipv6`)."""
+    lines = []
+    for fe in group.fe:
+        first, last = RANGES[fe.name]
+        ip6 = f" {fe.ip6}" if fe.ip6 and fe.name not in without_ipv6 else ""
+        lines.append(f"{fe.ip} {first}-{last}{ip6}\n")
+    return "".join(lines)
+
+
+def helper_args(path: Path, text: str) -> tuple[str, ...]:
     path.write_text(text)
     return ("-t", "3", "--drain", "2", "--member-map", str(path))
 
@@ -44,13 +91,15 @@ def fwmark_lines(host: Host) -> set[str]:
     return {line for line in ipvsadm(host, "-S", "-n").splitlines() if " -f " in line}
 
 
-def expected_fwmark() -> set[str]:
+def expected_fwmark(group: Group, without_ipv6: tuple[str, ...] = ()) -> set[str]:
+    """Per range an IPv4 firewall-mark service, and with IPv6 VIPs an IPv6 one, each with the
+    range's owner as its only real server."""
     lines = set()
-    for i, name in enumerate(RANGES, 1):
-        lines |= {
-            f"-A -f {MARKS[name]} -s wlc",
-            f"-a -f {MARKS[name]} -r 192.0.2.{10 + i}:0 -g -w 100",
-        }
+    for fe in group.fe:
+        mark = MARKS[fe.name]
+        lines |= {f"-A -f {mark} -s wlc", f"-a -f {mark} -r {fe.ip}:0 -g -w 100"}
+        if fe.ip6 and fe.name not in without_ipv6:
+            lines |= {f"-A -f {mark} -6 -s wlc", f"-a -f {mark} -6 -r [{fe.ip6}]:0 -g -w 100"}
     return lines
 
 
@@ -58,50 +107,86 @@ def all_answered(answered: dict) -> bool:
     return all(a.complete for a in answered.values())
 
 
+@BOTH
 def test_every_frontend_gets_every_answer_and_incoming_is_unchanged(
-    group: Group, tmp_path: Path
+    group: Group, family: Family, tmp_path: Path
 ) -> None:
-    h1, _, _ = group.start_all(*helper_args(tmp_path / "members"))
+    path = tmp_path / "members"
+    h1, _, _ = group.start_all(*helper_args(path, member_map(group)))
+    fe1, _, fe3 = group.fe
     for fe in group.fe:
         first, last = RANGES[fe.name]
         assert fe.sysctl("net.ipv4.ip_local_port_range").split() == [str(first), str(last)]
         assert fwmark_lines(fe) == set() and tc_filters(fe) == ""
     assert any("this host is 192.0.2.11 in the member map" in line for line in h1.log)
     # fe2 is not in the ACTIVATE list: its range is still its own
-    assert h1.request(f"ACTIVATE {group.members(group.fe[0], group.fe[2])}").endswith("members=2")
-    fe1 = group.fe[0]
-    assert fwmark_lines(fe1) == expected_fwmark()
-    assert f"chain {TC_CHAIN}" in tc_filters(fe1) and "198.51.100.10/31" in tc_filters(fe1)
-    for vip in VIPS:
+    assert h1.request(f"ACTIVATE {group.members(fe1, fe3)}").endswith("members=2")
+    assert fwmark_lines(fe1) == expected_fwmark(group)
+    assert f"chain {TC_CHAIN}" in tc_filters(fe1) and family.block in tc_filters(fe1)
+    for vip in family.vips:
         answered = group.outgoing(vip, count=12)
         assert all_answered(answered), answered  # 36 of 36 TCP and UDP per VIP: 72 of 72
-    spread = group.spread(SOURCES[:30])
+    spread = group.spread(family.sources[:30])
     assert set(spread) == {"fe1", "fe3"} and min(spread.values()) >= 8, spread
+    # the control: the map emptied (our filters and services go), replies are scheduled like
+    # a new client's, and only the member the persistence entry picks gets them: at most 12 of
+    # 36 TCP and 12 of 36 UDP (issue 9: 24 of 72; an IPv6 VIP is not even balanced: 0)
+    path.write_text("# nobody\n")
+    assert h1.reload().endswith(f"{path}: 0 port ranges")
+    assert fwmark_lines(fe1) == set() and tc_filters(fe1) == ""
+    unsteered = group.outgoing(family.vips[0], count=12)
+    assert sum(a.tcp for a in unsteered.values()) <= 12, unsteered
+    assert sum(a.udp for a in unsteered.values()) <= 12, unsteered
     assert h1.request("DEACTIVATE").endswith("OK standby")
     time.sleep(2.5)
     assert fwmark_lines(fe1) == set() and tc_filters(fe1) == ""
 
 
-def test_outgoing_connections_survive_a_switch_and_a_crash(group: Group, tmp_path: Path) -> None:
-    h1, h2, h3 = group.start_all(*helper_args(tmp_path / "members"))
+@pytest.mark.parametrize("family", [IPV6], indirect=True, ids=str)
+def test_a_member_without_an_ipv6_address_gets_no_ipv6_steering(
+    group: Group, tmp_path: Path
+) -> None:
+    """The IPv6 control: fe3 has no IPv6 address in the map, so no IPv6 service for its range;
+    the replies to its connections from an IPv6 VIP are scheduled to fe1 or fe2 and lost,
+    while fe3's IPv4 ones and every IPv6 one of fe1 and fe2 are answered."""
+    text = member_map(group, without_ipv6=("fe3",))
+    h1, _, _ = group.start_all(*helper_args(tmp_path / "members", text))
+    fe1 = group.fe[0]
+    assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
+    assert fwmark_lines(fe1) == expected_fwmark(group, without_ipv6=("fe3",))
+    said = [line for line in h1.log if "192.0.2.13 has no IPv6 address" in line]
+    assert len(said) == 1, said
+    answered = group.outgoing(IPV6.vips[0], count=12)
+    assert all_answered({k: v for k, v in answered.items() if k != "fe3"}), answered
+    assert answered["fe3"].tcp == answered["fe3"].udp == 0, answered
+    assert all_answered(group.outgoing("198.51.100.10", count=12))
+
+
+@BOTH
+def test_outgoing_connections_survive_a_switch_and_a_crash(
+    group: Group, family: Family, tmp_path: Path
+) -> None:
+    h1, h2, h3 = group.start_all(*helper_args(tmp_path / "members", member_map(group)))
     fe1, fe2, fe3 = group.fe
     assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
-    switch = group.switch(h1, h2, outgoing=4)
+    switch = group.switch(h1, h2, outgoing=4)  # 4 from each frontend's first VIP: 12
     assert switch.kept == len(switch.survivors) and switch.max_gap < 1.0, switch.summary()
+    assert sum(len(stats.conns) for stats in switch.outgoing.values()) == 12
     for name, stats in switch.outgoing.items():
         assert stats.broken == [] and stats.max_gap < 1.0, (name, switch.summary())
     assert fwmark_lines(fe1) == set() and tc_filters(fe1) == ""  # the drain is over
-    assert fwmark_lines(fe2) == expected_fwmark()
-    assert all_answered(group.outgoing(VIPS[0], count=12))
+    assert fwmark_lines(fe2) == expected_fwmark(group)
+    assert all_answered(group.outgoing(family.vips[0], count=12))
     crash = group.crash(h2, h3, outgoing=4, broken_after=2.0)
     assert crash.kept == len(crash.survivors), crash.summary()
     for name, stats in crash.outgoing.items():
-        if name != "fe2":  # fe2's own connections die with it
-            assert stats.broken == [], (name, crash.summary())
-    answered = outgoing([fe1, fe3], VIPS[0], group.server.ip, TCP, UDP, 12)
+        if name != "fe2":  # fe2's own connections die with it: 8 survivors on fe1 and fe3
+            assert len(stats.conns) == 4 and stats.broken == [], (name, crash.summary())
+    answered = group.outgoing(family.vips[0], count=12, hosts=[fe1, fe3])
     assert all_answered(answered), answered
 
 
+@pytest.mark.parametrize("family", [IPV6], indirect=True, ids=str)  # dual stack: both kinds
 def test_foreign_filters_and_services_are_kept_leftovers_are_removed(
     group: Group, tmp_path: Path
 ) -> None:
@@ -109,21 +194,29 @@ def test_foreign_filters_and_services_are_kept_leftovers_are_removed(
     fe1.run(["tc", "qdisc", "add", "dev", "eth0", "ingress"])
     fe1.run(["tc", "filter", "add", "dev", "eth0", "ingress", "protocol", "ip", "pref", "100",
              "flower", "dst_ip", "203.0.113.1", "action", "drop"])  # fmt: skip
-    ipvsadm(fe1, "-A", "-f", "7", "-s", "rr")
+    fe1.run(["tc", "filter", "add", "dev", "eth0", "ingress", "protocol", "ipv6", "pref", "101",
+             "flower", "dst_ip", "2001:db8:99::1", "action", "drop"])  # fmt: skip
+    for six in ([], ["-6"]):
+        ipvsadm(fe1, "-A", "-f", "7", *six, "-s", "rr")
     ipvsadm(fe1, "-a", "-f", "7", "-r", "192.0.2.50", "-g", "-w", "1")
+    ipvsadm(fe1, "-a", "-f", "7", "-6", "-r", "[2001:db8::50]:0", "-g", "-w", "1")
     foreign_tc, foreign_ipvs = tc_filters(fe1), fwmark_lines(fe1)
-    # what a dead run left: a range filter and a firewall-mark service with our marks
+    # what a dead run left: range filters and firewall-mark services with our marks, per family
     leftover = str(0x43470000 | 40000)
-    ipvsadm(fe1, "-A", "-f", leftover, "-s", "wlc")
-    fe1.run(["tc", "filter", "add", "dev", "eth0", "ingress", "protocol", "ip", "pref", "65000",
-             "chain", str(TC_CHAIN), "handle", "0x69c40", "flower", "skip_hw", "ip_proto", "tcp",
-             "dst_port", "40000-44999", "action", "skbedit", "mark", leftover])  # fmt: skip
-    h1 = group.start(fe1, *helper_args(tmp_path / "members"))
+    for six, proto, pref in (([], "ip", "65000"), (["-6"], "ipv6", "65001")):
+        ipvsadm(fe1, "-A", "-f", leftover, *six, "-s", "wlc")
+        fe1.run(["tc", "filter", "add", "dev", "eth0", "ingress", "protocol", proto, "pref",
+                 pref, "chain", str(TC_CHAIN), "handle", "0x69c40", "flower", "skip_hw",
+                 "ip_proto", "tcp", "dst_port", "40000-44999", "action", "skbedit", "mark",
+                 leftover])  # fmt: skip
+    h1 = group.start(fe1, *helper_args(tmp_path / "members", member_map(group)))
     h1.wait_started()
     assert tc_filters(fe1) == foreign_tc and fwmark_lines(fe1) == foreign_ipvs
     assert h1.request(f"ACTIVATE {fe1.ip}").endswith("members=1")
-    assert fwmark_lines(fe1) == foreign_ipvs | expected_fwmark()
-    assert "pref 100 flower" in tc_filters(fe1) and "pref 65000" in tc_filters(fe1)
+    assert fwmark_lines(fe1) == foreign_ipvs | expected_fwmark(group)
+    shown = tc_filters(fe1)
+    assert "pref 100 flower" in shown and "pref 101 flower" in shown
+    assert "pref 65000" in shown and "protocol ipv6 pref 65001" in shown
     assert "clsact" not in fe1.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout
     assert h1.request("QUIT", timeout=30).endswith(" OK")
     assert tc_filters(fe1) == foreign_tc and fwmark_lines(fe1) == foreign_ipvs
@@ -149,6 +242,6 @@ def test_bad_maps_change_nothing_until_fixed(group: Group, tmp_path: Path) -> No
         assert fe1.addresses("lo") == ["127.0.0.1/8"] and ipvsadm(fe1, "-S", "-n") == ""
         assert fe1.sysctl("net.ipv4.ip_local_port_range") == before
         h.kill()
-    h = group.start(fe1, *helper_args(path))  # fixed
+    h = group.start(fe1, *helper_args(path, member_map(group)))  # fixed
     assert h.request(f"ACTIVATE {fe1.ip}").endswith("members=1")
     assert fe1.sysctl("net.ipv4.ip_local_port_range").split() == ["50000", "54999"]

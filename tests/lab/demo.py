@@ -13,10 +13,8 @@ what they saw. Run it with
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -24,7 +22,7 @@ from typing import Callable
 from .driver import HelperProcess
 from .group import TCP, UDP, Group, Move
 from .lan import ipvsadm
-from .traffic import Answered, LongLived, LongLivedStats, outgoing, udp_ask
+from .traffic import Answered, LongLived, LongLivedStats, udp_ask
 
 ROOT = Path(__file__).resolve().parents[2]
 VIPFILE = str(ROOT / "sysconfig" / "vipaddrs")
@@ -120,12 +118,7 @@ def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, 
     say(f"without a member map: answered {total(before)}")
     ranges = member_map(path)
     for h in helpers:
-        h.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not all(
-        any(x.startswith("* reloaded") for x in h.log) for h in helpers
-    ):
-        time.sleep(0.1)
+        h.reload()
     say(f"member map written ({ranges}) and SIGHUP sent; fe1's helper logged, among others:")
     for mark in ("ip_local_port_range", "ipvsadm -A -f", "ipvsadm -a -f", "tc qdisc", "chain 0"):
         say("  " + next((x for x in helpers[0].log if mark in x), f"(no line with {mark})"))
@@ -232,7 +225,7 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
         results.append(ok)
         report += lines
     assert g.server is not None
-    survivors = outgoing([g.fe[0], g.fe[2]], g.vips[0], g.server.ip, 25, UDP, 12)
+    survivors = g.outgoing(count=12, hosts=[g.fe[0], g.fe[2]])
     say(f"\nafter both moves, fe1 and fe3 from {g.vips[0]}: answered {total(survivors)}")
     results.append(all(a.complete for a in survivors.values()))
     report.append(f"outgoing after both moves (fe1, fe3): {total(survivors)}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -208,6 +209,18 @@ class HelperProcess:
         if not response.line.endswith("INTF 1"):
             raise RuntimeError(f"helper did not start: {response.line}")
         return response
+
+    def reload(self, timeout: float = 30.0) -> str:
+        """SIGHUP (the helper re-reads the VIP file and the member map); its "reloaded" line."""
+        seen = len(self.log)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [line for line in self.log[seen:] if line.startswith("* reloaded")]
+            if done:
+                return done[0]
+            time.sleep(0.05)
+        raise TimeoutError(f"no reload in {timeout}s; log: {self.log[-20:]}")
 
     def commands(self) -> list[str]:
         """The shell commands the helper logged, in order."""

@@ -183,11 +183,20 @@ class Group:
         """One new TCP connection from each source address: who answered, how often."""
         return Counter(tcp_ask(self.client, vip or self.vips[0], TCP, src=s) for s in sources)
 
-    def outgoing(self, vip: str | None = None, count: int = 12) -> dict[str, Answered]:
-        """From every frontend, `count` TCP connections and UDP exchanges from `vip` to the
-        server: answered/total per frontend name."""
+    def outgoing(
+        self, vip: str | None = None, count: int = 12, hosts: Sequence[Host] = ()
+    ) -> dict[str, Answered]:
+        """From every frontend (or `hosts`), `count` TCP connections and UDP exchanges from
+        `vip` to the server: answered/total per frontend name."""
+        vip = vip or self.vips[0]
+        return outgoing(hosts or self.fe, vip, self.server_ip(vip), TCP, UDP, count)
+
+    def server_ip(self, vip: str) -> str:
+        """The server's address of `vip`'s family: the far end of connections from `vip`."""
         assert self.server is not None, "Group(..., server=True) for outgoing traffic"
-        return outgoing(self.fe, vip or self.vips[0], self.server.ip, TCP, UDP, count)
+        ip = self.server.ip6 if ":" in vip else self.server.ip
+        assert ip is not None, f"{vip}: an IPv6 VIP needs Group(..., ipv6=True)"
+        return ip
 
     # --- moving the balancer ---------------------------------------------------------------
 
@@ -228,10 +237,8 @@ class Group:
         vip = self.vips[0]
         runs = [(None, LongLived(self.client, vip, TCP, count, self.sources[:count]))]
         if outgoing:
-            assert self.server is not None, "Group(..., server=True) for outgoing traffic"
-            runs += [
-                (fe.name, LongLived(fe, self.server.ip, TCP, outgoing, [vip])) for fe in self.fe
-            ]
+            server = self.server_ip(vip)
+            runs += [(fe.name, LongLived(fe, server, TCP, outgoing, [vip])) for fe in self.fe]
         with ExitStack() as stack:
             for _, run in runs:
                 run.broken_after = broken_after

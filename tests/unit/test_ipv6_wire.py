@@ -1,18 +1,23 @@
-"""IPv6 on the wire: the rtnetlink and IPVS encodings, the neighbour advertisement frame, and
-the commands -m prints for them (in test_operations.py, with the IPv4 ones). The kernel's own
-view is in tests/kernel/test_ipv6.py."""
+"""IPv6 on the wire: the rtnetlink and IPVS encodings, the neighbour advertisement frame, the
+steering's IPv6 filters and firewall-mark services, and the commands -m prints for them (in
+test_operations.py, with the IPv4 ones). The kernel's own view is in tests/kernel/test_ipv6.py
+and tests/kernel/test_tc_steering.py."""
 
 from __future__ import annotations
 
 import socket
 import struct
 
-from cgp_ipvs_helper import ipvswire, nd, nlwire
+import pytest
+
+from cgp_ipvs_helper import ipvswire, nd, nlwire, tc
 from cgp_ipvs_helper.model import Address, Dest, Service, ServiceKey
+from cgp_ipvs_helper.steering import RangeFilter, VipFilter
 
 VIP6 = "2001:db8:10::1"
 TCP6 = ServiceKey("tcp", VIP6, 0)
 MAC = bytes.fromhex("020000000110")
+MARK6 = ServiceKey.for_mark(0x4347C350, ipv6=True)
 
 
 def test_an_address_is_a_host_route_of_its_family_by_default() -> None:
@@ -73,3 +78,58 @@ def test_the_neighbour_advertisement_frame() -> None:
     assert flags == 0x20000000  # override; not solicited, not router
     pseudo = src + dst + struct.pack("!I3xB", 32, 58)
     assert nd.checksum(pseudo + f[54:]) == 0
+
+
+# What tc 6.1 sends (strace in the lab kernel, ifindex 3) for
+#   tc filter add dev d0 ingress protocol ipv6 pref 65001 chain 17223 handle 0x11c350 flower \
+#       skip_hw ip_proto udp dst_port 50000-54999 action skbedit mark 0x4347c350
+#   tc filter add dev d0 ingress protocol ipv6 pref 65001 chain 0 handle 0x2 flower \
+#       skip_hw dst_ip 2001:db8:20::/120 action goto chain 17223
+# (the rtnetlink body after the 16-byte header)
+TC_SENT = [
+    (
+        RangeFilter("udp", 50000, 54999, ipv6=True),
+        "000000000300000050c31100f2ffffff86dde9fd08000b00474300000b000100666c6f776572000064000200"
+        "050009001100000006005900c350000006005a00d6d7000038000300340001000c000100736b626564697400"
+        "240002801800020000000000000000000300000000000000000000000800050050c347430800160001000000"
+        "0600080086dd0000",
+    ),
+    (
+        VipFilter("2001:db8:20::/120", 2),
+        "000000000300000002000000f2ffffff86dde9fd08000b00000000000b000100666c6f77657200006c000200"
+        "1400100020010db800200000000000000000000014001100ffffffffffffffffffffffffffffff0030000300"
+        "2c0001000900010067616374000000001c000280180002000000000000000000474300200000000000000000"
+        "08001600010000000600080086dd0000",
+    ),
+]
+
+
+@pytest.mark.parametrize(("f", "sent"), TC_SENT, ids=["range", "vip-block"])
+def test_ipv6_filters_are_the_bytes_tc_sends_and_read_back(f, sent: str) -> None:
+    kind, flags, body = tc.add_filter(3, f)
+    assert (kind, flags, body) == (tc.RTM_NEWTFILTER, 0x600, bytes.fromhex(sent))
+    assert tc.parse_filter(b"\0" * 16 + body) == (65001, f.chain, f.handle, f)
+
+
+def test_a_range_filter_of_each_family_has_its_own_preference_and_protocol() -> None:
+    v4, v6 = RangeFilter("udp", 50000, 54999), RangeFilter("udp", 50000, 54999, ipv6=True)
+    found = {tc.parse_filter(b"\0" * 16 + tc.add_filter(3, f)[2]) for f in (v4, v6)}
+    assert found == {(65000, 17223, v4.handle, v4), (65001, 17223, v6.handle, v6)}
+    # an IPv6 filter at the IPv4 preference is not one of ours as it stands: replaced
+    body = bytearray(tc.add_filter(3, v6)[2])
+    body[18:20] = (65000).to_bytes(2, "little")
+    assert tc.parse_filter(b"\0" * 16 + bytes(body)) == (65000, 17223, v6.handle, None)
+
+
+def test_an_ipv6_firewall_mark_service_is_af_inet6_and_reads_back_as_sent() -> None:
+    svc = Service(MARK6, "wlc", 0)
+    body = ipvswire.service_attrs(svc)
+    a = nlwire.attrs(nlwire.attrs(body, 0)[ipvswire.IPVS_CMD_ATTR_SERVICE], 0)
+    assert struct.unpack("=H", a[ipvswire.IPVS_SVC_ATTR_AF]) == (socket.AF_INET6,)
+    assert ipvswire.IPVS_SVC_ATTR_ADDR not in a  # the mark alone, as ipvsadm -f -6 sends
+    assert ipvswire.service_from(b"\0" * nlwire.GENLHDR + body) == svc
+    dest = Dest(MARK6, "2001:db8::11", 100)
+    answer = (
+        b"\0" * nlwire.GENLHDR + ipvswire.dest_attrs(dest, True)[len(ipvswire.key_attrs(MARK6)) :]
+    )
+    assert ipvswire.dest_from(MARK6, answer) == dest

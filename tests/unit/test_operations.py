@@ -13,9 +13,11 @@ from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sy
 from cgp_ipvs_helper.operations import (
     AddAddress,
     AddDest,
+    AddFilter,
     AddService,
     DelAddress,
     DelDest,
+    DelFilter,
     DelService,
     EditDest,
     EditService,
@@ -25,12 +27,14 @@ from cgp_ipvs_helper.operations import (
     StartDaemon,
     StopDaemon,
 )
+from cgp_ipvs_helper.steering import RangeFilter, VipFilter
 
 TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
 UDP = ServiceKey("udp", "198.51.100.10", 5060)
 VIP6 = "2001:db8:10::1"
 TCP6 = ServiceKey("tcp", VIP6, 0)
 UDP6 = ServiceKey("udp", VIP6, 5060)
+MARK6 = ServiceKey.for_mark(0x4347C350, ipv6=True)
 
 RENDERED = [
     (AddAddress(Address("198.51.100.10", "lo")), "ip address add 198.51.100.10/32 dev lo"),
@@ -81,6 +85,27 @@ RENDERED = [
         "ipvsadm -d -t '[2001:db8:10::1]:0' -r '[2001:db8::12]:0'",
     ),
     (SendNa(VIP6, "eth0"), "ndptool -t na -U -i eth0 -T 2001:db8:10::1 send"),
+    # the steering for IPv6 VIPs: the range's mark with -6, the filters at their own preference
+    (AddService(Service(MARK6, "wlc", 0)), "ipvsadm -A -f 1128776528 -6 -s wlc"),
+    (
+        AddDest(Dest(MARK6, "2001:db8::11", 100)),
+        "ipvsadm -a -f 1128776528 -6 -r '[2001:db8::11]:0' -g -w 100",
+    ),
+    (DelService(Service(MARK6, "wlc", 0)), "ipvsadm -D -f 1128776528 -6"),
+    (
+        AddFilter("eth0", VipFilter("2001:db8:10::/124", 1)),
+        "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 0 handle 0x1 flower "
+        "skip_hw dst_ip 2001:db8:10::/124 action goto chain 17223",
+    ),
+    (
+        AddFilter("eth0", RangeFilter("tcp", 50000, 54999, ipv6=True)),
+        "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 17223 handle 0x6c350 "
+        "flower skip_hw ip_proto tcp dst_port 50000-54999 action skbedit mark 0x4347c350",
+    ),
+    (
+        DelFilter("eth0", 65001, 0, 1),
+        "tc filter del dev eth0 ingress protocol ipv6 pref 65001 chain 0 handle 0x1 flower",
+    ),
 ]
 
 

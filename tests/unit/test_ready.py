@@ -55,7 +55,8 @@ def cases(draw):
     tc = None
     if member_map.seen:  # the helper reads tc once the map has had entries
         ours = [VipFilter("203.0.113.0/30"), RangeFilter("tcp", 50000, 50999)]
-        found = draw(st.sets(st.sampled_from([(f.chain, f.handle, f) for f in ours])))
+        ours += [VipFilter("2001:db8::5/128", 1), RangeFilter("udp", 50000, 50999, ipv6=True)]
+        found = draw(st.sets(st.sampled_from([(f.pref, f.chain, f.handle, f) for f in ours])))
         tc = TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found))
     state = KernelState(
         addresses=tuple(dict.fromkeys(addresses)),
