@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+from collections.abc import Iterable
 
 from pyroute2.netlink.generic import ipvs as pr_ipvs
 
@@ -110,9 +111,23 @@ def service_attrs(svc: Service) -> bytes:
     )
 
 
-def dest_attrs(d: Dest, full: bool) -> bytes:
-    """A real server of its service: all of it (NEW/SET_DEST), or its address only (DEL_DEST)."""
-    return key_attrs(d.service) + _dest(d.ip, d.service.port, d.weight if full else None)
+def dest_request(cmd: int, d: Dest, full: bool) -> bytes:
+    """A request about a real server of its service, with all of it (NEW/SET_DEST) or its
+    address only (DEL_DEST): the command and service it shares with the service's other real
+    servers (kept), then its own attributes (kept for each address, port and weight)."""
+    return _dest_head(cmd, d.service) + _dest(d.ip, d.service.port, d.weight if full else None)
+
+
+def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
+    """Build the command and service part of these services' NEW_DEST requests now (while
+    standby): an ACTIVATE then joins each real server's own attributes to it."""
+    for key in keys:
+        _dest_head(CMD_NEW_DEST, key)
+
+
+@functools.lru_cache(maxsize=8192)
+def _dest_head(cmd: int, key: ServiceKey) -> bytes:
+    return request(cmd, key_attrs(key))
 
 
 @functools.lru_cache(maxsize=4096)  # depends on address, port, weight: a /24 x 4 has 4 kinds

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import shlex
+from collections.abc import Iterable
 from typing import Union
 
 from attrs import frozen
@@ -142,6 +143,13 @@ def _service_words(key: ServiceKey) -> str:
 
 
 _quoted = functools.lru_cache(maxsize=1024)(shlex.quote)  # a member's -r word, each service
+
+
+def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
+    """Quote these services' words now (while standby): an ACTIVATE then joins each real
+    server's own words to them."""
+    for key in keys:
+        _service_words(key)
 
 
 def _dest_line(flag: str, dest: Dest) -> str:
