@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from pyroute2.netlink.generic import ipvs as pr_ipvs
 
-from .model import Daemon, Dest, Service, ServiceKey
+from .model import SERVICES_KEPT, Daemon, Dest, Service, ServiceKey
 from .nlwire import BE16, GENLHDR, U16, U32, attrs, genl, nla, packed, string, unpacked
 
 FAMILY = pr_ipvs.GENL_NAME  # "IPVS": the generic netlink family the ip_vs module registers
@@ -75,7 +75,7 @@ request = functools.partial(genl, pr_ipvs.GENL_VERSION)
 # --- requests --------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)  # a dest names its service: 4 real servers share one key
+@functools.lru_cache(maxsize=SERVICES_KEPT)  # a dest names its service: 4 real servers share it
 def _service_key(key: ServiceKey) -> bytes:
     family, addr = packed(key.vip)
     head = nla(IPVS_SVC_ATTR_AF, U16.pack(family))
@@ -89,7 +89,7 @@ def _service_key(key: ServiceKey) -> bytes:
     )
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=SERVICES_KEPT)
 def key_attrs(key: ServiceKey) -> bytes:
     """The service attribute naming `key` alone: what DEL_SERVICE and GET_DEST need."""
     return nla(IPVS_CMD_ATTR_SERVICE, _service_key(key))
@@ -125,7 +125,7 @@ def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
         _dest_head(CMD_NEW_DEST, key)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=2 * SERVICES_KEPT)  # NEW_DEST and DEL_DEST
 def _dest_head(cmd: int, key: ServiceKey) -> bytes:
     return request(cmd, key_attrs(key))
 

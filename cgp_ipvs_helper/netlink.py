@@ -387,11 +387,6 @@ class NetlinkKernel:
         self._frames.close()
         self._prepared = {}
 
-    def _encode(self, op: operations.Operation) -> Request:
-        """The netlink request of an operation that has a channel: the encoding step alone, as
-        bench/probe.py times it."""
-        return HANDLERS[type(op)].run(self, op)
-
     def _flush(
         self, channel: str | None, pending: list[tuple[operations.Operation, Request]]
     ) -> list[KernelError]:

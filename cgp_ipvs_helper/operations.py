@@ -15,7 +15,7 @@ from typing import Union
 
 from attrs import frozen
 
-from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
+from .model import SERVICES_KEPT, Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
 from .steering import TC_CHAIN, TC_PREF, TC_PREF6, RangeFilter, VipFilter
 
 _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
@@ -137,7 +137,7 @@ class DelService(_Renders):
         return ["ipvsadm", "-D", *_service_args(self.service.key)]
 
 
-@functools.lru_cache(maxsize=4096)  # a service's real servers share its words
+@functools.lru_cache(maxsize=SERVICES_KEPT)  # a service's real servers share them
 def _service_words(key: ServiceKey) -> str:
     return shlex.join(_service_args(key))
 
