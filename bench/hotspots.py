@@ -41,6 +41,7 @@ ROWS = {
     "total": "engine + output: request read until the OK is written",
     "first_garp": "first gratuitous ARP leaves after",
     "wall_ok": "as the reader sees it: ACTIVATE written -> OK read",
+    "wall_intf": "of it the pipe both ways: a request without kernel work (INTF), written -> read",
 }
 STEPS = {
     "render": "render each operation as a shell command (str: shlex.join)",
@@ -50,10 +51,12 @@ STEPS = {
 
 
 def probed(probe: HelperProcess, members: list[str], path: Path) -> dict[str, Any]:
-    """The timed ACTIVATE of a started probe, and the record it wrote about it."""
+    """The timed ACTIVATE of a started probe, and the record it wrote about it; before it,
+    the pipe's round trip alone (INTF: no kernel work)."""
+    intf = median([probe.exchange("INTF 1", timeout=60).seconds for _ in range(5)])
     reply = activate(probe, members, VIPS)
     probe.request("STATUS", timeout=180)  # answered once the record is written
-    return {**json.loads(path.read_text()), "wall_ok": reply.seconds}
+    return {**json.loads(path.read_text()), "wall_ok": reply.seconds, "wall_intf": intf}
 
 
 def run(reps: int) -> dict[str, Any]:
@@ -143,6 +146,7 @@ def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Tabl
     value = {k: med(u, "phases", k) for k in PHASES}
     value |= {"limit": limit_s, "rest": kernel - limit_s, "total": total}
     value |= {"first_garp": med(u, "first_garp"), "wall_ok": med(u, "wall_ok")}
+    value |= {"wall_intf": med(u, "wall_intf")}
     phases = Table(
         f"Where the {VIPS} x {MEMBERS} ACTIVATE spends its time",
         "phase | UML ms | UML share | UML page faults | host ms (-m)".split(" | "),
@@ -151,7 +155,7 @@ def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Tabl
         share = f"{(value[key] or 0) / total:.0%}" if key in (*PHASES, "limit") else ""
         faults = med(u, "faults", key)
         host_ms = on_host("phases", key) if key in ("engine", "output") else "-"
-        host_ms = on_host(key) if key in ("total", "wall_ok") else host_ms
+        host_ms = on_host(key) if key in ("total", "wall_ok", "wall_intf") else host_ms
         label += f": {med(u, 'output_writes'):.0f} write() call(s)" if key == "output" else ""
         phases.add(
             label, ms(value[key] or 0.0), share, "" if faults is None else f"{faults:.0f}", host_ms

@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+from collections.abc import Iterable
 
 from pyroute2.netlink.generic import ipvs as pr_ipvs
 
-from .model import Daemon, Dest, Service, ServiceKey
+from .model import SERVICES_KEPT, Daemon, Dest, Service, ServiceKey
 from .nlwire import BE16, GENLHDR, U16, U32, attrs, genl, nla, packed, string, unpacked
 
 FAMILY = pr_ipvs.GENL_NAME  # "IPVS": the generic netlink family the ip_vs module registers
@@ -74,7 +75,7 @@ request = functools.partial(genl, pr_ipvs.GENL_VERSION)
 # --- requests --------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)  # a dest names its service: 4 real servers share one key
+@functools.lru_cache(maxsize=SERVICES_KEPT)  # a dest names its service: 4 real servers share it
 def _service_key(key: ServiceKey) -> bytes:
     family, addr = packed(key.vip)
     head = nla(IPVS_SVC_ATTR_AF, U16.pack(family))
@@ -88,7 +89,7 @@ def _service_key(key: ServiceKey) -> bytes:
     )
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=SERVICES_KEPT)
 def key_attrs(key: ServiceKey) -> bytes:
     """The service attribute naming `key` alone: what DEL_SERVICE and GET_DEST need."""
     return nla(IPVS_CMD_ATTR_SERVICE, _service_key(key))
@@ -110,9 +111,23 @@ def service_attrs(svc: Service) -> bytes:
     )
 
 
-def dest_attrs(d: Dest, full: bool) -> bytes:
-    """A real server of its service: all of it (NEW/SET_DEST), or its address only (DEL_DEST)."""
-    return key_attrs(d.service) + _dest(d.ip, d.service.port, d.weight if full else None)
+def dest_request(cmd: int, d: Dest, full: bool) -> bytes:
+    """A request about a real server of its service, with all of it (NEW/SET_DEST) or its
+    address only (DEL_DEST): the command and service it shares with the service's other real
+    servers (kept), then its own attributes (kept for each address, port and weight)."""
+    return _dest_head(cmd, d.service) + _dest(d.ip, d.service.port, d.weight if full else None)
+
+
+def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
+    """Build the command and service part of these services' NEW_DEST requests now (while
+    standby): an ACTIVATE then joins each real server's own attributes to it."""
+    for key in keys:
+        _dest_head(CMD_NEW_DEST, key)
+
+
+@functools.lru_cache(maxsize=2 * SERVICES_KEPT)  # NEW_DEST and DEL_DEST
+def _dest_head(cmd: int, key: ServiceKey) -> bytes:
+    return request(cmd, key_attrs(key))
 
 
 @functools.lru_cache(maxsize=4096)  # depends on address, port, weight: a /24 x 4 has 4 kinds

@@ -83,6 +83,12 @@ class Sysctl:
         return self.path if any("." in p for p in parts) else ".".join(parts)
 
 
+# Size of the caches keyed by service (the words and requests every real server of a service
+# shares): every service of a big VIP file fits (a /24 with -p 0 has 4,864), since a smaller
+# cache would miss on every lookup of an ACTIVATE.
+SERVICES_KEPT = 1 << 16
+
+
 @frozen(cache_hash=True)
 class ServiceKey:
     """What identifies an IPVS virtual service: protocol, address and port, or a firewall mark

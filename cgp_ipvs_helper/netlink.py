@@ -46,7 +46,6 @@ from .ipvswire import (
     CMD_SET_DEST,
     CMD_SET_SERVICE,
     daemon_attrs,
-    dest_attrs,
     key_attrs,
     service_attrs,
 )
@@ -238,6 +237,13 @@ def _ipvs_row(cmd: int, attrs: Callable[[Any], bytes]) -> Handler:
     return Handler("genl", lambda k, op: (k._ipvs.family(), 0, ipvswire.request(cmd, attrs(op))))
 
 
+def _dest_row(cmd: int, full: bool) -> Handler:
+    """The row of a real server's operation (thousands per activation: from kept parts)."""
+    return Handler(
+        "genl", lambda k, op: (k._ipvs.family(), 0, ipvswire.dest_request(cmd, op.dest, full))
+    )
+
+
 HANDLERS: dict[type, Handler] = {
     operations.AddAddress: Handler("rtnl", lambda k, op: k._route.request(op.address, True)),
     operations.DelAddress: Handler("rtnl", lambda k, op: k._route.request(op.address, False)),
@@ -245,9 +251,9 @@ HANDLERS: dict[type, Handler] = {
     operations.AddService: _ipvs_row(CMD_NEW_SERVICE, lambda op: service_attrs(op.service)),
     operations.EditService: _ipvs_row(CMD_SET_SERVICE, lambda op: service_attrs(op.service)),
     operations.DelService: _ipvs_row(CMD_DEL_SERVICE, lambda op: key_attrs(op.service.key)),
-    operations.AddDest: _ipvs_row(CMD_NEW_DEST, lambda op: dest_attrs(op.dest, True)),
-    operations.EditDest: _ipvs_row(CMD_SET_DEST, lambda op: dest_attrs(op.dest, True)),
-    operations.DelDest: _ipvs_row(CMD_DEL_DEST, lambda op: dest_attrs(op.dest, False)),
+    operations.AddDest: _dest_row(CMD_NEW_DEST, True),
+    operations.EditDest: _dest_row(CMD_SET_DEST, True),
+    operations.DelDest: _dest_row(CMD_DEL_DEST, False),
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
     operations.SendGarp: Handler("frames", lambda k, op: k._frames.arp(op.ip, op.dev, op.reply)),
@@ -353,9 +359,10 @@ class NetlinkKernel:
         return errors
 
     def prepare(self, ops: Sequence[operations.Operation]) -> None:
-        """Encode the operations now, by identity; the frames of a round are built and laid out
-        for their sendmmsg. What a kernel error makes doubtful (a device index, the IPVS family
-        id) is dropped with the whole preparation (`_flush`)."""
+        """Encode the operations now, by identity, and the part the real servers of a service
+        added share; the frames of a round are built and laid out for their sendmmsg. What a
+        kernel error makes doubtful (a device index, the IPVS family id) is dropped with the
+        whole preparation (`_flush`)."""
         self._frames.forget_macs()
         self._prepared = {}
         frames: list[Any] = []
@@ -367,22 +374,18 @@ class NetlinkKernel:
                 request = handler.run(self, op)
             except Exception:  # applying it will say why
                 continue
-            if handler.channel == "frames":
-                frames.append(request)  # each round reads the MAC anew: the frames are kept
-            else:
-                self._prepared[id(op)] = (op, request)
+            if handler.channel == "frames":  # (a device, a kind, an address: the MAC is read
+                frames.append(request)  # when the round is sent, and its frames built anew)
+            self._prepared[id(op)] = (op, request)
         self._frames.prepare(frames)
+        added = (op.service.key for op in ops if isinstance(op, operations.AddService))
+        ipvswire.prepare_real_servers(added)  # their real servers follow
 
     def close(self) -> None:
         self._route.close()
         self._ipvs.close()
         self._frames.close()
         self._prepared = {}
-
-    def _encode(self, op: operations.Operation) -> Request:
-        """The netlink request of an operation that has a channel: the encoding step alone, as
-        bench/probe.py times it."""
-        return HANDLERS[type(op)].run(self, op)
 
     def _flush(
         self, channel: str | None, pending: list[tuple[operations.Operation, Request]]

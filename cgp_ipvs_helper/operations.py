@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import re
 import shlex
+from collections.abc import Iterable
 from typing import Union
 
 from attrs import frozen
 
-from .model import Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
+from .model import SERVICES_KEPT, Address, Daemon, Dest, Service, ServiceKey, Sysctl, is_ipv6
 from .steering import TC_CHAIN, TC_PREF, TC_PREF6, RangeFilter, VipFilter
 
 _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
@@ -136,12 +137,19 @@ class DelService(_Renders):
         return ["ipvsadm", "-D", *_service_args(self.service.key)]
 
 
-@functools.lru_cache(maxsize=4096)  # a service's real servers share its words
+@functools.lru_cache(maxsize=SERVICES_KEPT)  # a service's real servers share them
 def _service_words(key: ServiceKey) -> str:
     return shlex.join(_service_args(key))
 
 
 _quoted = functools.lru_cache(maxsize=1024)(shlex.quote)  # a member's -r word, each service
+
+
+def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
+    """Quote these services' words now (while standby): an ACTIVATE then joins each real
+    server's own words to them."""
+    for key in keys:
+        _service_words(key)
 
 
 def _dest_line(flag: str, dest: Dest) -> str:

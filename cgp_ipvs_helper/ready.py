@@ -23,7 +23,7 @@ import attrs
 from attrs import frozen
 
 from .model import Dest, KernelState, Role, ServiceKey, Settings, is_ipv6
-from .operations import AddDest, AddService, Operation
+from .operations import AddDest, AddService, Operation, prepare_real_servers
 from .outgoing import MemberMap
 from .planner import _our_service, _weight, announce, desired_state, ip_order, plan
 
@@ -89,6 +89,7 @@ def prepare(
     )
     garp = announce(vips, settings.iface, members6)
     texts = {id(op): str(op) for op in ops + garp}
+    prepare_real_servers(services)
     copy = attrs.evolve(member_map)
     return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, services, texts)
 

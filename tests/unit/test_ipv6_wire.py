@@ -60,8 +60,8 @@ def test_an_ipv6_service_and_real_server_read_back_as_sent() -> None:
     answer = b"\0" * nlwire.GENLHDR + ipvswire.service_attrs(svc)
     assert ipvswire.service_from(answer) == svc
     dest = Dest(TCP6, "2001:db8::12", 100)
-    body = ipvswire.dest_attrs(dest, True)
-    answer = b"\0" * nlwire.GENLHDR + body[len(ipvswire.key_attrs(TCP6)) :]
+    body = ipvswire.dest_request(ipvswire.CMD_NEW_DEST, dest, True)  # genlmsghdr, service, dest
+    answer = b"\0" * nlwire.GENLHDR + body[4 + len(ipvswire.key_attrs(TCP6)) :]
     assert ipvswire.dest_from(TCP6, answer) == dest
 
 
@@ -129,7 +129,6 @@ def test_an_ipv6_firewall_mark_service_is_af_inet6_and_reads_back_as_sent() -> N
     assert ipvswire.IPVS_SVC_ATTR_ADDR not in a  # the mark alone, as ipvsadm -f -6 sends
     assert ipvswire.service_from(b"\0" * nlwire.GENLHDR + body) == svc
     dest = Dest(MARK6, "2001:db8::11", 100)
-    answer = (
-        b"\0" * nlwire.GENLHDR + ipvswire.dest_attrs(dest, True)[len(ipvswire.key_attrs(MARK6)) :]
-    )
+    body = ipvswire.dest_request(ipvswire.CMD_NEW_DEST, dest, True)  # genlmsghdr, service, dest
+    answer = b"\0" * nlwire.GENLHDR + body[4 + len(ipvswire.key_attrs(MARK6)) :]
     assert ipvswire.dest_from(MARK6, answer) == dest

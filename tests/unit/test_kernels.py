@@ -17,6 +17,7 @@ from cgp_ipvs_helper.operations import (
     AddService,
     DelAddress,
     Operation,
+    SendGarp,
     SetSysctl,
     StopDaemon,
 )
@@ -152,3 +153,43 @@ def test_prepared_operations_are_sent_as_built_until_a_failure(monkeypatch) -> N
     k.observe(frozenset())  # a device has a new index: dropped
     assert k.apply_many(ops) == [] and len(built) == 13
     assert [name for name, _ in events] == ["genl"] * 7
+
+
+class Frames:
+    """A stand-in frame sender: records each round of requests."""
+
+    def __init__(self) -> None:
+        self.rounds: list[list] = []
+
+    def forget_macs(self) -> None:
+        """The MAC is read when a round is sent (FrameSender._send_run)."""
+
+    def prepare(self, requests: list) -> None:
+        """Nothing to lay out."""
+
+    def batch(self, requests: list) -> dict[int, int]:
+        self.rounds.append(list(requests))
+        return {}
+
+    def failed(self, codes: set[int]) -> None:
+        """Nothing to forget."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def test_prepared_frames_are_sent_as_built(monkeypatch) -> None:
+    k = netlink.NetlinkKernel()
+    frames = k._frames = k._channels["frames"] = Frames()  # type: ignore[assignment]
+    built: list = []
+
+    def counted(_kernel, op):
+        built.append(op)
+        return ("eth0", 2 if op.reply else 1, op.ip)
+
+    monkeypatch.setitem(netlink.HANDLERS, SendGarp, netlink.Handler("frames", counted))
+    ops = [SendGarp("198.51.100.7", "eth0", reply) for reply in (False, True)]
+    k.prepare(ops)
+    assert k.apply_many(ops) == [] and built == ops  # the round as prepared
+    assert k.apply_many([SendGarp("198.51.100.7", "eth0", False)]) == [] and len(built) == 3
+    assert frames.rounds[0] == [("eth0", 1, "198.51.100.7"), ("eth0", 2, "198.51.100.7")]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import ipaddress
 
-from cgp_ipvs_helper.hostaddrs import local_clashes
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cgp_ipvs_helper.hostaddrs import local_clashes, subnet_edge
 from cgp_ipvs_helper.model import Address, KernelState, Settings
 from cgp_ipvs_helper.operations import DelAddress
 from cgp_ipvs_helper.planner import Role, desired_state, plan
@@ -57,3 +61,31 @@ def test_ipv6_vips_are_128s() -> None:
     lan6 = Address(vip6, "eth0", 64)
     assert plan(desired, state(lan6)) == plan(desired, state())
     assert local_clashes([vip6], state(lan6, Address(vip6, "eth0", 128)), "eth0") == [lan6]
+
+
+def _edge_by_ipaddress(ip: str, on_iface: tuple[Address, ...]) -> str | None:
+    """What subnet_edge said when it used ipaddress's network objects."""
+    for a in on_iface:
+        if a.prefixlen <= 30 and ":" not in a.ip:
+            net = ipaddress.IPv4Network(f"{a.ip}/{a.prefixlen}", strict=False)
+            if ip == str(net.broadcast_address):
+                return f"broadcast address of {a.dev}'s subnet {net}"
+            if ip == str(net.network_address):
+                return f"network address of {a.dev}'s subnet {net}"
+    return None
+
+
+_IPV4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+
+
+@given(
+    st.lists(st.tuples(_IPV4, st.integers(0, 32)), max_size=3),
+    st.one_of(_IPV4, st.just("2001:db8::1")),
+    st.data(),
+)
+def test_subnet_edge_is_what_ipaddress_says(nets, member, data) -> None:
+    on_iface = tuple(Address(ip, "eth0", prefix) for ip, prefix in nets)
+    if nets and data.draw(st.booleans()):  # often an edge of one of them
+        net = ipaddress.IPv4Network(data.draw(st.sampled_from(nets)), strict=False)
+        member = str(data.draw(st.sampled_from([net.network_address, net.broadcast_address])))
+    assert subnet_edge(member, on_iface) == _edge_by_ipaddress(member, on_iface)
