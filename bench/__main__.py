@@ -197,7 +197,9 @@ def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -
         "300-450 us per page fault were seen, against about 8 and 40 us on one CPU. This run "
         + (f"pinned the boot to host CPU {pin}." if pin is not None else "did not pin the boot.")
     )
-    summary = Table("Summary: targets of issue 5", ["benchmark", "target", "measured", "verdict"])
+    summary = Table(
+        "Summary: targets (issues 5, 9, 11 and 12)", ["benchmark", "target", "measured", "verdict"]
+    )
     for t in targets:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[t.met]
         summary.add(t.benchmark, f"{t.name} ({t.goal})", t.value, verdict)
