@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import BinaryIO, Callable
 
 from .arpwatch import ArpListener
@@ -25,7 +25,7 @@ from .helper import Helper
 from .kernel import Kernel
 from .model import Settings
 from .options import parse_settings
-from .protocol import MAX_LINE, Info, Reply, lines_of, render
+from .protocol import MAX_LINE, Info, Reply, encoded
 
 
 def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
@@ -100,30 +100,14 @@ class Output:
     def write(self, reply: Reply) -> None:
         if self.closed:
             return
-        if not reply.infos:  # most replies: a response alone
-            lines = render(reply)
-            if not lines:
-                return
-            data: bytes | bytearray = lines[0].encode("utf-8", "replace") + b"\n"
-        else:
-            data = encoded(lines_of(reply))
+        data = encoded(reply)
+        if not data:
+            return
         try:
             self.stream.write(data)
             self.stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             self.closed = True
-
-
-def encoded(lines: Iterable[str]) -> bytearray:
-    """The lines in UTF-8, each ended by a newline, encoded one by one as they come: the
-    thousands of lines of an ACTIVATE never exist as strings all at once, nor joined and then
-    encoded again (in the user-mode kernel the page faults of those copies cost more than the
-    rendering)."""
-    data = bytearray()
-    for line in lines:
-        data += line.encode("utf-8", "replace")
-        data += b"\n"
-    return data
 
 
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size by default: allowed without privileges
@@ -143,6 +127,7 @@ def widen_pipe(stream: object) -> None:
 
 
 SPARE_OBJECTS = 16384  # small objects of 96 bytes: 1.5 MiB, more than one arena
+SPARE_HEAP = 1 << 16
 
 
 def warm() -> None:
@@ -157,6 +142,13 @@ def warm() -> None:
     """
     spare = [bytes(48) for _ in range(SPARE_OBJECTS)]
     del spare
+    # The log of an ACTIVATE is joined into one piece of up to a few hundred KiB, which the C
+    # allocator maps fresh (untouched) above its threshold (128 KiB). A freed mapped piece
+    # raises the threshold to its size; a piece below it then comes from the heap, which keeps
+    # what is freed at its top (up to twice the threshold) touched for the next one.
+    for size in (PIPE_SIZE + SPARE_HEAP, PIPE_SIZE):
+        piece = b"\1" * size  # (written, unlike bytes(size), which calloc may leave untouched)
+        del piece
 
 
 def serve(

@@ -20,7 +20,7 @@ from .executor import execute
 from .hostaddrs import interface_exists
 from .kernel import Kernel
 from .model import KernelState, Role, Settings, is_ipv6
-from .operations import Operation
+from .operations import Operation, each
 from .outgoing import MemberMap
 from .planner import announce, desired_state, plan, sysctl_paths
 from .protocol import (
@@ -322,7 +322,7 @@ class Helper:
             actual = self._observe(infos)
         ses = self.session
         ahead, self.ready = self.ready, None
-        known: Mapping[int, str] = {}
+        known: Mapping[int, bytes] = {}
         members6 = self.map.ipv6()
         balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
         if balancing:  # the map's members own a range service each, listed or not
@@ -331,7 +331,7 @@ class Helper:
             infos += [Info(note) for note in notes]
         if garp and ahead is not None and ahead.state is actual and ses.self_ip is not None:
             ops: Sequence[Operation] = activation(ahead, self.settings, ses.members, ses.self_ip)
-            known = ahead.texts
+            known = ahead.logged
         else:
             desired = desired_state(
                 self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
@@ -386,13 +386,13 @@ class Helper:
         ops: Sequence[Operation],
         failures: Sequence[KernelError],
         infos: Infos,
-        known: Mapping[int, str] | None = None,
+        known: Mapping[int, bytes] | None = None,
     ) -> None:
-        """The operations done (as shell commands; `known` has some texts already, by id()),
+        """The operations done (as shell commands; `known` has some lines already, by id()),
         then one FAILED line per failure."""
         if failures:
             failed = {f.op for f in failures}
-            ops = [op for op in ops if op not in failed]
+            ops = [op for op in each(ops) if op not in failed]
         if ops:
             infos.append(Commands(tuple(ops), known or {}))
         infos += [Info(f"FAILED {f.op}: {f.reason}") for f in failures]

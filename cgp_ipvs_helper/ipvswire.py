@@ -4,9 +4,11 @@ servers and sync daemons, as `ipvsadm` sends them, and the models read back from
 from __future__ import annotations
 
 import functools
+import operator
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import groupby, product, repeat
 
 from pyroute2.netlink.generic import ipvs as pr_ipvs
 
@@ -116,6 +118,20 @@ def dest_request(cmd: int, d: Dest, full: bool) -> bytes:
     address only (DEL_DEST): the command and service it shares with the service's other real
     servers (kept), then its own attributes (kept for each address, port and weight)."""
     return _dest_head(cmd, d.service) + _dest(d.ip, d.service.port, d.weight if full else None)
+
+
+def dest_requests(
+    family: int, services: Iterable[ServiceKey], servers: Sequence[tuple[str, int]]
+) -> Iterator[tuple[int, int, bytes]]:
+    """The NEW_DEST requests (message type `family`) adding each of `servers` (address, weight)
+    to each of `services` in turn, joined from the parts kept per service and per server."""
+    for port, keys in groupby(services, _port):
+        tails = [_dest(ip, port, weight) for ip, weight in servers]
+        heads = [_dest_head(CMD_NEW_DEST, key) for key in keys]
+        yield from zip(repeat(family), repeat(0), map(b"".join, product(heads, tails)))
+
+
+_port = operator.attrgetter("port")  # a real server's port is its service's (direct routing)
 
 
 def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:

@@ -70,9 +70,9 @@ class MemoryKernel:
 
     def apply_many(self, ops: Iterable[operations.Operation]) -> list[KernelError]:
         """Each operation through apply() (which a subclass may record), going on after a
-        failure; the failures, in order."""
+        failure; the failures, in order. An AddDests is carried out as its AddDest values."""
         failures: list[KernelError] = []
-        for op in ops:
+        for op in operations.each(ops):
             try:
                 self.apply(op)
             except KernelError as exc:
@@ -118,6 +118,10 @@ class MemoryKernel:
         if self._dest_exists(op, op.dest):
             raise _fail(op, errno.EEXIST)
         self.dests[(op.dest.service, op.dest.ip)] = op.dest
+
+    def _add_dests(self, op: operations.AddDests) -> None:
+        for one in op.each():
+            self._add_dest(one)
 
     def _edit_dest(self, op: operations.EditDest) -> None:
         if not self._dest_exists(op, op.dest):
@@ -189,6 +193,7 @@ HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
     operations.EditService: MemoryKernel._edit_service,
     operations.DelService: MemoryKernel._del_service,
     operations.AddDest: MemoryKernel._add_dest,
+    operations.AddDests: MemoryKernel._add_dests,
     operations.EditDest: MemoryKernel._edit_dest,
     operations.DelDest: MemoryKernel._del_dest,
     operations.StartDaemon: MemoryKernel._start_daemon,

@@ -27,7 +27,8 @@ import os
 import socket
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Protocol
+from itertools import count, islice, repeat
+from typing import Any, Callable, Protocol, Union
 
 from attrs import frozen
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
@@ -223,13 +224,14 @@ class _Ipvs:
 class Handler:
     """How the netlink kernel carries out one operation type.
 
-    With a `channel`, `run(kernel, op)` returns the operation's request for that channel, sent
-    in a batch with the consecutive operations of the same channel; without one, it carries
-    `op` out.
+    With a `channel`, `run(kernel, op)` returns the operation's request for that channel (with
+    `many`, its requests: it stands for many), sent in a batch with the consecutive operations
+    of the same channel; without one, it carries `op` out.
     """
 
     channel: str | None
     run: Callable[[NetlinkKernel, Any], Any]
+    many: bool = False
 
 
 def _ipvs_row(cmd: int, attrs: Callable[[Any], bytes]) -> Handler:
@@ -252,6 +254,11 @@ HANDLERS: dict[type, Handler] = {
     operations.EditService: _ipvs_row(CMD_SET_SERVICE, lambda op: service_attrs(op.service)),
     operations.DelService: _ipvs_row(CMD_DEL_SERVICE, lambda op: key_attrs(op.service.key)),
     operations.AddDest: _dest_row(CMD_NEW_DEST, True),
+    operations.AddDests: Handler(
+        "genl",
+        lambda k, op: ipvswire.dest_requests(k._ipvs.family(), op.services, op.servers),
+        many=True,
+    ),
     operations.EditDest: _dest_row(CMD_SET_DEST, True),
     operations.DelDest: _dest_row(CMD_DEL_DEST, False),
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
@@ -330,7 +337,7 @@ class NetlinkKernel:
     def apply_many(self, ops: Iterable[operations.Operation]) -> list[KernelError]:
         """Carry out every operation in order, going on after a failure; the failures, in order."""
         errors: list[KernelError] = []
-        pending: list[tuple[operations.Operation, Request]] = []
+        pending: list[tuple[Owner, Any]] = []
         channel: str | None = None
         self._frames.forget_macs()  # a device's MAC is read once per call
         prepared = self._prepared
@@ -350,7 +357,15 @@ class NetlinkKernel:
                 pending = []
                 errors.append(KernelError(op, _reason(exc)))
                 continue
-            if channel is not None:
+            if handler.many:  # each request made as a datagram has room for it
+                parts = zip(zip(repeat(op), count()), request)  # (op, index): the one it is
+                while True:
+                    pending += islice(parts, BATCH - len(pending))
+                    if len(pending) < BATCH:
+                        break
+                    errors += self._flush(channel, pending)
+                    pending = []
+            elif channel is not None:
                 pending.append((op, request))
                 if len(pending) == BATCH and channel != "frames":
                     errors += self._flush(channel, pending)  # a datagram's worth: send it
@@ -387,9 +402,7 @@ class NetlinkKernel:
         self._frames.close()
         self._prepared = {}
 
-    def _flush(
-        self, channel: str | None, pending: list[tuple[operations.Operation, Request]]
-    ) -> list[KernelError]:
+    def _flush(self, channel: str | None, pending: list[tuple[Owner, Any]]) -> list[KernelError]:
         if not pending or channel is None:
             return []
         chan = self._channels[channel]
@@ -397,8 +410,19 @@ class NetlinkKernel:
             failed = chan.batch([request for _, request in pending])
         except OSError as exc:  # the socket could not be opened
             self._prepared = {}
-            return [KernelError(op, _reason(exc)) for op, _ in pending]
+            return [KernelError(_one(owner), _reason(exc)) for owner, _ in pending]
         if failed:
             chan.failed(set(failed.values()))
             self._prepared = {}
-        return [KernelError(pending[i][0], os.strerror(code)) for i, code in sorted(failed.items())]
+        return [
+            KernelError(_one(pending[i][0]), os.strerror(code))
+            for i, code in sorted(failed.items())
+        ]
+
+
+# what a request carries out: an operation, or one of those an AddDests stands for, by index
+Owner = Union[operations.Operation, tuple[operations.AddDests, int]]
+
+
+def _one(owner: Owner) -> operations.Operation:
+    return owner[0].part(owner[1]) if isinstance(owner, tuple) else owner

@@ -16,10 +16,12 @@ round trip), batched 11-13 us (all 3,072 in 34-39 ms).
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import socket
 import struct
 from collections.abc import Sequence
+from itertools import chain, repeat
 
 from pyroute2.netlink import (
     GENL_ID_CTRL,
@@ -179,17 +181,7 @@ class NetlinkSocket:
             chunk = requests[start : start + BATCH]
             first = self._seqs(len(chunk))
             last = first + len(chunk) - 1
-            data = b"".join(
-                NLMSGHDR.pack(
-                    16 + len(body),
-                    mtype,
-                    flags | NLM_F_REQUEST | (NLM_F_ACK if seq == last else 0),
-                    seq,
-                    0,
-                )
-                + body
-                for seq, (mtype, flags, body) in enumerate(chunk, first)
-            )
+            data = _datagram(chunk, first)
             try:
                 self._send(sock, data)
                 acked = False
@@ -205,6 +197,20 @@ class NetlinkSocket:
                     failed.setdefault(i, exc.errno or errno.EIO)
                 break
         return failed
+
+
+def _datagram(requests: Sequence[Request], first: int) -> bytes:
+    """The requests as messages numbered from `first`, the last asking for the ack; packed by
+    map() and joined, so no Python code runs per message (thousands per ACTIVATE)."""
+    types, flags, bodies = zip(*requests)
+    flags = [*map(operator.or_, flags[:-1], repeat(NLM_F_REQUEST)), flags[-1] | _LAST]
+    lengths = map(operator.add, map(len, bodies), repeat(NLMSGHDR.size))
+    seqs = range(first, first + len(requests))
+    heads = map(NLMSGHDR.pack, lengths, types, flags, seqs, repeat(0))
+    return b"".join(chain.from_iterable(zip(heads, bodies)))
+
+
+_LAST = NLM_F_REQUEST | NLM_F_ACK
 
 
 class GenericNetlinkSocket(NetlinkSocket):

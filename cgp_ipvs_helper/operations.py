@@ -8,9 +8,11 @@ never runs these commands: the netlink kernel carries out the same operation dir
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import shlex
 from collections.abc import Iterable
+from itertools import chain, groupby, product
 from typing import Union
 
 from attrs import frozen
@@ -26,10 +28,10 @@ def _host(ip: str) -> str:
     return f"[{ip}]" if is_ipv6(ip) else ip
 
 
-def _real_server(dest: Dest) -> str:
+def _real_server(ip: str, port: int) -> str:
     """The -r argument: ipvsadm takes a bracketed IPv6 address only with a port (the service's,
     which direct routing keeps)."""
-    return f"[{dest.ip}]:{dest.port}" if is_ipv6(dest.ip) else dest.ip
+    return f"[{ip}]:{port}" if is_ipv6(ip) else ip
 
 
 def _service_args(key: ServiceKey) -> list[str]:
@@ -106,7 +108,7 @@ def _dest_command(flag: str, dest: Dest) -> list[str]:
         flag,
         *_service_args(dest.service),
         "-r",
-        _real_server(dest),
+        _real_server(dest.ip, dest.port),
         "-g",
         "-w",
         str(dest.weight),
@@ -142,6 +144,12 @@ def _service_words(key: ServiceKey) -> str:
     return shlex.join(_service_args(key))
 
 
+@functools.lru_cache(maxsize=SERVICES_KEPT)
+def _logged_head(key: ServiceKey) -> bytes:
+    """The start of the info line of each real server a service is given."""
+    return f"* ipvsadm -a {_service_words(key)} -r ".encode()
+
+
 _quoted = functools.lru_cache(maxsize=1024)(shlex.quote)  # a member's -r word, each service
 
 
@@ -149,7 +157,11 @@ def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
     """Quote these services' words now (while standby): an ACTIVATE then joins each real
     server's own words to them."""
     for key in keys:
-        _service_words(key)
+        _logged_head(key)
+
+
+def _server_words(ip: str, port: int, weight: int) -> str:
+    return f"{_quoted(_real_server(ip, port))} -g -w {weight}"
 
 
 def _dest_line(flag: str, dest: Dest) -> str:
@@ -157,7 +169,7 @@ def _dest_line(flag: str, dest: Dest) -> str:
     real server's words need quotes ('[2001:db8::10]:0'), which shlex.join found word by word
     (8-11 us a line, and a dual-stack /24 + /120 ACTIVATE logs 4,096 real servers)."""
     words = _service_words(dest.service)
-    return f"ipvsadm {flag} {words} -r {_quoted(_real_server(dest))} -g -w {dest.weight}"
+    return f"ipvsadm {flag} {words} -r {_server_words(dest.ip, dest.port, dest.weight)}"
 
 
 @frozen
@@ -169,6 +181,48 @@ class AddDest(_Renders):
 
     def __str__(self) -> str:
         return _dest_line("-a", self.dest)
+
+
+@frozen
+class AddDests:
+    """The real servers `servers` (address, weight) added to each of `services` in turn, all of
+    one family: what an ACTIVATE from standby adds, as one value. It is its AddDest values
+    (`each()`) for both kernels and in the log, but made, sent and logged from parts kept per
+    service and per server: as 2,048 values (a /24, 4 members) they cost the helper more than
+    the kernel needs to add them (issue 12). `str()` is its commands, one per line."""
+
+    services: tuple[ServiceKey, ...]
+    servers: tuple[tuple[str, int], ...]
+
+    def each(self) -> tuple[AddDest, ...]:
+        return tuple(AddDest(Dest(k, ip, w)) for k in self.services for ip, w in self.servers)
+
+    def part(self, i: int) -> AddDest:
+        """each()[i], made alone."""
+        ip, weight = self.servers[i % len(self.servers)]
+        return AddDest(Dest(self.services[i // len(self.servers)], ip, weight))
+
+    def __len__(self) -> int:
+        return len(self.services) * len(self.servers)
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.each()))
+
+    def logged(self) -> bytes:
+        """Its info lines (`* ` command, newline), in UTF-8, joined from kept parts."""
+        parts: list[bytes] = []
+        for port, keys in groupby(self.services, _port):
+            tails = [f"{_server_words(ip, port, w)}\n".encode() for ip, w in self.servers]
+            parts += chain.from_iterable(product(map(_logged_head, keys), tails))
+        return b"".join(parts)
+
+
+def each(ops: Iterable[Operation]) -> list[Operation]:
+    """The operations, each AddDests as its AddDest values."""
+    return [one for op in ops for one in (op.each() if isinstance(op, AddDests) else (op,))]
+
+
+_port = operator.attrgetter("port")  # a real server's port, and so its words, is its service's
 
 
 @frozen
@@ -187,7 +241,8 @@ class DelDest(_Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
-        return ["ipvsadm", "-d", *_service_args(self.dest.service), "-r", _real_server(self.dest)]
+        d = self.dest
+        return ["ipvsadm", "-d", *_service_args(d.service), "-r", _real_server(d.ip, d.port)]
 
 
 @frozen
@@ -299,6 +354,7 @@ Operation = Union[
     EditService,
     DelService,
     AddDest,
+    AddDests,
     EditDest,
     DelDest,
     StartDaemon,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Callable, Literal, Union
 
 from attrs import field, frozen
@@ -76,26 +76,38 @@ class Info:
     def lines(self) -> list[str]:
         return info(self.text)
 
+    def encoded(self) -> bytes:
+        """Its lines in UTF-8, each ended by a newline."""
+        return "".join(f"{line}\n" for line in self.lines()).encode("utf-8", "replace")
+
 
 @frozen
 class Commands:
-    """Kernel operations carried out: one info line each, holding its shell equivalent.
-    `known` may hold that text already for some of them, by id() (built while standby)."""
+    """Kernel operations carried out: one info line each, holding its shell equivalent (an
+    operation standing for many, operations.AddDests, has one line for each of them). `known`
+    may hold an operation's lines already, encoded, by id() (built while standby)."""
 
     ops: tuple[object, ...]
-    known: Mapping[int, str] = field(factory=dict, eq=False)
+    known: Mapping[int, bytes] = field(factory=dict, eq=False)
 
     def texts(self) -> tuple[str, ...]:
-        known = self.known
-        return tuple(known.get(id(op)) or str(op) for op in self.ops)
+        return tuple(line[2:] for line in self.lines())
 
-    def lines(self) -> Iterator[str]:
-        """Our own commands, shell-quoted from validated values: the only info lines that
-        start with a command word (the texts built while standby are used as they are), one
-        at a time: Output encodes each before the next is made."""
+    def lines(self) -> list[str]:
+        return self.encoded().decode("utf-8", "replace").split("\n")[:-1]
+
+    def encoded(self) -> bytes:
+        """The lines in UTF-8, each ended by a newline: our own commands, shell-quoted from
+        validated values, the only info lines that start with a command word. An ACTIVATE
+        from standby logs thousands: joined from the lines built while standby and the parts
+        of its real servers (`logged()`), not rendered and encoded one by one."""
         known = self.known
-        for op in self.ops:
-            yield f"* {known.get(id(op)) or op}"
+        return b"".join([known.get(id(op)) or _logged(op) for op in self.ops])
+
+
+def _logged(op: object) -> bytes:
+    many = getattr(op, "logged", None)  # the lines of an operation standing for many
+    return many() if many is not None else f"* {op}\n".encode("utf-8", "replace")
 
 
 # Response and Reply are built once per request: without slots attrs builds them faster.
@@ -203,18 +215,21 @@ def parse_line(line: str | bytes) -> Request:
 def render(reply: Reply) -> list[str]:
     """The lines of `reply`, in order: every info line, then the response."""
     r = reply.response
-    if not reply.infos:  # most replies: a response alone
-        return [] if r is None else [_RESPONSE_LINES[r.kind](r.seq, r.text)]
-    return list(lines_of(reply))
+    lines = [line for i in reply.infos for line in i.lines()]
+    return lines if r is None else [*lines, response_line(r)]
 
 
-def lines_of(reply: Reply) -> Iterator[str]:
-    """render()'s lines one at a time, made as they are asked for."""
-    for i in reply.infos:
-        yield from i.lines()
+def encoded(reply: Reply) -> bytes:
+    """render()'s lines in UTF-8, each ended by a newline, as one write takes them."""
     r = reply.response
-    if r is not None:
-        yield _RESPONSE_LINES[r.kind](r.seq, r.text)
+    last = b"" if r is None else f"{response_line(r)}\n".encode("utf-8", "replace")
+    if not reply.infos:  # most replies: a response alone
+        return last
+    return b"".join([*(i.encoded() for i in reply.infos), last])
+
+
+def response_line(r: Response) -> str:
+    return _RESPONSE_LINES[r.kind](r.seq, r.text)
 
 
 def ok(seq: str, text: str = "") -> str:

@@ -6,10 +6,11 @@ and filters are the map's, whoever is listed), the sync daemons' switch, the VIP
 interface and the announcement round are known as soon as the VIP file, the member map and the
 kernel's state are. `prepare()` plans them then, with their log texts (and the kernel builds
 their messages: `Kernel.prepare`); at ACTIVATE, `activation()` adds one real server per service
-and member (for an IPv6 VIP, the member's IPv6 address from the map), already in plan order,
-instead of planning thousands of values again.
+and member (for an IPv6 VIP, the member's IPv6 address from the map), already in plan order, as
+one AddDests value per family instead of thousands of values planned again.
 
-It equals `plan(member_map.desired(desired_state(.., ACTIVE, members, ..)), state)` plus the
+With its AddDests values expanded (`operations.each`), it equals
+`plan(member_map.desired(desired_state(.., ACTIVE, members, ..)), state)` plus the
 announcement exactly when `state` holds no service of ours (then there is no real server to
 keep, change or delete): `prepare()` returns None otherwise, and the helper plans in full.
 tests/unit/test_ready.py checks the equality on generated states and maps.
@@ -17,13 +18,14 @@ tests/unit/test_ready.py checks the equality on generated states and maps.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import attrs
 from attrs import frozen
 
-from .model import Dest, KernelState, Role, ServiceKey, Settings, is_ipv6
-from .operations import AddDest, AddService, Operation, prepare_real_servers
+from .model import KernelState, Role, ServiceKey, Settings, is_ipv6
+from .operations import AddDests, AddService, Operation, prepare_real_servers
 from .outgoing import MemberMap
 from .planner import _our_service, _weight, announce, desired_state, ip_order, plan
 
@@ -32,8 +34,9 @@ from .planner import _our_service, _weight, announce, desired_state, ip_order, p
 class Ready:
     """An ACTIVATE from standby planned against `state` for `vips`, `retired` and `member_map` (a
     copy of the member map as it was), less the real servers of the VIPs' services
-    (`services`): `before` ends with the services' additions, `after` follows those real
-    servers, `garp` is the announcement; `texts` holds the shell command of each, by id()."""
+    (`families`: IPv6 or not, and the services): `before` ends with the services' additions,
+    `after` follows those real servers, `garp` is the announcement; `logged` holds the info
+    line of each, encoded, by id()."""
 
     state: KernelState
     vips: tuple[str, ...]
@@ -42,8 +45,8 @@ class Ready:
     before: tuple[Operation, ...]
     after: tuple[Operation, ...]
     garp: tuple[Operation, ...]
-    services: tuple[ServiceKey, ...]
-    texts: Mapping[int, str]
+    families: tuple[tuple[bool, tuple[ServiceKey, ...]], ...]
+    logged: Mapping[int, bytes]
 
     def ops(self) -> tuple[Operation, ...]:
         """Every operation built ahead, for `Kernel.prepare`."""
@@ -88,10 +91,15 @@ def prepare(
         if isinstance(op, AddService) and not op.service.key.fwmark  # steering: the map's own
     )
     garp = announce(vips, settings.iface, members6)
-    texts = {id(op): str(op) for op in ops + garp}
+    logged = {id(op): f"* {op}\n".encode() for op in ops + garp}
     prepare_real_servers(services)
+    families = tuple((v6, tuple(keys)) for v6, keys in itertools.groupby(services, _ipv6))
     copy = attrs.evolve(member_map)
-    return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, services, texts)
+    return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, families, logged)
+
+
+def _ipv6(key: ServiceKey) -> bool:
+    return is_ipv6(key.vip)
 
 
 def activation(
@@ -99,13 +107,11 @@ def activation(
 ) -> tuple[Operation, ...]:
     """The ACTIVATE's operations for `members`, the announcement last."""
     weights = {m: _weight(settings, Role.ACTIVE, m == self_ip) for m in members}
-    ip4 = [(m, weights[m]) for m in sorted(members, key=ip_order)]
+    ip4 = tuple((m, weights[m]) for m in sorted(members, key=ip_order))
     members6 = ready.member_map.ipv6()
-    ip6 = sorted(((members6[m], w) for m, w in weights.items() if m in members6), key=_first)
+    ip6 = tuple(sorted(((members6[m], w) for m, w in weights.items() if m in members6), key=_first))
     dests = tuple(
-        AddDest(Dest(key, ip, w))
-        for key in ready.services
-        for ip, w in (ip6 if is_ipv6(key.vip) else ip4)
+        AddDests(keys, ip6 if ipv6 else ip4) for ipv6, keys in ready.families if ip6 or not ipv6
     )
     return ready.before + dests + ready.after + ready.garp
 

@@ -17,8 +17,10 @@ from cgp_ipvs_helper.model import (
     Settings,
     TcState,
 )
+from cgp_ipvs_helper.operations import AddDests, each
 from cgp_ipvs_helper.outgoing import MemberMap
 from cgp_ipvs_helper.planner import announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.protocol import Commands
 from cgp_ipvs_helper.steering import MemberRange, RangeFilter, VipFilter
 
 VIPS = [f"203.0.113.{i}" for i in range(12)] + ["2001:db8::5", "2001:db8::6"]
@@ -90,10 +92,14 @@ def test_the_prepared_activation_is_the_plan(case) -> None:
     desired = desired_state(options, vips, Role.ACTIVE, members, self_ip, retired, members6)
     desired = member_map.desired(desired, True, vips, state)
     expected = plan(desired, state) + announce(vips, options.iface, members6)
-    assert ready.activation(prepared, options, members, self_ip) == expected
+    activation = ready.activation(prepared, options, members, self_ip)
+    assert each(activation) == list(expected)
+    assert all(len(op) for op in activation if isinstance(op, AddDests))  # no empty one
     built = prepared.ops()
     assert all(op in expected for op in built) and len(set(built)) == len(built)
-    assert [prepared.texts[id(op)] for op in built] == [str(op) for op in built]
+    assert [prepared.logged[id(op)] for op in built] == [f"* {op}\n".encode() for op in built]
+    logged = Commands(activation, prepared.logged)
+    assert logged.lines() == [f"* {op}" for op in expected] == Commands(expected).lines()
     assert prepared.fits(vips, retired, member_map, state)
     assert not prepared.fits(vips + ("192.0.2.200",), retired, member_map, state)
     other = MemberMap("members", (MemberRange("192.0.2.11", 40000, 40999, "2001:db8::b"),), True)
