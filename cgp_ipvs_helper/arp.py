@@ -66,10 +66,12 @@ class _Device:
             self.sock.close()
             raise
         self.dev = dev
-        self.mac: bytes | None = None  # the device's MAC, read once per round
+        self.mac: bytes | None = None  # the device's MAC as last read, what the frames hold
+        self.fresh = False  # read in this round (every round reads it once)
         self.frames: dict[tuple[int, bytes], bytes] = {}
         self.names = {kind: sockaddr_ll(index, proto) for kind, proto in _PROTO.items()}
         self.last: mmsg.Round | None = None
+        self.requests: list[Request] = []  # those self.last was built for
 
     def read_mac(self) -> None:
         name, _proto, _pkttype, hatype, mac = self.sock.getsockname()
@@ -80,7 +82,7 @@ class _Device:
         if mac != self.mac:
             self.frames.clear()
             self.last = None
-        self.mac = mac
+        self.mac, self.fresh = mac, True
 
     def frame(self, kind: int, addr: bytes) -> bytes:
         found = self.frames.get((kind, addr))
@@ -96,10 +98,14 @@ class _Device:
         return found
 
     def round(self, requests: Sequence[Request]) -> mmsg.Round:
-        """These frames laid out for sendmmsg: the last round again if it is the same."""
+        """These frames laid out for sendmmsg: the last round again if it is the same (the
+        same requests, usually the very values it was built from, for the same MAC)."""
+        if self.last is not None and self.requests == requests:
+            return self.last
         items = [(self.names[kind], self.frame(kind, addr)) for _dev, kind, addr in requests]
         if self.last is None or self.last.items != items:
             self.last = mmsg.Round(items)
+        self.requests = list(requests)
         return self.last
 
     def send(self, requests: Sequence[Request], failed: dict[int, int], first: int) -> int:
@@ -135,7 +141,7 @@ class FrameSender:
 
     def forget_macs(self) -> None:
         for device in self._devs.values():
-            device.mac = None
+            device.fresh = False
 
     def close(self) -> None:
         for device in self._devs.values():
@@ -162,8 +168,8 @@ class FrameSender:
         same requests will want them."""
         for start, end in _runs(requests):
             device = self._devs.get(requests[start][0])
-            if device is not None and device.mac is not None:
-                device.round(requests[start:end])
+            if device is not None and device.fresh:
+                device.round(requests[start:end]).warm(device.sock.fileno())
 
     def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         """Send the frames in order, one sendmmsg per run of one device; {index: errno} of the
@@ -211,7 +217,7 @@ class FrameSender:
             try:
                 if device is None:
                     device = self._devs[dev] = _Device(dev)
-                if device.mac is None:
+                if not device.fresh:
                     device.read_mac()
                 return device
             except OSError as exc:

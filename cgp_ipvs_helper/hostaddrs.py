@@ -7,8 +7,11 @@ before anything is planned, since nothing later can tell the host's own address 
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import ipaddress
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 
 from .errors import VipFileError
@@ -17,12 +20,27 @@ from .vipfile import vip_error
 
 
 def interface_exists(name: str) -> bool:
-    """Whether this host (its network namespace) has an interface `name` now."""
+    """Whether this host (its network namespace) has an interface `name` now. Asked at every
+    ACTIVATE, on a socket kept for it: if_nametoindex() opens and closes one each time (3
+    system calls instead of 1, 20 us more in the user-mode kernel)."""
+    raw = name.encode()
+    if not raw or len(raw) >= IFNAMSIZ or b"\0" in raw:
+        return False
     try:
-        socket.if_nametoindex(name)
+        fcntl.ioctl(_asking(), SIOCGIFINDEX, _IFREQ.pack(raw, 0))
     except OSError:
         return False
     return True
+
+
+IFNAMSIZ = 16
+SIOCGIFINDEX = 0x8933  # struct ifreq: the name, then the index the kernel fills in
+_IFREQ = struct.Struct(f"{IFNAMSIZ}si20x")
+
+
+@functools.lru_cache(maxsize=1)
+def _asking() -> socket.socket:
+    return socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 
 
 def local_clashes(vips: Iterable[str], actual: KernelState, iface: str) -> list[Address]:

@@ -293,7 +293,7 @@ class NetlinkKernel:
         self._route = _Route()
         self._ipvs = _Ipvs()
         self._frames = FrameSender()
-        self._prepared: dict[int, tuple[operations.Operation, Any]] = {}  # id(op): (op, request)
+        self._prepared: dict[int, _Run] = {}  # by id() of its first operation
         self._channels: dict[str, _Channel] = {
             "rtnl": self._route,
             "genl": self._ipvs,
@@ -335,23 +335,35 @@ class NetlinkKernel:
             raise errors[0]
 
     def apply_many(self, ops: Iterable[operations.Operation]) -> list[KernelError]:
-        """Carry out every operation in order, going on after a failure; the failures, in order."""
+        """Carry out every operation in order, going on after a failure; the failures, in order.
+        A run of operations prepared together joins its channel's batch in one step."""
+        ops = tuple(ops)
         errors: list[KernelError] = []
         pending: list[tuple[Owner, Any]] = []
         channel: str | None = None
         self._frames.forget_macs()  # a device's MAC is read once per call
         prepared = self._prepared
-        for op in ops:
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            run = prepared.get(id(op))
+            if run is not None and ops[i : i + len(run.ops)] == run.ops:  # (the same values)
+                if run.channel != channel:
+                    errors += self._flush(channel, pending)
+                    pending, channel = [], run.channel
+                pending += run.pairs
+                i += len(run.ops)
+                if len(pending) >= BATCH and channel != "frames":
+                    errors += self._flush(channel, pending)
+                    pending = []
+                continue
+            i += 1
             handler = HANDLERS.get(type(op), _UNSUPPORTED)
             if handler.channel != channel:
                 errors += self._flush(channel, pending)
                 pending, channel = [], handler.channel
             try:
-                built = prepared.get(id(op))
-                if built is not None and built[0] is op:
-                    request = built[1]
-                else:
-                    request = handler.run(self, op)
+                request = handler.run(self, op)
             except Exception as exc:  # a malformed operation fails alone; the helper never crashes
                 errors += self._flush(channel, pending)
                 pending = []
@@ -374,24 +386,31 @@ class NetlinkKernel:
         return errors
 
     def prepare(self, ops: Sequence[operations.Operation]) -> None:
-        """Encode the operations now, by identity, and the part the real servers of a service
-        added share; the frames of a round are built and laid out for their sendmmsg. What a
-        kernel error makes doubtful (a device index, the IPVS family id) is dropped with the
-        whole preparation (`_flush`)."""
+        """Encode the operations now, in runs of one type, and the part the real servers of a
+        service added share; the frames of a round are built and laid out for their sendmmsg.
+        What a kernel error makes doubtful (a device index, the IPVS family id) is dropped with
+        the whole preparation (`_flush`)."""
         self._frames.forget_macs()
         self._prepared = {}
         frames: list[Any] = []
-        for op in ops:
+        run: list[tuple[operations.Operation, Any]] = []
+        for op in (*ops, None):  # (None ends the last run)
             handler = HANDLERS.get(type(op), _UNSUPPORTED)
-            if handler.channel is None:
-                continue
-            try:
-                request = handler.run(self, op)
-            except Exception:  # applying it will say why
-                continue
-            if handler.channel == "frames":  # (a device, a kind, an address: the MAC is read
-                frames.append(request)  # when the round is sent, and its frames built anew)
-            self._prepared[id(op)] = (op, request)
+            request = None
+            if handler.channel is not None and not handler.many:
+                try:
+                    request = handler.run(self, op)
+                except Exception:  # applying it will say why
+                    pass
+            if run and (request is None or type(op) is not type(run[0][0])):
+                first = run[0][0]
+                channel = HANDLERS[type(first)].channel
+                self._prepared[id(first)] = _Run(channel, tuple(o for o, _ in run), run)
+                run = []
+            if request is not None:
+                run.append((op, request))
+                if handler.channel == "frames":  # (a device, a kind, an address: the MAC is
+                    frames.append(request)  # read when the round is sent, its frames built anew)
         self._frames.prepare(frames)
         added = (op.service.key for op in ops if isinstance(op, operations.AddService))
         ipvswire.prepare_real_servers(added)  # their real servers follow
@@ -418,6 +437,15 @@ class NetlinkKernel:
             KernelError(_one(pending[i][0]), os.strerror(code))
             for i, code in sorted(failed.items())
         ]
+
+
+@frozen
+class _Run:
+    """Operations of one type prepared together, and each one's request for `channel`."""
+
+    channel: str
+    ops: tuple[operations.Operation, ...]
+    pairs: list[tuple[operations.Operation, Any]]
 
 
 # what a request carries out: an operation, or one of those an AddDests stands for, by index

@@ -40,9 +40,13 @@ NETLINK_GENERIC = 16
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # an error comes back without a copy of the request
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
-BATCH = 256  # requests per datagram: even if all fail, their errors fit the receive buffer
-_RCVBUF = 1 << 20
+# Requests per datagram. The kernel doubles the buffer sizes set: 2 MiB to receive holds the
+# errors of all of them (an error costs under 800 bytes of it), 2 MiB to send their datagram.
+# Fewer, larger datagrams: a /24 x 4 ACTIVATE sends 3 instead of 12 (each a send and a receive).
+BATCH = 1024
+_BUFFER = 1 << 20
 _TIMEOUT = struct.pack("@ll", 5, 0)  # SO_RCVTIMEO: the kernel answers at once; never hang
 
 Request = tuple[int, int, bytes]  # message type, flags (NLM_F_REQUEST and NLM_F_ACK added), body
@@ -72,10 +76,14 @@ class NetlinkSocket:
             return self._sock
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.proto)
         try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, _RCVBUF)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            for forced, size in (
+                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            ):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, forced, _BUFFER)
+                except OSError:  # without CAP_NET_ADMIN: as far as the system allows
+                    sock.setsockopt(socket.SOL_SOCKET, size, _BUFFER)
             try:
                 sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             except OSError:

@@ -8,12 +8,13 @@ import typing
 
 import pytest
 
-from cgp_ipvs_helper import memory, netlink
+from cgp_ipvs_helper import ipvswire, memory, netlink, nlsocket, nlwire
 from cgp_ipvs_helper.kernel import Kernel
 from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
 from cgp_ipvs_helper.operations import (
     AddAddress,
     AddDest,
+    AddDests,
     AddService,
     DelAddress,
     Operation,
@@ -193,3 +194,45 @@ def test_prepared_frames_are_sent_as_built(monkeypatch) -> None:
     assert k.apply_many(ops) == [] and built == ops  # the round as prepared
     assert k.apply_many([SendGarp("198.51.100.7", "eth0", False)]) == [] and len(built) == 3
     assert frames.rounds[0] == [("eth0", 1, "198.51.100.7"), ("eth0", 2, "198.51.100.7")]
+
+
+def test_the_real_servers_of_an_activation_go_in_full_datagrams_and_fail_one_by_one() -> None:
+    events: list = []
+    k = netlink.NetlinkKernel()
+    genl = k._ipvs.sock = Socket("genl", events)  # type: ignore[assignment]
+    keys = tuple(ServiceKey(p, f"203.0.113.{i}", 0) for i in range(1, 201) for p in ("tcp", "udp"))
+    block = AddDests(keys, (("192.0.2.11", 100), ("192.0.2.12", 100), ("192.0.2.13", 7)))
+    services = [AddService(Service(k, "wlc", 15)) for k in keys[:100]]
+    k.prepare(services)
+    genl.fail = {1023: errno.EEXIST}  # the last of the first datagram: the block's 924th
+    errors = k.apply_many([*services, block, StopDaemon(Daemon("backup", "eth0", 0))])
+    assert [len(mtypes) for _name, mtypes in events] == [netlink.BATCH, 100 + 1200 + 1 - 1024]
+    assert [(e.op, e.reason) for e in errors] == [(block.each()[923], "File exists")]
+    assert block.part(923) == AddDest(Dest(keys[307], "192.0.2.13", 7))
+    assert len(block) == 1200 and len(set(block.each())) == 1200
+
+
+def test_an_activations_real_servers_are_the_requests_of_each_one() -> None:
+    keys = [ServiceKey("tcp", "203.0.113.1", 25), ServiceKey("udp", "203.0.113.1", 5060)]
+    keys += [ServiceKey("tcp", "2001:db8::1", 25), ServiceKey("tcp", "2001:db8::2", 25)]
+    for family, servers in (
+        (keys[:2], (("192.0.2.12", 100), ("192.0.2.11", 0))),
+        (keys[2:], (("2001:db8::b", 100),)),
+    ):
+        block = AddDests(tuple(family), servers)
+        expected = [
+            (42, 0, ipvswire.dest_request(ipvswire.CMD_NEW_DEST, d.dest, True))
+            for d in block.each()
+        ]
+        assert list(ipvswire.dest_requests(42, block.services, block.servers)) == expected
+
+
+def test_a_datagram_numbers_its_messages_and_asks_only_the_last_for_the_ack() -> None:
+    requests = [(20, 0x600, b"\x02\x20\x00\x00"), (42, 0, b""), (21, 0, b"\x0a\x80\x00\x00" * 3)]
+    data = nlsocket._datagram(requests, 7)
+    heads = [
+        nlwire.NLMSGHDR.pack(20, 20, 0x601, 7, 0),
+        nlwire.NLMSGHDR.pack(16, 42, 0x1, 8, 0),
+        nlwire.NLMSGHDR.pack(28, 21, 0x5, 9, 0),  # NLM_F_REQUEST | NLM_F_ACK
+    ]
+    assert data == b"".join(head + body for head, (_t, _f, body) in zip(heads, requests))

@@ -13,6 +13,7 @@ from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sy
 from cgp_ipvs_helper.operations import (
     AddAddress,
     AddDest,
+    AddDests,
     AddFilter,
     AddService,
     DelAddress,
@@ -155,3 +156,47 @@ def test_a_real_servers_line_is_shlex_join_of_its_words(dest: Dest, kind: type) 
     """Real server lines are built from cached quoted parts: the same text as shlex.join."""
     op = kind(dest)
     assert str(op) == shlex.join(op.argv())
+
+
+_FAMILY = st.sampled_from(
+    [
+        (["198.51.100.10", "198.51.100.11"], ["192.0.2.11", "192.0.2.12", "x y"]),
+        (["2001:db8:10::5", "2001:db8::"], ["2001:db8::12", "fe80::1"]),
+    ]
+)
+
+
+@given(_FAMILY, st.data())
+def test_the_real_servers_of_an_activation_are_logged_as_each_one(family, data) -> None:
+    """AddDests logs from kept parts exactly what its AddDest values render, in their order
+    (a service's port is in an IPv6 real server's words: services of several ports)."""
+    vips, ips = family
+    keys = data.draw(
+        st.lists(
+            st.builds(
+                ServiceKey,
+                st.sampled_from(["tcp", "udp"]),
+                st.sampled_from(vips),
+                st.sampled_from([0, 25, 5060]),
+            ),
+            unique=True,
+            max_size=6,
+        )
+    )
+    servers = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(ips), st.sampled_from([0, 7, 100])),
+            unique_by=lambda s: s[0],
+            max_size=3,
+        )
+    )
+    block = AddDests(tuple(keys), tuple(servers))
+    each = [AddDest(Dest(k, ip, w)) for k in keys for ip, w in servers]
+    assert list(block.each()) == each and len(block) == len(each)
+    assert [block.part(i) for i in range(len(each))] == each
+    assert block.logged() == "".join(f"* {op}\n" for op in each).encode()
+    assert str(block) == "\n".join(map(str, each))
+    assert operations.each([AddAddress(Address("198.51.100.10", "lo")), block]) == [
+        AddAddress(Address("198.51.100.10", "lo")),
+        *each,
+    ]
