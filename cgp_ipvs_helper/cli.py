@@ -12,7 +12,6 @@ import gc
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from .arpwatch import ArpListener
 from .dryrun import dry_run_kernel
 from .errors import UsageError
 from .helper import Helper
+from .hostaddrs import interface_exists
 from .kernel import Kernel
 from .model import Settings
 from .options import parse_settings
@@ -40,9 +40,7 @@ def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
 def iface_notes(iface: str) -> list[str]:
     """Say at start if -i names no interface: it may be a bond or VLAN brought up later, so the
     helper starts anyway, but an operator who mistyped it must see why nothing is balanced."""
-    try:
-        socket.if_nametoindex(iface)
-    except OSError:
+    if not interface_exists(iface):
         return [f"-i {iface}: no such interface (yet); it is needed to balance"]
     return []
 

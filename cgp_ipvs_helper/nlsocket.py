@@ -5,7 +5,7 @@ When it fails at the socket level (send or receive raises: ENOBUFS lost answers,
 out), it closes itself, so the next call opens a new one; a kernel's error answer to a request
 leaves it open. A socket belongs to the network namespace the process was in when it opened.
 
-`batch()` sends requests as datagrams of up to `BATCH`, only the last with NLM_F_ACK. The
+`batch()` sends requests as datagrams of up to `per_datagram`, only the last with NLM_F_ACK. The
 kernel handles every request of a datagram in order before send() returns; it answers a failed
 request with an error carrying its sequence number, a successful one with nothing, and the last
 one's ack says the datagram is done. Measured in the user-mode kernel (256 VIPs x 2 protocols x
@@ -42,10 +42,13 @@ NETLINK_CAP_ACK = 10  # an error comes back without a copy of the request
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
-# Requests per datagram. The kernel doubles the buffer sizes set: 2 MiB to receive holds the
-# errors of all of them (an error costs under 800 bytes of it), 2 MiB to send their datagram.
-# Fewer, larger datagrams: a /24 x 4 ACTIVATE sends 3 instead of 12 (each a send and a receive).
+# Requests per datagram at most: a /24 x 4 ACTIVATE sends 3 datagrams instead of 12 of 256
+# (each a send and a receive). The errors of all of a datagram's requests must fit the receive
+# buffer, or some are lost: the kernel doubles the size set (2 MiB with CAP_NET_ADMIN, about
+# 416 KiB by default without), and an error takes under ERROR_ROOM of it, its request included
+# before Linux 4.3. A socket sends as many as its buffer holds the errors of (`per_datagram`).
 BATCH = 1024
+ERROR_ROOM = 2048
 _BUFFER = 1 << 20
 _TIMEOUT = struct.pack("@ll", 5, 0)  # SO_RCVTIMEO: the kernel answers at once; never hang
 
@@ -64,6 +67,7 @@ class NetlinkSocket:
         self._sock: socket.socket | None = None
         self._seq = 0
         self._buf = bytearray(1 << 16)  # a datagram of a dump is at most 32 KiB
+        self.per_datagram = BATCH  # requests sent together, once open
 
     def close(self) -> None:
         """Close the socket (if open); the next call opens a new one."""
@@ -93,7 +97,8 @@ class NetlinkSocket:
         except BaseException:
             sock.close()
             raise
-        self._sock, self._seq = sock, 0
+        room = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // ERROR_ROOM
+        self._sock, self._seq, self.per_datagram = sock, 0, max(1, min(BATCH, room))
         return sock
 
     def _seqs(self, n: int) -> int:
@@ -185,8 +190,8 @@ class NetlinkSocket:
         """
         sock = self._open()
         failed: dict[int, int] = {}
-        for start in range(0, len(requests), BATCH):
-            chunk = requests[start : start + BATCH]
+        for start in range(0, len(requests), self.per_datagram):
+            chunk = requests[start : start + self.per_datagram]
             first = self._seqs(len(chunk))
             last = first + len(chunk) - 1
             data = _datagram(chunk, first)
