@@ -1,11 +1,13 @@
-"""Where the time of the 256-VIP x 4-member ACTIVATE goes, to explain benchmark 1's figures:
-bench.probe (the helper with a stopwatch on its seams) driven inside UML in real mode from
-standby (`run`), and on the host in -m mode (`host`: the helper's own Python work, without
-UML's price for system calls and page faults), where a cProfile of the ACTIVATE is taken too."""
+"""Where the time of the ACTIVATEs of issue 12 (256 and 8 VIPs x 4 members) goes, to explain
+benchmark 1's figures: bench.probe (the helper with a stopwatch on its seams) driven inside UML
+in real mode from standby (`run`), and for 256 x 4 on the host in -m mode (`host`: the helper's
+own Python work, without UML's price for system calls and page faults), where a cProfile of the
+ACTIVATE is taken too."""
 
 from __future__ import annotations
 
 import cProfile
+import functools
 import json
 import os
 import pstats
@@ -32,13 +34,14 @@ PHASES = {
     "ipvs": "netlink: IPVS requests, encoded and batched (generic netlink)",
     "addresses": "netlink: VIP addresses on eth0, encoded and batched (rtnetlink)",
     "garp": "gratuitous ARP round (2 frames per VIP)",
-    "output": "output: info lines + OK to the pipe (cli.Output)",
+    "output": "output: the info lines and the OK encoded (cli.Output)",
+    "write": "output: their write() to the pipe, in which the woken reader may run first",
 }
 ROWS = {
     **PHASES,
     "limit": "limit: the same kernel changes from prebuilt messages (bench/limit.py)",
     "rest": "the kernel phases above less the limit: encoding, batching, their page faults",
-    "total": "engine + output: request read until the OK is written",
+    "total": "engine + output: request read until the write() of its lines starts",
     "first_garp": "first gratuitous ARP leaves after",
     "wall_ok": "as the reader sees it: ACTIVATE written -> OK read",
     "wall_intf": "of it the pipe both ways: a request without kernel work (INTF), written -> read",
@@ -50,30 +53,34 @@ STEPS = {
 }
 
 
-def probed(probe: HelperProcess, members: list[str], path: Path) -> dict[str, Any]:
+def probed(
+    probe: HelperProcess, members: list[str], path: Path, vips: int = VIPS
+) -> dict[str, Any]:
     """The timed ACTIVATE of a started probe, and the record it wrote about it; before it,
     the pipe's round trip alone (INTF: no kernel work)."""
     intf = median([probe.exchange("INTF 1", timeout=60).seconds for _ in range(5)])
-    reply = activate(probe, members, VIPS)
+    reply = activate(probe, members, vips)
     probe.request("STATUS", timeout=180)  # answered once the record is written
     return {**json.loads(path.read_text()), "wall_ok": reply.seconds, "wall_intf": intf}
 
 
 def run(reps: int) -> dict[str, Any]:
-    """Inside UML: `reps` probed ACTIVATEs from standby, each beside the limit."""
+    """Inside UML: `reps` probed ACTIVATEs from standby of each case, each beside the limit."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-hot-"))
-    vipfile, path = write_vipfile(str(tmp / "vips"), VIP_ENTRIES[VIPS]), tmp / "record"
+    path = tmp / "record"
 
-    def once() -> dict[str, Any]:
+    def once(v: int, m: int) -> dict[str, Any]:
+        vipfile = write_vipfile(str(tmp / f"vips{v}"), VIP_ENTRIES[v])
         with standby("hot", vipfile, argv=[*PROBE, str(path)]) as (probe, _fe, _client):
-            record = probed(probe, members_of(MEMBERS), path)
-        return {**record, "limit_s": limit.measure(vipfile, members_of(MEMBERS))["total_s"]}
+            record = probed(probe, members_of(m), path, v)
+        return {**record, "limit_s": limit.measure(vipfile, members_of(m))["total_s"]}
 
-    def show(_: str, r: dict[str, Any]) -> str:
+    def show(case: str, r: dict[str, Any]) -> str:
         engine, output = ms(r["phases"]["engine"]), ms(r["phases"]["output"])
-        return f"hotspots: OK {ms(r['wall_ok'])} ms (engine {engine}, output {output})"
+        return f"hotspots {case}: OK {ms(r['wall_ok'])} ms (engine {engine}, output {output})"
 
-    runs = repeat(reps, {"": once}, show)[""]
+    cases = {f"{v} x {m}": functools.partial(once, v, m) for v, m in limit.LIMIT_CASES}
+    runs = repeat(reps, cases, show)
     return result("hotspots", tables(runs, None), uml=runs)
 
 
@@ -126,7 +133,7 @@ def rebuild(res: dict[str, Any], host: dict[str, Any] | None) -> dict[str, Any]:
     return result("hotspots", [*tables(uml, host["runs"]), top], uml=uml, host=host)
 
 
-def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Table]:
+def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | None) -> list[Table]:
     def med(runs: list[dict[str, Any]] | None, *path: str | int) -> float | None:
         values = []
         for node in runs or []:
@@ -141,25 +148,34 @@ def tables(u: list[dict[str, Any]], h: list[dict[str, Any]] | None) -> list[Tabl
     def on_host(*path: str | int) -> str:
         return ms(med(h, *path)) if h else "-"
 
-    total, limit_s = med(u, "total") or 0.0, med(u, "limit_s") or 0.0
-    kernel = sum(med(u, "phases", k) or 0.0 for k in ("ipvs", "addresses", "garp"))
-    value = {k: med(u, "phases", k) for k in PHASES}
-    value |= {"limit": limit_s, "rest": kernel - limit_s, "total": total}
-    value |= {"first_garp": med(u, "first_garp"), "wall_ok": med(u, "wall_ok")}
-    value |= {"wall_intf": med(u, "wall_intf")}
+    def values(u: list[dict[str, Any]]) -> dict[str, float | None]:
+        total, limit_s = med(u, "total") or 0.0, med(u, "limit_s") or 0.0
+        kernel = sum(med(u, "phases", k) or 0.0 for k in ("ipvs", "addresses", "garp"))
+        value = {k: med(u, "phases", k) for k in PHASES}
+        value |= {"limit": limit_s, "rest": kernel - limit_s, "total": total}
+        value |= {"first_garp": med(u, "first_garp"), "wall_ok": med(u, "wall_ok")}
+        return value | {"wall_intf": med(u, "wall_intf")}
+
+    cases = list(by_case)
+    u = by_case[cases[0]]  # the target case: the host and the steps are measured for it
+    columns = [f"{c} {head}" for c in cases for head in ("UML ms", "UML share", "page faults")]
     phases = Table(
-        f"Where the {VIPS} x {MEMBERS} ACTIVATE spends its time",
-        "phase | UML ms | UML share | UML page faults | host ms (-m)".split(" | "),
+        f"Where the {' and the '.join(cases)} ACTIVATEs spend their time",
+        ["phase", *columns, f"{cases[0]} host ms (-m)"],
     )
+    every = {c: values(runs) for c, runs in by_case.items()}
     for key, label in ROWS.items():
-        share = f"{(value[key] or 0) / total:.0%}" if key in (*PHASES, "limit") else ""
-        faults = med(u, "faults", key)
-        host_ms = on_host("phases", key) if key in ("engine", "output") else "-"
+        cells: list[str] = []
+        for c, runs in by_case.items():
+            value, total = every[c][key], every[c]["total"] or 1.0
+            faults = med(runs, "faults", key)
+            shared = (key in PHASES and key != "write") or key == "limit"
+            share = f"{(value or 0) / total:.0%}" if shared else ""
+            cells += [ms(value or 0.0), share, "" if faults is None else f"{faults:.0f}"]
+        host_ms = on_host("phases", key) if key in ("engine", "output", "write") else "-"
         host_ms = on_host(key) if key in ("total", "wall_ok", "wall_intf") else host_ms
-        label += f": {med(u, 'output_writes'):.0f} write() call(s)" if key == "output" else ""
-        phases.add(
-            label, ms(value[key] or 0.0), share, "" if faults is None else f"{faults:.0f}", host_ms
-        )
+        label += f": {med(u, 'output_writes'):.0f} call(s)" if key == "write" else ""
+        phases.add(label, *cells, host_ms)
     phases.notes += [
         f"Median of {len(u)} runs each. UML: real mode from standby in fresh namespaces; host: "
         "-m mode (in-memory kernel, no netlink, no ARP), i.e. the helper's own Python work.",

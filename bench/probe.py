@@ -126,6 +126,8 @@ class Probe(Helper):
         return reply
 
     def write(self, data: bytes) -> int:
+        if "t1" in self.mark and "tw" not in self.mark:
+            self.mark["tw"] = time.perf_counter()  # the lines are encoded: the write starts
         self.writes, self.last = self.writes + 1, data
         return sys.stdout.buffer.write(data)
 
@@ -141,12 +143,13 @@ class Probe(Helper):
         m["t2"], handle = t2, m["f1"] - m["f0"]
         phases = {key: k.spent[key] for key in ("observe", "ipvs", "addresses", "garp")}
         phases["engine"] = max(0.0, m["t1"] - m["t0"] - sum(k.spent.values()))
-        phases["output"] = t2 - m["t1"]
+        phases["output"] = m.get("tw", t2) - m["t1"]
+        phases["write"] = t2 - m.get("tw", t2)
         counts = {**k.faults, "engine": handle - sum(k.faults.values()), "output": f2 - m["f1"]}
         m["record"] = {
             "phases": phases,
             "faults": {**counts, "total": handle + counts["output"]},
-            "total": t2 - m["t0"],
+            "total": m.get("tw", t2) - m["t0"],
             "first_garp": k.started["garp"] - m["t0"] if "garp" in k.started else None,
             "output_writes": self.writes - m["writes"],
             "lines": self.last.rstrip(b"\n").split(b"\n"),

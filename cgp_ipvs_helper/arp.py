@@ -11,7 +11,7 @@ layout, so a repeated round costs one call.
 from __future__ import annotations
 
 import errno
-import os
+import fcntl
 import socket
 import struct
 from collections.abc import Sequence
@@ -28,6 +28,8 @@ _REPLACED = (errno.ENODEV, errno.ENXIO)  # the device went away or was replaced:
 _MAX_FRAMES = 8192  # kept frames per device (VIPs x 2); beyond that the cache starts afresh
 REQUEST, REPLY, NA = 1, 2, 3  # the kinds of frame: ARP request and reply form, IPv6 NA
 _PROTO = {REQUEST: ETH_P_ARP, REPLY: ETH_P_ARP, NA: nd.ETH_P_IPV6}
+SIOCGIFHWADDR = 0x8927
+_IFREQ = struct.Struct("16sH14s8x")  # struct ifreq: the name, a struct sockaddr (hardware type)
 
 Request = tuple[str, int, bytes]  # device, kind of frame, the address it announces
 
@@ -74,10 +76,14 @@ class _Device:
         self.requests: list[Request] = []  # those self.last was built for
 
     def read_mac(self) -> None:
-        name, _proto, _pkttype, hatype, mac = self.sock.getsockname()
-        if not name:  # the index the socket is bound to is gone: the device was replaced
-            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
-        if hatype != ARPHRD_ETHER or len(mac) != 6:
+        """The device's MAC, asked by name in one system call (getsockname() makes two: Python
+        asks for the name of the bound index too). ENODEV if no device has the name; a device
+        replaced under the same name (a new index) refuses the socket's frames, and the round
+        goes out again on a new socket (`FrameSender._send_run`)."""
+        request = _IFREQ.pack(self.dev.encode(), 0, b"")
+        _name, hatype, address = _IFREQ.unpack(fcntl.ioctl(self.sock, SIOCGIFHWADDR, request))
+        mac = address[:6]
+        if hatype != ARPHRD_ETHER:
             raise OSError(errno.EINVAL, f"{self.dev} is not an Ethernet device")
         if mac != self.mac:
             self.frames.clear()
@@ -138,6 +144,7 @@ class FrameSender:
 
     def __init__(self) -> None:
         self._devs: dict[str, _Device] = {}
+        self._last: tuple[list[Request], list[tuple[int, int]]] = ([], [])  # requests, runs
 
     def forget_macs(self) -> None:
         for device in self._devs.values():
@@ -175,7 +182,9 @@ class FrameSender:
         """Send the frames in order, one sendmmsg per run of one device; {index: errno} of the
         frames the kernel refused."""
         failed: dict[int, int] = {}
-        for start, end in _runs(requests):
+        if requests != self._last[0]:  # (usually the prepared round's very requests)
+            self._last = (list(requests), _runs(requests))
+        for start, end in self._last[1]:
             self._send_run(requests, start, end, failed)
         return failed
 
