@@ -11,30 +11,29 @@ To carry out a new operation type: one row in `HANDLERS`. A row with a channel e
 operation into a request of that channel (a netlink message; a gratuitous ARP frame's device
 and address); consecutive operations of the same channel travel together in batches (netlink
 datagrams of many messages, one sendmmsg of many frames), which changes no order of effects. A
-row without one carries the operation out at once. A new netlink protocol is one more channel:
-a socket and what its failures mean.
+row without one carries the operation out at once. A new netlink protocol is one more channel
+(nlchannels.py): a socket and what its failures mean.
 
-A netlink run is sent one datagram's worth (nlsocket.BATCH requests) at a time as it is
-encoded, so the requests of the next datagram reuse the memory of the last: holding the 4,096
-real servers of a dual-stack /24 + /120 encoded at once cost a few hundred page faults, each
-tens of microseconds in the user-mode kernel.
+What an ACTIVATE from standby sends is mostly built while standby (`prepare`): runs of
+operations of one type, encoded, which join their batch in one step. Its real servers, one
+AddDests per family, are made as a datagram has room for them (nlsocket.BATCH requests), so the
+requests of the next datagram reuse the memory of the last: holding the 4,096 real servers of a
+dual-stack /24 + /120 encoded at once cost a few hundred page faults, each tens of microseconds
+in the user-mode kernel.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import socket
 import struct
 from collections.abc import Iterable, Sequence
 from itertools import count, islice, repeat
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Callable, Union
 
 from attrs import frozen
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
-from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR
 
-from . import ipvswire, operations, sysctl, tc
+from . import ipvswire, operations, sysctl
 from .arp import FrameSender
 from .errors import KernelError
 from .ipvswire import (
@@ -50,172 +49,9 @@ from .ipvswire import (
     key_attrs,
     service_attrs,
 )
-from .model import Address, Daemon, Dest, KernelState, Service, TcState
-from .nlsocket import (
-    BATCH,
-    NETLINK_ROUTE,
-    GenericNetlinkSocket,
-    KernelSaid,
-    NetlinkSocket,
-    Request,
-)
-from .nlwire import ADDRESS_DUMP, address_from, ifaddr
-
-IPVS_FAMILY = ipvswire.FAMILY  # looked up by this name (a kernel test renames it)
-
-
-class _Unavailable(Exception):
-    """IPVS cannot be used; the text says why, for the log."""
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        if exc.strerror:
-            return exc.strerror
-        if exc.errno:
-            return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
-
-
-# --- channels: one socket each, and what it caches ---------------------------------------------
-
-
-class _Channel(Protocol):
-    """Where the requests of one row's channel go: sent together, failures by index."""
-
-    def batch(self, requests: Sequence[Any]) -> dict[int, int]:
-        """Send in order; {index: errno} of those that failed; OSError if nothing was sent."""
-
-    def failed(self, codes: set[int]) -> None:
-        """Some requests failed with these errors: forget what they make doubtful."""
-
-
-class _Route:
-    """NETLINK_ROUTE: addresses, and device indexes by name."""
-
-    def __init__(self) -> None:
-        self.sock = NetlinkSocket(NETLINK_ROUTE)
-        self._ifindex: dict[str, int] = {}
-
-    def close(self) -> None:
-        self.sock.close()
-        self._ifindex.clear()
-
-    def addresses(self) -> tuple[Address, ...]:
-        names = dict(socket.if_nameindex())
-        self._ifindex = {name: index for index, name in names.items()}
-        found = (address_from(msg, names) for msg in self.sock.dump(RTM_GETADDR, ADDRESS_DUMP))
-        return tuple(a for a in found if a is not None)
-
-    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
-        return self.sock.batch(requests)
-
-    def indexes(self) -> dict[str, int]:
-        """The device indexes known now, by name."""
-        return dict(self._ifindex)
-
-    def request(self, address: Address, add: bool) -> Request:
-        body = ifaddr(address, self._index(address.dev))
-        return (RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body) if add else (RTM_DELADDR, 0, body)
-
-    def failed(self, codes: set[int]) -> None:
-        if errno.ENODEV in codes:
-            self._ifindex.clear()  # perhaps a device was replaced: resolve names again
-
-    def tc_state(self, dev: str) -> TcState:
-        """The ingress qdisc of `dev` and our filters on it; nothing if it cannot be read (the
-        plan then adds everything, and the kernel's answer says why it cannot be done)."""
-        try:
-            index = self._index(dev)
-            kinds = {tc.ingress_kind(msg, index) for msg in self.sock.dump(*tc.dump_qdiscs())}
-            found = (tc.parse_filter(msg) for msg in self.sock.dump(*tc.dump_filters(index)))
-            ingress = next((k for k in kinds if k is not None), None)
-            return TcState(ingress, frozenset(f for f in found if f is not None))
-        except (OSError, ValueError, KeyError, struct.error):
-            return TcState()
-
-    def tc_request(self, op: operations.Operation) -> Request:
-        if isinstance(op, operations.AddClsact):
-            return tc.add_clsact(self._index(op.dev))
-        if isinstance(op, operations.AddFilter):
-            return tc.add_filter(self._index(op.dev), op.filter)
-        return tc.del_filter(self._index(op.dev), op.pref, op.chain, op.handle)
-
-    def _index(self, dev: str) -> int:
-        index = self._ifindex.get(dev)
-        if index is None:
-            try:
-                index = socket.if_nametoindex(dev)
-            except OSError:
-                raise OSError(errno.ENODEV, os.strerror(errno.ENODEV)) from None
-            self._ifindex[dev] = index
-        return index
-
-
-class _Ipvs:
-    """IPVS on NETLINK_GENERIC: its family id, looked up once per socket, and its state."""
-
-    def __init__(self) -> None:
-        self.sock = GenericNetlinkSocket()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def family(self) -> int:
-        """The IPVS family id; _Unavailable if the module is not loaded."""
-        try:
-            return self.sock.family(IPVS_FAMILY)
-        except KernelSaid as exc:
-            if exc.errno == errno.ENOENT:
-                raise _Unavailable(
-                    "IPVS is not available: load the ip_vs kernel module "
-                    "(no generic netlink family IPVS)"
-                ) from None
-            raise _Unavailable(f"IPVS is not available: {_reason(exc)}") from None
-        except (OSError, IndexError, KeyError, struct.error) as exc:
-            raise _Unavailable(f"IPVS is not available: {_reason(exc)}") from None
-
-    def batch(self, requests: Sequence[Request]) -> dict[int, int]:
-        return self.sock.batch(requests)
-
-    def failed(self, codes: set[int]) -> None:
-        if codes & {errno.ENOENT, errno.EOPNOTSUPP}:
-            self.sock.forget(IPVS_FAMILY)  # perhaps the module was reloaded: ask again next time
-
-    def state(self) -> tuple[frozenset[Service], frozenset[Dest], frozenset[Daemon]]:
-        family = self.family()
-        dump = self.sock.dump
-        try:
-            services = []
-            for msg in dump(family, ipvswire.request(ipvswire.CMD_GET_SERVICE)):
-                svc = ipvswire.service_from(msg)
-                if svc is not None:
-                    services.append(svc)
-            dests = []
-            for svc in services:
-                key = key_attrs(svc.key)
-                for msg in dump(family, ipvswire.request(ipvswire.CMD_GET_DEST, key)):
-                    dest = ipvswire.dest_from(svc.key, msg)
-                    if dest is not None:
-                        dests.append(dest)
-            daemons = []
-            for msg in dump(family, ipvswire.request(ipvswire.CMD_GET_DAEMON)):
-                daemon = ipvswire.daemon_from(msg)
-                if daemon is not None:
-                    daemons.append(daemon)
-        except KernelSaid as exc:
-            if exc.errno in (errno.EPERM, errno.EACCES):
-                raise _Unavailable(
-                    "IPVS is not available: permission denied (needs root or CAP_NET_ADMIN)"
-                ) from None
-            self.failed({exc.errno})
-            raise _Unavailable(f"IPVS could not be read: {_reason(exc)}") from None
-        except OSError as exc:
-            raise _Unavailable(f"IPVS could not be read: {_reason(exc)}") from None
-        except (KeyError, ValueError, struct.error) as exc:
-            raise _Unavailable(f"IPVS could not be read: unexpected answer ({exc!r})") from None
-        return frozenset(services), frozenset(dests), frozenset(daemons)
-
+from .model import KernelState
+from .nlchannels import Channel, Ipvs, Route, Unavailable, reason
+from .nlsocket import BATCH
 
 # --- the table ---------------------------------------------------------------------------------
 
@@ -290,11 +126,11 @@ class NetlinkKernel:
 
     def __init__(self) -> None:
         self.ipvs_problem: str | None = None
-        self._route = _Route()
-        self._ipvs = _Ipvs()
+        self._route = Route()
+        self._ipvs = Ipvs()
         self._frames = FrameSender()
         self._prepared: dict[int, _Run] = {}  # by id() of its first operation
-        self._channels: dict[str, _Channel] = {
+        self._channels: dict[str, Channel] = {
             "rtnl": self._route,
             "genl": self._ipvs,
             "frames": self._frames,
@@ -308,14 +144,14 @@ class NetlinkKernel:
         try:
             addresses = self._route.addresses()
         except (OSError, ValueError, KeyError, struct.error) as exc:
-            raise KernelError("reading addresses", _reason(exc)) from None
+            raise KernelError("reading addresses", reason(exc)) from None
         if self._route.indexes() != indexes:
             self._prepared = {}
         values = {path: sysctl.read(path) for path in sorted(sysctls)}
         try:
             services, dests, daemons = self._ipvs.state()
             self.ipvs_problem = None
-        except _Unavailable as exc:
+        except Unavailable as exc:
             self.ipvs_problem = str(exc)
             services, dests, daemons = frozenset(), frozenset(), frozenset()
         return KernelState(
@@ -367,7 +203,7 @@ class NetlinkKernel:
             except Exception as exc:  # a malformed operation fails alone; the helper never crashes
                 errors += self._flush(channel, pending)
                 pending = []
-                errors.append(KernelError(op, _reason(exc)))
+                errors.append(KernelError(op, reason(exc)))
                 continue
             if handler.many:  # each request made as a datagram has room for it
                 parts = zip(zip(repeat(op), count()), request)  # (op, index): the one it is
@@ -429,7 +265,7 @@ class NetlinkKernel:
             failed = chan.batch([request for _, request in pending])
         except OSError as exc:  # the socket could not be opened
             self._prepared = {}
-            return [KernelError(_one(owner), _reason(exc)) for owner, _ in pending]
+            return [KernelError(_one(owner), reason(exc)) for owner, _ in pending]
         if failed:
             chan.failed(set(failed.values()))
             self._prepared = {}

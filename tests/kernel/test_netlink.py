@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from cgp_ipvs_helper import mmsg, netlink, planner
+from cgp_ipvs_helper import mmsg, nlchannels, planner
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Settings, Sysctl
 from cgp_ipvs_helper.netlink import NetlinkKernel
@@ -365,7 +365,7 @@ def test_a_missing_ipvs_module_is_reported_not_raised(
     box: Box, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the kernel answers for an unknown family exactly as when ip_vs is not loaded
-    monkeypatch.setattr(netlink, "IPVS_FAMILY", "IPVS_MISSING")
+    monkeypatch.setattr(nlchannels, "IPVS_FAMILY", "IPVS_MISSING")
     k = NetlinkKernel()
     try:
         state = k.observe(frozenset(["net/ipv4/conf/all/arp_ignore"]))
@@ -380,7 +380,7 @@ def test_a_missing_ipvs_module_is_reported_not_raised(
     finally:
         k.close()
     # and once IPVS is there, the problem is gone
-    monkeypatch.setattr(netlink, "IPVS_FAMILY", "IPVS")
+    monkeypatch.setattr(nlchannels, "IPVS_FAMILY", "IPVS")
     k = NetlinkKernel()
     try:
         assert k.observe(frozenset()).ipvs is True and k.ipvs_problem is None
