@@ -133,7 +133,7 @@ def meta(reps: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
+    p.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median)")
     p.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     p.add_argument("--idle", type=float, default=60.0, help="idle footprint window, seconds")
     p.add_argument("--lines", type=int, default=20000, help="pipelined lines per throughput run")

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cgp_ipvs_helper import hostaddrs
 from cgp_ipvs_helper.hostaddrs import local_clashes, subnet_edge
 from cgp_ipvs_helper.model import Address, KernelState, Settings
 from cgp_ipvs_helper.operations import DelAddress
@@ -89,3 +90,10 @@ def test_subnet_edge_is_what_ipaddress_says(nets, member, data) -> None:
         net = ipaddress.IPv4Network(data.draw(st.sampled_from(nets)), strict=False)
         member = str(data.draw(st.sampled_from([net.network_address, net.broadcast_address])))
     assert subnet_edge(member, on_iface) == _edge_by_ipaddress(member, on_iface)
+
+
+def test_an_interface_is_looked_up_by_its_exact_name() -> None:
+    assert hostaddrs.interface_exists("lo")  # every network namespace has it
+    assert not hostaddrs.interface_exists("nosuch0")
+    for bad in ("", "lo\0", "x" * 16, "lo" + " " * 14):  # never truncated to another name
+        assert not hostaddrs.interface_exists(bad)
