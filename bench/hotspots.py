@@ -47,7 +47,8 @@ ROWS = {
     "wall_intf": "of it the pipe both ways: a request without kernel work (INTF), written -> read",
 }
 STEPS = {
-    "render": "render each operation as a shell command (str: shlex.join)",
+    "render": "render each real server and operation as its shell command, one by one (str)",
+    "logged": "the same lines joined from kept parts, as the ACTIVATE logs them (Commands)",
     "pipe_per_line": "output lines to a pipe: write + flush each line",
     "pipe_joined": "output lines to a pipe: join, one write() (what cli.Output does)",
 }

@@ -23,7 +23,8 @@ from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.kernel import Kernel
 from cgp_ipvs_helper.model import KernelState
-from cgp_ipvs_helper.operations import Operation
+from cgp_ipvs_helper.operations import AddDests, Operation, each
+from cgp_ipvs_helper.protocol import Commands
 
 from .report import per
 
@@ -92,8 +93,11 @@ def steps(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, Any]:
         pipe.write(b"".join(line + b"\n" for line in lines))
         pipe.flush()
 
+    # what an ACTIVATE from standby has kept: every line but its real servers' (AddDests)
+    kept = {id(op): f"* {op}\n".encode() for op in ops if not isinstance(op, AddDests)}
     out = {
-        "render": (len(ops), per(lambda: [str(op) for op in ops], len(ops))),
+        "render": (len(each(ops)), per(lambda: [str(op) for op in each(ops)], len(each(ops)))),
+        "logged": (1, per(Commands(tuple(ops), kept).encoded, 1)),
         "pipe_per_line": (len(lines), per(per_line, len(lines))),
         "pipe_joined": (1, per(joined, 1)),
         "lines": len(lines),
