@@ -125,7 +125,7 @@ def widen_pipe(stream: object) -> None:
 
 
 SPARE_OBJECTS = 16384  # small objects of 96 bytes: 1.5 MiB, more than one arena
-SPARE_HEAP = 1 << 16
+SPARE_HEAP = 1 << 16  # the first, mapped piece is larger than the second, kept one
 
 
 def warm() -> None:
