@@ -24,7 +24,7 @@ from cgp_ipvs_helper.helper import Helper
 from cgp_ipvs_helper.kernel import Kernel
 from cgp_ipvs_helper.model import KernelState
 from cgp_ipvs_helper.operations import AddDests, Operation, each
-from cgp_ipvs_helper.protocol import Commands
+from cgp_ipvs_helper.protocol import Commands, logged
 
 from .report import per
 
@@ -94,7 +94,7 @@ def steps(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, Any]:
         pipe.flush()
 
     # what an ACTIVATE from standby has kept: every line but its real servers' (AddDests)
-    kept = {id(op): f"* {op}\n".encode() for op in ops if not isinstance(op, AddDests)}
+    kept = {id(op): logged(op) for op in ops if not isinstance(op, AddDests)}
     out = {
         "render": (len(each(ops)), per(lambda: [str(op) for op in each(ops)], len(each(ops)))),
         "logged": (1, per(Commands(tuple(ops), kept).encoded, 1)),

@@ -102,10 +102,12 @@ class Commands:
         from standby logs thousands: joined from the lines built while standby and the parts
         of its real servers (`logged()`), not rendered and encoded one by one."""
         known = self.known
-        return b"".join([known.get(id(op)) or _logged(op) for op in self.ops])
+        return b"".join([known.get(id(op)) or logged(op) for op in self.ops])
 
 
-def _logged(op: object) -> bytes:
+def logged(op: object) -> bytes:
+    """An operation's info line(s), encoded: what `Commands` logs for it (and what an ACTIVATE
+    planned while standby keeps, ready.py)."""
     many = getattr(op, "logged", None)  # the lines of an operation standing for many
     return many() if many is not None else f"* {op}\n".encode("utf-8", "replace")
 

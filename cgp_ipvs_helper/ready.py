@@ -28,6 +28,7 @@ from .model import KernelState, Role, ServiceKey, Settings, is_ipv6
 from .operations import AddDests, AddService, Operation, prepare_real_servers
 from .outgoing import MemberMap
 from .planner import _our_service, _weight, announce, desired_state, ip_order, plan
+from .protocol import logged
 
 
 @frozen(eq=False)
@@ -91,11 +92,11 @@ def prepare(
         if isinstance(op, AddService) and not op.service.key.fwmark  # steering: the map's own
     )
     garp = announce(vips, settings.iface, members6)
-    logged = {id(op): f"* {op}\n".encode() for op in ops + garp}
+    kept = {id(op): logged(op) for op in ops + garp}
     prepare_real_servers(services)
     families = tuple((v6, tuple(keys)) for v6, keys in itertools.groupby(services, _ipv6))
     copy = attrs.evolve(member_map)
-    return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, families, logged)
+    return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, families, kept)
 
 
 def _ipv6(key: ServiceKey) -> bool:
