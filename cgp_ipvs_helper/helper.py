@@ -116,7 +116,8 @@ class Helper:
 
     def handle(self, line: str | bytes) -> Reply:
         """One request line → info values, then the response (none if the line had no seq)."""
-        serving = self.session.request(self.clock())
+        now = self.clock()  # (one read per request: a system call in some kernels)
+        serving = self.session.request(now)
         try:
             request = parse_line(line)
         except BadRequest as exc:
@@ -130,7 +131,7 @@ class Helper:
             return not_served(request.seq, line)
         infos: Infos = []
         try:
-            response = self._dispatch(request, infos)
+            response = self._dispatch(request, infos, now)
         except Exception as exc:  # a bug must cost one request, not the helper
             if self.session.quit_seq == request.seq:
                 self.session.quit_seq = None  # a QUIT answered here is not answered again
@@ -154,7 +155,7 @@ class Helper:
         """CGP went away (or SIGTERM): as QUIT, without a response."""
         infos: Infos = []
         if not self.session.quitting:
-            self._quit(None, infos)
+            self._quit(None, infos, self.clock())
         return Reply(tuple(infos))
 
     def reload(self) -> Reply:
@@ -220,17 +221,17 @@ class Helper:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _dispatch(self, request: Request, infos: Infos) -> Response | None:
+    def _dispatch(self, request: Request, infos: Infos, now: float) -> Response | None:
         if isinstance(request, Intf):
             return Response(request.seq, "INTF", INTF_VERSION)
         if isinstance(request, Status):
             return Response(request.seq, "OK", self.status())
         if isinstance(request, Activate):
-            return self._activate(request, infos)
+            return self._activate(request, infos, now)
         if isinstance(request, Deactivate):
-            return self._deactivate(request, infos)
+            return self._deactivate(request, infos, now)
         if isinstance(request, Quit):
-            return self._quit(request.seq, infos)
+            return self._quit(request.seq, infos, now)
         raise TypeError(f"unhandled request {request!r}")
 
     def status(self) -> str:
@@ -248,7 +249,7 @@ class Helper:
         listed = [members6[m] for m in ses.members if m in members6]
         return f"{text} vips6={v6} members6={','.join(listed)}"
 
-    def _activate(self, req: Activate, infos: Infos) -> Response:
+    def _activate(self, req: Activate, infos: Infos, now: float) -> Response:
         if self.vip_error is not None:
             return Response(req.seq, "ERROR", str(self.vip_error))
         iface = self.settings.iface
@@ -263,7 +264,7 @@ class Helper:
             return Response(req.seq, "ERROR", str(exc))
         except BadRequest as exc:
             return Response(req.seq, "ERROR", exc.reason)
-        self.session.activate(balanced, self_ip, self.clock())
+        self.session.activate(balanced, self_ip, now)
         self.arpwatch.watch(self.vips)
         failures = self._converge(infos, actual=actual, garp=True)
         text = f"active vips={len(self.vips)} members={len(balanced)}"
@@ -279,18 +280,18 @@ class Helper:
             return []
         return [Info(str(conflict)) for conflict in self.arpwatch.due(now)]
 
-    def _deactivate(self, req: Deactivate, infos: Infos) -> Response:
-        if not self.session.deactivate(self.clock()):
+    def _deactivate(self, req: Deactivate, infos: Infos, now: float) -> Response:
+        if not self.session.deactivate(now):
             return Response(req.seq, "OK", "standby")
         return answer(req.seq, self._converge(infos), "standby")
 
-    def _quit(self, seq: str | None, infos: Infos) -> Response | None:
+    def _quit(self, seq: str | None, infos: Infos, now: float) -> Response | None:
         """Drain if active, then stop; the answer waits for STOPPED (in a later tick if need be).
 
         The answer is OK even when the last step failed: CGP is stopping the helper either way,
         the FAILED lines say what was left, and the next start removes it as a dead run's.
         """
-        self.session.quit(self.clock(), seq)
+        self.session.quit(now, seq)
         if self.session.state is State.STOPPING:
             infos.append(Info(f"stopping: draining for {self.settings.drain:g}s first"))
         self._converge(infos)

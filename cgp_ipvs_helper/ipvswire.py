@@ -150,15 +150,30 @@ def _dest_head(cmd: int, key: ServiceKey) -> bytes:
 def _dest(ip: str, port: int, weight: int | None) -> bytes:
     # no IPVS_DEST_ATTR_ADDR_FAMILY: a real server of ours has its service's family, which the
     # kernel takes when the attribute is missing (and kernels before 3.18 do not know it)
-    a = nla(IPVS_DEST_ATTR_ADDR, packed(ip)[1]) + nla(IPVS_DEST_ATTR_PORT, BE16.pack(port))
-    if weight is not None:
-        a += (
-            nla(IPVS_DEST_ATTR_FWD_METHOD, U32.pack(IP_VS_CONN_F_DROUTE))
-            + nla(IPVS_DEST_ATTR_WEIGHT, U32.pack(weight))
-            + nla(IPVS_DEST_ATTR_U_THRESH, U32.pack(0))
-            + nla(IPVS_DEST_ATTR_L_THRESH, U32.pack(0))
-        )
-    return nla(IPVS_CMD_ATTR_DEST, a)
+    addr = packed(ip)[1]
+    own = (4 + len(addr), IPVS_DEST_ATTR_ADDR, addr, 6, IPVS_DEST_ATTR_PORT, BE16.pack(port))
+    if weight is None:
+        head = _DESTS[len(addr), False]
+        return head.pack(head.size, IPVS_CMD_ATTR_DEST, *own)
+    head = _DESTS[len(addr), True]
+    return head.pack(
+        head.size,
+        IPVS_CMD_ATTR_DEST,
+        *own,
+        *(8, IPVS_DEST_ATTR_FWD_METHOD, IP_VS_CONN_F_DROUTE),
+        *(8, IPVS_DEST_ATTR_WEIGHT, weight),
+        *(8, IPVS_DEST_ATTR_U_THRESH, 0),
+        *(8, IPVS_DEST_ATTR_L_THRESH, 0),
+    )
+
+
+# A real server's attribute in one pack, as nla() nests it: its length and type, the address
+# (4 or 16 bytes), the port (padded to 4), then for NEW/SET_DEST four u32 attributes.
+_DESTS = {
+    (n, full): struct.Struct(f"=HH HH{n}s HH2s2x" + " HHI" * 4 * full)
+    for n in (4, 16)
+    for full in (False, True)
+}
 
 
 def daemon_attrs(d: Daemon, full: bool) -> bytes:

@@ -227,6 +227,23 @@ def test_an_activations_real_servers_are_the_requests_of_each_one() -> None:
         assert list(ipvswire.dest_requests(42, block.services, block.servers)) == expected
 
 
+@pytest.mark.parametrize("ip", ["192.0.2.12", "2001:db8::b"])
+@pytest.mark.parametrize("port", [0, 5060, 65535])
+@pytest.mark.parametrize("weight", [None, 0, 100, 0xFFFFFFFF])
+def test_a_real_servers_attribute_packed_at_once_is_the_nested_attributes(
+    ip: str, port: int, weight: int | None
+) -> None:
+    nla, u32 = nlwire.nla, nlwire.U32.pack
+    nested = nla(ipvswire.IPVS_DEST_ATTR_ADDR, nlwire.packed(ip)[1])
+    nested += nla(ipvswire.IPVS_DEST_ATTR_PORT, nlwire.BE16.pack(port))
+    if weight is not None:
+        nested += nla(ipvswire.IPVS_DEST_ATTR_FWD_METHOD, u32(ipvswire.IP_VS_CONN_F_DROUTE))
+        nested += nla(ipvswire.IPVS_DEST_ATTR_WEIGHT, u32(weight))
+        nested += nla(ipvswire.IPVS_DEST_ATTR_U_THRESH, u32(0))
+        nested += nla(ipvswire.IPVS_DEST_ATTR_L_THRESH, u32(0))
+    assert ipvswire._dest(ip, port, weight) == nla(ipvswire.IPVS_CMD_ATTR_DEST, nested)
+
+
 def test_a_datagram_numbers_its_messages_and_asks_only_the_last_for_the_ack() -> None:
     requests = [(20, 0x600, b"\x02\x20\x00\x00"), (42, 0, b""), (21, 0, b"\x0a\x80\x00\x00" * 3)]
     data = nlsocket._datagram(requests, 7)
