@@ -136,8 +136,20 @@ def run(reps: int) -> dict[str, Any]:
             f"{ms(r['limit']['total_s'], 2)} ms"
         )
 
+    def pair(v: int, m: int) -> dict[str, Any]:
+        return {
+            "helper": helper_run(files[v], members_of(m)),
+            "limit": limit.measure(files[v], members_of(m)),
+        }
+
+    def show_pair(vm: tuple[int, int], r: dict[str, Any]) -> str:
+        h, lim = r["helper"]["ok_s"], r["limit"]["total_s"]
+        return f"activation {vm[0]}x{vm[1]}: helper OK {ms(h, 2)} ms; limit {ms(lim, 2)} ms"
+
     runs = repeat(reps, {vm: lambda vm=vm: case(*vm) for vm in CASES}, show)
-    (table, targets), (versus, more) = latency(runs, reps), limit.table(runs)
+    more_pairs = {vm: lambda vm=vm: pair(*vm) for vm in limit.LIMIT_CASES}
+    pairs = repeat(max(0, limit.PAIRS - reps), more_pairs, show_pair)
+    (table, targets), (versus, more) = latency(runs, reps), limit.table(runs, pairs)
     steering, target = steering_runs(files[TARGET_CASE[0]], tmp, reps)
     return result("activation", [table, versus, steering], [*targets, *more, target])
 
