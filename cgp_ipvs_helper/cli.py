@@ -151,7 +151,7 @@ def warm() -> None:
     spare += [object() for _ in range(SPARE_POOLS * POOL // 16)]  # 16 bytes
     spare += [(1 << 40) + i for i in range(SPARE_POOLS * POOL // 32)]  # 32 bytes
     del spare
-    spare = [bytes(48) for _ in range(SPARE_OBJECTS)]  # (freed with the first, 11 faults)
+    spare = [bytes(48) for _ in range(SPARE_OBJECTS)]  # (in the list above: 11 faults left)
     del spare
     # The log of an ACTIVATE is joined into one piece of up to a few hundred KiB, which the C
     # allocator maps fresh (untouched) above its threshold (128 KiB). A freed mapped piece
