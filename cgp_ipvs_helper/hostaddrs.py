@@ -74,25 +74,25 @@ def clash_error(
     )
 
 
-def subnet_edge(ip: str, on_iface: Sequence[Address]) -> str | None:
-    """What `ip` is if it is the broadcast or network address of an IPv4 subnet on -i: no
+def subnet_edges(on_iface: Sequence[Address]) -> dict[str, str]:
+    """The broadcast and network addresses of the IPv4 subnets on -i, each with what it is: no
     host, as 255.255.255.255 is none (a real server there is every host of the LAN, or none).
-    Integer arithmetic: ipaddress's cached properties take a lock, and every lock reads the
-    clock, a system call in user-mode Linux (8 of them per ACTIVATE of 4 members)."""
-    value = _ipv4_int(ip)
-    if value is None:
-        return None
+    The first subnet listed names an address two share."""
+    edges: dict[str, str] = {}
     for a in on_iface:
         own = _ipv4_int(a.ip) if a.prefixlen <= 30 else None
         if own is None:
             continue
         hostbits = 32 - a.prefixlen
         first = own >> hostbits << hostbits
-        if value in (first, first | ((1 << hostbits) - 1)):
-            what = "network" if value == first else "broadcast"
-            net = ipaddress.IPv4Network((first, a.prefixlen))
-            return f"{what} address of {a.dev}'s subnet {net}"
-    return None
+        net = ipaddress.IPv4Network((first, a.prefixlen))
+        last = first | ((1 << hostbits) - 1)
+        for value, what in ((first, "network"), (last, "broadcast")):
+            edges.setdefault(
+                socket.inet_ntoa(value.to_bytes(4, "big")),
+                f"{what} address of {a.dev}'s subnet {net}",
+            )
+    return edges
 
 
 def _ipv4_int(ip: str) -> int | None:

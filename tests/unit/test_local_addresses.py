@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cgp_ipvs_helper import hostaddrs
-from cgp_ipvs_helper.hostaddrs import local_clashes, subnet_edge
+from cgp_ipvs_helper.hostaddrs import local_clashes, subnet_edges
 from cgp_ipvs_helper.model import Address, KernelState, Settings
 from cgp_ipvs_helper.operations import DelAddress
 from cgp_ipvs_helper.planner import Role, desired_state, plan
@@ -65,7 +65,7 @@ def test_ipv6_vips_are_128s() -> None:
 
 
 def _edge_by_ipaddress(ip: str, on_iface: tuple[Address, ...]) -> str | None:
-    """What subnet_edge said when it used ipaddress's network objects."""
+    """What the member check said when it used ipaddress's network objects."""
     for a in on_iface:
         if a.prefixlen <= 30 and ":" not in a.ip:
             net = ipaddress.IPv4Network(f"{a.ip}/{a.prefixlen}", strict=False)
@@ -84,12 +84,12 @@ _IPV4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
     st.one_of(_IPV4, st.just("2001:db8::1")),
     st.data(),
 )
-def test_subnet_edge_is_what_ipaddress_says(nets, member, data) -> None:
+def test_subnet_edges_are_what_ipaddress_says(nets, member, data) -> None:
     on_iface = tuple(Address(ip, "eth0", prefix) for ip, prefix in nets)
     if nets and data.draw(st.booleans()):  # often an edge of one of them
         net = ipaddress.IPv4Network(data.draw(st.sampled_from(nets)), strict=False)
         member = str(data.draw(st.sampled_from([net.network_address, net.broadcast_address])))
-    assert subnet_edge(member, on_iface) == _edge_by_ipaddress(member, on_iface)
+    assert subnet_edges(on_iface).get(member) == _edge_by_ipaddress(member, on_iface)
 
 
 def test_an_interface_is_looked_up_by_its_exact_name() -> None:
