@@ -71,7 +71,7 @@ def start_notes(
     return notes
 
 
-@frozen
+@frozen(eq=False)
 class Resolver:
     """What an ACTIVATE's members are checked against, worked out from one kernel state (while
     standby, for the state an ACTIVATE from standby uses): the VIP file error a VIP that has
@@ -106,7 +106,7 @@ class Resolver:
         if no listed member is local). VipFileError if a VIP is an address of this host;
         BadRequest for a VIP or a subnet edge listed as a member."""
         if self.error is not None:
-            raise self.error
+            raise self.error.with_traceback(None)  # (raised again: not onto its last traceback)
         for m in listed:
             if m in self.vips:
                 raise BadRequest(None, f"member {m} is a VIP")

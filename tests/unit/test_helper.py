@@ -407,3 +407,20 @@ def test_an_unexpected_error_costs_one_request_not_the_helper(helper, kernel, cl
     assert infos(helper.tick())[0].startswith("internal error at ")
     del kernel.apply_many
     assert helper.handle("2 ACTIVATE 192.0.2.11").response == ok("2", "active vips=2 members=1")
+
+
+def test_a_vip_that_became_an_address_of_this_host_is_refused_at_each_activate(
+    helper, kernel, clock
+) -> None:
+    kernel.addresses.append(Address(VIPS[1], "eth1", 24))  # someone gave it to another device
+    clock.advance(15)
+    helper.tick()  # the refresh reads it: the ACTIVATE planned ahead is checked against it
+    kernel.take()
+    reason = f"already an address of this host on eth1 ({VIPS[1]}/24)"
+    for seq in ("1", "2"):  # the same answer each time, from what standby worked out
+        out = helper.handle(f"{seq} ACTIVATE 192.0.2.11")
+        assert out.response is not None and out.response.kind == "ERROR", out
+        assert (
+            out.response.text.startswith("/etc/sysconfig/vipaddrs") and reason in out.response.text
+        )
+    assert kernel.take() == [] and helper.session.role is Role.STANDBY
