@@ -148,8 +148,7 @@ def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
         "ACTIVATE against the kernel's own limit (inside user-mode Linux)",
         "VIPs x members | runs | messages (IPVS + address) | frames | limit ms | "
         "of it netlink ms | of it frames ms (sendmmsg) | frames ms, one sendto() each | "
-        "helper OK ms | "
-        "helper / limit | same state".split(" | "),
+        "helper OK ms | helper / limit | same state".split(" | "),
     )
     targets = []
     for (v, m), rs in runs.items():
