@@ -23,12 +23,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
+from pyroute2.netlink import NLMSG_ERROR
 
 from cgp_ipvs_helper import arp, mmsg, nd
 from cgp_ipvs_helper.model import Role, Settings
 from cgp_ipvs_helper.netlink import HANDLERS, NetlinkKernel
-from cgp_ipvs_helper.nlsocket import NETLINK_GENERIC, NETLINK_ROUTE
+from cgp_ipvs_helper.nlsocket import NETLINK_GENERIC, NETLINK_ROUTE, datagram
 from cgp_ipvs_helper.nlwire import NLMSGHDR
 from cgp_ipvs_helper.planner import announce, desired_state, plan, sysctl_paths
 from tests.lab.netns import in_netns
@@ -70,13 +70,8 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
                     else (arp.ETH_P_ARP, arp.frame(mac, addr, kind == arp.REPLY))
                 )
             continue
-        last = seq + len(requests) - 1  # one datagram, the last message acked
-        flags = [NLM_F_REQUEST | NLM_F_ACK * (n == last) for n in range(seq, last + 1)]
-        msgs = [
-            NLMSGHDR.pack(16 + len(b), t, f | f2, n, 0) + b
-            for n, f2, (t, f, b) in zip(range(seq, last + 1), flags, requests)
-        ]
-        datagrams.append((PROTOCOLS[channel], last, b"".join(msgs)))
+        last = seq + len(requests) - 1  # one datagram as the helper frames it, the last acked
+        datagrams.append((PROTOCOLS[channel], last, datagram(requests, seq)))
         seq = last + 1
     return {"datagrams": datagrams, "frames": frames, "counts": dict(counts)}
 
@@ -114,8 +109,8 @@ def bare(path: str) -> dict[str, Any]:
     frames = mmsg.Round([(arp.sockaddr_ll(index, proto), f) for proto, f in data["frames"]])
     buf, errors, sent = bytearray(1 << 16), 0, 0
     t0 = time.perf_counter()
-    for proto, last, datagram in data["datagrams"]:
-        socks[proto].send(datagram)
+    for proto, last, payload in data["datagrams"]:
+        socks[proto].send(payload)
         acked = False
         while not acked:
             n, offset = socks[proto].recv_into(buf), 0

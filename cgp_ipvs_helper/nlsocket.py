@@ -194,7 +194,7 @@ class NetlinkSocket:
             chunk = requests[start : start + self.per_datagram]
             first = self._seqs(len(chunk))
             last = first + len(chunk) - 1
-            data = _datagram(chunk, first)
+            data = datagram(chunk, first)
             try:
                 self._send(sock, data)
                 acked = False
@@ -212,7 +212,7 @@ class NetlinkSocket:
         return failed
 
 
-def _datagram(requests: Sequence[Request], first: int) -> bytes:
+def datagram(requests: Sequence[Request], first: int) -> bytes:
     """The requests as messages numbered from `first`, the last asking for the ack; packed by
     map() and joined, so no Python code runs per message (thousands per ACTIVATE)."""
     types, flags, bodies = zip(*requests)

@@ -246,7 +246,7 @@ def test_a_real_servers_attribute_packed_at_once_is_the_nested_attributes(
 
 def test_a_datagram_numbers_its_messages_and_asks_only_the_last_for_the_ack() -> None:
     requests = [(20, 0x600, b"\x02\x20\x00\x00"), (42, 0, b""), (21, 0, b"\x0a\x80\x00\x00" * 3)]
-    data = nlsocket._datagram(requests, 7)
+    data = nlsocket.datagram(requests, 7)
     heads = [
         nlwire.NLMSGHDR.pack(20, 20, 0x601, 7, 0),
         nlwire.NLMSGHDR.pack(16, 42, 0x1, 8, 0),
