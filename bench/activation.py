@@ -126,7 +126,10 @@ def run(reps: int) -> dict[str, Any]:
         full = next(i for i, c in enumerate(todo) if c.startswith("arping ")) < FULL_LIMIT
         c, lim = classic_run(files[v], todo, full), limit.measure(files[v], members_of(m))
         check = classic_run(files[v], todo, False)["arp_s"] if (v, m) == CHECK_CASE else None
-        return {"helper": h, "classic": c, "limit": lim, "check_s": check}
+        out = {"helper": h, "classic": c, "limit": lim, "check_s": check}
+        if (v, m) in limit.LIMIT_CASES:
+            out["piped"] = limit.measure_piped(files[v], members_of(m))
+        return out
 
     def show(vm: tuple[int, int], r: dict[str, Any]) -> str:
         h, c = r["helper"], r["classic"]
@@ -140,18 +143,23 @@ def run(reps: int) -> dict[str, Any]:
         return {
             "helper": helper_run(files[v], members_of(m)),
             "limit": limit.measure(files[v], members_of(m)),
+            "piped": limit.measure_piped(files[v], members_of(m)),
         }
 
     def show_pair(vm: tuple[int, int], r: dict[str, Any]) -> str:
-        h, lim = r["helper"]["ok_s"], r["limit"]["total_s"]
-        return f"activation {vm[0]}x{vm[1]}: helper OK {ms(h, 2)} ms; limit {ms(lim, 2)} ms"
+        h, lim, pipe = r["helper"]["ok_s"], r["limit"]["total_s"], r["piped"]["ok_s"]
+        return (
+            f"activation {vm[0]}x{vm[1]}: helper OK {ms(h, 2)} ms; limit {ms(lim, 2)} ms; "
+            f"limit behind the pipe {ms(pipe, 2)} ms"
+        )
 
     runs = repeat(reps, {vm: lambda vm=vm: case(*vm) for vm in CASES}, show)
     more_pairs = {vm: lambda vm=vm: pair(*vm) for vm in limit.LIMIT_CASES}
     pairs = repeat(max(0, limit.PAIRS - reps), more_pairs, show_pair)
     (table, targets), (versus, more) = latency(runs, reps), limit.table(runs, pairs)
+    piped = limit.piped_table(runs, pairs)
     steering, target = steering_runs(files[TARGET_CASE[0]], tmp, reps)
-    return result("activation", [table, versus, steering], [*targets, *more, target])
+    return result("activation", [table, versus, piped, steering], [*targets, *more, target])
 
 
 def latency(runs: Runs, reps: int) -> tuple[Table, list[Target]]:

@@ -12,6 +12,7 @@ leaves is compared with the helper's. The frames are then sent again with one se
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import socket
 import struct
@@ -31,9 +32,10 @@ from cgp_ipvs_helper.netlink import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.nlsocket import NETLINK_GENERIC, NETLINK_ROUTE, datagram
 from cgp_ipvs_helper.nlwire import NLMSGHDR
 from cgp_ipvs_helper.planner import announce, desired_state, plan, sysctl_paths
+from tests.lab.driver import HelperProcess
 from tests.lab.netns import in_netns
 
-from .lab import FE_IP, snapshot, standby, vips_in
+from .lab import FE_IP, ArpWatch, activate, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms
 
 LIMIT_CASES = ((256, 4), (8, 4))  # issue 12: ACTIVATE within 2x of the limit for these
@@ -73,7 +75,7 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
         last = seq + len(requests) - 1  # one datagram as the helper frames it, the last acked
         datagrams.append((PROTOCOLS[channel], last, datagram(requests, seq)))
         seq = last + 1
-    return {"datagrams": datagrams, "frames": frames, "counts": dict(counts)}
+    return {"datagrams": datagrams, "frames": frames, "counts": dict(counts), "vips": len(vips)}
 
 
 def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
@@ -91,9 +93,32 @@ def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
         return {**json.loads(out.stdout), "counts": data["counts"], "state": snapshot(fe)}
 
 
-def bare(path: str) -> dict[str, Any]:
-    """The bare process: load, open, then time the system calls alone."""
-    data = pickle.loads(Path(path).read_bytes())
+def measure_piped(vipfile: str, members: list[str]) -> dict[str, Any]:
+    """The limit answering over the helper's pipe (`piped`), from the helper's standby, timed
+    as the helper's ACTIVATE is, ARP watch included: its OK, its first ARP and the state."""
+    with standby("pip", vipfile) as (helper, fe, client), tempfile.TemporaryDirectory() as tmp:
+        helper.kill()
+        path = Path(tmp, "limit.pickle")
+        with in_netns(fe.ns):
+            data = build(vipfile, members, bytes.fromhex(fe.mac.replace(":", "")))
+        path.write_bytes(pickle.dumps(data))
+        argv = [sys.executable, "-m", "bench.limit", str(path), "--piped"]
+        bare_ = HelperProcess(fe, argv=argv, timed=True)
+        try:
+            bare_.wait_started(timeout=60)
+            watch = ArpWatch(client, fe.mac, vips_in(vipfile))
+            reply = activate(bare_, members, data["vips"])
+            arp_at = watch.first()
+            bare_.wait(30)
+        finally:
+            bare_.kill()
+        errors = json.loads(Path(f"{path}.json").read_text())["errors"]
+        arp_s = arp_at and arp_at - reply.sent
+        return {"ok_s": reply.seconds, "arp_s": arp_s, "errors": errors, "state": snapshot(fe)}
+
+
+def _opened(data: dict[str, Any]) -> tuple[dict[int, socket.socket], socket.socket, mmsg.Round]:
+    """Every socket the limit sends on, opened and bound, and its round of frames laid out."""
     socks = {
         proto: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto)
         for proto in PROTOCOLS.values()
@@ -107,8 +132,15 @@ def bare(path: str) -> dict[str, Any]:
     packet.bind(("eth0", 0))
     index = socket.if_nametoindex("eth0")
     frames = mmsg.Round([(arp.sockaddr_ll(index, proto), f) for proto, f in data["frames"]])
+    return socks, packet, frames
+
+
+def _send(
+    data: dict[str, Any], socks: dict[int, socket.socket], packet: socket.socket, round_: mmsg.Round
+) -> tuple[int, float]:
+    """The datagrams, each run acked once, then the frames in one sendmmsg: (errors, the time
+    the netlink part ended)."""
     buf, errors, sent = bytearray(1 << 16), 0, 0
-    t0 = time.perf_counter()
     for proto, last, payload in data["datagrams"]:
         socks[proto].send(payload)
         acked = False
@@ -122,7 +154,16 @@ def bare(path: str) -> dict[str, Any]:
                 offset += (length + 3) & ~3
     t1 = time.perf_counter()
     while sent < len(data["frames"]):
-        sent += frames.send(packet.fileno(), sent)
+        sent += round_.send(packet.fileno(), sent)
+    return errors, t1
+
+
+def bare(path: str) -> dict[str, Any]:
+    """The bare process: load, open, then time the system calls alone."""
+    data = pickle.loads(Path(path).read_bytes())
+    socks, packet, round_ = _opened(data)
+    t0 = time.perf_counter()
+    errors, t1 = _send(data, socks, packet, round_)
     t2 = time.perf_counter()
     for proto, frame in data["frames"]:
         packet.sendto(frame, ("eth0", proto))
@@ -134,6 +175,31 @@ def bare(path: str) -> dict[str, Any]:
         frames_one_send_each_s=t3 - t2,
         errors=errors,
     )
+
+
+def _line(buf: bytearray) -> bytes:
+    """The next line on stdin, read as the helper reads (os.read, no Python buffering)."""
+    while b"\n" not in buf:
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            raise EOFError("stdin closed")
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line
+
+
+def piped(path: str) -> None:
+    """The limit behind the helper's pipe: answer INTF like the helper once started, wait idle
+    for the ACTIVATE line, make the changes, answer OK; the errors go to PATH.json."""
+    data, buf = pickle.loads(Path(path).read_bytes()), bytearray()
+    socks, packet, round_ = _opened(data)
+    seq, _ = _line(buf).split(b" ", 1)
+    os.write(1, seq + b" INTF 1\n")
+    seq, _ = _line(buf).split(b" ", 1)
+    errors, _t1 = _send(data, socks, packet, round_)
+    os.write(1, seq + b" OK active vips=%d\n" % data["vips"])
+    Path(path + ".json").write_text(json.dumps({"errors": errors}))
 
 
 def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
@@ -175,5 +241,64 @@ def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
     return t, targets
 
 
+def piped_table(runs: Runs, pairs: Runs) -> Table:
+    """Issue 12's cases: the helper against the limit and the limit behind the helper's pipe,
+    so the distance splits into the pipe's part and the helper's own."""
+    cases = [vm for vm in LIMIT_CASES if vm in runs]
+    t = Table(
+        "Where the distance to the limit goes: the limit behind the helper's pipe "
+        "(inside user-mode Linux)",
+        ["ms (median, min-max)", *(f"{v} x {m}" for v, m in cases)],
+    )
+    rows: dict[str, list[str]] = {}
+    for vm in cases:
+        rs = runs[vm] + pairs.get(vm, [])
+        lim = [r["limit"]["total_s"] for r in rs]
+        pipe = [r["piped"]["ok_s"] for r in rs]
+        ok = [r["helper"]["ok_s"] for r in rs]
+        parts = {
+            "limit: the system calls alone": mm(lim, 1000, 2, 2),
+            "the limit behind the pipe: ACTIVATE written -> OK read": mm(pipe, 1000, 2, 2),
+            "of it the pipe, the wake-up and the read, not in the limit": ms(
+                median(pipe) - median(lim), 2
+            ),
+            "helper: ACTIVATE written -> OK read": mm(ok, 1000, 2, 2),
+            "of it the helper's own work beyond the limit behind the pipe": ms(
+                median(ok) - median(pipe), 2
+            ),
+            "first gratuitous ARP after: the limit behind the pipe": mm(
+                [r["piped"]["arp_s"] for r in rs if r["piped"]["arp_s"]], 1000, 2, 2
+            ),
+            "first gratuitous ARP after: the helper": mm(
+                [r["helper"]["arp_s"] for r in rs if r["helper"]["arp_s"]], 1000, 2, 2
+            ),
+            "helper / limit": f"{median(ok) / median(lim):.2f}x",
+            "helper / the limit behind the pipe": f"{median(ok) / median(pipe):.2f}x",
+            "same state (every run of the three)": "yes"
+            if all(r["piped"]["state"] == r["helper"]["state"] for r in rs)
+            and all(r["piped"]["errors"] == 0 for r in rs)
+            else "NO",
+        }
+        for name, cell in parts.items():
+            rows.setdefault(name, []).append(cell)
+    for name, cells in rows.items():
+        t.add(name, *cells)
+    t.notes += [
+        "the limit behind the pipe = the limit's process (bench/limit.py --piped) standing "
+        "where the helper stands: started from the same standby, it answers the INTF, waits "
+        "idle in read() like the helper in select(), reads the ACTIVATE line, sends the "
+        "same prebuilt messages and frames, and writes OK; timed by the same reader as the "
+        "helper, from writing ACTIVATE to reading OK (the same runs as the table above).",
+        "So no helper behind CGP's pipe can answer sooner than that row; what the helper "
+        "takes beyond it is its own work on the request: reading and parsing the line, "
+        "checking the members, planning the real servers, encoding them, batching, its log "
+        "lines and their write, as Python code woken from select() runs it once.",
+    ]
+    return t
+
+
 if __name__ == "__main__":
-    print(json.dumps(bare(sys.argv[1])))
+    if sys.argv[2:] == ["--piped"]:
+        piped(sys.argv[1])
+    else:
+        print(json.dumps(bare(sys.argv[1])))
