@@ -39,7 +39,7 @@ from .lab import FE_IP, ArpWatch, activate, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms
 
 LIMIT_CASES = ((256, 4), (8, 4))  # issue 12: ACTIVATE within 2x of the limit for these
-PAIRS = 9  # helper and limit runs of those cases at least (their medians decide the target)
+PAIRS = 15  # helper and limit runs of those cases at least (their medians decide the target)
 PROTOCOLS = {"genl": NETLINK_GENERIC, "rtnl": NETLINK_ROUTE}
 PARTS = ("netlink_s", "frames_s", "frames_one_send_each_s")  # the columns after the limit
 Runs = dict[tuple[int, int], list[dict[str, Any]]]
