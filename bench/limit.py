@@ -5,8 +5,12 @@ messages the helper's netlink kernel encodes (its `HANDLERS`) for the helper's p
 datagram per channel run acked once, then the gratuitous ARP frames in one sendmmsg; all built
 and every socket open before its clock starts, which covers only the system calls. The state it
 leaves is compared with the helper's. The frames are then sent again with one sendto() each.
+Behind the helper's pipe (`--piped`), the same process stands where the helper stands and is
+timed as the helper is, so the distance to the limit splits into the pipe's part and the
+helper's own.
 
     python -m bench.limit DATA.pickle    (the bare process: prints one JSON object)
+    python -m bench.limit DATA.pickle --piped    (answers INTF, then ACTIVATE, on its pipes)
 """
 
 from __future__ import annotations
