@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from cgp_ipvs_helper.nlsocket import NETLINK_GENERIC, NETLINK_ROUTE, datagram
 from cgp_ipvs_helper.nlwire import NLMSGHDR
 from cgp_ipvs_helper.planner import announce, desired_state, plan, sysctl_paths
 from tests.lab.driver import HelperProcess
+from tests.lab.lan import Host
 from tests.lab.netns import in_netns
 
 from .lab import FE_IP, ArpWatch, activate, snapshot, standby, vips_in
@@ -82,16 +85,26 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
     return {"datagrams": datagrams, "frames": frames, "counts": dict(counts), "vips": len(vips)}
 
 
-def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
-    """One limit run from the helper's standby (the helper killed); its times and the state."""
-    with standby("lim", vipfile) as (helper, fe, _client), tempfile.TemporaryDirectory() as tmp:
-        helper.kill()  # its standby state stays
+@contextmanager
+def _from_standby(
+    tag: str, vipfile: str, members: list[str]
+) -> Iterator[tuple[Host, Host, Path, dict[str, Any]]]:
+    """(fe, client, path, data): the helper's standby with the helper killed (its state stays),
+    and the limit's data built there, pickled at `path` for the bare process."""
+    with standby(tag, vipfile) as (helper, fe, client), tempfile.TemporaryDirectory() as tmp:
+        helper.kill()
         path = Path(tmp, "limit.pickle")
         with in_netns(fe.ns):
             data = build(vipfile, members, bytes.fromhex(fe.mac.replace(":", "")))
-            path.write_bytes(pickle.dumps(data))
-            argv = [sys.executable, "-m", "bench.limit", str(path)]
-            out = subprocess.run(argv, capture_output=True, text=True)
+        path.write_bytes(pickle.dumps(data))
+        yield fe, client, path, data
+
+
+def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
+    """One limit run from the helper's standby; its times and the state."""
+    with _from_standby("lim", vipfile, members) as (fe, _client, path, data):
+        argv = [sys.executable, "-m", "bench.limit", str(path)]
+        out = fe.call(lambda: subprocess.run(argv, capture_output=True, text=True))
         if out.returncode != 0:
             raise RuntimeError(f"bench.limit failed: {out.stderr[-500:]}")
         return {**json.loads(out.stdout), "counts": data["counts"], "state": snapshot(fe)}
@@ -100,12 +113,7 @@ def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
 def measure_piped(vipfile: str, members: list[str]) -> dict[str, Any]:
     """The limit answering over the helper's pipe (`piped`), from the helper's standby, timed
     as the helper's ACTIVATE is, ARP watch included: its OK, its first ARP and the state."""
-    with standby("pip", vipfile) as (helper, fe, client), tempfile.TemporaryDirectory() as tmp:
-        helper.kill()
-        path = Path(tmp, "limit.pickle")
-        with in_netns(fe.ns):
-            data = build(vipfile, members, bytes.fromhex(fe.mac.replace(":", "")))
-        path.write_bytes(pickle.dumps(data))
+    with _from_standby("pip", vipfile, members) as (fe, client, path, data):
         argv = [sys.executable, "-m", "bench.limit", str(path), "--piped"]
         bare_ = HelperProcess(fe, argv=argv, timed=True)
         try:
