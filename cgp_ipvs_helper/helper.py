@@ -74,7 +74,6 @@ class Helper:
         self.retired: frozenset[str] = frozenset()
         self.ipvs_problem: str | None = None
         self.ready: Ready | None = None  # while standby: the ACTIVATE planned ahead (ready.py)
-        self.resolver: members.Resolver | None = None  # its members' checks, for ready's state
         self.told_no_ipv6: set[str] = set()  # members said to lack an IPv6 address, once each
         s = settings
         self._options = f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
@@ -258,10 +257,11 @@ class Helper:
             return Response(req.seq, "ERROR", f"-i {iface}: no such interface")
         # from standby, the state read at the last step, which ready was planned against
         ahead = self.ready if self.session.state is State.STANDBY else None
-        actual = self._observe(infos) if ahead is None else ahead.state
-        resolver = self.resolver
-        if resolver is None or resolver.state is not actual:
+        if ahead is None:
+            actual = self._observe(infos)
             resolver = members.Resolver.of(self.settings, self.vips, actual)
+        else:
+            actual, resolver = ahead.state, ahead.members
         try:
             balanced, self_ip = resolver.resolve(req.members)
         except VipFileError as exc:
@@ -361,7 +361,6 @@ class Helper:
             last = prepare(self.settings, self.vips, self.retired, self.map, state)
             if last is not None:
                 self.kernel.prepare(last.ops())
-                self.resolver = members.Resolver.of(self.settings, self.vips, last.state)
         self.ready = last
 
     def _observe(self, infos: Infos) -> KernelState:

@@ -80,7 +80,6 @@ class Resolver:
     members up instead of working these out with code it runs for the first time (cold, in a
     process woken by the request: 40 us in the user-mode kernel)."""
 
-    state: KernelState
     error: VipFileError | None
     vips: frozenset[str]
     edges: Mapping[str, str]
@@ -92,7 +91,6 @@ class Resolver:
     def of(cls, settings: Settings, vips: Sequence[str], actual: KernelState) -> Resolver:
         iface, wanted = settings.iface, frozenset(vips)
         return cls(
-            actual,
             clash_error(vips, actual, iface, settings.vipfile),
             wanted,
             subnet_edges(actual.addresses_on(iface)),

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 from attrs import frozen
 
+from .members import Resolver
 from .model import KernelState, Role, ServiceKey, Settings, is_ipv6
 from .operations import AddDests, AddService, Operation, prepare_real_servers
 from .outgoing import MemberMap
@@ -37,7 +38,7 @@ class Ready:
     copy of the member map as it was), less the real servers of the VIPs' services
     (`families`: IPv6 or not, and the services): `before` ends with the services' additions,
     `after` follows those real servers, `garp` is the announcement; `logged` holds the info
-    line of each, encoded, by id()."""
+    line of each, encoded, by id(); `members` checks the ACTIVATE's members against `state`."""
 
     state: KernelState
     vips: tuple[str, ...]
@@ -48,6 +49,7 @@ class Ready:
     garp: tuple[Operation, ...]
     families: tuple[tuple[bool, tuple[ServiceKey, ...]], ...]
     logged: Mapping[int, bytes]
+    members: Resolver
 
     def ops(self) -> tuple[Operation, ...]:
         """Every operation built ahead, for `Kernel.prepare`."""
@@ -96,7 +98,8 @@ def prepare(
     prepare_real_servers(services)
     families = tuple((v6, tuple(keys)) for v6, keys in itertools.groupby(services, _ipv6))
     copy = attrs.evolve(member_map)
-    return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, families, kept)
+    checks = Resolver.of(settings, vips, state)
+    return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, families, kept, checks)
 
 
 def _ipv6(key: ServiceKey) -> bool:
