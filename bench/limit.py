@@ -6,15 +6,18 @@ datagram per channel run acked once, then the gratuitous ARP frames in one sendm
 and every socket open before its clock starts, which covers only the system calls. The state it
 leaves is compared with the helper's. The frames are then sent again with one sendto() each.
 Behind the helper's pipe (`--piped`), the same process stands where the helper stands and is
-timed as the helper is, so the distance to the limit splits into the pipe's part and the
-helper's own.
+timed as the helper is; as the least helper (`--least`) it also does there what depends on the
+ACTIVATE's members, as any helper must once the line is read. So the distance to the limit
+splits into the pipe's part, the request's own work, and what the helper does beyond that.
 
     python -m bench.limit DATA.pickle    (the bare process: prints one JSON object)
     python -m bench.limit DATA.pickle --piped    (answers INTF, then ACTIVATE, on its pipes)
+    python -m bench.limit DATA.pickle --least    (the same, as the least helper)
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -32,13 +35,15 @@ from typing import Any
 
 from pyroute2.netlink import NLMSG_ERROR
 
-from cgp_ipvs_helper import arp, mmsg, nd
+from cgp_ipvs_helper import arp, cli, ipvswire, mmsg, nd, operations
 from cgp_ipvs_helper.model import Role, Settings
 from cgp_ipvs_helper.netlink import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.nlsocket import NETLINK_GENERIC, NETLINK_ROUTE, datagram
 from cgp_ipvs_helper.nlwire import NLMSGHDR
-from cgp_ipvs_helper.planner import announce, desired_state, plan, sysctl_paths
-from tests.lab.driver import HelperProcess
+from cgp_ipvs_helper.operations import AddDest, AddDests, Operation
+from cgp_ipvs_helper.planner import OTHER_WEIGHT, announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.protocol import logged
+from tests.lab.driver import HelperProcess, commands
 from tests.lab.lan import Host
 from tests.lab.netns import in_netns
 
@@ -53,22 +58,25 @@ Runs = dict[tuple[int, int], list[dict[str, Any]]]
 
 
 def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
-    """In the frontend's namespace, in standby: the helper's ACTIVATE, encoded by its kernel."""
+    """In the frontend's namespace, in standby: the helper's ACTIVATE, encoded by its kernel;
+    and for the least helper (`least`) the same less what depends on the members (`_least`)."""
     vips, kernel, runs = vips_in(vipfile), NetlinkKernel(), []
+    settings = Settings(vipfile=vipfile, iface="eth0")
     try:
-        settings = Settings(vipfile=vipfile, iface="eth0")
         desired = desired_state(settings, vips, Role.ACTIVE, members, FE_IP)
-        for op in plan(desired, kernel.observe(sysctl_paths("eth0"))) + announce(vips, "eth0"):
+        ops = plan(desired, kernel.observe(sysctl_paths("eth0"))) + announce(vips, "eth0")
+        for op in ops:
             channel = HANDLERS[type(op)].channel
             if channel is None:
                 raise RuntimeError(f"an operation the limit cannot batch: {op}")
             if not runs or runs[-1][0] != channel:
-                runs.append((channel, []))
+                runs.append((channel, [], []))
             runs[-1][1].append(HANDLERS[type(op)].run(kernel, op))
+            runs[-1][2].append(op)
     finally:
         kernel.close()
     datagrams, frames, seq, counts = [], [], 1, Counter[str]()
-    for channel, requests in runs:
+    for channel, requests, _ops in runs:
         counts[channel] += len(requests)
         if channel == "frames":
             for _dev, kind, addr in requests:
@@ -82,7 +90,43 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
         last = seq + len(requests) - 1  # one datagram as the helper frames it, the last acked
         datagrams.append((PROTOCOLS[channel], last, datagram(requests, seq)))
         seq = last + 1
-    return {"datagrams": datagrams, "frames": frames, "counts": dict(counts), "vips": len(vips)}
+    return {
+        "datagrams": datagrams,
+        "frames": frames,
+        "counts": dict(counts),
+        "vips": len(vips),
+        "least": _least(runs, datagrams, (FE_IP, settings.weight, OTHER_WEIGHT)),
+    }
+
+
+def _least(
+    runs: list[tuple[str, list[Any], list[Operation]]],
+    datagrams: list[tuple[int, int, bytes]],
+    weights: tuple[str, int, int],
+) -> dict[str, Any]:
+    """What the least helper keeps while standby: the limit's datagrams, but the one holding the
+    real servers as the requests before and after them (protocol, before, after); the real
+    servers' services; the log lines before and after theirs; (self, its weight, the others')."""
+    every = [op for _channel, _requests, ops in runs for op in ops]
+    dests = [i for i, op in enumerate(every) if isinstance(op, AddDest)]
+    if dests != list(range(dests[0], dests[-1] + 1)):
+        raise RuntimeError("the least helper expects the real servers in one run")
+    parts: list[Any] = []
+    family = 0
+    for (_channel, requests, ops), sent in zip((r for r in runs if r[0] != "frames"), datagrams):
+        at = [i for i, op in enumerate(ops) if isinstance(op, AddDest)]
+        family = requests[at[0]][0] if at else family  # (the IPVS family's id: a message type)
+        parts.append((sent[0], requests[: at[0]], requests[at[-1] + 1 :]) if at else sent)
+    return {
+        "parts": parts,
+        "keys": tuple(dict.fromkeys(every[i].dest.service for i in dests)),
+        "log": (
+            b"".join(map(logged, every[: dests[0]])),
+            b"".join(map(logged, every[dests[-1] + 1 :])),
+        ),
+        "weights": weights,
+        "family": family,
+    }
 
 
 @contextmanager
@@ -110,23 +154,31 @@ def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
         return {**json.loads(out.stdout), "counts": data["counts"], "state": snapshot(fe)}
 
 
-def measure_piped(vipfile: str, members: list[str]) -> dict[str, Any]:
-    """The limit answering over the helper's pipe (`piped`), from the helper's standby, timed
-    as the helper's ACTIVATE is, ARP watch included: its OK, its first ARP and the state."""
-    with _from_standby("pip", vipfile, members) as (fe, client, path, data):
-        argv = [sys.executable, "-m", "bench.limit", str(path), "--piped"]
+def measure_piped(vipfile: str, members: list[str], least: bool = False) -> dict[str, Any]:
+    """The limit answering over the helper's pipe (`piped`), or the least helper, from the
+    helper's standby, timed as the helper's ACTIVATE is, ARP watch included: its OK, its first
+    ARP, the state and the lines before its OK."""
+    with _from_standby("lst" if least else "pip", vipfile, members) as (fe, client, path, data):
+        argv = [sys.executable, "-m", "bench.limit", str(path), "--least" if least else "--piped"]
         bare_ = HelperProcess(fe, argv=argv, timed=True)
         try:
             bare_.wait_started(timeout=60)
             watch = ArpWatch(client, fe.mac, vips_in(vipfile))
             reply = activate(bare_, members, data["vips"])
             arp_at = watch.first()
+            bare_.close_stdin()
             bare_.wait(30)
         finally:
             bare_.kill()
         errors = json.loads(Path(f"{path}.json").read_text())["errors"]
         arp_s = arp_at and arp_at - reply.sent
-        return {"ok_s": reply.seconds, "arp_s": arp_s, "errors": errors, "state": snapshot(fe)}
+        return {
+            "ok_s": reply.seconds,
+            "arp_s": arp_s,
+            "errors": errors,
+            "state": snapshot(fe),
+            "cmds": commands(reply.before),
+        }
 
 
 def _opened(data: dict[str, Any]) -> tuple[dict[int, socket.socket], socket.socket, mmsg.Round]:
@@ -148,12 +200,15 @@ def _opened(data: dict[str, Any]) -> tuple[dict[int, socket.socket], socket.sock
 
 
 def _send(
-    data: dict[str, Any], socks: dict[int, socket.socket], packet: socket.socket, round_: mmsg.Round
+    datagrams: list[tuple[int, int, bytes]],
+    socks: dict[int, socket.socket],
+    packet: socket.socket,
+    round_: mmsg.Round,
 ) -> tuple[int, float]:
     """The datagrams, each run acked once, then the frames in one sendmmsg: (errors, the time
     the netlink part ended)."""
     buf, errors, sent = bytearray(1 << 16), 0, 0
-    for proto, last, payload in data["datagrams"]:
+    for proto, last, payload in datagrams:
         socks[proto].send(payload)
         acked = False
         while not acked:
@@ -165,7 +220,7 @@ def _send(
                     acked |= seq == last
                 offset += (length + 3) & ~3
     t1 = time.perf_counter()
-    while sent < len(data["frames"]):
+    while sent < len(round_.items):
         sent += round_.send(packet.fileno(), sent)
     return errors, t1
 
@@ -175,7 +230,7 @@ def bare(path: str) -> dict[str, Any]:
     data = pickle.loads(Path(path).read_bytes())
     socks, packet, round_ = _opened(data)
     t0 = time.perf_counter()
-    errors, t1 = _send(data, socks, packet, round_)
+    errors, t1 = _send(data["datagrams"], socks, packet, round_)
     t2 = time.perf_counter()
     for proto, frame in data["frames"]:
         packet.sendto(frame, ("eth0", proto))
@@ -201,17 +256,54 @@ def _line(buf: bytearray) -> bytes:
     return line
 
 
-def piped(path: str) -> None:
+def piped(path: str, least: bool) -> None:
     """The limit behind the helper's pipe: answer INTF like the helper once started, wait idle
-    for the ACTIVATE line, make the changes, answer OK; the errors go to PATH.json."""
+    for the ACTIVATE line, make the changes, answer OK, then wait for the end of input as the
+    helper waits in select() (exiting at once would keep the reader waiting for the exit on
+    one CPU); the errors go to PATH.json. With `least`, the least helper: what depends on the
+    members is done once their line is read (`_members`)."""
     data, buf = pickle.loads(Path(path).read_bytes()), bytearray()
     socks, packet, round_ = _opened(data)
+    keys = data["least"]["keys"]
+    ipvswire.prepare_real_servers(keys)  # what the helper does while standby
+    operations.prepare_real_servers(keys)
+    gc.freeze()
+    cli.warm()
+    cli.widen_pipe(sys.stdout)
     seq, _ = _line(buf).split(b" ", 1)
     os.write(1, seq + b" INTF 1\n")
-    seq, _ = _line(buf).split(b" ", 1)
-    errors, _t1 = _send(data, socks, packet, round_)
-    os.write(1, seq + b" OK active vips=%d\n" % data["vips"])
+    line = _line(buf)
+    if least:
+        seq, log, datagrams = _members(data["least"], line)
+    else:
+        seq, log, datagrams = line.split(b" ", 1)[0], b"", data["datagrams"]
+    errors, _t1 = _send(datagrams, socks, packet, round_)
+    os.write(1, log + seq + b" OK active vips=%d\n" % data["vips"])
+    while os.read(0, 1 << 16):
+        pass
     Path(path + ".json").write_text(json.dumps({"errors": errors}))
+
+
+def _members(
+    kept: dict[str, Any], line: bytes
+) -> tuple[bytes, bytes, list[tuple[int, int, bytes]]]:
+    """The least a helper does with an ACTIVATE line from standby: split it, check each member
+    is an address, order them, make their real servers' requests from the services' kept parts
+    and their log lines, and join both to what was kept: (seq, log, datagrams)."""
+    seq, _verb, *members = line.decode().split()
+    self_ip, own, others = kept["weights"]
+    ordered = sorted(members, key=socket.inet_aton)  # (which also checks each)
+    servers = [(m, own if m == self_ip else others) for m in ordered]
+    dests = list(ipvswire.dest_requests(kept["family"], kept["keys"], servers))
+    datagrams = []
+    for part in kept["parts"]:
+        if not isinstance(part[1], list):  # (protocol, last, payload): sent as kept
+            datagrams.append(part)
+            continue
+        requests = part[1] + dests + part[2]
+        datagrams.append((part[0], len(requests), datagram(requests, 1)))
+    lines = AddDests(kept["keys"], tuple(servers)).logged()
+    return seq.encode(), kept["log"][0] + lines + kept["log"][1], datagrams
 
 
 def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
@@ -254,41 +346,52 @@ def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
 
 
 def piped_table(runs: Runs, pairs: Runs) -> Table:
-    """Issue 12's cases: the helper against the limit and the limit behind the helper's pipe,
-    so the distance splits into the pipe's part and the helper's own."""
+    """Issue 12's cases: the helper against the limit, the limit behind the helper's pipe and
+    the least helper behind it, so the distance splits into the pipe's part, the part any
+    Python helper spends on the request, and the helper's own beyond that."""
     cases = [vm for vm in LIMIT_CASES if vm in runs]
     t = Table(
-        "Where the distance to the limit goes: the limit behind the helper's pipe "
-        "(inside user-mode Linux)",
+        "Where the distance to the limit goes: the limit and the least helper behind the "
+        "helper's pipe (inside user-mode Linux)",
         ["ms (median, min-max)", *(f"{v} x {m}" for v, m in cases)],
     )
     rows: dict[str, list[str]] = {}
     for vm in cases:
         rs = runs[vm] + pairs.get(vm, [])
-        lim = [r["limit"]["total_s"] for r in rs]
-        pipe = [r["piped"]["ok_s"] for r in rs]
-        ok = [r["helper"]["ok_s"] for r in rs]
+        lim = median([r["limit"]["total_s"] for r in rs])
+        times = {k: [r[k]["ok_s"] for r in rs] for k in ("piped", "least", "helper")}
+        pipe, least, ok = (median(times[k]) for k in ("piped", "least", "helper"))
         parts = {
-            "limit: the system calls alone": mm(lim, 1000, 2, 2),
-            "the limit behind the pipe: ACTIVATE written -> OK read": mm(pipe, 1000, 2, 2),
-            "of it the pipe, the wake-up and the read, not in the limit": ms(
-                median(pipe) - median(lim), 2
+            "limit: the system calls alone": _span([r["limit"]["total_s"] for r in rs]),
+            "the limit behind the pipe: ACTIVATE written -> OK read": _span(times["piped"]),
+            "the least helper behind the pipe: ACTIVATE written -> OK read": _span(times["least"]),
+            "helper: ACTIVATE written -> OK read": _span(times["helper"]),
+            "of the helper's: the pipe, the wake-up, the read (limit behind the pipe - limit)": (
+                ms(pipe - lim, 2)
             ),
-            "helper: ACTIVATE written -> OK read": mm(ok, 1000, 2, 2),
-            "of it the helper's own work beyond the limit behind the pipe": ms(
-                median(ok) - median(pipe), 2
-            ),
-            "first gratuitous ARP after: the limit behind the pipe": mm(
-                [r["piped"]["arp_s"] for r in rs if r["piped"]["arp_s"]], 1000, 2, 2
-            ),
-            "first gratuitous ARP after: the helper": mm(
-                [r["helper"]["arp_s"] for r in rs if r["helper"]["arp_s"]], 1000, 2, 2
-            ),
-            "helper / limit": f"{median(ok) / median(lim):.2f}x",
-            "helper / the limit behind the pipe": f"{median(ok) / median(pipe):.2f}x",
-            "same state (every run of the three)": "yes"
-            if all(r["piped"]["state"] == r["helper"]["state"] for r in rs)
-            and all(r["piped"]["errors"] == 0 for r in rs)
+            "of the helper's: the request's own work in Python (least helper - limit behind "
+            "the pipe)": ms(least - pipe, 2),
+            "of the helper's: its own beyond the least helper": ms(ok - least, 2),
+            **{
+                f"first gratuitous ARP after: {name}": _span(
+                    [r[k]["arp_s"] for r in rs if r[k]["arp_s"]]
+                )
+                for k, name in (
+                    ("piped", "the limit behind the pipe"),
+                    ("least", "the least helper"),
+                    ("helper", "the helper"),
+                )
+            },
+            "the limit behind the pipe / limit": f"{pipe / lim:.2f}x",
+            "the least helper / limit": f"{least / lim:.2f}x",
+            "helper / limit": f"{ok / lim:.2f}x",
+            "same state, and the least helper logs the helper's lines (every run)": "yes"
+            if all(
+                r[k]["state"] == r["helper"]["state"] and r[k]["errors"] == 0
+                for r in rs
+                for k in ("piped", "least")
+            )
+            and all(r["least"]["cmds"] == r["helper"]["cmds"] for r in rs)
             else "NO",
         }
         for name, cell in parts.items():
@@ -299,18 +402,27 @@ def piped_table(runs: Runs, pairs: Runs) -> Table:
         "the limit behind the pipe = the limit's process (bench/limit.py --piped) standing "
         "where the helper stands: started from the same standby, it answers the INTF, waits "
         "idle in read() like the helper in select(), reads the ACTIVATE line, sends the "
-        "same prebuilt messages and frames, and writes OK; timed by the same reader as the "
-        "helper, from writing ACTIVATE to reading OK (the same runs as the table above).",
-        "So no helper behind CGP's pipe can answer sooner than that row; what the helper "
-        "takes beyond it is its own work on the request: reading and parsing the line, "
-        "checking the members, planning the real servers, encoding them, batching, its log "
-        "lines and their write, as Python code woken from select() runs it once.",
+        "same prebuilt messages and frames, writes OK, and waits for the end of input; timed "
+        "by the same reader as the helper, from writing ACTIVATE to reading OK (the same runs "
+        "as the table above). No helper behind CGP's pipe answers sooner.",
+        "the least helper (--least) = the same process, but with only what does not depend on "
+        "the members kept while standby, as the helper keeps it: once the line is read it "
+        "splits it, orders the members (checking each is an address), makes the real "
+        "servers' requests (the helper's encoder and kept parts) and their log lines, joins "
+        "them to the kept messages and lines, sends, and writes the log and OK. It skips what "
+        "the helper checks: the interface, the members against the VIPs and the host's "
+        "addresses, the device's MAC; and its state. What a Python helper that answers this "
+        "request cannot avoid: its row against the limit is what 2x has to hold.",
     ]
     return t
 
 
+def _span(seconds: list[float]) -> str:
+    return mm(seconds, 1000, 2, 2)
+
+
 if __name__ == "__main__":
-    if sys.argv[2:] == ["--piped"]:
-        piped(sys.argv[1])
+    if sys.argv[2:] in (["--piped"], ["--least"]):
+        piped(sys.argv[1], sys.argv[2] == "--least")
     else:
         print(json.dumps(bare(sys.argv[1])))
