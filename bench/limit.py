@@ -104,28 +104,31 @@ def _least(
     datagrams: list[tuple[int, int, bytes]],
     weights: tuple[str, int, int],
 ) -> dict[str, Any]:
-    """What the least helper keeps while standby: the limit's datagrams, but the one holding the
-    real servers as the requests before and after them (protocol, before, after); the real
-    servers' services; the log lines before and after theirs; (self, its weight, the others')."""
+    """What the least helper keeps while standby: the limit's datagrams but the one holding the
+    real servers (None), and for that one its protocol and the requests before and after the
+    real servers (`around`); the real servers' services and message type (the IPVS family's
+    id); the log lines before and after theirs; (self, its weight, the others')."""
     every = [op for _channel, _requests, ops in runs for op in ops]
     dests = [i for i, op in enumerate(every) if isinstance(op, AddDest)]
     if dests != list(range(dests[0], dests[-1] + 1)):
         raise RuntimeError("the least helper expects the real servers in one run")
-    parts: list[Any] = []
-    family = 0
+    kept: list[tuple[int, int, bytes] | None] = []
     for (_channel, requests, ops), sent in zip((r for r in runs if r[0] != "frames"), datagrams):
         at = [i for i, op in enumerate(ops) if isinstance(op, AddDest)]
-        family = requests[at[0]][0] if at else family  # (the IPVS family's id: a message type)
-        parts.append((sent[0], requests[: at[0]], requests[at[-1] + 1 :]) if at else sent)
+        kept.append(None if at else sent)
+        if at:
+            around = (sent[0], requests[: at[0]], requests[at[-1] + 1 :])
+            family = requests[at[0]][0]
     return {
-        "parts": parts,
+        "datagrams": kept,
+        "around": around,
+        "family": family,
         "keys": tuple(dict.fromkeys(every[i].dest.service for i in dests)),
         "log": (
             b"".join(map(logged, every[: dests[0]])),
             b"".join(map(logged, every[dests[-1] + 1 :])),
         ),
         "weights": weights,
-        "family": family,
     }
 
 
@@ -295,13 +298,10 @@ def _members(
     ordered = sorted(members, key=socket.inet_aton)  # (which also checks each)
     servers = [(m, own if m == self_ip else others) for m in ordered]
     dests = list(ipvswire.dest_requests(kept["family"], kept["keys"], servers))
-    datagrams = []
-    for part in kept["parts"]:
-        if not isinstance(part[1], list):  # (protocol, last, payload): sent as kept
-            datagrams.append(part)
-            continue
-        requests = part[1] + dests + part[2]
-        datagrams.append((part[0], len(requests), datagram(requests, 1)))
+    proto, before, after = kept["around"]
+    requests = before + dests + after
+    joined = (proto, len(requests), datagram(requests, 1))
+    datagrams = [joined if d is None else d for d in kept["datagrams"]]
     lines = AddDests(kept["keys"], tuple(servers)).logged()
     return seq.encode(), kept["log"][0] + lines + kept["log"][1], datagrams
 
