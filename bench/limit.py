@@ -411,8 +411,8 @@ def piped_table(runs: Runs, pairs: Runs) -> Table:
         "servers' requests (the helper's encoder and kept parts) and their log lines, joins "
         "them to the kept messages and lines, sends, and writes the log and OK. It skips what "
         "the helper checks: the interface, the members against the VIPs and the host's "
-        "addresses, the device's MAC; and its state. What a Python helper that answers this "
-        "request cannot avoid: its row against the limit is what 2x has to hold.",
+        "addresses, the device's MAC; and its state. The smallest Python answer to this "
+        "request we could write: its distance to the limit is not the helper's to close.",
     ]
     return t
 
