@@ -3,8 +3,8 @@
 From standby (`lab.standby`): the helper's ACTIVATE -> OK and -> first gratuitous ARP at a
 client; the classic way, the commands the helper logs for it run by bash one process each until
 the client sees the first ARP (a long list sampled per kind of command and extrapolated); the
-kernel's own limit (bench/limit.py), for issue 12's cases also behind the helper's pipe; and
-the target case with a member map (issue 9).
+kernel's own limit (bench/limit.py), for issue 12's cases also behind the helper's pipe, and
+the least helper there; and the target case with a member map (issue 9).
 """
 
 from __future__ import annotations
