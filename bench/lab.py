@@ -18,13 +18,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from cgp_ipvs_helper.netlink import NetlinkKernel
+from cgp_ipvs_helper.nlsocket import SO_RCVBUFFORCE
 from tests.lab.driver import HelperProcess, Response, helper_argv
 from tests.lab.group import expand
 from tests.lab.lan import Host, Lan
 from tests.lab.netns import in_netns
 
 FE_IP = "192.0.2.11"
-ETH_P_ARP, SO_TIMESTAMPNS, SO_RCVBUFFORCE = 0x0806, 35, 33  # not in the socket module
+ETH_P_ARP, SO_TIMESTAMPNS = 0x0806, 35  # not in the socket module
 _ARP = struct.Struct("!6s6sHHHBBH6s4s6s4s")
 _names = itertools.count()
 

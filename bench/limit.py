@@ -38,10 +38,18 @@ from pyroute2.netlink import NLMSG_ERROR
 from cgp_ipvs_helper import arp, cli, ipvswire, mmsg, nd, operations
 from cgp_ipvs_helper.model import Role, Settings
 from cgp_ipvs_helper.netlink import HANDLERS, NetlinkKernel
-from cgp_ipvs_helper.nlsocket import NETLINK_GENERIC, NETLINK_ROUTE, datagram
+from cgp_ipvs_helper.nlsocket import (
+    NETLINK_CAP_ACK,
+    NETLINK_GENERIC,
+    NETLINK_ROUTE,
+    SO_RCVBUFFORCE,
+    SO_SNDBUFFORCE,
+    SOL_NETLINK,
+    datagram,
+)
 from cgp_ipvs_helper.nlwire import NLMSGHDR
 from cgp_ipvs_helper.operations import AddDest, AddDests, Operation
-from cgp_ipvs_helper.planner import OTHER_WEIGHT, announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.planner import _weight, announce, desired_state, ip_order, plan, sysctl_paths
 from cgp_ipvs_helper.protocol import logged
 from tests.lab.driver import HelperProcess, commands
 from tests.lab.lan import Host
@@ -75,6 +83,7 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
             runs[-1][2].append(op)
     finally:
         kernel.close()
+    own, others = (_weight(settings, Role.ACTIVE, is_self) for is_self in (True, False))
     datagrams, frames, seq, counts = [], [], 1, Counter[str]()
     for channel, requests, _ops in runs:
         counts[channel] += len(requests)
@@ -95,7 +104,7 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
         "frames": frames,
         "counts": dict(counts),
         "vips": len(vips),
-        "least": _least(runs, datagrams, (FE_IP, settings.weight, OTHER_WEIGHT)),
+        "least": _least(runs, datagrams, (FE_IP, own, others)),
     }
 
 
@@ -191,9 +200,9 @@ def _opened(data: dict[str, Any]) -> tuple[dict[int, socket.socket], socket.sock
         for proto in PROTOCOLS.values()
     }
     for sock in socks.values():
-        sock.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE: a run in one datagram
-        sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
-        sock.setsockopt(270, 10, 1)  # SOL_NETLINK, NETLINK_CAP_ACK: acks without the request
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)  # a run in one datagram
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # acks without the request
         sock.bind((0, 0))
     packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     packet.bind(("eth0", 0))
@@ -295,7 +304,7 @@ def _members(
     and their log lines, and join both to what was kept: (seq, log, datagrams)."""
     seq, _verb, *members = line.decode().split()
     self_ip, own, others = kept["weights"]
-    ordered = sorted(members, key=socket.inet_aton)  # (which also checks each)
+    ordered = sorted(members, key=ip_order)  # the helper's order (which also checks each)
     servers = [(m, own if m == self_ip else others) for m in ordered]
     dests = list(ipvswire.dest_requests(kept["family"], kept["keys"], servers))
     proto, before, after = kept["around"]

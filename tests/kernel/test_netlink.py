@@ -27,6 +27,7 @@ from cgp_ipvs_helper import mmsg, nlchannels, planner
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Settings, Sysctl
 from cgp_ipvs_helper.netlink import NetlinkKernel
+from cgp_ipvs_helper.nlsocket import SO_RCVBUFFORCE
 from cgp_ipvs_helper.operations import (
     AddAddress,
     AddDest,
@@ -47,7 +48,6 @@ from tests.lab.netns import in_netns
 
 VIP = "198.51.100.7"
 ETH_P_ARP = 0x0806
-SO_RCVBUFFORCE = 33  # not in the socket module
 
 
 def addresses(dev: str) -> list[str]:
