@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := user-mode-linux kmod ipvsadm iproute2 iputils-arping iputils-ping libndp-tools nftables gcc libc6-dev rpm rpmlint python3 python3-venv
 APT_PACKAGES += debootstrap
-UML := $(PY) -m tests.lab.uml
+UML := $(PY) -m lab.uml
 
 .PHONY: setup demo test lint unit kernel-tests boot-test bench rpm clean
 
@@ -31,11 +31,11 @@ $(VENV)/.installed: pyproject.toml .apt-installed
 	@touch $@
 
 demo: setup
-	$(UML) -- python -m tests.lab.demo
+	$(UML) -- python -m lab.demo
 
 lint: setup
-	$(VENV)/bin/ruff check cgp_ipvs_helper tests packaging
-	$(VENV)/bin/ruff format --check cgp_ipvs_helper tests packaging
+	$(VENV)/bin/ruff check cgp_ipvs_helper tests lab bench packaging
+	$(VENV)/bin/ruff format --check cgp_ipvs_helper tests lab bench packaging
 
 unit: setup
 	$(PY) -m pytest tests/unit
@@ -72,7 +72,7 @@ RPM_TOP ?= $(CURDIR)/build/rpm
 RPM_DIST ?= dist
 RPM_NAME := cgp-ipvs-helper-$(RPM_VERSION)-$(RPM_RELEASE).noarch.rpm
 RPM_WHEELS = $(shell sed -n 's/^%global vendor_\([a-z0-9]*\) \([^ ]*\)$$/\1==\2/p' $(RPM_SPEC))
-RPM_SOURCES = cgp_ipvs_helper/*.py network-scripts packaging sysconfig pyproject.toml \
+RPM_SOURCES = cgp_ipvs_helper network-scripts packaging sysconfig pyproject.toml \
 	$(wildcard README.md LICENSE)
 RPM_PIP = $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m pip
 

@@ -2,8 +2,8 @@
 
 Not tests: they measure, compare each figure with a baseline measured in the same run, and say
 whether the targets of issues 5, 11 and 12 are met. The kernel benchmarks run inside one
-user-mode Linux boot (tests/lab/uml.py), each from the helper's standby in fresh namespaces
-(`lab.standby`), driving the helper through its pipes (tests/lab/driver.py) and timing its parts
+user-mode Linux boot (lab/uml.py), each from the helper's standby in fresh namespaces
+(`lab.standby`), driving the helper through its pipes (lab/driver.py) and timing its parts
 only through public seams (`probe`: a timing Kernel); the footprint runs on the host.
 Results go to bench/results/latest.json and latest.md.
 """

@@ -30,8 +30,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cgp_ipvs_helper.protocol import parse_line
-from tests.lab.uml import (
+from cgp_ipvs_helper.core.protocol import parse_line
+from lab.uml import (
     REPO_ROOT,
     LabSetupError,
     find_kernel,
@@ -247,7 +247,7 @@ def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -
     head = (
         f"`make bench` on {info['date']}, commit {info['commit']}, {info['cpus']} CPUs "
         f"({info['cpu']}); kernel figures inside user-mode Linux {info['uml_kernel']} "
-        f"(tests/lab/uml.py, {'pinned to one CPU' if pin is not None else 'not pinned'}: see "
+        f"(lab/uml.py, {'pinned to one CPU' if pin is not None else 'not pinned'}: see "
         "The machine below), host figures on the host through pipes only. "
         f"The run took {info['total_s'] / 60:.1f} minutes; results in bench/results/latest.json."
     )

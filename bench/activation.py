@@ -20,13 +20,13 @@ from typing import Any
 
 import attrs
 
-from cgp_ipvs_helper.memberfile import load_members
-from cgp_ipvs_helper.model import Role, Settings
-from cgp_ipvs_helper.netlink import NetlinkKernel
-from cgp_ipvs_helper.outgoing import steer
-from cgp_ipvs_helper.planner import DEFAULT_PORTS, desired_state, plan
-from tests.lab.driver import commands, write_vipfile
-from tests.lab.netns import in_netns
+from cgp_ipvs_helper.config.memberfile import load_members
+from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.plan.model import Role, Settings
+from cgp_ipvs_helper.plan.outgoing import steer
+from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, desired_state, plan
+from lab.driver import commands, write_vipfile
+from lab.netns import in_netns
 
 from . import limit
 from .lab import FE_IP, ArpWatch, activate, members_of, snapshot, standby, vips_in

@@ -2,7 +2,7 @@
 
 Each method runs in a fresh network namespace, forked from a thread already inside it, and must
 leave the 256 addresses on lo: a shell loop of `ip address add` (an admin's script); the RPM's
-launcher `cgp-ipvs-vip -f FILE up`; ifup-lo as RHEL runs it (tests/lab/netscripts.py); for
+launcher `cgp-ipvs-vip -f FILE up`; ifup-lo as RHEL runs it (lab/netscripts.py); for
 reference `ip -batch` and `cgp-ipvs-vip check` (Python start-up and parsing alone).
 """
 
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.lab.netns import create_netns, delete_netns, in_netns
-from tests.lab.netscripts import Scripts
+from lab.netns import create_netns, delete_netns, in_netns
+from lab.netscripts import Scripts
 
 from .lab import lan_prefix
 from .report import Table, median, repeat, result, spread, times

@@ -10,7 +10,7 @@ import os
 import tempfile
 from typing import Any
 
-from tests.lab.driver import write_vipfile
+from lab.driver import write_vipfile
 
 from .lab import activate, members_of, standby, vips_in
 from .report import Table, median, mm, ms, repeat, result, under

@@ -1,6 +1,6 @@
 """Benchmark 3 (inside UML): what a planned switch of the active balancer costs the clients.
 
-A group of three frontends (tests/lab/group.py) and a client with 12 long-lived TCP connections
+A group of three frontends (lab/group.py) and a client with 12 long-lived TCP connections
 through a VIP, pinged every 20 ms; `Group.switch` writes DEACTIVATE to fe1 and ACTIVATE to fe2
 back to back (CGP sends both at about the same time). Measured: the longest time a connection
 went unanswered, and how many answer at the end of the window. Baseline: the old balancer's
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from tests.lab.group import Group
+from lab.group import Group
 
 from .lab import lan_prefix
 from .report import Table, median, mm, repeat, result, spread, under

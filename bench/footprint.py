@@ -17,8 +17,8 @@ import threading
 import time
 from typing import Any
 
-from tests.lab.driver import HelperProcess
-from tests.lab.uml import REPO_ROOT
+from lab.driver import HelperProcess
+from lab.uml import REPO_ROOT
 
 from .report import Table, median, repeat, result, spread, under
 

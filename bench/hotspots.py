@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cgp_ipvs_helper.cli import Output, make_kernel, parse_settings
-from cgp_ipvs_helper.helper import Helper
-from tests.lab.driver import HelperProcess, write_vipfile
+from cgp_ipvs_helper.core.engine import Helper
+from lab.driver import HelperProcess, write_vipfile
 
 from . import limit
 from .activation import TARGET_CASE, VIP_ENTRIES

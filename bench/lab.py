@@ -1,4 +1,4 @@
-"""What the kernel benchmarks share inside user-mode Linux, on top of the lab (tests/lab).
+"""What the kernel benchmarks share inside user-mode Linux, on top of the lab (lab).
 
 `standby` gives fresh namespaces (fe at 192.0.2.11 and a client on a LAN) with a real-mode
 helper on fe, started and in standby: every ACTIVATE measured starts from there (the helper's,
@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from cgp_ipvs_helper.netlink import NetlinkKernel
-from cgp_ipvs_helper.nlsocket import SO_RCVBUFFORCE
-from tests.lab.driver import HelperProcess, Response, helper_argv
-from tests.lab.group import expand
-from tests.lab.lan import Host, Lan
-from tests.lab.netns import in_netns
+from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.kernel.netlink.sockets import SO_RCVBUFFORCE
+from lab.driver import HelperProcess, Response, helper_argv
+from lab.group import expand
+from lab.lan import Host, Lan
+from lab.netns import in_netns
 
 FE_IP = "192.0.2.11"
 ETH_P_ARP, SO_TIMESTAMPNS = 0x0806, 35  # not in the socket module

@@ -35,10 +35,12 @@ from typing import Any
 
 from pyroute2.netlink import NLMSG_ERROR
 
-from cgp_ipvs_helper import arp, cli, ipvswire, mmsg, nd, operations
-from cgp_ipvs_helper.model import Role, Settings
-from cgp_ipvs_helper.netlink import HANDLERS, NetlinkKernel
-from cgp_ipvs_helper.nlsocket import (
+from cgp_ipvs_helper import cli
+from cgp_ipvs_helper.core.protocol import logged
+from cgp_ipvs_helper.kernel.frames import arp, mmsg, nd
+from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
+from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
+from cgp_ipvs_helper.kernel.netlink.sockets import (
     NETLINK_CAP_ACK,
     NETLINK_GENERIC,
     NETLINK_ROUTE,
@@ -47,13 +49,21 @@ from cgp_ipvs_helper.nlsocket import (
     SOL_NETLINK,
     datagram,
 )
-from cgp_ipvs_helper.nlwire import NLMSGHDR
-from cgp_ipvs_helper.operations import AddDest, AddDests, Operation
-from cgp_ipvs_helper.planner import _weight, announce, desired_state, ip_order, plan, sysctl_paths
-from cgp_ipvs_helper.protocol import logged
-from tests.lab.driver import HelperProcess, commands
-from tests.lab.lan import Host
-from tests.lab.netns import in_netns
+from cgp_ipvs_helper.kernel.netlink.wire import NLMSGHDR
+from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan.model import Role, Settings
+from cgp_ipvs_helper.plan.operations import AddDest, AddDests, Operation
+from cgp_ipvs_helper.plan.planner import (
+    _weight,
+    announce,
+    desired_state,
+    ip_order,
+    plan,
+    sysctl_paths,
+)
+from lab.driver import HelperProcess, commands
+from lab.lan import Host
+from lab.netns import in_netns
 
 from .lab import FE_IP, ArpWatch, activate, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms

@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cgp_ipvs_helper import cli
+from cgp_ipvs_helper.core.engine import Helper
+from cgp_ipvs_helper.core.protocol import Commands, logged
 from cgp_ipvs_helper.errors import KernelError
-from cgp_ipvs_helper.helper import Helper
-from cgp_ipvs_helper.kernel import Kernel
-from cgp_ipvs_helper.model import KernelState
-from cgp_ipvs_helper.operations import AddDests, Operation, each
-from cgp_ipvs_helper.protocol import Commands, logged
+from cgp_ipvs_helper.kernel.interface import Kernel
+from cgp_ipvs_helper.plan.model import KernelState
+from cgp_ipvs_helper.plan.operations import AddDests, Operation, each
 
 from .report import per
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from cgp_ipvs_helper.cli import main
 
 sys.exit(main())

@@ -17,22 +17,22 @@ import time
 from collections.abc import Sequence
 from typing import BinaryIO, Callable
 
-from .arpwatch import ArpListener
-from .dryrun import dry_run_kernel
-from .errors import UsageError
-from .helper import Helper
-from .hostaddrs import interface_exists
-from .kernel import Kernel
-from .model import Settings
-from .options import parse_settings
-from .protocol import MAX_LINE, Info, Reply, encoded
+from cgp_ipvs_helper.config.options import parse_settings
+from cgp_ipvs_helper.core.arpwatch import ArpListener
+from cgp_ipvs_helper.core.engine import Helper
+from cgp_ipvs_helper.core.hostaddrs import interface_exists
+from cgp_ipvs_helper.core.protocol import MAX_LINE, Info, Reply, encoded
+from cgp_ipvs_helper.errors import UsageError
+from cgp_ipvs_helper.kernel.dryrun import dry_run_kernel
+from cgp_ipvs_helper.kernel.interface import Kernel
+from cgp_ipvs_helper.plan.model import Settings
 
 
 def make_kernel(settings: Settings) -> tuple[Kernel, list[str]]:
     """The netlink kernel, or for -m an in-memory copy of what the kernel holds now."""
     if settings.dry_run:
         return dry_run_kernel(settings.iface)
-    from .netlink import NetlinkKernel
+    from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 
     return NetlinkKernel(), []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .shown import escaped, quoted
+from cgp_ipvs_helper.shown import escaped, quoted
 
 
 class HelperError(Exception):

@@ -27,13 +27,13 @@ import sys
 from collections.abc import Sequence
 from typing import Callable, NoReturn, TextIO
 
-from .errors import HelperError, KernelError, UsageError
-from .executor import execute
-from .kernel import Kernel
-from .model import Address
-from .operations import AddAddress, DelAddress, Operation
-from .shown import escaped
-from .vipfile import load_vips
+from cgp_ipvs_helper.config.vipfile import load_vips
+from cgp_ipvs_helper.errors import HelperError, KernelError, UsageError
+from cgp_ipvs_helper.kernel.executor import execute
+from cgp_ipvs_helper.kernel.interface import Kernel
+from cgp_ipvs_helper.plan.model import Address
+from cgp_ipvs_helper.plan.operations import AddAddress, DelAddress, Operation
+from cgp_ipvs_helper.shown import escaped
 
 PROG = "cgp-ipvs-vip"
 DEFAULT_FILE = "/etc/sysconfig/vipaddrs"
@@ -92,7 +92,7 @@ def plan_down(vips: Sequence[str], on_lo: Sequence[Address]) -> list[Operation]:
 
 def _netlink_kernel() -> Kernel:
     # Imported here so `list`, `check` and a bad file never need pyroute2 or a netlink socket.
-    from .netlink import NetlinkKernel
+    from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 
     return NetlinkKernel()
 

@@ -1,7 +1,7 @@
 """A user-mode Linux machine on a root directory of the host (hostfs): booted with systemd as PID
 1, or with a shell script as PID 1 for work that must run on that root before or after a boot.
 
-Unlike tests/lab/uml.py, whose kernel runs a command on the host's own root, this kernel sees only
+Unlike lab/uml.py, whose kernel runs a command on the host's own root, this kernel sees only
 the throw-away root. It gets no network device at all (no `ethN=`), so nothing inside reaches the
 host but the root directory and the console, which goes to a file. Every boot has a time limit;
 past it, or on any error on our side, the kernel and its helper processes are killed.
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.lab import umlkernel
+from lab import umlkernel
 
 MEM = "512M"
 # Inside the root: the scripts of maintenance boots, their output and exit status.

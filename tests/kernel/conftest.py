@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.box import Box, open_box
+from lab.box import Box, open_box
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -16,17 +16,15 @@ def _ipvs_kernel() -> None:
     if not os.path.exists("/proc/net/ip_vs"):
         pytest.fail(
             "no IPVS in this kernel (/proc/net/ip_vs is missing): "
-            "run kernel tests through python -m tests.lab.uml -- python -m pytest tests/kernel",
+            "run kernel tests through python -m lab.uml -- python -m pytest tests/kernel",
             pytrace=False,
         )
     if os.geteuid() != 0:
-        pytest.fail(
-            "kernel tests need root: run them through python -m tests.lab.uml", pytrace=False
-        )
+        pytest.fail("kernel tests need root: run them through python -m lab.uml", pytrace=False)
 
 
 @pytest.fixture
 def box() -> Iterator[Box]:
-    """Two fresh namespaces on a veth pair, the test's thread in "ours" (tests/lab/box.py)."""
+    """Two fresh namespaces on a veth pair, the test's thread in "ours" (lab/box.py)."""
     with open_box() as b:
         yield b

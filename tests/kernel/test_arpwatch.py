@@ -1,7 +1,7 @@
 """The split-brain watch in a real kernel: what its packet socket hears on a LAN.
 
 Runs INSIDE user-mode Linux:
-    python -m tests.lab.uml -- python -m pytest -p no:cacheprovider tests/kernel/test_arpwatch.py
+    python -m lab.uml -- python -m pytest -p no:cacheprovider tests/kernel/test_arpwatch.py
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from cgp_ipvs_helper.arpwatch import ArpListener
-from cgp_ipvs_helper.netlink import NetlinkKernel
-from cgp_ipvs_helper.operations import SendGarp
-from tests.lab.driver import HelperProcess, write_vipfile
-from tests.lab.lan import Host, Lan
-from tests.lab.traffic import tcp_ask
+from cgp_ipvs_helper.core.arpwatch import ArpListener
+from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.plan.operations import SendGarp
+from lab.driver import HelperProcess, write_vipfile
+from lab.lan import Host, Lan
+from lab.traffic import tcp_ask
 
 VIP = "198.51.100.10"
 

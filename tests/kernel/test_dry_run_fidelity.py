@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.driver import HelperProcess, write_vipfile
-from tests.lab.lan import Host, Lan, ipvsadm
+from lab.driver import HelperProcess, write_vipfile
+from lab.lan import Host, Lan, ipvsadm
 
 VIPS = ["198.51.100.10", "198.51.100.20/30"]
 MEMBERS = "192.0.2.11 50000-54999\n192.0.2.12 55000-59999\n192.0.2.14 60000-64999\n"

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from cgp_ipvs_helper.model import Address, Dest, Service, ServiceKey
-from cgp_ipvs_helper.operations import (
+from cgp_ipvs_helper.plan.model import Address, Dest, Service, ServiceKey
+from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddService,
@@ -24,8 +24,8 @@ from cgp_ipvs_helper.operations import (
     DelService,
     SendNa,
 )
-from tests.lab.box import OUR_MAC, Box, ip_batch, ipvsadm_rules, run
-from tests.lab.netns import in_netns
+from lab.box import OUR_MAC, Box, ip_batch, ipvsadm_rules, run
+from lab.netns import in_netns
 
 OUR6, PEER6 = "2001:db8::10", "2001:db8::20"
 VIP6 = "2001:db8:10::1"

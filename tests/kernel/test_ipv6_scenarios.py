@@ -4,7 +4,7 @@ A dual-stack group: the VIP file holds `2001:db8:10::/124` beside an IPv4 VIP, t
 gives each frontend's IPv6 address (third column), the helpers are started as CGP starts them,
 and an IPv6 client (many source addresses in 2001:db8::/64) is balanced over all members and
 keeps its connections through a planned switch and a crash. Run inside user-mode Linux:
-    python -m tests.lab.uml -- python -m pytest tests/kernel/test_ipv6_scenarios.py
+    python -m lab.uml -- python -m pytest tests/kernel/test_ipv6_scenarios.py
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.group import TCP, UDP, Group
-from tests.lab.lan import Host, ipvsadm
-from tests.lab.traffic import LongLived, tcp_ask, udp_ask
+from lab.group import TCP, UDP, Group
+from lab.lan import Host, ipvsadm
+from lab.traffic import LongLived, tcp_ask, udp_ask
 
 ENTRIES = ["2001:db8:10::/124", "198.51.100.10"]  # the IPv6 VIPs first: moves use the first
 VIP6, VIP4 = "2001:db8:10::", "198.51.100.10"

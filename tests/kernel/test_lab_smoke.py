@@ -1,7 +1,7 @@
 """The lab itself works: a hand-made IPVS direct-routing service on a LAN of namespaces.
 
 Run inside user-mode Linux:
-    python -m tests.lab.uml -- python -m pytest tests/kernel/test_lab_smoke.py
+    python -m lab.uml -- python -m pytest tests/kernel/test_lab_smoke.py
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.echo import EchoService
-from tests.lab.lan import Host, Lan, ipvsadm
-from tests.lab.traffic import tcp_ask, udp_ask
+from lab.echo import EchoService
+from lab.lan import Host, Lan, ipvsadm
+from lab.traffic import tcp_ask, udp_ask
 
 VIP = "198.51.100.10"
 TCP_PORT = 25

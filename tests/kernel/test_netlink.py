@@ -2,9 +2,9 @@
 
 Runs INSIDE user-mode Linux (conftest.py fails the run anywhere else):
 
-    python -m tests.lab.uml -- python -m pytest -p no:cacheprovider tests/kernel/test_netlink.py
+    python -m lab.uml -- python -m pytest -p no:cacheprovider tests/kernel/test_netlink.py
 
-Each test gets the `box` fixture (conftest.py, tests/lab/box.py): two fresh network namespaces
+Each test gets the `box` fixture (conftest.py, lab/box.py): two fresh network namespaces
 joined by a veth pair, "ours", where the kernel under test works (eth0 192.0.2.10/24), and
 "peer" (eth0 192.0.2.20/24), which sees the frames. The test body runs with its thread inside
 "ours", so the NetlinkKernel's sockets and every tool the test runs belong there. Checks read
@@ -23,12 +23,14 @@ import time
 
 import pytest
 
-from cgp_ipvs_helper import mmsg, nlchannels, planner
 from cgp_ipvs_helper.errors import KernelError
-from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Settings, Sysctl
-from cgp_ipvs_helper.netlink import NetlinkKernel
-from cgp_ipvs_helper.nlsocket import SO_RCVBUFFORCE
-from cgp_ipvs_helper.operations import (
+from cgp_ipvs_helper.kernel.frames import mmsg
+from cgp_ipvs_helper.kernel.netlink import channels as nlchannels
+from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.kernel.netlink.sockets import SO_RCVBUFFORCE
+from cgp_ipvs_helper.plan import planner
+from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, Service, ServiceKey, Settings, Sysctl
+from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddService,
@@ -42,9 +44,9 @@ from cgp_ipvs_helper.operations import (
     StartDaemon,
     StopDaemon,
 )
+from lab.box import OUR_IP, OUR_MAC, Box, ip_batch, ipvsadm_rules, run
+from lab.netns import in_netns
 from tests.forked import as_nobody
-from tests.lab.box import OUR_IP, OUR_MAC, Box, ip_batch, ipvsadm_rules, run
-from tests.lab.netns import in_netns
 
 VIP = "198.51.100.7"
 ETH_P_ARP = 0x0806

@@ -1,7 +1,7 @@
 """ifup-lo / ifdown-lo against a real kernel: the VIPs of the file land on lo as /32, once.
 
 Run inside user-mode Linux:
-    python -m tests.lab.uml -- python -m pytest tests/kernel/test_network_scripts.py
+    python -m lab.uml -- python -m pytest tests/kernel/test_network_scripts.py
 
 Each test gets a fresh network namespace and a private copy of the network scripts next to stub
 ifup-eth/ifdown-eth (which log their call and only set lo up or down), and runs the scripts
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from cgp_ipvs_helper.config.vipfile import load_vips
 from cgp_ipvs_helper.errors import VipFileError
-from cgp_ipvs_helper.vipfile import load_vips
-from tests.lab import netscripts
+from lab import netscripts
 
 LOOPBACK = "127.0.0.1/8"
 UNRELATED = "198.51.100.200/32"  # on lo, not in any VIP file here: never touched

@@ -2,7 +2,7 @@
 every reply reaches the member that opened the connection, through a switch and a crash of the
 balancer, for IPv4 VIPs and for IPv6 ones (a dual-stack file); incoming balancing is unchanged;
 nobody else's tc filter or IPVS service is touched; a bad map changes nothing. Run inside
-user-mode Linux (tests.lab.uml)."""
+user-mode Linux (lab.uml)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cgp_ipvs_helper.steering import TC_CHAIN
-from tests.lab.group import Group
-from tests.lab.lan import Host, ipvsadm
+from cgp_ipvs_helper.plan.steering import TC_CHAIN
+from lab.group import Group
+from lab.lan import Host, ipvsadm
 
 RANGES = {"fe1": (50000, 54999), "fe2": (55000, 59999), "fe3": (60000, 64999)}
 MARKS = {name: 0x43470000 | first for name, (first, _) in RANGES.items()}

@@ -1,7 +1,7 @@
 """A VIP file that lists the frontend's own LAN address takes nothing away (issue 10, item 1).
 
 Runs INSIDE user-mode Linux:
-    python -m tests.lab.uml -- python -m pytest tests/kernel/test_own_addresses.py
+    python -m lab.uml -- python -m pytest tests/kernel/test_own_addresses.py
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import tempfile
 
-from tests.lab.driver import HelperProcess, write_vipfile
-from tests.lab.lan import Lan
+from lab.driver import HelperProcess, write_vipfile
+from lab.lan import Lan
 
 
 def test_the_lan_address_listed_as_a_vip_stays_and_nothing_is_applied() -> None:

@@ -2,7 +2,7 @@
 
 Each frontend runs `python -m cgp_ipvs_helper` in its own namespace, driven over stdin/stdout
 as CommuniGate Pro drives it. Run inside user-mode Linux:
-    python -m tests.lab.uml -- python -m pytest tests/kernel/test_scenarios.py
+    python -m lab.uml -- python -m pytest tests/kernel/test_scenarios.py
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.driver import write_vipfile
-from tests.lab.group import TCP, UDP, Group
-from tests.lab.lan import Host, ipvsadm
-from tests.lab.traffic import tcp_ask, udp_ask
+from lab.driver import write_vipfile
+from lab.group import TCP, UDP, Group
+from lab.lan import Host, ipvsadm
+from lab.traffic import tcp_ask, udp_ask
 
 VIPS = ["198.51.100.10", "198.51.100.11"]
 SOURCES = [f"192.0.2.{n}" for n in range(64, 100)]

@@ -1,7 +1,7 @@
 """The steering filters in a real kernel: our rtnetlink messages equal the printed tc commands,
 the mark they set reaches IPVS (IPv4 and IPv6), and nobody else's qdisc or filter is touched.
 
-Run inside user-mode Linux (tests.lab.uml), which loads sch_ingress, cls_flower, act_skbedit and
+Run inside user-mode Linux (lab.uml), which loads sch_ingress, cls_flower, act_skbedit and
 act_gact. (Its kernel has nf_tables without the ip/inet families, so nftables cannot be tested
 here; see README, "Outgoing connections from a VIP".)
 """
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from cgp_ipvs_helper.errors import KernelError
-from cgp_ipvs_helper.model import TcState
-from cgp_ipvs_helper.netlink import NetlinkKernel
-from cgp_ipvs_helper.operations import AddClsact, AddFilter, DelFilter, Operation
-from cgp_ipvs_helper.steering import (
+from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.plan.model import TcState
+from cgp_ipvs_helper.plan.operations import AddClsact, AddFilter, DelFilter, Operation
+from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
     TC_PREF,
     MemberRange,
@@ -26,7 +26,7 @@ from cgp_ipvs_helper.steering import (
     range_filters,
     vip_blocks,
 )
-from tests.lab.lan import Host, Lan, ipvsadm
+from lab.lan import Host, Lan, ipvsadm
 
 VIPS = ["198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"]
 VIPS6 = ["2001:db8:10::", "2001:db8:10::1", "2001:db8:20::10"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cgp_ipvs_helper.helper import Helper
-from cgp_ipvs_helper.model import Address, KernelState, Settings
-from cgp_ipvs_helper.planner import sysctl_paths
-from cgp_ipvs_helper.testing import FakeKernel
+from cgp_ipvs_helper.core.engine import Helper
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import Address, KernelState, Settings
+from cgp_ipvs_helper.plan.planner import sysctl_paths
 
 VIPS = ("198.51.100.10", "198.51.100.11")
 SELF = "192.0.2.11"

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from cgp_ipvs_helper.arpwatch import ArpWatch, Conflict, sender
+from cgp_ipvs_helper.core.arpwatch import ArpWatch, Conflict, sender
 
 VIP, OTHER = "198.51.100.10", "198.51.100.11"
 THEIRS = bytes.fromhex("020000000002")

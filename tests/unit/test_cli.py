@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from cgp_ipvs_helper.cli import PIPE_SIZE, LineReader, Output, main, make_kernel, parse_settings
-from cgp_ipvs_helper.helper import Helper
-from cgp_ipvs_helper.model import Settings
-from cgp_ipvs_helper.protocol import Reply, Response, render
+from cgp_ipvs_helper.core.engine import Helper
+from cgp_ipvs_helper.core.protocol import Reply, Response, render
+from cgp_ipvs_helper.plan.model import Settings
 from tests.forked import as_nobody
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +200,7 @@ def test_dry_run_without_root_plans_from_what_it_can_read() -> None:
     """-m needs no privilege: what it cannot read it says once, and plans from empty."""
     iface, ip = lan_interface()
     # imported before the fork: as nobody, the child may not read the Python under /root
-    importlib.import_module("cgp_ipvs_helper.netlink")
+    importlib.import_module("cgp_ipvs_helper.kernel.netlink.kernel")
     importlib.import_module("multiprocessing")
     result = as_nobody(_dry_run_as_nobody, iface, ip)
     assert "crash" not in result, result

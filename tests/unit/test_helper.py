@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from cgp_ipvs_helper.model import Address, Daemon, KernelState, Role
-from cgp_ipvs_helper.operations import (
+from cgp_ipvs_helper.core.protocol import Reply, Response, render
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import Address, Daemon, KernelState, Role
+from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddService,
@@ -14,8 +16,6 @@ from cgp_ipvs_helper.operations import (
     StartDaemon,
     StopDaemon,
 )
-from cgp_ipvs_helper.protocol import Reply, Response, render
-from cgp_ipvs_helper.testing import FakeKernel
 
 from .conftest import SELF, VIPS, Clock, fresh_state, make_helper
 
@@ -107,7 +107,7 @@ def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock)
 
 
 def _foreign_service():
-    from cgp_ipvs_helper.model import Service, ServiceKey
+    from cgp_ipvs_helper.plan.model import Service, ServiceKey
 
     return Service(ServiceKey("tcp", "203.0.113.80", 80), "rr", 0)
 

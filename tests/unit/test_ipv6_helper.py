@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cgp_ipvs_helper.model import Address, Dest, ServiceKey
-from cgp_ipvs_helper.operations import AddAddress, AddDest, SendGarp, SendNa
-from cgp_ipvs_helper.protocol import render
-from cgp_ipvs_helper.testing import FakeKernel
+from cgp_ipvs_helper.core.protocol import render
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import Address, Dest, ServiceKey
+from cgp_ipvs_helper.plan.operations import AddAddress, AddDest, SendGarp, SendNa
 
 from .conftest import VIPS, Clock, fresh_state, make_helper
 from .test_helper import infos

@@ -10,9 +10,12 @@ import struct
 
 import pytest
 
-from cgp_ipvs_helper import ipvswire, nd, nlwire, tc
-from cgp_ipvs_helper.model import Address, Dest, Service, ServiceKey
-from cgp_ipvs_helper.steering import RangeFilter, VipFilter
+from cgp_ipvs_helper.kernel.frames import nd
+from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
+from cgp_ipvs_helper.kernel.netlink import tc
+from cgp_ipvs_helper.kernel.netlink import wire as nlwire
+from cgp_ipvs_helper.plan.model import Address, Dest, Service, ServiceKey
+from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
 
 VIP6 = "2001:db8:10::1"
 TCP6 = ServiceKey("tcp", VIP6, 0)

@@ -8,10 +8,15 @@ import typing
 
 import pytest
 
-from cgp_ipvs_helper import ipvswire, memory, netlink, nlsocket, nlwire
-from cgp_ipvs_helper.kernel import Kernel
-from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
-from cgp_ipvs_helper.operations import (
+from cgp_ipvs_helper.kernel import memory
+from cgp_ipvs_helper.kernel.interface import Kernel
+from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
+from cgp_ipvs_helper.kernel.netlink import kernel as netlink
+from cgp_ipvs_helper.kernel.netlink import sockets as nlsocket
+from cgp_ipvs_helper.kernel.netlink import wire as nlwire
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
+from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddDests,
@@ -22,7 +27,6 @@ from cgp_ipvs_helper.operations import (
     SetSysctl,
     StopDaemon,
 )
-from cgp_ipvs_helper.testing import FakeKernel
 
 OPERATION_TYPES = set(typing.get_args(Operation))
 KEY = ServiceKey("tcp", "198.51.100.7", 0)

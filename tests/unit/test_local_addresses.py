@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cgp_ipvs_helper import hostaddrs
-from cgp_ipvs_helper.hostaddrs import local_clashes, subnet_edges
-from cgp_ipvs_helper.model import Address, KernelState, Settings
-from cgp_ipvs_helper.operations import DelAddress
-from cgp_ipvs_helper.planner import Role, desired_state, plan
+from cgp_ipvs_helper.core import hostaddrs
+from cgp_ipvs_helper.core.hostaddrs import local_clashes, subnet_edges
+from cgp_ipvs_helper.plan.model import Address, KernelState, Settings
+from cgp_ipvs_helper.plan.operations import DelAddress
+from cgp_ipvs_helper.plan.planner import Role, desired_state, plan
 
 LAN = Address("192.0.2.10", "eth0", 24)
 LOOPBACK = Address("127.0.0.1", "lo", 8)

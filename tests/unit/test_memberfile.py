@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cgp_ipvs_helper.config.memberfile import load_members, parse_members
 from cgp_ipvs_helper.errors import MemberFileError
-from cgp_ipvs_helper.memberfile import load_members, parse_members
-from cgp_ipvs_helper.steering import MemberRange
+from cgp_ipvs_helper.plan.steering import MemberRange
 
 ROOT = Path(__file__).resolve().parents[2]
 CGP_PORTS = (25, 80, 110, 143, 5060, 5061, 8100, 9100)

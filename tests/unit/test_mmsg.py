@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from cgp_ipvs_helper import mmsg
+from cgp_ipvs_helper.kernel.frames import mmsg
 
 
 def _sockaddr_in(port: int) -> bytes:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cgp_ipvs_helper import operations
-from cgp_ipvs_helper.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
-from cgp_ipvs_helper.operations import (
+from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
+from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddDests,
@@ -28,7 +28,7 @@ from cgp_ipvs_helper.operations import (
     StartDaemon,
     StopDaemon,
 )
-from cgp_ipvs_helper.steering import RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
 
 TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
 UDP = ServiceKey("udp", "198.51.100.10", 5060)

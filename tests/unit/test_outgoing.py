@@ -6,8 +6,18 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from cgp_ipvs_helper.model import Dest, KernelState, Role, Service, ServiceKey, Settings, TcState
-from cgp_ipvs_helper.operations import (
+from cgp_ipvs_helper.core.protocol import Reply, render
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import (
+    Dest,
+    KernelState,
+    Role,
+    Service,
+    ServiceKey,
+    Settings,
+    TcState,
+)
+from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddClsact,
     AddDest,
@@ -16,10 +26,9 @@ from cgp_ipvs_helper.operations import (
     DelService,
     SetSysctl,
 )
-from cgp_ipvs_helper.outgoing import PORT_RANGE, MemberMap, local_member, steer
-from cgp_ipvs_helper.planner import desired_state, plan
-from cgp_ipvs_helper.protocol import Reply, render
-from cgp_ipvs_helper.steering import (
+from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, MemberMap, local_member, steer
+from cgp_ipvs_helper.plan.planner import desired_state, plan
+from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
     TC_PREF,
     TC_PREF6,
@@ -28,7 +37,6 @@ from cgp_ipvs_helper.steering import (
     VipFilter,
     vip_blocks,
 )
-from cgp_ipvs_helper.testing import FakeKernel
 
 from .conftest import SELF, VIPS, Clock, fresh_state, make_helper
 

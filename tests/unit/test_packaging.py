@@ -106,8 +106,8 @@ def test_file_list(files: dict[str, tuple[str, str]]) -> None:
         f"{PRIV}/attr/__init__.py": "-rw-r--r--",
         f"{PRIV}/attrs/__init__.py": "-rw-r--r--",
     }
-    for module in sorted((ROOT / "cgp_ipvs_helper").glob("*.py")):
-        expected[f"{PRIV}/cgp_ipvs_helper/{module.name}"] = "-rw-r--r--"
+    for module in sorted((ROOT / "cgp_ipvs_helper").rglob("*.py")):
+        expected[f"{PRIV}/{module.relative_to(ROOT)}"] = "-rw-r--r--"
     assert {path: files[path][1] for path in expected if path in files} == expected
     for dist, version in BUNDLED.items():
         assert f"{PRIV}/{dist}-{version}.dist-info/METADATA" in files
@@ -230,7 +230,7 @@ def test_the_bundled_libraries_are_the_ones_imported(tree: Path) -> None:
     lib = tree / PRIV.lstrip("/")
     code = (
         "import sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1])\n"
-        "import attr, attrs, netaddr, pyroute2, cgp_ipvs_helper.netlink\n"
+        "import attr, attrs, netaddr, pyroute2, cgp_ipvs_helper.kernel.netlink.kernel\n"
         "for m in (attr, attrs, netaddr, pyroute2, cgp_ipvs_helper):\n"
         "    print(m.__file__)\n"
     )

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cgp_ipvs_helper.model import Address, Service, ServiceKey
-from cgp_ipvs_helper.operations import AddAddress
-from cgp_ipvs_helper.protocol import render
-from cgp_ipvs_helper.testing import FakeKernel
+from cgp_ipvs_helper.core.protocol import render
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import Address, Service, ServiceKey
+from cgp_ipvs_helper.plan.operations import AddAddress
 
 from .conftest import Clock, fresh_state, make_helper
 

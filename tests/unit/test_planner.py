@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cgp_ipvs_helper.model import Address, Daemon, Dest, KernelState, Service, ServiceKey, Settings
-from cgp_ipvs_helper.operations import (
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import (
+    Address,
+    Daemon,
+    Dest,
+    KernelState,
+    Service,
+    ServiceKey,
+    Settings,
+)
+from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddService,
@@ -18,8 +27,7 @@ from cgp_ipvs_helper.operations import (
     StartDaemon,
     StopDaemon,
 )
-from cgp_ipvs_helper.planner import DEFAULT_PORTS, Role, announce, desired_state, plan
-from cgp_ipvs_helper.testing import FakeKernel
+from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, Role, announce, desired_state, plan
 
 from .conftest import SELF, fresh_state
 

@@ -6,10 +6,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cgp_ipvs_helper.cli import LineReader
+from cgp_ipvs_helper.config.vipfile import parse_vips
+from cgp_ipvs_helper.core.protocol import render
 from cgp_ipvs_helper.errors import VipFileError
-from cgp_ipvs_helper.protocol import render
-from cgp_ipvs_helper.testing import FakeKernel
-from cgp_ipvs_helper.vipfile import parse_vips
+from cgp_ipvs_helper.kernel.testing import FakeKernel
 
 from .conftest import Clock, fresh_state, make_helper
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cgp_ipvs_helper import protocol
-from cgp_ipvs_helper.protocol import Activate, BadRequest, Deactivate, Intf, Quit, Status
+from cgp_ipvs_helper.core import protocol
+from cgp_ipvs_helper.core.protocol import Activate, BadRequest, Deactivate, Intf, Quit, Status
 
 PARSED = [
     ("00001 INTF 3", Intf("00001", "3")),

@@ -24,7 +24,7 @@ PY39_CANDIDATES = ("/root/.pyenv/versions/3.9.18/bin/python3.9", "python3.9")
 
 def runtime_sources() -> list[Path]:
     """Every Python file that is installed: the package, and the launchers in packaging/."""
-    files = sorted((ROOT / "cgp_ipvs_helper").glob("*.py"))
+    files = sorted((ROOT / "cgp_ipvs_helper").rglob("*.py"))
     for path in sorted((ROOT / "packaging").iterdir()):
         if path.is_file() and (
             path.suffix == ".py" or path.read_bytes().startswith(b"#!/usr/bin/python3")
@@ -43,7 +43,7 @@ def python39() -> str | None:
 
 def test_the_sources_are_found() -> None:
     names = {p.name for p in runtime_sources()}
-    assert {"cli.py", "vipctl.py", "netlink.py", "IPVSHelper.py", "cgp-ipvs-vip.py"} <= names
+    assert {"cli.py", "vipctl.py", "kernel.py", "IPVSHelper.py", "cgp-ipvs-vip.py"} <= names
 
 
 @pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -65,8 +65,8 @@ def test_a_real_39_compiles_and_imports_every_module() -> None:
     # site-packages (-B: no 3.9 bytecode written next to them or the sources).
     site = sysconfig.get_paths()["purelib"]
     modules = sorted(
-        f"cgp_ipvs_helper.{p.stem}"
-        for p in (ROOT / "cgp_ipvs_helper").glob("*.py")
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "cgp_ipvs_helper").rglob("*.py")
         if p.stem != "__main__"
     )
     script = (

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cgp_ipvs_helper import ready
-from cgp_ipvs_helper.model import (
+from cgp_ipvs_helper.core import ready
+from cgp_ipvs_helper.core.protocol import Commands
+from cgp_ipvs_helper.plan.model import (
     Address,
     Daemon,
     Dest,
@@ -17,11 +18,10 @@ from cgp_ipvs_helper.model import (
     Settings,
     TcState,
 )
-from cgp_ipvs_helper.operations import AddDests, each
-from cgp_ipvs_helper.outgoing import MemberMap
-from cgp_ipvs_helper.planner import announce, desired_state, plan, sysctl_paths
-from cgp_ipvs_helper.protocol import Commands
-from cgp_ipvs_helper.steering import MemberRange, RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.operations import AddDests, each
+from cgp_ipvs_helper.plan.outgoing import MemberMap
+from cgp_ipvs_helper.plan.planner import announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.plan.steering import MemberRange, RangeFilter, VipFilter
 
 VIPS = [f"203.0.113.{i}" for i in range(12)] + ["2001:db8::5", "2001:db8::6"]
 FOREIGN = ["198.51.100.1", "198.51.100.2"]

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-from cgp_ipvs_helper.model import Role
-from cgp_ipvs_helper.session import (
+from cgp_ipvs_helper.core.session import (
     GARP_REPEATS,
     TRANSITIONS,
     Event,
@@ -15,6 +14,7 @@ from cgp_ipvs_helper.session import (
     Session,
     State,
 )
+from cgp_ipvs_helper.plan.model import Role
 
 S, E = State, Event
 TABLE = [

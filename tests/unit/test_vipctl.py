@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from cgp_ipvs_helper import vipctl
+from cgp_ipvs_helper.config.vipfile import load_vips
 from cgp_ipvs_helper.errors import KernelError, VipFileError
-from cgp_ipvs_helper.model import Address, KernelState
-from cgp_ipvs_helper.operations import AddAddress, DelAddress, Operation
-from cgp_ipvs_helper.testing import FakeKernel
-from cgp_ipvs_helper.vipfile import load_vips
+from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.model import Address, KernelState
+from cgp_ipvs_helper.plan.operations import AddAddress, DelAddress, Operation
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sysconfig" / "vipaddrs"

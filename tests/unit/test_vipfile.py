@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cgp_ipvs_helper.config.vipfile import load_vips, parse_vips, vip_error
 from cgp_ipvs_helper.errors import VipFileError
-from cgp_ipvs_helper.vipfile import load_vips, parse_vips, vip_error
 
 ROOT = Path(__file__).resolve().parents[2]
 

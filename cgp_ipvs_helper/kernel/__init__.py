@@ -1,0 +1,1 @@
+"""All privileged work behind one `Kernel` interface: netlink (real), memory (-m, tests)."""

@@ -1,0 +1,1 @@
+"""Link-layer frames: gratuitous ARP, unsolicited neighbour advertisements."""

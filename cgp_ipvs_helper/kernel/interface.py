@@ -1,0 +1,45 @@
+"""The one narrow door to privileged kernel work.
+
+Everything that reads or changes the kernel goes through a `Kernel`: the netlink kernel
+(real mode) and the in-memory kernel (the -m dry run, and the tests' fake) both satisfy it, so
+the planner and the session never know which one they drive. Each carries out an operation
+type as one row of its own table (`HANDLERS`); a unit test checks that both tables cover every
+type of `Operation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+from cgp_ipvs_helper.errors import KernelError
+from cgp_ipvs_helper.plan.model import KernelState
+from cgp_ipvs_helper.plan.operations import Operation
+
+
+@runtime_checkable  # so a test can check that every kernel has the whole contract
+class Kernel(Protocol):
+    """Read the state the planner needs; apply operations in order."""
+
+    ipvs_problem: str | None
+    """Why IPVS cannot be used (module missing, no privilege), as of the last observe(); None
+    while it can. observe() then reports ipvs=False, without services, real servers, daemons."""
+
+    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
+        """Addresses, the asked-for sysctl paths, IPVS services, real servers, sync daemons;
+        with `tc_dev`, also that interface's ingress qdisc and our steering filters (`tc`)."""
+
+    def apply(self, op: Operation) -> None:
+        """Carry out `op`; raise KernelError with the kernel's reason if it fails."""
+
+    def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
+        """Carry out every operation in order, going on after a failure (a balancer missing one
+        real server still serves more clients than none); the failures, in order."""
+
+    def prepare(self, ops: Sequence[Operation]) -> None:
+        """These operations (these very objects) may be applied soon: build now what applying
+        them will send, so that apply_many() of them only sends. Replaces the last preparation;
+        changes nothing in the kernel, and an operation that cannot be built is just not kept."""
+
+    def close(self) -> None:
+        """Release sockets."""

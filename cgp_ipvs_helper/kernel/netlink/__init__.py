@@ -1,0 +1,1 @@
+"""The real kernel through netlink: rtnetlink, IPVS generic netlink, tc."""

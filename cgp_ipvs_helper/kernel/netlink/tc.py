@@ -1,0 +1,212 @@
+"""The rtnetlink messages of the steering filters: what `tc` sends, packed and parsed here.
+
+The bytes are those iproute2's `tc` sends for the commands AddClsact/AddFilter/DelFilter render
+(read with strace from tc 6.1), so a filter made here and one made by the printed command list
+alike in `tc -d filter show` (the IPv6 filters' bytes are checked against tc's in the unit
+tests). Requests go over NETLINK_ROUTE like address changes; the kernel
+answers each with an ack or an error, so they batch like addresses do.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import netaddr
+from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
+
+from cgp_ipvs_helper.kernel.netlink.wire import attrs as _attrs
+from cgp_ipvs_helper.kernel.netlink.wire import nla as _nla
+from cgp_ipvs_helper.plan.steering import (
+    TC_CHAIN,
+    TC_PREF,
+    TC_PREF6,
+    VIP_CHAIN,
+    RangeFilter,
+    VipFilter,
+    mark_of,
+)
+
+RTM_NEWQDISC, RTM_GETQDISC = 36, 38
+RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 44, 45, 46
+TC_H_CLSACT = 0xFFFFFFF1  # parent of the clsact (and ingress) qdisc
+CLSACT_HANDLE = 0xFFFF0000
+INGRESS = 0xFFFFFFF2  # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS): the ingress filter parent
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+TCA_KIND, TCA_OPTIONS, TCA_CHAIN = 1, 2, 11
+TCA_FLOWER_ACT, TCA_FLOWER_KEY_ETH_TYPE, TCA_FLOWER_KEY_IP_PROTO = 3, 8, 9
+TCA_FLOWER_KEY_IPV4_DST, TCA_FLOWER_KEY_IPV4_DST_MASK, TCA_FLOWER_FLAGS = 12, 13, 22
+TCA_FLOWER_KEY_IPV6_DST, TCA_FLOWER_KEY_IPV6_DST_MASK = 16, 17
+TCA_FLOWER_IN_HW_COUNT, TCA_FLOWER_KEY_PORT_DST_MIN, TCA_FLOWER_KEY_PORT_DST_MAX = 86, 89, 90
+TCA_CLS_FLAGS_SKIP_HW = 1
+TCA_ACT_KIND, TCA_ACT_OPTIONS = 1, 2
+TCA_GACT_PARMS, TCA_SKBEDIT_PARMS, TCA_SKBEDIT_MARK = 2, 2, 5
+NLA_F_NESTED = 0x8000
+TC_ACT_PIPE = 3
+TC_ACT_GOTO_CHAIN = 0x20000000
+
+_TCMSG = struct.Struct("=BBHiIII")  # family, pad, pad, ifindex, handle, parent, info
+_TC_GEN = struct.Struct("=IIiii")  # index, capab, action, refcnt, bindcnt (tc_gact, tc_skbedit)
+_ETH_TYPES = {TC_PREF: ETH_P_IP, TC_PREF6: ETH_P_IPV6}  # the protocol of each preference of ours
+_FAMILIES = {ETH_P_IP: socket.AF_INET, ETH_P_IPV6: socket.AF_INET6}
+_PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+_PROTOCOL_NAMES = {v: k for k, v in _PROTOCOLS.items()}
+_COMMON_KEYS = {TCA_FLOWER_KEY_ETH_TYPE, TCA_FLOWER_FLAGS, TCA_FLOWER_IN_HW_COUNT, TCA_FLOWER_ACT}
+_DST_KEYS = {  # per protocol: the destination address and its mask
+    ETH_P_IP: (TCA_FLOWER_KEY_IPV4_DST, TCA_FLOWER_KEY_IPV4_DST_MASK),
+    ETH_P_IPV6: (TCA_FLOWER_KEY_IPV6_DST, TCA_FLOWER_KEY_IPV6_DST_MASK),
+}
+_RANGE_KEYS = _COMMON_KEYS | {
+    TCA_FLOWER_KEY_IP_PROTO,
+    TCA_FLOWER_KEY_PORT_DST_MIN,
+    TCA_FLOWER_KEY_PORT_DST_MAX,
+}
+_U32 = struct.Struct("=I")
+_BE16 = struct.Struct("!H")
+
+Request = tuple[int, int, bytes]  # (message type, flags, body) as kernel.py batches them
+
+
+def add_clsact(ifindex: int) -> Request:
+    body = _TCMSG.pack(0, 0, 0, ifindex, CLSACT_HANDLE, TC_H_CLSACT, 0)
+    return RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, body + _nla(TCA_KIND, b"clsact\0")
+
+
+def _head(ifindex: int, pref: int, chain: int, handle: int) -> bytes:
+    info = pref << 16 | socket.htons(_ETH_TYPES[pref])  # preference, protocol in network order
+    return (
+        _TCMSG.pack(0, 0, 0, ifindex, handle, INGRESS, info)
+        + _nla(TCA_CHAIN, _U32.pack(chain))
+        + _nla(TCA_KIND, b"flower\0")
+    )
+
+
+def _action(kind: bytes, options: bytes) -> bytes:
+    one = _nla(TCA_ACT_KIND, kind + b"\0") + _nla(TCA_ACT_OPTIONS | NLA_F_NESTED, options)
+    return _nla(TCA_FLOWER_ACT, _nla(1, one))
+
+
+def _prefix_mask(bits: int, length: int) -> bytes:
+    return ((1 << bits) - (1 << (bits - length))).to_bytes(bits // 8, "big")
+
+
+def add_filter(ifindex: int, f: VipFilter | RangeFilter) -> Request:
+    eth_type = _ETH_TYPES[f.pref]
+    if isinstance(f, VipFilter):
+        ip, _, length = f.prefix.partition("/")
+        family = _FAMILIES[eth_type]
+        dst, dst_mask = _DST_KEYS[eth_type]
+        bits = 128 if f.ipv6 else 32
+        keys = _nla(dst, socket.inet_pton(family, ip)) + _nla(
+            dst_mask, _prefix_mask(bits, int(length))
+        )
+        parms = _TC_GEN.pack(0, 0, TC_ACT_GOTO_CHAIN | TC_CHAIN, 0, 0)
+        action = _action(b"gact", _nla(TCA_GACT_PARMS, parms))
+    else:
+        keys = (
+            _nla(TCA_FLOWER_KEY_IP_PROTO, bytes([_PROTOCOLS[f.proto]]))
+            + _nla(TCA_FLOWER_KEY_PORT_DST_MIN, _BE16.pack(f.first))
+            + _nla(TCA_FLOWER_KEY_PORT_DST_MAX, _BE16.pack(f.last))
+        )
+        parms = _TC_GEN.pack(0, 0, TC_ACT_PIPE, 0, 0)
+        mark = _nla(TCA_SKBEDIT_MARK, _U32.pack(f.mark))
+        action = _action(b"skbedit", _nla(TCA_SKBEDIT_PARMS, parms) + mark)
+    options = (
+        keys
+        + action
+        + _nla(TCA_FLOWER_FLAGS, _U32.pack(TCA_CLS_FLAGS_SKIP_HW))
+        + _nla(TCA_FLOWER_KEY_ETH_TYPE, _BE16.pack(eth_type))
+    )
+    body = _head(ifindex, f.pref, f.chain, f.handle) + _nla(TCA_OPTIONS, options)
+    return RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, body
+
+
+def del_filter(ifindex: int, pref: int, chain: int, handle: int) -> Request:
+    return RTM_DELTFILTER, 0, _head(ifindex, pref, chain, handle)
+
+
+def dump_filters(ifindex: int) -> tuple[int, bytes]:
+    """The dump request for every filter (all chains) on the ingress of `ifindex`."""
+    return RTM_GETTFILTER, _TCMSG.pack(0, 0, 0, ifindex, 0, INGRESS, 0)
+
+
+def dump_qdiscs() -> tuple[int, bytes]:
+    return RTM_GETQDISC, _TCMSG.pack(0, 0, 0, 0, 0, 0, 0)
+
+
+def ingress_kind(msg: bytes, ifindex: int) -> str | None:
+    """'clsact' or 'ingress' if `msg` is the ingress-capable qdisc of `ifindex`, else None."""
+    _f, _p1, _p2, index, handle, _parent, _info = _TCMSG.unpack_from(msg, 16)
+    if index != ifindex or handle != CLSACT_HANDLE:
+        return None
+    kind = _attrs(msg, 16 + _TCMSG.size).get(TCA_KIND, b"").split(b"\0", 1)[0].decode()
+    return kind if kind in ("clsact", "ingress") else None
+
+
+Observed = tuple[int, int, int, "VipFilter | RangeFilter | None"]
+
+
+def parse_filter(msg: bytes) -> Observed | None:
+    """(preference, chain, handle, what it is) for a filter of ours; None for anything else.
+
+    Ours: preference TC_PREF or TC_PREF6 in chain 0 or TC_CHAIN. What it is: the VipFilter or
+    RangeFilter it holds exactly (our handle, protocol, flags, match and action), or None when
+    it was changed or is not one we make (the planner deletes it).
+    """
+    _f, _p1, _p2, _index, handle, _parent, info = _TCMSG.unpack_from(msg, 16)
+    attrs = _attrs(msg, 16 + _TCMSG.size)
+    chain = _U32.unpack(attrs[TCA_CHAIN])[0] if TCA_CHAIN in attrs else 0
+    pref = info >> 16
+    if pref not in _ETH_TYPES or chain not in (VIP_CHAIN, TC_CHAIN) or handle == 0:
+        return None
+    try:
+        found = _flower(attrs, pref, chain, handle)
+    except (KeyError, ValueError, IndexError, struct.error):
+        found = None
+    if found is not None and (found.handle, found.pref) != (handle, pref):
+        found = None
+    return pref, chain, handle, found
+
+
+def _flower(
+    attrs: dict[int, bytes], pref: int, chain: int, handle: int
+) -> VipFilter | RangeFilter | None:
+    if attrs.get(TCA_KIND, b"").split(b"\0", 1)[0] != b"flower":
+        return None
+    keys = _attrs(attrs[TCA_OPTIONS], 0)
+    flags = _U32.unpack(keys.get(TCA_FLOWER_FLAGS, b"\0\0\0\0"))[0]
+    eth_type = _ETH_TYPES[pref]
+    if flags & TCA_CLS_FLAGS_SKIP_HW == 0 or keys[TCA_FLOWER_KEY_ETH_TYPE] != _BE16.pack(eth_type):
+        return None
+    actions = _attrs(keys[TCA_FLOWER_ACT], 0)
+    if list(actions) != [1]:
+        return None
+    act = _attrs(actions[1], 0)
+    kind = act[TCA_ACT_KIND].split(b"\0", 1)[0]
+    options = _attrs(act[TCA_ACT_OPTIONS], 0)
+    control = _TC_GEN.unpack_from(options[TCA_GACT_PARMS])[2]
+    if chain == VIP_CHAIN:
+        dst, dst_mask = _DST_KEYS[eth_type]
+        if set(keys) - _COMMON_KEYS - {dst, dst_mask}:
+            return None
+        if kind != b"gact" or control != TC_ACT_GOTO_CHAIN | TC_CHAIN:
+            return None
+        mask = keys[dst_mask]
+        length = bin(int.from_bytes(mask, "big")).count("1")
+        if mask != _prefix_mask(len(mask) * 8, length):
+            return None
+        ip = socket.inet_ntop(_FAMILIES[eth_type], keys[dst])
+        prefix = str(netaddr.IPNetwork(f"{ip}/{length}"))  # spelled as vip_blocks() spells it
+        # an IPv4 block's handle is its address (checked by the caller); an IPv6 one's is given
+        return VipFilter(prefix, handle) if eth_type == ETH_P_IPV6 else VipFilter(prefix)
+    if set(keys) - _RANGE_KEYS or kind != b"skbedit" or control != TC_ACT_PIPE:
+        return None
+    f = RangeFilter(
+        _PROTOCOL_NAMES[keys[TCA_FLOWER_KEY_IP_PROTO][0]],
+        _BE16.unpack(keys[TCA_FLOWER_KEY_PORT_DST_MIN])[0],
+        _BE16.unpack(keys[TCA_FLOWER_KEY_PORT_DST_MAX])[0],
+        eth_type == ETH_P_IPV6,
+    )
+    if _U32.unpack(options[TCA_SKBEDIT_MARK])[0] != mark_of(f.first):
+        return None
+    return f

@@ -1,0 +1,1 @@
+"""The pure plan: values for the kernel state, the operations, and the planner that diffs them."""

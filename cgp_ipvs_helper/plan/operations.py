@@ -1,0 +1,376 @@
+"""The operations the planner emits and the kernels carry out.
+
+Each operation renders itself as the exact shell command with the same effect (`argv()`);
+`str(op)` is that command safely quoted, which is what -m prints into CGP's log. Real mode
+never runs these commands: the netlink kernel carries out the same operation directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+import shlex
+from collections.abc import Iterable
+from itertools import chain, groupby, product
+from typing import Union
+
+from attrs import frozen
+
+from cgp_ipvs_helper.plan.model import (
+    SERVICES_KEPT,
+    Address,
+    Daemon,
+    Dest,
+    Service,
+    ServiceKey,
+    Sysctl,
+    is_ipv6,
+)
+from cgp_ipvs_helper.plan.steering import TC_CHAIN, TC_PREF, TC_PREF6, RangeFilter, VipFilter
+
+_PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
+
+
+def _host(ip: str) -> str:
+    """An address as ipvsadm takes it: IPv6 in brackets, or its colons would be read as a port."""
+    return f"[{ip}]" if is_ipv6(ip) else ip
+
+
+def _real_server(ip: str, port: int) -> str:
+    """The -r argument: ipvsadm takes a bracketed IPv6 address only with a port (the service's,
+    which direct routing keeps)."""
+    return f"[{ip}]:{port}" if is_ipv6(ip) else ip
+
+
+def _service_args(key: ServiceKey) -> list[str]:
+    if key.fwmark:  # a firewall-mark service is IPv4 unless -6 says otherwise
+        return ["-f", str(key.fwmark), "-6"] if is_ipv6(key.vip) else ["-f", str(key.fwmark)]
+    return [_PROTO_FLAG[key.proto], f"{_host(key.vip)}:{key.port}"]
+
+
+def _address_command(verb: str, a: Address) -> list[str]:
+    """`ip address add|del`; an IPv6 one says -6, and is added without duplicate address
+    detection (nodad): a VIP must serve at once, and the group holds it on purpose."""
+    if not is_ipv6(a.ip):
+        return ["ip", "address", verb, f"{a.ip}/{a.prefixlen}", "dev", a.dev]
+    nodad = ["nodad"] if verb == "add" else []
+    return ["ip", "-6", "address", verb, f"{a.ip}/{a.prefixlen}", "dev", a.dev, *nodad]
+
+
+# shlex.quote leaves a word alone when it is not empty and has only these characters; with the
+# space between words, one match over the joined line checks every word at once
+_PLAIN_LINE = re.compile(r"[\w@%+=:,./ -]*", re.ASCII)
+
+
+class _Renders:
+    """Mixin: `str(op)` is the quoted shell command."""
+
+    __slots__ = ()
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        argv = self.argv()
+        line = " ".join(argv)
+        # what shlex.join gives when no word needs quotes (a /24 activation logs 3,330 of them)
+        if all(argv) and line.count(" ") == len(argv) - 1 and _PLAIN_LINE.fullmatch(line):
+            return line
+        return shlex.join(argv)
+
+
+@frozen
+class AddAddress(_Renders):
+    address: Address
+
+    def argv(self) -> list[str]:
+        return _address_command("add", self.address)
+
+
+@frozen
+class DelAddress(_Renders):
+    address: Address
+
+    def argv(self) -> list[str]:
+        return _address_command("del", self.address)
+
+
+@frozen
+class SetSysctl(_Renders):
+    sysctl: Sysctl
+
+    def argv(self) -> list[str]:
+        return ["sysctl", "-w", f"{self.sysctl.name}={self.sysctl.value}"]
+
+
+def _service_command(flag: str, service: Service) -> list[str]:
+    opts = ["-s", service.scheduler]
+    if service.persistence:
+        opts += ["-p", str(service.persistence)]
+    return ["ipvsadm", flag, *_service_args(service.key), *opts]
+
+
+def _dest_command(flag: str, dest: Dest) -> list[str]:
+    return [
+        "ipvsadm",
+        flag,
+        *_service_args(dest.service),
+        "-r",
+        _real_server(dest.ip, dest.port),
+        "-g",
+        "-w",
+        str(dest.weight),
+    ]
+
+
+@frozen
+class AddService(_Renders):
+    service: Service
+
+    def argv(self) -> list[str]:
+        return _service_command("-A", self.service)
+
+
+@frozen
+class EditService(_Renders):
+    service: Service
+
+    def argv(self) -> list[str]:
+        return _service_command("-E", self.service)
+
+
+@frozen
+class DelService(_Renders):
+    service: Service
+
+    def argv(self) -> list[str]:
+        return ["ipvsadm", "-D", *_service_args(self.service.key)]
+
+
+@functools.lru_cache(maxsize=SERVICES_KEPT)  # a service's real servers share them
+def _service_words(key: ServiceKey) -> str:
+    return shlex.join(_service_args(key))
+
+
+@functools.lru_cache(maxsize=SERVICES_KEPT)
+def _logged_head(key: ServiceKey) -> bytes:
+    """The start of the info line of each real server a service is given."""
+    return f"* ipvsadm -a {_service_words(key)} -r ".encode()
+
+
+_quoted = functools.lru_cache(maxsize=1024)(shlex.quote)  # a member's -r word, each service
+
+
+def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
+    """Quote these services' words now (while standby): an ACTIVATE then joins each real
+    server's own words to them."""
+    for key in keys:
+        _logged_head(key)
+
+
+def _server_words(ip: str, port: int, weight: int) -> str:
+    return f"{_quoted(_real_server(ip, port))} -g -w {weight}"
+
+
+def _dest_line(flag: str, dest: Dest) -> str:
+    """shlex.join(_dest_command(flag, dest)) from its quoted parts, each quoted once: an IPv6
+    real server's words need quotes ('[2001:db8::10]:0'), which shlex.join found word by word
+    (8-11 us a line, and a dual-stack /24 + /120 ACTIVATE logs 4,096 real servers)."""
+    words = _service_words(dest.service)
+    return f"ipvsadm {flag} {words} -r {_server_words(dest.ip, dest.port, dest.weight)}"
+
+
+@frozen
+class AddDest(_Renders):
+    dest: Dest
+
+    def argv(self) -> list[str]:
+        return _dest_command("-a", self.dest)
+
+    def __str__(self) -> str:
+        return _dest_line("-a", self.dest)
+
+
+@frozen
+class AddDests:
+    """The real servers `servers` (address, weight) added to each of `services` in turn, all of
+    one family: what an ACTIVATE from standby adds, as one value. It is its AddDest values
+    (`each()`) for both kernels and in the log, but made, sent and logged from parts kept per
+    service and per server: as 2,048 values (a /24, 4 members) they cost the helper more than
+    the kernel needs to add them (issue 12). `str()` is its commands, one per line."""
+
+    services: tuple[ServiceKey, ...]
+    servers: tuple[tuple[str, int], ...]
+
+    def each(self) -> tuple[AddDest, ...]:
+        return tuple(AddDest(Dest(k, ip, w)) for k in self.services for ip, w in self.servers)
+
+    def part(self, i: int) -> AddDest:
+        """each()[i], made alone."""
+        ip, weight = self.servers[i % len(self.servers)]
+        return AddDest(Dest(self.services[i // len(self.servers)], ip, weight))
+
+    def __len__(self) -> int:
+        return len(self.services) * len(self.servers)
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.each()))
+
+    def logged(self) -> bytes:
+        """Its info lines (`* ` command, newline), in UTF-8, joined from kept parts."""
+        parts: list[bytes] = []
+        for port, keys in groupby(self.services, _port):
+            tails = [f"{_server_words(ip, port, w)}\n".encode() for ip, w in self.servers]
+            parts += chain.from_iterable(product(map(_logged_head, keys), tails))
+        return b"".join(parts)
+
+
+def each(ops: Iterable[Operation]) -> list[Operation]:
+    """The operations, each AddDests as its AddDest values."""
+    return [one for op in ops for one in (op.each() if isinstance(op, AddDests) else (op,))]
+
+
+_port = operator.attrgetter("port")  # a real server's port, and so its words, is its service's
+
+
+@frozen
+class EditDest(_Renders):
+    dest: Dest
+
+    def argv(self) -> list[str]:
+        return _dest_command("-e", self.dest)
+
+    def __str__(self) -> str:
+        return _dest_line("-e", self.dest)
+
+
+@frozen
+class DelDest(_Renders):
+    dest: Dest
+
+    def argv(self) -> list[str]:
+        d = self.dest
+        return ["ipvsadm", "-d", *_service_args(d.service), "-r", _real_server(d.ip, d.port)]
+
+
+@frozen
+class StartDaemon(_Renders):
+    daemon: Daemon
+
+    def argv(self) -> list[str]:
+        d = self.daemon
+        return [
+            "ipvsadm",
+            "--start-daemon",
+            d.state,
+            "--mcast-interface",
+            d.iface,
+            "--syncid",
+            str(d.syncid),
+        ]
+
+
+@frozen
+class StopDaemon(_Renders):
+    daemon: Daemon
+
+    def argv(self) -> list[str]:
+        return ["ipvsadm", "--stop-daemon", self.daemon.state]
+
+
+@frozen
+class SendGarp(_Renders):
+    """One gratuitous ARP frame for `ip` out of `dev`: request form, or reply form."""
+
+    ip: str
+    dev: str
+    reply: bool
+
+    def argv(self) -> list[str]:
+        return ["arping", "-A" if self.reply else "-U", "-c", "1", "-I", self.dev, self.ip]
+
+
+@frozen
+class SendNa(_Renders):
+    """One unsolicited neighbour advertisement (override flag, to all-nodes) for the IPv6 `ip`
+    out of `dev`: an IPv6 VIP's gratuitous ARP. Rendered as libndp's `ndptool` (Debian:
+    libndp-tools; RHEL: libndp), which sends the same advertisement from a raw ICMPv6 socket."""
+
+    ip: str
+    dev: str
+
+    def argv(self) -> list[str]:
+        return ["ndptool", "-t", "na", "-U", "-i", self.dev, "-T", self.ip, "send"]
+
+
+# --- steering of replies to outgoing connections (see steering.py) -------------------------------
+
+_TC_PROTOCOL = {TC_PREF: "ip", TC_PREF6: "ipv6"}  # one protocol per preference of ours
+
+
+def _tc_filter(verb: str, dev: str, pref: int, chain: int, handle: int) -> list[str]:
+    head = ["tc", "filter", verb, "dev", dev, "ingress", "protocol", _TC_PROTOCOL[pref]]
+    return [*head, "pref", str(pref), "chain", str(chain), "handle", hex(handle), "flower"]
+
+
+@frozen
+class AddClsact(_Renders):
+    """The clsact qdisc that gives `dev` an ingress hook for filters (never removed: another
+    tool's filters may share it, and an empty one costs nothing)."""
+
+    dev: str
+
+    def argv(self) -> list[str]:
+        return ["tc", "qdisc", "add", "dev", self.dev, "clsact"]
+
+
+@frozen
+class AddFilter(_Renders):
+    """One of our flower filters on the ingress of `dev` (software only: the mark is for IPVS)."""
+
+    dev: str
+    filter: VipFilter | RangeFilter
+
+    def argv(self) -> list[str]:
+        f = self.filter
+        head = [*_tc_filter("add", self.dev, f.pref, f.chain, f.handle), "skip_hw"]
+        if isinstance(f, VipFilter):
+            return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(TC_CHAIN)]
+        match = ["ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}"]
+        return [*head, *match, "action", "skbedit", "mark", hex(f.mark)]
+
+
+@frozen
+class DelFilter(_Renders):
+    """Remove our filter `handle` of `chain` at `pref` (whatever it holds now) from the ingress
+    of `dev`."""
+
+    dev: str
+    pref: int
+    chain: int
+    handle: int
+
+    def argv(self) -> list[str]:
+        return _tc_filter("del", self.dev, self.pref, self.chain, self.handle)
+
+
+Operation = Union[
+    AddAddress,
+    DelAddress,
+    SetSysctl,
+    AddService,
+    EditService,
+    DelService,
+    AddDest,
+    AddDests,
+    EditDest,
+    DelDest,
+    StartDaemon,
+    StopDaemon,
+    SendGarp,
+    SendNa,
+    AddClsact,
+    AddFilter,
+    DelFilter,
+]

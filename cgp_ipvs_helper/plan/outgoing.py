@@ -1,0 +1,161 @@
+"""Planning the steering of replies to outgoing connections from a VIP (pure; see steering.py).
+
+`steer()` adds to a role's desired state what the member map asks for: this member's
+ip_local_port_range (every role), and while it balances (`balancing`: ACTIVE or DRAINING) one
+firewall-mark service per range with its owner as the only real server, never quiesced by a
+drain (the range is that machine's alone), plus the tc filters that set the marks. With IPv6
+VIPs the same again for IPv6 packets: an IPv6 firewall-mark service per range whose owner has
+an IPv6 address (the kernel's range serves both families), and IPv6 filters.
+`filter_ops()` turns our filters on the LAN interface into the desired ones; plan() runs it
+after the services and real servers are ready and before any service is deleted, so marks are
+never set for a service that is not there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import attrs
+from attrs import define
+
+from cgp_ipvs_helper.plan.model import (
+    DesiredState,
+    Dest,
+    KernelState,
+    Service,
+    ServiceKey,
+    Sysctl,
+    is_ipv6,
+)
+from cgp_ipvs_helper.plan.operations import AddClsact, AddFilter, DelFilter, Operation
+from cgp_ipvs_helper.plan.steering import (
+    VIP_CHAIN,
+    MemberRange,
+    RangeFilter,
+    VipFilter,
+    range_filters,
+    vip_blocks,
+)
+
+PORT_RANGE = "net/ipv4/ip_local_port_range"
+SCHEDULER = "wlc"
+WEIGHT = 100
+
+
+def local_member(members: Sequence[MemberRange], local_ips: Collection[str]) -> MemberRange | None:
+    """The map entry of this host: the one whose address this host holds."""
+    return next((m for m in members if m.ip in local_ips), None)
+
+
+def steer(
+    desired: DesiredState,
+    members: Sequence[MemberRange],
+    balancing: bool,
+    vips: Collection[str],
+    local: MemberRange | None,
+) -> DesiredState:
+    """`desired` plus the member map's part (an empty map: our filters and services removed)."""
+    sysctls = desired.sysctls
+    if local is not None:
+        sysctls += (Sysctl(PORT_RANGE, f"{local.first} {local.last}"),)
+    services, dests = desired.services, desired.dests
+    filters: frozenset[VipFilter | RangeFilter] = frozenset()
+    if balancing and members:
+        # IPv6 VIPs are balanced once a member has an IPv6 address (planner.balanced_vips);
+        # a member without one gets no IPv6 service, and no IPv6 mark is set for its range
+        members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
+        owners = [(ServiceKey.for_mark(m.mark), m.ip) for m in members]
+        owners += [(ServiceKey.for_mark(m.mark, True), str(m.ip6)) for m in members6]
+        services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
+        dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
+        filters = range_filters(members) | range_filters(members6, ipv6=True)
+        filters |= vip_blocks(v for v in vips if members6 or not is_ipv6(v))
+    return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
+
+
+def _order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
+    # the range filters before the VIP blocks that jump to them
+    return (f.chain == VIP_CHAIN, f.pref, f.handle)
+
+
+def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
+    """Delete our filters that are not wanted (or were changed), add the missing ones."""
+    if desired.filters is None or actual.tc is None:
+        return []
+    dev = desired.iface
+    have = {(pref, chain, handle): f for pref, chain, handle, f in actual.tc.filters}
+    ops: list[Operation] = [
+        DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
+        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
+        if f not in desired.filters
+    ]
+    missing = desired.filters - set(have.values())
+    if missing and actual.tc.ingress is None:
+        ops.append(AddClsact(dev))
+    ops += [AddFilter(dev, f) for f in sorted(missing, key=_order)]
+    return ops
+
+
+def ipv6_note(vips6: int, members6: int, path: str) -> str:
+    """What to log at start about the IPv6 VIPs: balanced, or held on lo only, and why."""
+    if members6:
+        return (
+            f"{vips6} IPv6 VIPs, balanced over the {members6} members with an IPv6 address "
+            f"in {path}"
+        )
+    return (
+        f"{vips6} IPv6 VIPs held on lo only, not balanced: no member has an IPv6 address in "
+        f"{path} (its third column)"
+    )
+
+
+@define
+class MemberMap:
+    """The member map as one helper run holds it. `seen`: it had entries at some time in this
+    run, so tc is read and our filters are kept in line (removed once the map is emptied);
+    before that, tc is never read or touched: without a map the helper works as it always did."""
+
+    path: str
+    members: tuple[MemberRange, ...] = ()
+    seen: bool = False
+
+    def update(self, members: tuple[MemberRange, ...]) -> None:
+        self.members = members
+        self.seen |= bool(members)
+
+    def ipv6(self) -> dict[str, str]:
+        """Member (by LAN IPv4 address) -> its IPv6 address: the real servers of IPv6 VIPs."""
+        return {m.ip: m.ip6 for m in self.members if m.ip6}
+
+    def ips(self) -> list[str]:
+        """The members by LAN address, in the map's order."""
+        return [m.ip for m in self.members]
+
+    def paths(self) -> frozenset[str]:
+        return frozenset({PORT_RANGE}) if self.seen else frozenset()
+
+    def tc_dev(self, iface: str) -> str | None:
+        return iface if self.seen else None
+
+    def notes(self, local_ips: Collection[str]) -> list[str]:
+        """What to log at start: whether replies are steered, and this host's range."""
+        if not self.members:
+            return [f"no member map ({self.path}): outgoing connections from VIPs are not steered"]
+        local = local_member(self.members, local_ips)
+        return [
+            f"member map {self.path}: {len(self.members)} port ranges; replies to outgoing "
+            "connections from VIPs are steered to their member while this helper balances",
+            f"this host is {local.ip} in the member map: ip_local_port_range "
+            f"{local.first}-{local.last}"
+            if local
+            else "no address of this host is in the member map: ip_local_port_range left as it is",
+        ]
+
+    def desired(
+        self, desired: DesiredState, balancing: bool, vips: Collection[str], actual: KernelState
+    ) -> DesiredState:
+        if not self.seen:
+            return desired
+        local_ips = {a.ip for a in actual.addresses} - set(vips)
+        local = local_member(self.members, local_ips)
+        return steer(desired, self.members, balancing, vips, local)

@@ -1,0 +1,73 @@
+"""Two fresh network namespaces on a veth pair: where a kernel test exercises one subsystem.
+
+"ours" (eth0 192.0.2.10/24, MAC OUR_MAC) is where the kernel under test works; "peer" (eth0
+192.0.2.20/24) sees its frames. `open_box()` yields with the calling thread inside "ours", so a
+NetlinkKernel opened there, and every tool the test runs, belong to it. The read helpers go
+through the usual tools (ip, ipvsadm), never through the code under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from lab.netns import create_netns, delete_netns, in_netns
+
+OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
+OUR_MAC = "02:00:00:00:01:10"
+_names = itertools.count()
+
+
+@dataclass
+class Box:
+    ours: str  # netns of the kernel under test; the test's thread is in it
+    peer: str  # netns on the other end of eth0
+    kernel: NetlinkKernel
+
+
+def ip_batch(commands: str) -> None:
+    subprocess.run(["ip", "-batch", "-"], input=commands, text=True, check=True)
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def ipvsadm_rules() -> set[str]:
+    """`ipvsadm -Sn`, one rule per line."""
+    return set(run("ipvsadm", "-S", "-n").splitlines())
+
+
+@contextmanager
+def open_box() -> Iterator[Box]:
+    """A new box with a NetlinkKernel in "ours"; both namespaces are deleted afterwards."""
+    n = next(_names)
+    ours, peer = f"nl{os.getpid()}-{n}a", f"nl{os.getpid()}-{n}b"
+    create_netns(ours)
+    create_netns(peer)
+    try:
+        with in_netns(peer):
+            ip_batch("link set lo up\n")
+        with in_netns(ours):
+            ip_batch(
+                "link set lo up\n"
+                f"link add eth0 address {OUR_MAC} type veth peer name eth0 netns {peer}\n"
+                f"address add {OUR_IP}/24 dev eth0\n"
+                "link set eth0 up\n"
+            )
+        with in_netns(peer):
+            ip_batch(f"address add {PEER_IP}/24 dev eth0\nlink set eth0 up\n")
+        with in_netns(ours):
+            kernel = NetlinkKernel()
+            try:
+                yield Box(ours, peer, kernel)
+            finally:
+                kernel.close()
+    finally:
+        delete_netns(ours)
+        delete_netns(peer)

@@ -1,0 +1,257 @@
+"""The README's main job: a CGP load-balancer group in user-mode Linux, balancing and failing over.
+
+Three frontends (fe1-fe3) and a client on one dual-stack LAN; every frontend runs the real
+helper with the shipped sample VIP file plus one IPv6 VIP, driven over stdin/stdout as
+CommuniGate Pro drives it. The demo shows who answers, then the frontends' own connections from
+a VIP to a server on the LAN without and with the member map (issue 9; the map also gives each
+frontend's IPv6 address, so the IPv6 VIP is balanced from then on, issue 11), then moves the
+balancer twice (planned, then by pulling the cable) while 12 long-lived TCP connections from the
+client to an IPv4 VIP, 6 to the IPv6 VIP and 4 from each frontend's VIP keep pinging, and prints
+what they saw. Run it with
+`make demo` (it boots the kernel through lab.uml).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from .driver import HelperProcess
+from .group import TCP, UDP, Group, Move
+from .lan import ipvsadm
+from .traffic import Answered, LongLived, LongLivedStats, udp_ask
+
+ROOT = Path(__file__).resolve().parents[1]
+VIPFILE = str(ROOT / "sysconfig" / "vipaddrs")
+MEMBERS_SAMPLE = ROOT / "sysconfig" / "cgp-ipvs-members"
+SOURCES = [f"192.0.2.{n}" for n in range(128, 188)]
+VIP6 = "2001:db8:10::10"
+SOURCES6 = [f"2001:db8::1:{n}" for n in range(1, 61)]
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def failover(name: str, g: Group, how: Callable[[], Move]) -> tuple[bool, list[str]]:
+    """Move the balancer under 12 long-lived connections to an IPv4 VIP and 6 to the IPv6 one;
+    report what the client saw."""
+    with LongLived(g.client, VIP6, TCP, 6, SOURCES6[48:54], broken_after=2.0) as six:
+        move = how()
+        stats6 = six.stop()
+    say(f"\n== {name} ==")
+    say(f"12 long-lived SMTP connections, served by {dict(sorted(move.before.items()))}")
+    if move.crashed:
+        say(f"{move.old}: cable pulled and helper killed")
+    else:
+        say(f"{move.old} <- DEACTIVATE: {move.old_reply}")
+    say(f"{move.new} <- ACTIVATE {move.members}: {move.new_reply}  ({move.new_ok_s * 1000:.0f} ms)")
+    fresh = g.spread(SOURCES[24:36])
+    arp = "%.0f ms" % (move.arp_s * 1000) if move.arp_s is not None else "NEVER"
+    say(f"client's ARP entry for {g.vips[0]} -> {move.new}'s MAC after {arp}")
+    lost = len(move.stats.conns) - len(move.survivors)
+    say(
+        f"connections to surviving frontends kept: {move.kept}/{len(move.survivors)}; "
+        f"longest time without an answer: {move.max_gap:.3f} s"
+        + (f"; lost with {move.old}: {lost}" if move.crashed else "")
+    )
+    # the frontends' own connections from the VIP (those of a crashed frontend die with it)
+    mine = {k: v for k, v in move.outgoing.items() if not (move.crashed and k == move.old)}
+    kept_out = sum(len(v.conns) - len(v.broken) for v in mine.values())
+    total_out = sum(len(v.conns) for v in mine.values())
+    gap_out = max((v.max_gap for v in mine.values()), default=0.0)
+    say(
+        f"connections the surviving frontends opened from {g.vips[0]}: {kept_out}/{total_out} "
+        f"kept, longest gap {gap_out:.3f} s"
+    )
+    say(f"12 new connections after the move: {dict(sorted(fresh.items()))}")
+    kept6, total6, gap6 = _survived(stats6, move)
+    new_mac = g.client.neigh(VIP6) == g.lan[move.new].mac
+    say(
+        f"IPv6: client's neighbour entry for {VIP6} -> {move.new}'s MAC: {new_mac}; "
+        f"connections to surviving frontends kept: {kept6}/{total6}; "
+        f"longest time without an answer: {gap6:.3f} s"
+    )
+    fresh6 = g.spread(SOURCES6[36:42], VIP6)
+    say(f"6 new IPv6 connections after the move: {dict(sorted(fresh6.items()))}")
+    ok = move.kept == len(move.survivors) and move.arp_s is not None and move.max_gap < 1.0
+    ok = ok and kept_out == total_out and kept6 == total6 and new_mac and gap6 < 1.0
+    return ok, [
+        f"{name}: {move.kept}/{len(move.survivors)} kept, longest gap {move.max_gap:.3f} s, "
+        f"ACTIVATE answered in {move.new_ok_s * 1000:.0f} ms; IPv6 {kept6}/{total6} kept, "
+        f"longest gap {gap6:.3f} s; outgoing from the VIP {kept_out}/{total_out} kept, "
+        f"longest gap {gap_out:.3f} s"
+    ]
+
+
+def _survived(stats: LongLivedStats, move: Move) -> tuple[int, int, float]:
+    """Kept, of how many, and the longest gap, of the connections not served by a crashed
+    balancer."""
+    alive = [c for c in stats.conns if not move.crashed or c.frontend != move.old]
+    return sum(not c.broken for c in alive), len(alive), max((c.max_gap for c in alive), default=0)
+
+
+def member_map(path: Path) -> str:
+    """The shipped sample map with its example (fe1-fe3) uncommented, written to `path`."""
+    lines = MEMBERS_SAMPLE.read_text().splitlines()
+    path.write_text("\n".join(x[2:] if x.startswith("# 192.0.2.") else x for x in lines) + "\n")
+    return "; ".join(x[2:].strip() for x in lines if x.startswith("# 192.0.2."))
+
+
+def total(answered: dict[str, Answered]) -> str:
+    tcp = sum(a.tcp for a in answered.values())
+    udp = sum(a.udp for a in answered.values())
+    count = sum(a.total for a in answered.values())
+    per = ", ".join(f"{k} {v.tcp}+{v.udp}" for k, v in sorted(answered.items()))
+    return f"TCP {tcp}/{count}, UDP {udp}/{count} ({per})"
+
+
+def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, list[str]]:
+    """Each frontend opens 12 TCP connections and 12 UDP exchanges from a VIP to the server,
+    without a member map (empty file), then with it (SIGHUP).
+
+    Without the map, from the second VIP: IPVS keeps an entry for each reply it scheduled (TCP
+    up to 2 min, UDP 5 min) and looks entries up before any service, so a later connection from
+    the same VIP and port to the same server would follow the old entry to the wrong member
+    whatever the map says. From the first VIP, every later connection would risk that (the
+    default port range overlaps the members' ranges): the demo's planned move once timed out on
+    it. The second VIP's entries match nothing the demo opens later."""
+    vip, unsteered = g.vips[0], g.vips[1]
+    say("\n== connections the frontends open from a VIP (relayed mail, SIP) ==")
+    before = g.outgoing(unsteered, count=12)
+    say(f"without a member map, from {unsteered}: answered {total(before)}")
+    ranges = member_map(path)
+    for h in helpers:
+        h.reload()
+    say(f"member map written ({ranges}) and SIGHUP sent; fe1's helper logged, among others:")
+    for mark in ("ip_local_port_range", "ipvsadm -A -f", "ipvsadm -a -f", "tc qdisc", "chain 0"):
+        say("  " + next((x for x in helpers[0].log if mark in x), f"(no line with {mark})"))
+    after = g.outgoing(vip, count=12)
+    say(f"with the member map, from {vip}: answered {total(after)}")
+    ok = all(a.complete for a in after.values())
+    return ok, [
+        f"outgoing: without a map (from {unsteered}) {total(before)}; "
+        f"with it (from {vip}) {total(after)}"
+    ]
+
+
+def ipv6(g: Group, h1: HelperProcess) -> tuple[bool, list[str]]:
+    """The IPv6 VIP, balanced since the member map gave the frontends' IPv6 addresses."""
+    say(f"\n== IPv6 VIP {VIP6} (the member map's third column: each frontend's IPv6 address) ==")
+    for mark in (
+        f"ip -6 address add {VIP6}/128 dev eth0",
+        f"ipvsadm -a -t '[{VIP6}]:0'",
+        "ndptool",
+    ):
+        say("  " + next((x for x in h1.log if mark in x), f"(no line with {mark})"))
+    table = ipvsadm(g.fe[0], "-L", "-n", "-t", f"[{VIP6}]:0")
+    say(f"fe1: ipvsadm -Ln -t [{VIP6}]:0\n" + "\n".join("  " + t for t in table.splitlines()))
+    spread = g.spread(SOURCES6[:30], VIP6)
+    udp = Counter(udp_ask(g.client, VIP6, UDP, src=s) for s in SOURCES6[30:45])
+    say(f"30 IPv6 SMTP connections from 30 addresses answered by {dict(sorted(spread.items()))}")
+    say(f"15 IPv6 SIP/UDP requests from 15 other addresses answered by {dict(sorted(udp.items()))}")
+    ok = set(spread) == {"fe1", "fe2", "fe3"} == set(udp)
+    return ok, [
+        f"balancing IPv6: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"
+    ]
+
+
+def main() -> int:
+    entries = [line.split("#")[0].strip() for line in Path(VIPFILE).read_text().splitlines()]
+    entries = [e for e in entries if e] + [VIP6]
+    with tempfile.TemporaryDirectory() as tmp:
+        vipfile = Path(tmp) / "vipaddrs"
+        vipfile.write_text(Path(VIPFILE).read_text() + f"{VIP6}  # IPv6: the demo's addition\n")
+        group = Group(
+            "demo",
+            entries,
+            sources=SOURCES + SOURCES6,
+            vipfile=str(vipfile),
+            server=True,
+            ipv6=True,
+        )
+        with group as g:
+            say(
+                "LAN 192.0.2.0/24 and 2001:db8::/64: fe1 .11/::11, fe2 .12/::12, fe3 .13/::13, "
+                "client .100/::100 (+60 addresses each), server .200"
+            )
+            say(f"VIP file {VIPFILE} plus {VIP6}: {', '.join(entries)}")
+            path = Path(tmp) / "cgp-ipvs-members"
+            path.write_text("# no member yet\n")
+            return run(g, g.start_all("--drain", "3", "--member-map", str(path), timeout=60), path)
+
+
+def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
+    h1, h2, h3 = helpers
+    say(f"\nstarted on each frontend: {helpers[0].log[0][2:]}")
+    all3 = g.members()
+    say(
+        f"\n== fe1 elected active balancer ==\nfe1 <- ACTIVATE {all3}: "
+        f"{h1.request(f'ACTIVATE {all3}')}"
+    )
+    start = next(i for i, line in enumerate(h1.log) if line.startswith("00002"))
+    logged = [line for line in h1.log[:start] if line.startswith("* ")]
+    logged = logged[next(i for i, x in enumerate(logged) if "ipvsadm -A" in x) :]
+    say(f"fe1's helper logged {len(logged)} lines into CGP's log for it, among them:")
+    for mark in (
+        "ipvsadm -A",
+        "ipvsadm -a",
+        "--stop-daemon",
+        "--start-daemon",
+        "dev eth0",
+        "arping -U",
+        "arping -A",
+    ):
+        say("  " + next(x for x in logged if mark in x))
+    vip = g.vips[0]
+    table = ipvsadm(g.fe[0], "-L", "-n", "-t", f"{vip}:0")
+    say("fe1: ipvsadm -Ln -t " + vip + ":0\n" + "\n".join("  " + t for t in table.splitlines()))
+    spread = g.spread(SOURCES[:30])
+    udp = Counter(udp_ask(g.client, vip, UDP, src=s) for s in SOURCES[30:45])
+    say(f"30 SMTP connections from 30 client addresses answered by {dict(sorted(spread.items()))}")
+    say(f"15 SIP/UDP requests from 15 other addresses answered by {dict(sorted(udp.items()))}")
+    results = [set(spread) == {"fe1", "fe2", "fe3"}]
+    report = [f"balancing: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"]
+    ok, lines = steering(g, helpers, path)
+    results.append(ok)
+    report += lines
+    ok, lines = ipv6(g, helpers[0])
+    results.append(ok)
+    report += lines
+    for name, move in (
+        (
+            "planned move: fe1 -> fe2 (DEACTIVATE and ACTIVATE at once)",
+            lambda: g.switch(h1, h2, broken_after=2.0, outgoing=4),
+        ),
+        (
+            "abrupt loss: fe2 leaves the LAN, fe3 takes over",
+            lambda: g.crash(h2, h3, broken_after=2.0, outgoing=4),
+        ),
+    ):
+        ok, lines = failover(name, g, move)
+        results.append(ok)
+        report += lines
+    assert g.server is not None
+    survivors = g.outgoing(count=12, hosts=[g.fe[0], g.fe[2]])
+    say(f"\nafter both moves, fe1 and fe3 from {g.vips[0]}: answered {total(survivors)}")
+    results.append(all(a.complete for a in survivors.values()))
+    report.append(f"outgoing after both moves (fe1, fe3): {total(survivors)}")
+    say("\n== report ==")
+    for line in report:
+        say(line)
+    say(
+        "result: "
+        + (
+            "all connections to surviving frontends kept"
+            if all(results)
+            else "SOMETHING WENT WRONG (see above)"
+        )
+    )
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
