@@ -27,7 +27,8 @@ class VipFileError(HelperError):
 
 
 class MemberFileError(VipFileError):
-    """The member port-range map is unreadable or malformed: blocks like a bad VIP file."""
+    """The member port-range map is unreadable or malformed: it only stops the steering
+    (core/members.py), but is worded as a VIP file error (file, line, text)."""
 
 
 class ProtocolError(HelperError):

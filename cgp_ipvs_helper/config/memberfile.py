@@ -5,10 +5,10 @@ own range (net.ipv4.ip_local_port_range, and the same range in CGP's Port Alloca
 to a VIP whose destination port lies in a range belong to that member alone. One member per
 line: `<LAN IPv4 address> <first>-<last> [<IPv6 address>]`; `#` starts a comment. The third
 column is the member's IPv6 address on the LAN interface's link: CGP names members by IPv4, and
-IPv6 direct routing to the group's IPv6 VIPs needs each member's IPv6 address. A bad line is
-reported with file, line number and text, and nothing is returned, so a half-valid map can never
-be half applied. Not to be confused with `--ports`,
-the list of services balanced with `-p 0`.
+IPv6 direct routing to the group's IPv6 VIPs needs each member's IPv6 address. Lines are split as
+the VIP file's (lines.py), fields on spaces and tabs only. A bad line is reported with file, line
+number and text, and nothing is returned, so a half-valid map can never be half applied. Not to
+be confused with `--ports`, the list of services balanced with `-p 0`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 
 import netaddr
 
+from cgp_ipvs_helper.config.lines import BLANKS, as_bytes, entries
 from cgp_ipvs_helper.config.vipfile import canonical, is_unicast, not_unicast6
 from cgp_ipvs_helper.errors import MemberFileError
 from cgp_ipvs_helper.plan.steering import MemberRange
@@ -26,12 +27,13 @@ DEFAULT_PATH = "/etc/sysconfig/cgp-ipvs-members"
 MIN_PORT = 1024  # below: well-known ports a service listens on, never a source-port range
 _ADDRESS = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})", re.ASCII)
 _RANGE = re.compile(r"(\d{1,5})-(\d{1,5})", re.ASCII)
+_FIELDS = re.compile(f"[{BLANKS.decode()}]+")
 
 
 def _address(path: str, lineno: int, line: str, text: str) -> str:
     m = _ADDRESS.fullmatch(text)
     if m is None or any(int(part) > 255 for part in m.groups()):
-        raise MemberFileError(path, lineno, line, f"{text!r} is not an IPv4 address")
+        raise MemberFileError(path, lineno, line, f"'{text}' is not an IPv4 address")
     octets = [int(part) for part in m.groups()]
     if not is_unicast(octets[0] << 24):
         raise MemberFileError(path, lineno, line, f"{text} is not a unicast address")
@@ -45,7 +47,7 @@ def _address6(path: str, lineno: int, line: str, text: str) -> str:
             raise ValueError
         ip = netaddr.IPAddress(text, version=6)
     except (netaddr.AddrFormatError, ValueError):
-        raise MemberFileError(path, lineno, line, f"{text!r} is not an IPv6 address") from None
+        raise MemberFileError(path, lineno, line, f"'{text}' is not an IPv6 address") from None
     problem = not_unicast6(netaddr.IPNetwork(ip))
     if problem:
         raise MemberFileError(path, lineno, line, f"{text}: {problem}")
@@ -55,7 +57,7 @@ def _address6(path: str, lineno: int, line: str, text: str) -> str:
 def _range(path: str, lineno: int, line: str, text: str) -> tuple[int, int]:
     m = _RANGE.fullmatch(text)
     if m is None:
-        raise MemberFileError(path, lineno, line, f"{text!r} is not a port range FIRST-LAST")
+        raise MemberFileError(path, lineno, line, f"'{text}' is not a port range FIRST-LAST")
     first, last = int(m.group(1)), int(m.group(2))
     if last > 65535:
         raise MemberFileError(path, lineno, line, f"port {last} is above 65535")
@@ -67,7 +69,7 @@ def _range(path: str, lineno: int, line: str, text: str) -> tuple[int, int]:
 
 
 def parse_members(
-    text: str, path: str, service_ports: Iterable[int] = (), vips: Collection[str] = ()
+    text: str | bytes, path: str, service_ports: Iterable[int] = (), vips: Collection[str] = ()
 ) -> tuple[MemberRange, ...]:
     """Every member in file order; raise MemberFileError on the first bad line.
 
@@ -79,11 +81,8 @@ def parse_members(
     seen_ip: dict[str, int] = {}
     taken: list[tuple[int, int, int]] = []  # (first, last, line)
     members: list[MemberRange] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        fields = line.split()
+    for lineno, line in entries(as_bytes(text)):
+        fields = _FIELDS.split(line)
         if not 2 <= len(fields) <= 3:
             raise MemberFileError(
                 path, lineno, line, "expected '<LAN IPv4 address> FIRST-LAST [IPv6 address]'"
@@ -118,15 +117,19 @@ def parse_members(
     return tuple(members)
 
 
+def read_members(path: str) -> bytes:
+    """The file's bytes; a missing file is no map (empty), an unreadable one an error."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise MemberFileError(path, None, "", f"cannot read: {exc.strerror or exc}") from None
+
+
 def load_members(
     path: str, service_ports: Iterable[int] = (), vips: Collection[str] = ()
 ) -> tuple[MemberRange, ...]:
-    """Read and parse `path`; a missing file is no map (empty), an unreadable one an error."""
-    try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return ()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MemberFileError(path, None, "", f"cannot read: {exc}") from None
-    return parse_members(text, path, service_ports, vips)
+    """Read and parse `path` (see read_members)."""
+    return parse_members(read_members(path), path, service_ports, vips)

@@ -3,26 +3,21 @@
 One entry per line: an IPv4 address or subnet a.b.c.d/m (m >= 24), or an IPv6 address or subnet
 (/120 or longer: at most 256 addresses, like a /24); a subnet stands for every address in it.
 `#` starts a comment. A bad line is reported with file, line number and text, and nothing
-is returned, so a half-valid file can never be half applied.
-
-The file is read as bytes and split on LF (CRLF) only: a form feed, vertical tab, NEL or U+2028
-in a comment is part of the comment, not a line break that would turn the rest into an entry and
-shift every later line number. A comment may hold any bytes; an entry is ASCII, and one that is
-not is an error naming its line, with the text shown escaped.
+is returned, so a half-valid file can never be half applied. Lines are split as lines.py does:
+an entry is ASCII, and one that is not is an error naming its line, with the text shown escaped.
 """
 
 from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
 from typing import Callable
 
 import netaddr
 from attrs import frozen
 
+from cgp_ipvs_helper.config.lines import as_bytes, entries
 from cgp_ipvs_helper.errors import VipFileError
-from cgp_ipvs_helper.shown import decode
 
 MIN_PREFIXLEN = 24
 MIN_PREFIXLEN6 = 120
@@ -109,22 +104,11 @@ def _entry(path: str, lineno: int, text: str) -> netaddr.IPNetwork:
     return net
 
 
-def _lines(data: bytes) -> Iterator[tuple[int, str]]:
-    """(line number, entry text) for each line holding an entry: LF or CRLF ends a line, `#`
-    starts a comment, spaces and tabs around the entry do not count."""
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        line = raw[:-1] if raw.endswith(b"\r") else raw
-        entry = line.split(b"#", 1)[0].strip(b" \t")
-        if entry:
-            yield lineno, decode(entry)
-
-
 def parse_vips(text: str | bytes, path: str) -> tuple[str, ...]:
     """Every VIP the file names, in file order; raise VipFileError on the first bad line."""
-    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
     seen: dict[tuple[int, int], tuple[int, str]] = {}  # (version, address) -> where
     vips: list[str] = []
-    for lineno, line in _lines(data):
+    for lineno, line in entries(as_bytes(text)):
         net = _entry(path, lineno, line)
         for addr in net:
             ip = canonical(str(addr))
@@ -155,7 +139,7 @@ def vip_error(path: str, ip: str, reason: str) -> VipFileError:
     """An error about VIP `ip` of a file that parsed, found later (against this host's
     addresses): it names the line that lists `ip`, as a parse error would."""
     try:
-        for lineno, line in _lines(_read(path)):
+        for lineno, line in entries(_read(path)):
             entry = (_IPV6 if ":" in line else _IPV4).form.fullmatch(line)
             if entry and netaddr.IPAddress(ip) in netaddr.IPNetwork(line):
                 return VipFileError(path, lineno, line, reason)

@@ -69,6 +69,7 @@ class Helper:
         self.session = Session(settings.drain, settings.timeout, clock())
         self.paths = sysctl_paths(settings.iface)
         self.map = MemberMap(settings.member_map)
+        self.member_file = members.MemberFile()
         self.vips: tuple[str, ...] = ()
         self.vip_error: VipFileError | None = None
         self.retired: frozenset[str] = frozenset()
@@ -86,15 +87,17 @@ class Helper:
     # -- entry points -----------------------------------------------------------------------
 
     def start(self, notes: Sequence[str] = ()) -> Reply:
-        """Load the VIP file and converge to standby (removing what a dead run left)."""
+        """Load the VIP file and the member map, and converge to standby (removing what a dead
+        run left). A bad VIP file stops balancing; a bad map only steering."""
         s = self.settings
         observed: Infos = []
         actual = self._observe(observed)
         try:
-            self.vips, ranges = members.load(s, self.load, actual)
-            self.map.update(ranges)
-        except VipFileError as exc:  # the VIP file or the member map
+            self.vips = members.load_vips(s, self.load, actual)
+        except VipFileError as exc:
             self.vip_error = exc
+        else:
+            self._read_map(self.vips)
         infos: Infos = [
             Info(
                 f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {escaped(s.vipfile)}, "
@@ -110,7 +113,8 @@ class Helper:
             infos.append(Info(members.refused(self.vip_error)))
         else:
             actual = self._observe(infos)  # again: the member map may add a sysctl to read
-            infos += [Info(note) for note in members.start_notes(s, self.vips, self.map, actual)]
+            notes = members.start_notes(s, self.vips, self.map, self.member_file, actual)
+            infos += [Info(note) for note in notes]
             self._converge(infos, actual)
         return Reply(tuple(infos))
 
@@ -160,22 +164,27 @@ class Helper:
 
     def reload(self) -> Reply:
         """SIGHUP: re-read the VIP file and the member map; apply the difference, or keep
-        everything on an error in either."""
+        everything on an error in the VIP file. A bad map keeps the ranges in force."""
         infos: Infos = []
         try:
-            new, ranges = members.load(self.settings, self.load, self._observe(infos))
-        except VipFileError as exc:  # the VIP file or the member map
+            new = members.load_vips(self.settings, self.load, self._observe(infos))
+        except VipFileError as exc:
             infos.append(Info(f"ERROR {exc}; keeping the {len(self.vips)} VIPs in use"))
             return Reply(tuple(infos))
+        seen = self.map.seen
+        self._read_map(new)
         text = f"reloaded {escaped(self.settings.vipfile)}: {len(new)} VIPs"
-        if ranges or self.map.seen:
-            text += f"; {escaped(self.settings.member_map)}: {len(ranges)} port ranges"
-        infos.append(Info(text))
+        if self.member_file.error is not None:
+            infos += [Info(text), Info(self.member_file.refused())]
+        else:
+            ranges = len(self.member_file.ranges)
+            if ranges or seen:
+                text += f"; {escaped(self.settings.member_map)}: {ranges} port ranges"
+            infos.append(Info(text))
         if not new:
             infos.append(Info(members.no_vips(self.settings)))
         self.retired = (self.retired | frozenset(self.vips)) - frozenset(new)
         self.vips, self.vip_error = new, None
-        self.map.update(ranges)
         self.arpwatch.watch(new)
         self.told_no_ipv6.clear()  # the map may have changed: say again who lacks IPv6
         self._converge(infos, garp=self.session.state is State.ACTIVE)
@@ -211,7 +220,13 @@ class Helper:
             del infos[mark:]
             infos.append(internal_error(exc))
 
+    def _read_map(self, vips: Sequence[str]) -> None:
+        self.member_file = self.member_file.read(self.settings, vips)
+        self.map.update(self.member_file.ranges)
+
     def _refresh(self, infos: Infos) -> None:
+        if self.member_file.error is not None:  # said again until it is fixed
+            infos.append(Info(self.member_file.refused()))
         mark = len(infos)
         self._converge(infos)
         if len(infos) > mark:
@@ -242,12 +257,13 @@ class Helper:
             f"conflicts={self.arpwatch.conflicts}"
         )
         v6 = sum(is_ipv6(v) for v in self.vips)
-        if not v6:
-            return text
-        # dual stack: the IPv6 VIPs, and the IPv6 real servers while balancing
-        members6 = self.map.ipv6()
-        listed = [members6[m] for m in ses.members if m in members6]
-        return f"{text} vips6={v6} members6={','.join(listed)}"
+        if v6:  # dual stack: the IPv6 VIPs, and the IPv6 real servers while balancing
+            members6 = self.map.ipv6()
+            listed = [members6[m] for m in ses.members if m in members6]
+            text += f" vips6={v6} members6={','.join(listed)}"
+        if self.member_file.error is not None:
+            text += " map=error"
+        return text
 
     def _activate(self, req: Activate, infos: Infos, now: float) -> Response:
         if self.vip_error is not None:

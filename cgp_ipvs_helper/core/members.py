@@ -1,12 +1,15 @@
 """Who is balanced, checked against this host: the files that name VIPs and members, and the
 member list of an ACTIVATE.
 
-The VIP file and the member map are loaded together (a VIP that is an address of this host is
-refused, and the map is checked against the VIPs), and start says what they mean: whether
-replies to outgoing connections are steered, whether the IPv6 VIPs are balanced. An ACTIVATE's
-members become the real servers, with this host among them; a member the map gives no IPv6
-address is left out of the IPv6 services, said once. Pure except for the `load` callable given:
-errors are raised, the helper answers them.
+The VIP file is needed to balance: a bad one (or a VIP that is an address of this host) stops
+the helper from balancing until it is fixed. The member map is optional: it is read after the
+VIP file and checked against it, and a bad one only degrades, balancing goes on without it (or
+with its last good state read by this run), said at start, on SIGHUP, on each refresh and in
+STATUS. Start says what the files mean: whether replies to outgoing connections are steered,
+whether the IPv6 VIPs are balanced. An ACTIVATE's members become the real servers, with this
+host among them; a member the map gives no IPv6 address is left out of the IPv6 services, said
+once. Pure except for the `load` callable given and the map's file: errors are raised or kept,
+the helper answers them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from typing import Callable
 
 from attrs import frozen
 
-from cgp_ipvs_helper.config.memberfile import load_members
+from cgp_ipvs_helper.config.memberfile import parse_members, read_members
 from cgp_ipvs_helper.core.hostaddrs import clash_error, subnet_edges
 from cgp_ipvs_helper.core.protocol import BadRequest
-from cgp_ipvs_helper.errors import VipFileError
+from cgp_ipvs_helper.errors import MemberFileError, VipFileError
 from cgp_ipvs_helper.plan.model import KernelState, Settings, is_ipv6
 from cgp_ipvs_helper.plan.outgoing import MemberMap, ipv6_note
 from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS
@@ -35,15 +38,49 @@ def check_local(settings: Settings, vips: Sequence[str], actual: KernelState) ->
         raise error
 
 
-def load(
-    settings: Settings, load_vips: Callable[[str], tuple[str, ...]], actual: KernelState
-) -> tuple[tuple[str, ...], tuple[MemberRange, ...]]:
-    """The VIP file (refused if it lists an address this host holds), then the member map
-    checked against it; VipFileError from either."""
-    vips = load_vips(settings.vipfile)
+def load_vips(
+    settings: Settings, load: Callable[[str], tuple[str, ...]], actual: KernelState
+) -> tuple[str, ...]:
+    """The VIP file, refused (VipFileError) if it lists an address this host holds."""
+    vips = load(settings.vipfile)
     check_local(settings, vips, actual)
-    ports = [port for _, port in settings.ports or DEFAULT_PORTS]
-    return vips, load_members(settings.member_map, ports, vips)
+    return vips
+
+
+@frozen
+class MemberFile:
+    """The member map as one helper run holds it: the ranges in force, the bytes they were
+    parsed from (the file's last good state this run read; empty: no map), and the error of the
+    file as last read, if it was bad."""
+
+    ranges: tuple[MemberRange, ...] = ()
+    source: bytes = b""
+    error: MemberFileError | None = None
+
+    def read(self, settings: Settings, vips: Sequence[str]) -> MemberFile:
+        """The file read again and checked against `vips`. If it is bad, the ranges in force
+        stay, checked again against `vips` (none if they no longer pass), with the error."""
+        path, ports = settings.member_map, [port for _, port in settings.ports or DEFAULT_PORTS]
+        try:
+            source = read_members(path)
+            return MemberFile(parse_members(source, path, ports, vips), source)
+        except MemberFileError as exc:
+            error = exc
+        try:
+            return MemberFile(parse_members(self.source, path, ports, vips), self.source, error)
+        except MemberFileError:  # a VIP now: the last good map does not fit the VIP file
+            return MemberFile(error=error)
+
+    def refused(self) -> str:
+        """What start, SIGHUP and each refresh say while the file is bad: what is in force."""
+        if self.ranges:
+            kept = f"the last good member map stays in force ({len(self.ranges)} port ranges)"
+        else:
+            kept = (
+                "balancing goes on without the member map: replies to outgoing connections "
+                "from VIPs are not steered"
+            )
+        return f"ERROR {self.error}; {kept} until it is fixed (then send SIGHUP)"
 
 
 def no_vips(settings: Settings) -> str:
@@ -51,7 +88,7 @@ def no_vips(settings: Settings) -> str:
 
 
 def refused(error: VipFileError) -> str:
-    """What start says when the VIP file or the member map is wrong: the helper waits."""
+    """What start says when the VIP file is wrong: the helper waits."""
     return (
         f"ERROR {error}; nothing is changed until it is fixed "
         "(then send SIGHUP or restart the helper)"
@@ -59,12 +96,19 @@ def refused(error: VipFileError) -> str:
 
 
 def start_notes(
-    settings: Settings, vips: Sequence[str], member_map: MemberMap, actual: KernelState
+    settings: Settings,
+    vips: Sequence[str],
+    member_map: MemberMap,
+    member_file: MemberFile,
+    actual: KernelState,
 ) -> list[str]:
-    """What start says about a good VIP file and member map: steering, this host's port range,
-    and how the IPv6 VIPs are served."""
+    """What start says about a good VIP file and the member map: steering (or the map's error),
+    this host's port range, and how the IPv6 VIPs are served."""
     local_ips = {a.ip for a in actual.addresses} - set(vips)
-    notes = member_map.notes(local_ips)
+    if member_file.error is not None:
+        notes = [member_file.refused()]
+    else:
+        notes = member_map.notes(local_ips)
     v6 = sum(is_ipv6(v) for v in vips)
     if v6:
         notes.append(ipv6_note(v6, len(member_map.ipv6()), settings.member_map))

@@ -91,13 +91,38 @@ def test_errors_name_file_line_and_text(text: str, lineno: int, reason: str) -> 
 
 def test_missing_file_is_no_map_unreadable_is_an_error(tmp_path) -> None:
     assert load_members(str(tmp_path / "absent")) == ()
-    bad = tmp_path / "latin1"
-    bad.write_bytes(b"192.0.2.11 50000-54999 # caf\xe9\n")
-    with pytest.raises(MemberFileError, match="cannot read"):
-        load_members(str(bad))
+    with pytest.raises(MemberFileError, match="cannot read: Is a directory"):
+        load_members(str(tmp_path))
     good = tmp_path / "members"
     good.write_text("192.0.2.11 50000-54999\n")
     assert load_members(str(good), CGP_PORTS) == (MemberRange("192.0.2.11", 50000, 54999),)
+
+
+def test_bytes_that_are_not_utf8_name_their_line_as_in_the_vip_file(tmp_path) -> None:
+    path = tmp_path / "members"
+    path.write_bytes(b"192.0.2.11 50000-54999 # caf\xe9: any bytes in a comment\n")
+    assert load_members(str(path)) == (MemberRange("192.0.2.11", 50000, 54999),)
+    path.write_bytes(b"# fe1\n192.0.2.11 50000-54999\n192.0.2.1\xff 55000-59999\n")
+    with pytest.raises(MemberFileError) as info:
+        load_members(str(path))
+    assert str(info.value) == (
+        f"{path}:3: '192.0.2.1\\xff 55000-59999': '192.0.2.1\\xff' is not an IPv4 address"
+    )
+
+
+def test_only_lf_ends_a_line_and_only_spaces_and_tabs_separate_fields() -> None:
+    # a vertical tab or U+2028 in a comment does not start a line that would be an entry
+    text = "# fe1\x0b192.0.2.12 55000-59999\u2028x\r\n192.0.2.11\t50000-54999\r\n"
+    assert parse_members(text, "f") == (MemberRange("192.0.2.11", 50000, 54999),)
+    with pytest.raises(MemberFileError) as info:
+        parse_members("\n192.0.2.11\x1c50000-54999\n", "f")
+    assert str(info.value) == (
+        "f:2: '192.0.2.11\\x1c50000-54999': expected '<LAN IPv4 address> FIRST-LAST [IPv6 address]'"
+    )
+    with pytest.raises(MemberFileError) as info:
+        parse_members("192.0.2.11 50000-54999\x00\n", "f")
+    assert str(info.value) == "f:1: '192.0.2.11 50000-54999\\x00': '50000-54999\\x00' is not " \
+        "a port range FIRST-LAST"  # fmt: skip
 
 
 def test_sample_file_is_no_map_until_its_example_is_uncommented() -> None:

@@ -327,29 +327,6 @@ def test_no_map_is_one_line_and_tc_is_never_read(tmp_path) -> None:
     assert kernel.sysctls[PORT_RANGE] == "32768\t60999"
 
 
-def test_a_bad_map_blocks_like_a_bad_vip_file_until_sighup(tmp_path) -> None:
-    h, kernel, path = map_helper(tmp_path, text="192.0.2.11 50000-54999\n192.0.2.12 54000-59999\n")
-    lines = infos(h.start())
-    assert kernel.take() == []
-    assert any(
-        line.startswith(f"ERROR {path}:2: '192.0.2.12 54000-59999': range 54000-59999 overlaps")
-        for line in lines
-    )
-    reply = render(h.handle("1 ACTIVATE 192.0.2.11"))
-    assert reply[-1].startswith(f"1 ERROR {path}:2:") and kernel.take() == []
-    path.write_text(MAP_TEXT)
-    assert infos(h.reload())[0] == (
-        f"reloaded /etc/sysconfig/vipaddrs: 2 VIPs; {path}: 3 port ranges"
-    )
-    assert render(h.handle("2 ACTIVATE 192.0.2.11"))[-1] == "2 OK active vips=2 members=1"
-    path.write_text("198.51.100.10 50000-54999\n")  # a VIP as a member: refused, all kept
-    assert infos(h.reload()) == [
-        f"ERROR {path}:1: '198.51.100.10 50000-54999': 198.51.100.10 is a VIP, not a member's "
-        "address; keeping the 2 VIPs in use"
-    ]
-    assert set(kernel.filters.values()) == FILTERS
-
-
 def test_an_emptied_map_removes_our_filters_and_services(tmp_path) -> None:
     h, kernel, path = map_helper(tmp_path)
     h.start()
