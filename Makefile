@@ -10,7 +10,7 @@ APT_PACKAGES := user-mode-linux kmod ipvsadm iproute2 iputils-arping iputils-pin
 APT_PACKAGES += debootstrap
 UML := $(PY) -m lab.uml
 
-.PHONY: setup demo test lint unit kernel-tests boot-test bench rpm clean
+.PHONY: setup demo test lint unit packaging-test kernel-tests boot-test bench rpm clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ lint: setup
 unit: setup
 	$(PY) -m pytest tests/unit
 
+# The RPM built by rpmbuild, checked by rpm and rpmlint; the Python chooser of its launchers.
+packaging-test: setup
+	$(PY) -m pytest tests/packaging
+
 kernel-tests: setup
 	$(UML) --timeout 2400 -- python -m pytest -p no:cacheprovider tests/kernel
 
@@ -51,7 +55,7 @@ boot-test: setup
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap)
 	$(PY) -m pytest -p no:cacheprovider tests/boot
 
-test: lint unit kernel-tests boot-test
+test: lint unit packaging-test kernel-tests boot-test
 
 bench: setup
 	$(PY) -m bench

@@ -29,7 +29,7 @@ import pytest
 
 from tests.boot import machine, rootfs, system
 from tests.boot.system import LAN, NETWORKD, STANDIN, UNIT, WAIT_ONLINE, WORK, Boot
-from tests.unit.test_packaging import NAME, PRIV, make_rpm
+from tests.packaging.test_rpm import NAME, PRIV, make_rpm
 
 VIPFILE = "/etc/sysconfig/vipaddrs"
 # The operator's edit of the packaged sample: 2 + 4 VIPs (rpm -e must keep it as .rpmsave).
