@@ -30,7 +30,7 @@ from cgp_ipvs_helper.errors import UsageError, VipFileError
 from cgp_ipvs_helper.plan.model import KernelState, Settings
 from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS
 
-LAUNCHERS = ("IPVSHelper.py",)  # a helper started by CGP, as installed
+LAUNCHERS = ("IPVSHelper.py", "cgp-ipvs-helper")  # the RPM's launchers of the helper
 MODULE = "cgp_ipvs_helper"  # a helper started as python -m cgp_ipvs_helper
 
 

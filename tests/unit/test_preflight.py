@@ -143,6 +143,8 @@ def test_the_arp_settings_count_as_the_kernel_takes_them_the_larger_of_all_and_t
     [
         (["/usr/bin/python3.11", "-s", "/opt/CommuniGate/Services/IPVSHelper.py", "-p", "0"], True),
         (["python", "-m", "cgp_ipvs_helper", "-i", "eth0"], True),
+        (["/usr/bin/python3.9", "-s", "/usr/sbin/cgp-ipvs-helper"], True),
+        (["/usr/bin/python3.9", "-s", "/usr/sbin/cgp-ipvs-helper", "check", "-i", "eth1"], False),
         (["/usr/bin/python3", "/opt/CommuniGate/Services/IPVSHelper.py", "check"], False),
         (["python", "-m", "cgp_ipvs_helper", "check"], False),
         (["vim", "IPVSHelper.py.orig"], False),
