@@ -33,6 +33,8 @@ class Level(enum.IntEnum):
 
 @frozen
 class Finding:
+    """One check's verdict: what was found, and for WARN and FAIL what to do about it."""
+
     level: Level
     text: str
     fix: str = ""
