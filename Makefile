@@ -10,7 +10,7 @@ APT_PACKAGES := user-mode-linux kmod ipvsadm iproute2 iputils-arping iputils-pin
 APT_PACKAGES += debootstrap
 UML := $(PY) -m lab.uml
 
-.PHONY: setup demo test lint unit kernel-tests boot-test bench rpm clean
+.PHONY: setup demo test lint unit packaging-test py39-test kernel-tests boot-test bench rpm clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,15 @@ lint: setup
 unit: setup
 	$(PY) -m pytest tests/unit
 
+# The RPM built by rpmbuild, checked by rpm and rpmlint; the Python chooser of its launchers.
+packaging-test: setup
+	$(PY) -m pytest tests/packaging
+
+# A real Python 3.9 imports every module. Not in make test: no 3.9 comes from Debian or a
+# package registry. make py39-test PY39=/path/to/python3.9 (fails without it).
+py39-test: setup
+	PY39="$(PY39)" $(PY) -m pytest tests/py39
+
 kernel-tests: setup
 	$(UML) --timeout 2400 -- python -m pytest -p no:cacheprovider tests/kernel
 
@@ -51,7 +60,7 @@ boot-test: setup
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap)
 	$(PY) -m pytest -p no:cacheprovider tests/boot
 
-test: lint unit kernel-tests boot-test
+test: lint unit packaging-test kernel-tests boot-test
 
 bench: setup
 	$(PY) -m bench

@@ -255,8 +255,14 @@ class _Ears:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The helper; `check OPTIONS` instead runs the preflight check of this frontend."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["check"]:
+        from cgp_ipvs_helper.check import main as check
+
+        return check(args[1:])
     try:
-        settings = parse_settings(sys.argv[1:] if argv is None else argv)
+        settings = parse_settings(args)
     except UsageError as exc:
         print(f"IPVSHelper.py: {exc}", file=sys.stderr)
         return 2

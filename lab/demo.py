@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from .driver import HelperProcess
+from .driver import HelperProcess, helper_argv
 from .group import TCP, UDP, Group, Move
 from .lan import ipvsadm
 from .traffic import Answered, LongLived, LongLivedStats, udp_ask
@@ -138,6 +138,18 @@ def steering(g: Group, helpers: list[HelperProcess], path: Path) -> tuple[bool, 
     ]
 
 
+def preflight(g: Group, path: Path) -> tuple[bool, list[str]]:
+    """The operator's check of a frontend (`IPVSHelper.py check` with the helper's options), on
+    fe1 as set up by now: every line OK."""
+    say("\n== fe1: IPVSHelper.py check, with the options its helper runs with ==")
+    options = ["-i", "eth0", "-f", g.vipfile, "--member-map", str(path)]
+    proc = g.fe[0].run(helper_argv("check", *options), check=False)
+    lines = proc.stdout.splitlines() or [f"(no output; {proc.stderr.strip()})"]
+    for line in lines:
+        say("  " + line)
+    return proc.returncode == 0, [f"preflight check on fe1: exit {proc.returncode}, {lines[-1]}"]
+
+
 def ipv6(g: Group, h1: HelperProcess) -> tuple[bool, list[str]]:
     """The IPv6 VIP, balanced since the member map gave the frontends' IPv6 addresses."""
     say(f"\n== IPv6 VIP {VIP6} (the member map's third column: each frontend's IPv6 address) ==")
@@ -216,6 +228,9 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     results = [set(spread) == {"fe1", "fe2", "fe3"}]
     report = [f"balancing: TCP {dict(sorted(spread.items()))}, UDP {dict(sorted(udp.items()))}"]
     ok, lines = steering(g, helpers, path)
+    results.append(ok)
+    report += lines
+    ok, lines = preflight(g, path)
     results.append(ok)
     report += lines
     ok, lines = ipv6(g, helpers[0])

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from .lan import Host
+from .traffic import reset
 
 IP_FREEBIND = 15  # not exported by the socket module of every Python we support
 IPV6_FREEBIND = 78
@@ -145,7 +146,7 @@ class EchoService:
                 self._sel.unregister(key.fileobj)
             except (KeyError, ValueError):
                 pass
-            key.fileobj.close()  # type: ignore[union-attr]
+            reset(key.fileobj)  # type: ignore[arg-type]
         self._buffers.clear()
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .lan import Host
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), not a FIN. A socket closed with data unacknowledged by
+    a peer that is gone (a pulled cable) would linger as an orphan retransmitting for about two
+    minutes, holding its namespace's device, and deleting the LAN would wait for it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    sock.close()
 
 
 def _bound_socket(host: Host, kind: int, src: str | None, dst: str) -> socket.socket:
@@ -290,7 +304,7 @@ class LongLived:
             sel.unregister(sock)
         except (KeyError, ValueError):
             pass
-        sock.close()
+        reset(sock)
         self._socks[i] = None
         with self._lock:
             self._error[i] = why
@@ -329,5 +343,5 @@ class LongLived:
     def _close(self) -> None:
         for sock in self._socks:
             if sock is not None:
-                sock.close()
+                reset(sock)
         self._socks = [None] * len(self._socks)

@@ -1,10 +1,12 @@
-#!/usr/bin/python3 -s
+#!/usr/libexec/cgp-ipvs-helper/python -s
 """CommuniGate Pro's "External Load Balancer" helper, as installed by the cgp-ipvs-helper RPM.
 
 CGP starts `$Services/IPVSHelper.py` (this file, /opt/CommuniGate/Services/IPVSHelper.py) and
-talks to it over stdin/stdout. The helper and its own copies of pyroute2, netaddr and attrs live
-in a private directory, put first on sys.path here, so the only thing taken from the OS is
-python3 >= 3.9 and no system-wide Python package can shadow or break them.
+talks to it over stdin/stdout; `IPVSHelper.py check OPTIONS` (also installed as
+/usr/sbin/cgp-ipvs-helper) is the preflight check of a frontend. The helper and its own copies
+of pyroute2, netaddr and attrs live in a private directory, put first on sys.path here, so the
+only thing taken from the OS is a Python >= 3.9 (the newest installed, chosen by the "#!" line's
+/usr/libexec/cgp-ipvs-helper/python) and no system-wide Python package can shadow or break them.
 
 CGP_IPVS_HELPER_LIB names another private directory (the tests run an unpacked RPM with it).
 """

@@ -1,9 +1,10 @@
-#!/usr/bin/python3 -s
+#!/usr/libexec/cgp-ipvs-helper/python -s
 """`cgp-ipvs-vip` as installed by the cgp-ipvs-helper RPM (/usr/sbin/cgp-ipvs-vip).
 
 ifup-lo, ifdown-lo and cgp-ipvs-vip.service run it at boot and shutdown to put the VIPs of
 /etc/sysconfig/vipaddrs on lo with the helper's own parser. Like IPVSHelper.py it runs from the
-RPM's private directory (first on sys.path), so it needs nothing from the OS but python3 >= 3.9.
+RPM's private directory (first on sys.path), so it needs nothing from the OS but a Python >= 3.9
+(the newest installed, as for IPVSHelper.py).
 
 CGP_IPVS_HELPER_LIB names another private directory (the tests run an unpacked RPM with it).
 """

@@ -88,6 +88,9 @@ def parser() -> argparse.ArgumentParser:
         prog="IPVSHelper.py",
         description="CommuniGate Pro load-balancer helper (IPVS, "
         "direct routing). Speaks CGP's helper protocol on stdin/stdout.",
+        epilog="IPVSHelper.py check [OPTIONS] checks this frontend's set-up for the helper run "
+        "with these options, one line per check, and changes nothing (exit 0 OK, 1 WARN, "
+        "2 FAIL).",
     )
     p.add_argument(
         "-p",

@@ -29,7 +29,7 @@ import pytest
 
 from tests.boot import machine, rootfs, system
 from tests.boot.system import LAN, NETWORKD, STANDIN, UNIT, WAIT_ONLINE, WORK, Boot
-from tests.unit.test_packaging import NAME, PRIV, make_rpm
+from tests.packaging.test_rpm import NAME, PRIV, VERSION, make_rpm
 
 VIPFILE = "/etc/sysconfig/vipaddrs"
 # The operator's edit of the packaged sample: 2 + 4 VIPs (rpm -e must keep it as .rpmsave).
@@ -50,7 +50,11 @@ INSTALL = f"""{STATE}state before
 {RPM} --initdb
 {RPM} -i --nodeps /var/tmp/{NAME}
 state after
-echo "pyc $(find {PRIV} -name '*.pyc' | wc -l)"
+echo "python3 $(command -v python3 || echo none)"
+echo "launcher $(/usr/sbin/cgp-ipvs-helper --version 2>&1)"
+status=0; /usr/sbin/cgp-ipvs-helper check >{WORK}/check.out 2>&1 || status=$?
+echo "check status $status $(tail -n 1 {WORK}/check.out)"
+echo "pyc $(find {PRIV} -name '*.pyc' | wc -l) $(find {PRIV} -name '*.cpython-311.pyc' | wc -l)"
 echo "wants $(readlink /etc/systemd/system/multi-user.target.wants/{UNIT})"
 """
 AFTER = f"""journalctl -D /var/log/journal -o json --no-pager >{WORK}/journal.json
@@ -79,8 +83,10 @@ class _Phases:
 
 
 def _copy_root(cached: Path, run: Path, phases: _Phases) -> None:
-    """run: a private copy of the cached root, with the kernel's modules."""
+    """run: a private copy of the cached root, with the kernel's modules, and python3.11 as its
+    only Python: no python3 (as on RHEL 8 with python3.11 installed, python3 there being 3.6)."""
     subprocess.run(["cp", "-a", f"{cached}/.", str(run)], check=True, timeout=600)
+    (run / "usr/bin/python3").unlink()
     machine.install_modules(run)
     phases.done(f"copied to {run}")
 
@@ -90,7 +96,7 @@ def _boot_all(run: Path, logs: Path, phases: _Phases) -> Booted:
     shutil.copy(rpm, run / "var/tmp" / NAME)
     phases.done("make rpm")
     # --nodeps: the root's rpm database is empty (Debian's python3 and sh belong to dpkg),
-    # so rpm cannot see that Requires: python3 >= 3.9, /usr/bin/python3, /bin/sh are met.
+    # so rpm cannot see that its Python and /bin/sh are there (tests/packaging checks Requires).
     install = machine.run_script(run, "install", INSTALL, logs / "install.console")
     phases.done("install boot (rpm -i)")
     (run / VIPFILE.lstrip("/")).write_text(MY_VIPS)
@@ -141,9 +147,14 @@ def test_rpm_i_ran_the_scriptlets_against_the_kernel_and_enabled_the_unit(booted
     # a fresh kernel has 0, 0 and no ip_vs; %post applied the sysctl file and loaded ip_vs at once
     assert "before arp_ignore=0 arp_announce=0 ip_vs=0" in lines, booted.install
     assert "after arp_ignore=1 arp_announce=2 ip_vs=1" in lines, booted.install
-    # %post byte-compiled the private directory with the root's python3 and enabled the unit
-    pyc = [int(line.split()[1]) for line in lines if line.startswith("pyc ")]
-    assert pyc and pyc[0] > 0, booted.install
+    # %post byte-compiled the private directory with the only Python, 3.11, and enabled the unit
+    assert "python3 none" in lines, booted.install
+    # the launchers run through their "#!" chooser: IPVSHelper.py as cgp-ipvs-helper, its check
+    assert f"launcher cgp-ipvs-helper {VERSION}" in lines, booted.install
+    check = next(line for line in lines if line.startswith("check status "))
+    assert re.fullmatch(r"check status 2 check: FAIL \(\d+ OK, \d+ WARN, \d+ FAIL\)", check), check
+    pyc = [line.split()[1:] for line in lines if line.startswith("pyc ")]
+    assert pyc and int(pyc[0][0]) > 0 and pyc[0][0] == pyc[0][1], booted.install
     wants = {f"wants {lib}/systemd/system/{UNIT}" for lib in ("/lib", "/usr/lib")}  # merged /usr
     assert wants & set(lines), booted.install
 

@@ -1,5 +1,6 @@
 """The RPM `make rpm` builds: file list, config flags, requirements, rpmlint, upgrade and removal
-keeping a modified /etc/sysconfig/vipaddrs, and the launcher of an unpacked RPM answering INTF.
+keeping a modified /etc/sysconfig/vipaddrs, and the launchers of an unpacked RPM answering INTF
+and running the check, with Python 3.9.
 
 Built once per module with Debian's rpm/rpmbuild/rpmlint (`make setup` installs them), into a
 temporary directory, so a test run never touches dist/ or build/ of the working tree.
@@ -8,13 +9,13 @@ temporary directory, so a test run never touches dist/ or build/ of the working 
 from __future__ import annotations
 
 import configparser
-import os
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -24,7 +25,8 @@ VERSION = re.findall(r'^version\s*=\s*"([^"]+)"', _PYPROJECT, re.M)[0]
 NAME = f"cgp-ipvs-helper-{VERSION}-1.noarch.rpm"
 PRIV = "/usr/lib/cgp-ipvs-helper"
 LAUNCHER = "/opt/CommuniGate/Services/IPVSHelper.py"
-PY39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
+PYTHON = "/usr/libexec/cgp-ipvs-helper/python"  # runs the newest Python the RPM accepts
+ANY_PYTHON = "(/usr/bin/python3.12 or /usr/bin/python3.11 or /usr/bin/python3.9 or python3 >= 3.9)"
 BUNDLED = {"pyroute2": "0.9.7", "netaddr": "1.3.0", "attrs": "26.1.0"}
 # rpmlint errors the package cannot fix, filtered by packaging/cgp-ipvs-helper.rpmlintrc
 FILTERED = {"dir-or-file-in-opt", "no-signature", "no-packager-tag"}
@@ -44,15 +46,6 @@ def make_rpm(top: Path, dist: Path, release: int = 1) -> Path:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return dist / f"cgp-ipvs-helper-{VERSION}-{release}.noarch.rpm"
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run make setup (Debian: apt-get install rpm)")
-    base = tmp_path_factory.mktemp("rpm")
-    return make_rpm(base / "top", base / "dist")
 
 
 def query(rpm: Path, *args: str) -> list[str]:
@@ -91,6 +84,8 @@ def test_make_rpm_writes_dist_name_version_release_noarch(built: Path) -> None:
 def test_file_list(files: dict[str, tuple[str, str]]) -> None:
     expected = {
         LAUNCHER: "-rwxr-xr-x",
+        "/usr/sbin/cgp-ipvs-helper": "-rwxr-xr-x",
+        PYTHON: "-rwxr-xr-x",
         "/usr/sbin/cgp-ipvs-vip": "-rwxr-xr-x",
         "/etc/sysconfig/network-scripts/ifup-lo": "-rwxr-xr-x",
         "/etc/sysconfig/network-scripts/ifdown-lo": "-rwxr-xr-x",
@@ -116,7 +111,8 @@ def test_file_list(files: dict[str, tuple[str, str]]) -> None:
     assert not [p for p in files if p.endswith((".pyc", ".pyo")) or "__pycache__" in p]
     assert not [p for p in files if "/tests/" in p or p.startswith(f"{PRIV}/bin")]
     places = (PRIV, "/etc/sysconfig/", "/opt/CommuniGate/Services", "/usr/lib/systemd/",
-              "/usr/lib/sysctl.d/", "/usr/lib/modules-load.d/", "/usr/sbin/cgp-ipvs-vip",
+              "/usr/lib/sysctl.d/", "/usr/lib/modules-load.d/", "/usr/sbin/cgp-ipvs-",
+              "/usr/libexec/cgp-ipvs-helper",
               "/usr/share/doc/cgp-ipvs-helper", "/usr/share/licenses/cgp-ipvs-helper")  # fmt: skip
     assert [p for p in files if not p.startswith(places)] == []
 
@@ -133,9 +129,9 @@ def test_only_the_two_sysconfig_files_are_config_and_noreplace(
 
 def test_requirements(built: Path) -> None:
     requires = query(built, "-R")
-    assert "python3 >= 3.9" in requires
+    assert ANY_PYTHON in requires
     allowed = re.compile(
-        r"python3 >= 3\.9|/usr/bin/python3|/bin/(ba)?sh|config\(cgp-ipvs-helper\) = .*|rpmlib\(.*"
+        rf"{re.escape(ANY_PYTHON)}|{PYTHON}|/bin/(ba)?sh|config\(cgp-ipvs-helper\) = .*|rpmlib\(.*"
     )
     assert [r for r in requires if not allowed.fullmatch(r)] == []
     provides = query(built, "--provides")
@@ -188,24 +184,37 @@ def test_upgrade_and_removal_keep_a_modified_vipaddrs(built: Path, tmp_path: Pat
     assert not (root / PRIV.lstrip("/")).exists()
 
 
-def test_launcher_from_the_unpacked_rpm_answers_intf(tree: Path) -> None:
-    python = PY39 if os.access(PY39, os.X_OK) else sys.executable
+@pytest.fixture
+def run_launcher(tree: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run an installed launcher of the unpacked RPM as its "#!" line does: through the RPM's
+    python chooser, which finds this test's Python as the only one of its bin directory."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(sys.executable)
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "CGP_IPVS_HELPER_LIB": str(tree / PRIV.lstrip("/")),
+        "CGP_IPVS_HELPER_BINDIR": str(bindir),
     }
-    sample = tree / "etc" / "sysconfig" / "vipaddrs"
-    # -I: no PYTHONPATH, no user site, no script directory: only the RPM's private directory
-    proc = subprocess.run(
-        [python, "-I", str(tree / LAUNCHER.lstrip("/")), "-m", "-f", str(sample)],
-        input="1 INTF 3\n2 QUIT\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(tree),
-        timeout=120,
-        check=False,
-    )
+
+    def run(path: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        script = tree / path.lstrip("/")
+        interpreter, *options = script.read_text().splitlines()[0][2:].split()
+        assert interpreter == PYTHON and options == ["-s"]
+        argv = [str(tree / PYTHON.lstrip("/")), *options, str(script), *args]
+        return subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, env=env, cwd=str(tree),
+            timeout=120, check=False,
+        )  # fmt: skip
+
+    return run
+
+
+def test_launcher_from_the_unpacked_rpm_answers_intf(
+    tree: Path, run_launcher: Callable[..., subprocess.CompletedProcess]
+) -> None:
+    sample = str(tree / "etc" / "sysconfig" / "vipaddrs")
+    proc = run_launcher(LAUNCHER, "-m", "-f", sample, stdin="1 INTF 3\n2 QUIT\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     answers = [line for line in proc.stdout.splitlines() if not line.startswith("* ")]
@@ -213,20 +222,28 @@ def test_launcher_from_the_unpacked_rpm_answers_intf(tree: Path) -> None:
     assert "8 VIPs from" in proc.stdout
     assert not list(tree.rglob("__pycache__"))  # the launcher writes no bytecode
 
-    vip = subprocess.run(
-        [python, "-I", str(tree / "usr/sbin/cgp-ipvs-vip"), "-f", str(sample), "list"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    vip = run_launcher("/usr/sbin/cgp-ipvs-vip", "-f", sample, "list")
     assert vip.returncode == 0, vip.stderr
     assert len(vip.stdout.splitlines()) == 8
 
 
+def test_cgp_ipvs_helper_check_reports_one_line_per_check(
+    tree: Path, run_launcher: Callable[..., subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    sample = str(tree / "etc" / "sysconfig" / "vipaddrs")
+    proc = run_launcher(
+        "/usr/sbin/cgp-ipvs-helper", "check", "-f", sample, "--member-map", str(tmp_path / "no")
+    )
+    lines = proc.stdout.splitlines()
+    assert proc.stderr == "" and len(lines) > 8, proc.stderr
+    assert all(re.match(r"(OK  |WARN|FAIL) ", line) for line in lines[:-1]), proc.stdout
+    assert f"OK   VIP file {sample}: 8 VIPs (0 IPv6)" in lines
+    # this host's kernel has no IPVS and its lo none of the VIPs: a failure, and its status
+    assert lines[-1].startswith("check: FAIL (") and proc.returncode == 2
+
+
 def test_the_bundled_libraries_are_the_ones_imported(tree: Path) -> None:
-    python = PY39 if os.access(PY39, os.X_OK) else sys.executable
+    python = sys.executable
     lib = tree / PRIV.lstrip("/")
     code = (
         "import sys; sys.dont_write_bytecode = True; sys.path.insert(0, sys.argv[1])\n"
@@ -271,11 +288,11 @@ def test_post_compiles_the_private_directory_and_preun_cleans_it(
     built: Path, tree: Path, tmp_path: Path
 ) -> None:
     scripts = "\n".join(query(built, "--scripts"))
-    post = f"python3 -m compileall -q {PRIV} >/dev/null 2>&1 || :"
+    post = f"{PYTHON} -m compileall -q {PRIV} >/dev/null 2>&1 || :"
     preun = f"find {PRIV} -depth -type d -name __pycache__ -exec rm -rf {{}} + 2>/dev/null || :"
     assert post in scripts and preun in scripts
-    # what %post does, with the oldest python3 the RPM accepts: every bundled file compiles
-    python = PY39 if os.access(PY39, os.X_OK) else sys.executable
+    # what %post does: every bundled file compiles (the oldest Python it accepts: test_py39)
+    python = sys.executable
     lib = tmp_path / "lib"
     shutil.copytree(tree / PRIV.lstrip("/"), lib)
     proc = sh([python, "-m", "compileall", "-q", str(lib)])

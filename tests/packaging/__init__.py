@@ -1,0 +1,1 @@
+"""The RPM `make rpm` builds, with Debian's rpm, rpmbuild and rpmlint (`make packaging-test`)."""
