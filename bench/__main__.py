@@ -218,7 +218,8 @@ def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
         "run's repetitions, taken in rounds (every case once a round); each table's notes say "
         "how. A system call or page fault inside user-mode Linux costs many times what it costs "
         "on the host (The machine): compare a run's figures with each other, not across "
-        "machines."
+        "machines. Figures taken once while the code was written, behind its design choices: "
+        "[design.md](design.md)."
     )
     return "\n".join(
         ["# Benchmarks", "", about, "", head, "", *(t.markdown() + "\n" for t in tables)]
