@@ -221,6 +221,8 @@ def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
         "machines. Figures taken once while the code was written, behind its design choices: "
         "[design.md](design.md)."
     )
+    if set(info["ran"]) != set(ALL):
+        about = f"A partial run ({', '.join(info['ran'])}), not published: {about}"
     return "\n".join(
         ["# Benchmarks", "", about, "", head, "", *(t.markdown() + "\n" for t in tables)]
     )

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.__main__ import document
+from bench.__main__ import ALL, document
 from bench.report import Table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +92,7 @@ def test_the_benchmark_document_says_when_what_and_where_before_every_table() ->
         uml_kernel="6.1.176",
         uml_pinned_cpu=1,
         total_s=872,
+        ran=list(ALL),
     )
     summary = Table("Summary: targets", ["benchmark", "target"], [["activation", "< 100 ms"]])
     machine = Table("The machine", ["operation", "host"], [["one system call", "0.3"]], ["n"])
@@ -105,6 +106,9 @@ def test_the_benchmark_document_says_when_what_and_where_before_every_table() ->
     assert tables.startswith("Summary: targets\n")
     assert "| activation | < 100 ms |" in tables and "### The machine" in tables
     assert "\n- n" in tables
+    assert "partial" not in head
+    partial = document({**info, "ran": ["footprint"]}, [summary])
+    assert "A partial run (footprint), not published" in partial
 
 
 def test_the_published_benchmarks_are_such_a_document() -> None:
