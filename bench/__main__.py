@@ -222,7 +222,10 @@ def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
         "[design.md](design.md)."
     )
     if set(info["ran"]) != set(ALL):
-        about = f"A partial run ({', '.join(info['ran'])}), not published: {about}"
+        about = (
+            f"A partial run ({', '.join(info['ran'])}), not published: a run of every "
+            "benchmark writes docs/benchmarks.md."
+        )
     return "\n".join(
         ["# Benchmarks", "", about, "", head, "", *(t.markdown() + "\n" for t in tables)]
     )
