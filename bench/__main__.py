@@ -6,8 +6,10 @@
 The host's CPU-bound parts first (the -m ACTIVATE of the hotspots, the throughput runs); then
 the idle footprint helper in a thread while one user-mode Linux boot, pinned to one CPU, runs
 the kernel benchmarks (`--inside FILE`: that boot's half, FILE rewritten after each benchmark);
-then the tables, the summary of the targets, bench/results/latest.json and latest.md. Exit
-status 1 if a benchmark could not run (a missed target is a result, not a failure).
+then the tables and the summary of the targets, written to bench/results/latest.json and, by a
+run of every benchmark, to docs/benchmarks.md (a partial run: bench/results/latest.md), so the
+published figures are always one run's. Exit status 1 if a benchmark could not run (a missed
+target is a result, not a failure).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .report import Table, Target, failed, per
 KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover")
 ALL = (*KERNEL, "footprint")
 RESULTS = REPO_ROOT / "bench" / "results"
+DOC = REPO_ROOT / "docs" / "benchmarks.md"
 COSTS = {
     "syscall": "one system call (write 1 byte to /dev/null)",
     "clock": "one clock read (time.perf_counter)",
@@ -164,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"unknown benchmark(s): {', '.join(sorted(set(only) - set(ALL)))}")
     if args.inside:
         return inside(args.inside, args.reps, only)
-    t_start, info, results = time.monotonic(), meta(args.reps), {}
+    t_start, info, results = time.monotonic(), {**meta(args.reps), "ran": only}, {}
     print(f"cgp-ipvs-helper benchmarks, {info['date']}, commit {info['commit']}", flush=True)
     measured: list[dict[str, float] | None] = [costs()]
     host, idle, rates = None, None, {}
@@ -197,8 +200,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return finish(info, results, measured)
 
 
+def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
+    """docs/benchmarks.md: when, on what commit and machine, then every table of the run."""
+    pin = info["uml_pinned_cpu"]
+    pinning = "pinned to one CPU" if pin is not None else "not pinned"
+    dirty = " with uncommitted changes in cgp_ipvs_helper/" if info["uncommitted"] else ""
+    head = (
+        f"`make bench` on {info['date']}, commit {info['commit']}{dirty}, {info['cpus']} CPUs "
+        f"({info['cpu']}), Python {info['python']}; kernel figures inside user-mode Linux "
+        f"{info['uml_kernel']} (lab/uml.py, {pinning}: see The machine below), "
+        "host figures on the host through pipes only. "
+        f"The run took {info['total_s'] / 60:.1f} minutes."
+    )
+    about = (
+        "Written by `make bench` (`bench/__main__.py`) at the end of a run of every benchmark: "
+        "do not edit it, change the benchmarks and run them. Each figure is a median of the "
+        "run's repetitions, taken in rounds (every case once a round); each table's notes say "
+        "how. A system call or page fault inside user-mode Linux costs many times what it costs "
+        "on the host (The machine): compare a run's figures with each other, not across "
+        "machines. Figures taken once while the code was written, behind its design choices: "
+        "[design.md](design.md)."
+    )
+    if set(info["ran"]) != set(ALL):
+        about = (
+            f"A partial run ({', '.join(info['ran'])}), not published: a run of every "
+            "benchmark writes docs/benchmarks.md."
+        )
+    return "\n".join(
+        ["# Benchmarks", "", about, "", head, "", *(t.markdown() + "\n" for t in tables)]
+    )
+
+
 def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -> int:
-    """Print every table and the summary; write latest.json and latest.md."""
+    """Print every table and the summary; write latest.json and the Markdown document."""
     tables = [Table(**t) for n in ALL if n in results for t in results[n]["tables"]]
     targets = [Target(**t) for n in ALL if n in results for t in results[n]["targets"]]
     machine = Table(
@@ -219,12 +253,10 @@ def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -
     machine.notes.append(
         "The last two rows: the same Python, warm and as the first thing after a sleep (median "
         "of 21, less an empty clock pair). A helper sleeps until its request arrives, so the "
-        "Python of an ACTIVATE runs like the second row (issue 12); the limit's clock starts "
+        "Python of an ACTIVATE runs like the second row; the limit's clock starts "
         "warm, and the limit behind the pipe runs a few lines of Python after its sleep."
     )
-    summary = Table(
-        "Summary: targets (issues 5, 9, 11 and 12)", ["benchmark", "target", "measured", "verdict"]
-    )
+    summary = Table("Summary: targets", ["benchmark", "target", "measured", "verdict"])
     for t in targets:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[t.met]
         summary.add(t.benchmark, f"{t.name} ({t.goal})", t.value, verdict)
@@ -244,16 +276,9 @@ def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -
     targets_ = [asdict(t) for t in targets]
     data = {"meta": info, "costs": measured, "benchmarks": results, "targets": targets_}
     write_json(RESULTS / "latest.json", data)
-    head = (
-        f"`make bench` on {info['date']}, commit {info['commit']}, {info['cpus']} CPUs "
-        f"({info['cpu']}); kernel figures inside user-mode Linux {info['uml_kernel']} "
-        f"(lab/uml.py, {'pinned to one CPU' if pin is not None else 'not pinned'}: see "
-        "The machine below), host figures on the host through pipes only. "
-        f"The run took {info['total_s'] / 60:.1f} minutes; results in bench/results/latest.json."
-    )
-    md = ["## Benchmarks", "", head, "", *(t.markdown() + "\n" for t in [summary, *tables])]
-    (RESULTS / "latest.md").write_text("\n".join(md))
-    print(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")
+    path = DOC if set(info["ran"]) == set(ALL) else RESULTS / "latest.md"
+    path.write_text(document(info, [summary, *tables]))
+    print(f"wrote {RESULTS / 'latest.json'} and {path}")
     return 1 if any(r["error"] for r in results.values()) else 0
 
 

@@ -1,5 +1,6 @@
 """Tables, targets and the figures in them. Results cross the UML boundary as JSON, so tables and
-targets are plain data, rendered on the host as text (terminal) and Markdown (README)."""
+targets are plain data, rendered on the host as text (the terminal) and as Markdown
+(docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ class Table:
 
 @dataclass
 class Target:
-    """A goal of issue 5 (11, 12) and whether this run met it; `met` None: not measured."""
+    """A goal a benchmark checks and whether this run met it; `met` None: not measured."""
 
     benchmark: str
     name: str
