@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
-from cgp_ipvs_helper.core.engine import VERSION
+from cgp_ipvs_helper import __version__
 from cgp_ipvs_helper.errors import UsageError
 from cgp_ipvs_helper.plan.model import Settings
 from cgp_ipvs_helper.shown import quoted
@@ -163,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
         help="source-port range of each member, for replies to connections opened from a VIP "
         "(default /etc/sysconfig/cgp-ipvs-members; missing: not steered)",
     )
-    p.add_argument("--version", action="version", version=f"cgp-ipvs-helper {VERSION}")
+    p.add_argument("--version", action="version", version=f"cgp-ipvs-helper {__version__}")
     return p
 
 
