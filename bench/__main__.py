@@ -219,12 +219,10 @@ def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -
     machine.notes.append(
         "The last two rows: the same Python, warm and as the first thing after a sleep (median "
         "of 21, less an empty clock pair). A helper sleeps until its request arrives, so the "
-        "Python of an ACTIVATE runs like the second row (issue 12); the limit's clock starts "
+        "Python of an ACTIVATE runs like the second row; the limit's clock starts "
         "warm, and the limit behind the pipe runs a few lines of Python after its sleep."
     )
-    summary = Table(
-        "Summary: targets (issues 5, 9, 11 and 12)", ["benchmark", "target", "measured", "verdict"]
-    )
+    summary = Table("Summary: targets", ["benchmark", "target", "measured", "verdict"])
     for t in targets:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[t.met]
         summary.add(t.benchmark, f"{t.name} ({t.goal})", t.value, verdict)

@@ -3,8 +3,8 @@
 From standby (`lab.standby`): the helper's ACTIVATE -> OK and -> first gratuitous ARP at a
 client; the classic way, the commands the helper logs for it run by bash one process each until
 the client sees the first ARP (a long list sampled per kind of command and extrapolated); the
-kernel's own limit (bench/limit.py), for issue 12's cases also behind the helper's pipe, and
-the least helper there; and the target case with a member map (issue 9).
+kernel's own limit (bench/limit.py), for the limit's cases also behind the helper's pipe, and
+the least helper there; and the target case with a member map.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def helper_run(vipfile: str, members: list[str], *options: str) -> dict[str, Any
 
 
 def steers(command: str) -> bool:
-    """A change of the steering (issue 9): tc, or an IPVS firewall-mark service or server."""
+    """A change of the steering: tc, or an IPVS firewall-mark service or server."""
     return command.startswith("tc ") or " -f " in command
 
 
@@ -193,7 +193,7 @@ def latency(runs: Runs, reps: int) -> tuple[Table, list[Target]]:
             name = f"{v} VIPs x {m} members: {what} 20x sooner than {than}"
             met = None if not value else base_m / value >= 20
             targets.append(Target("activation", name, ">= 20x", times(base_m, value), met))
-    targets = targets[::2] + targets[1::2]  # the two under 100 ms first, as issue 5 lists them
+    targets = targets[::2] + targets[1::2]  # the two under 100 ms first
     kinds = ", ".join(f"{k} {median(s) * 1000:.0f} ms" for k, s in per_kind.items())
     full = median([r["classic"]["arp_s"] for r in runs[CHECK_CASE]])
     check = median([r["check_s"] for r in runs[CHECK_CASE]])
@@ -233,7 +233,7 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     changes = sum(map(steers, runs["with"][0]["cmds"]))
     alone, with_tc, without = steering_alone(vipfile, path, reps)
     table = Table(
-        f"Steering of outgoing connections (issue 9): ACTIVATE {v} VIPs x {m} members with a "
+        f"Steering of outgoing connections: ACTIVATE {v} VIPs x {m} members with a "
         f"member map of {m} ranges (inside user-mode Linux)",
         ["case", "steering changes", "helper OK ms", "helper 1st ARP ms"],
     )

@@ -1,7 +1,7 @@
 """Benchmark (inside UML): ACTIVATE of a dual-stack group beside the same group without IPv6.
 
 From standby in fresh namespaces with IPv6 on the LAN and a member map giving every member an
-IPv6 address: ACTIVATE -> OK. Target (issue 11): a /24 plus a /120, 4 members, under 200 ms.
+IPv6 address: ACTIVATE -> OK. Target: a /24 plus a /120, 4 members, under 200 ms.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Where the time of the ACTIVATEs of issue 12 (256 and 8 VIPs x 4 members) goes, to explain
+"""Where the time of the limit's ACTIVATEs (256 and 8 VIPs x 4 members) goes, to explain
 benchmark 1's figures: bench.probe (the helper with a stopwatch on its seams) driven inside UML
 in real mode from standby (`run`), and for 256 x 4 on the host in -m mode (`host`: the helper's
 own Python work, without UML's price for system calls and page faults), where a cProfile of the

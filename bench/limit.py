@@ -68,7 +68,7 @@ from lab.netns import in_netns
 from .lab import FE_IP, ArpWatch, activate, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms
 
-LIMIT_CASES = ((256, 4), (8, 4))  # issue 12: ACTIVATE within 2x of the limit for these
+LIMIT_CASES = ((256, 4), (8, 4))  # ACTIVATE within 2x of the limit for these
 PAIRS = 15  # helper and limit runs of those cases at least (their medians decide the target)
 PROTOCOLS = {"genl": NETLINK_GENERIC, "rtnl": NETLINK_ROUTE}
 PARTS = ("netlink_s", "frames_s", "frames_one_send_each_s")  # the columns after the limit
@@ -327,7 +327,7 @@ def _members(
 
 def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
     """The helper's ACTIVATE -> OK beside the limit, per case, with more `pairs` of both for
-    some; the targets of issue 12."""
+    some; the targets of LIMIT_CASES."""
     t = Table(
         "ACTIVATE against the kernel's own limit (inside user-mode Linux)",
         "VIPs x members | runs | messages (IPVS + address) | frames | limit ms | "
@@ -358,14 +358,14 @@ def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
         "holds the pipe both ways, the plan, the encoding, the log lines and their write.",
         "frames, one sendto() each: the same frames again after the timed part.",
         f"runs: medians of the bench's runs of every case, and of at least {PAIRS} for the "
-        "cases of issue 12 (more helper and limit runs in turn): their ratio is the target, and "
+        "target cases (more helper and limit runs in turn): their ratio is the target, and "
         "on this machine a median of 5 moves by up to a third between runs of the bench.",
     ]
     return t, targets
 
 
 def piped_table(runs: Runs, pairs: Runs) -> Table:
-    """Issue 12's cases: the helper against the limit, the limit behind the helper's pipe and
+    """LIMIT_CASES: the helper against the limit, the limit behind the helper's pipe and
     the least helper behind it, so the distance splits into the pipe's part, the part any
     Python helper spends on the request, and the helper's own beyond that."""
     cases = [vm for vm in LIMIT_CASES if vm in runs]

@@ -91,7 +91,7 @@ class Table:
 
 @dataclass
 class Target:
-    """A goal of issue 5 (11, 12) and whether this run met it; `met` None: not measured."""
+    """A goal of a benchmark and whether this run met it; `met` None: not measured."""
 
     benchmark: str
     name: str

@@ -103,8 +103,8 @@ class HelperProcess:
         Only with `timed=True`; EOFError at end of output."""
         if timeout is not None and not select.select([self.stdout], [], [], timeout)[0]:
             return []
-        # into kept memory, as CGP's reader would: os.read's fresh 1 MiB for each read cost the
-        # timed reader about 1 ms of page faults per 160 KiB in UML, before it saw the OK
+        # into kept memory, as CGP's reader would: os.read's fresh buffer for each read would
+        # charge the timed reader's page faults to the helper
         n = os.readv(self.stdout, [self._buffer])
         self.read_at = time.time()
         chunk = self._buffer[:n]
@@ -208,7 +208,7 @@ class HelperProcess:
 
     def wait_started(self, timeout: float = 60.0) -> Response:
         """Wait until start-up converged (INTF is answered only after it). A minute: with
-        several user-mode kernels on the one pinned CPU, a start took over 20 s."""
+        several user-mode kernels on one CPU, a start can take tens of seconds."""
         response = self.exchange("INTF 1", timeout)
         if not response.line.endswith("INTF 1"):
             raise RuntimeError(f"helper did not start: {response.line}")

@@ -4,7 +4,7 @@ Everything lives in documentation ranges (LAN 192.0.2.0/24, VIPs 198.51.100.0/24
 `ipv6=True` also LAN 2001:db8::/64 and IPv6 VIPs in 2001:db8:10::/64) on a bridge
 in the UML root namespace that has no uplink: nothing here can reach the host's network.
 Namespaces, veth pairs, the bridge, addresses and routes are made over netlink (pyroute2), with
-no process per operation: forked tools cost 0.1-0.3 s each in this kernel.
+no process per operation: a forked tool is dear in this kernel.
 
 Typical use::
 
@@ -80,7 +80,7 @@ class Host:
         """Run a tool in this namespace through `ip netns exec`; text output captured.
 
         `ip netns exec` also remounts /sys for the namespace, so every tool sees its own
-        interfaces; it costs ~15 ms more than forking from a thread inside the namespace.
+        interfaces; it costs more than forking from a thread inside the namespace.
         """
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)

@@ -22,8 +22,7 @@ _DIGITS = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{0,9})?|\.[0-9]{1,9}")
 DAY = 86400.0
 # Each refresh reads the whole kernel state and, while active, re-announces every VIP, which
-# Linux ignores within 1 s of the last announcement anyway; at -t 0.001 an idle standby burnt
-# 6-9 % of a CPU.
+# Linux ignores within 1 s of the last announcement anyway: a shorter period only burns CPU.
 MIN_REFRESH = 1.0
 
 

@@ -1,4 +1,4 @@
-"""IPv6 VIPs in a real kernel: the operator's case of issue 11, end to end.
+"""IPv6 VIPs in a real kernel: the operator's dual-stack case, end to end.
 
 A dual-stack group: the VIP file holds `2001:db8:10::/124` beside an IPv4 VIP, the member map
 gives each frontend's IPv6 address (third column), the helpers are started as CGP starts them,

@@ -519,8 +519,7 @@ def test_a_round_of_frames_leaves_in_order(box: Box, how: str, monkeypatch) -> N
     with in_netns(box.peer):
         sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
     with sniffer:
-        # FORCE: SO_RCVBUF is capped at net.core.rmem_max (416 KiB here) and the 512 frames
-        # wait there at 768 bytes each (384 KiB): a make test run once timed out on a dropped one
+        # FORCE: SO_RCVBUF is capped at net.core.rmem_max, which 512 waiting frames can exceed
         sniffer.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
         sniffer.bind(("eth0", ETH_P_ARP))
         sniffer.settimeout(5)

@@ -1,4 +1,4 @@
-"""Connections the frontends open from a VIP, in a real kernel (issues 9 and 11): with a member map
+"""Connections the frontends open from a VIP, in a real kernel: with a member map
 every reply reaches the member that opened the connection, through a switch and a crash of the
 balancer, for IPv4 VIPs and for IPv6 ones (a dual-stack file); incoming balancing is unchanged;
 nobody else's tc filter or IPVS service is touched; a bad map changes nothing. Run inside
@@ -130,7 +130,7 @@ def test_every_frontend_gets_every_answer_and_incoming_is_unchanged(
     assert set(spread) == {"fe1", "fe3"} and min(spread.values()) >= 8, spread
     # the control: the map emptied (our filters and services go), replies are scheduled like
     # a new client's, and only the member the persistence entry picks gets them: at most 12 of
-    # 36 TCP and 12 of 36 UDP (issue 9: 24 of 72; an IPv6 VIP is not even balanced: 0)
+    # 36 TCP and 12 of 36 UDP (an IPv6 VIP is not even balanced: 0)
     path.write_text("# nobody\n")
     assert h1.reload().endswith(f"{path}: 0 port ranges")
     assert fwmark_lines(fe1) == set() and tc_filters(fe1) == ""

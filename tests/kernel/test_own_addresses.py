@@ -1,4 +1,4 @@
-"""A VIP file that lists the frontend's own LAN address takes nothing away (issue 10, item 1).
+"""A VIP file that lists the frontend's own LAN address takes nothing away.
 
 Runs INSIDE user-mode Linux:
     python -m lab.uml -- python -m pytest tests/kernel/test_own_addresses.py

@@ -142,7 +142,7 @@ def test_abrupt_loss_of_the_balancer(group: Group) -> None:
 
 
 def test_outgoing_from_a_vip_today_reaches_one_member_only(group: Group) -> None:
-    """Without steering (issue 9), every reply to a VIP is scheduled by the active balancer's
+    """Without steering, every reply to a VIP is scheduled by the active balancer's
     port-0 service: persistence sends all replies from the server to one member, so only that
     frontend's connections and exchanges from the VIP are answered (kernel-notes, last part)."""
     h1, _, _ = group.start_all(*HELPER)
