@@ -1,4 +1,4 @@
-"""The session driven as the helper drives it, without a kernel: requests and timers in, states out."""
+"""The session driven as the helper drives it, without a kernel: requests and timers in."""
 
 from __future__ import annotations
 
