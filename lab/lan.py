@@ -16,6 +16,7 @@ Typical use::
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import socket
 import subprocess
@@ -36,6 +37,13 @@ NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
 NUD_NOARP = 0x40
 T = TypeVar("T")
+_names = itertools.count()
+
+
+def unique(tag: str) -> str:
+    """A Lan prefix (or namespace name) no other run in this boot uses: `tag`'s first two
+    characters, this process's id and a count, at most 8 characters."""
+    return f"{tag[:2]}{os.getpid() % 1000}{next(_names)}"[:8]
 
 
 def _sysctl_path(name: str) -> str:

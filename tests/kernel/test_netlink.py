@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import struct
-import time
 
 import pytest
 
@@ -27,7 +24,6 @@ from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.frames import mmsg
 from cgp_ipvs_helper.kernel.netlink import channels as nlchannels
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
-from cgp_ipvs_helper.kernel.netlink.sockets import SO_RCVBUFFORCE
 from cgp_ipvs_helper.plan import planner
 from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, Service, ServiceKey, Settings, Sysctl
 from cgp_ipvs_helper.plan.operations import (
@@ -44,17 +40,12 @@ from cgp_ipvs_helper.plan.operations import (
     StartDaemon,
     StopDaemon,
 )
-from lab.box import OUR_IP, OUR_MAC, Box, ip_batch, ipvsadm_rules, run
+from lab.box import OUR_IP, OUR_MAC, Box, addresses, ip_batch, ipvsadm_rules, run, wait_neigh
 from lab.netns import in_netns
+from lab.sniff import announcing, arp_sniffer, garp, mac_bytes
 from tests.forked import as_nobody
 
 VIP = "198.51.100.7"
-ETH_P_ARP = 0x0806
-
-
-def addresses(dev: str) -> list[str]:
-    """`ip -4 addr` of dev as 'a.b.c.d/len', in kernel order."""
-    return re.findall(r"inet (\S+)", run("ip", "-4", "-o", "address", "show", "dev", dev))
 
 
 def sysctl(name: str) -> str:
@@ -437,46 +428,13 @@ def test_without_privilege_ipvs_is_reported_and_operations_fail_cleanly(box: Box
 # --- gratuitous ARP -----------------------------------------------------------------------------
 
 
-def _arp_frames(sniffer: socket.socket, count: int) -> list[bytes]:
-    """The next `count` ARP frames that announce VIP."""
-    frames = []
-    deadline = time.monotonic() + 5
-    while len(frames) < count and time.monotonic() < deadline:
-        frame = sniffer.recv(2048)
-        if frame[28:32] == socket.inet_aton(VIP):
-            frames.append(frame)
-    return frames
-
-
-def _mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
-
-
-def _peer_neigh(box: Box) -> str:
-    with in_netns(box.peer):
-        return run("ip", "-4", "neigh", "show", VIP, "dev", "eth0")
-
-
 def test_garp_frames_on_the_wire(box: Box) -> None:
-    with in_netns(box.peer):
-        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-    with sniffer:
-        sniffer.bind(("eth0", ETH_P_ARP))
-        sniffer.settimeout(5)
-        assert (
-            box.kernel.apply_many([SendGarp(VIP, "eth0", False), SendGarp(VIP, "eth0", True)]) == []
-        )
-        request, reply = _arp_frames(sniffer, 2)
-    mac, vip = _mac(OUR_MAC), socket.inet_aton(VIP)
-    for frame, opcode, target_mac in ((request, 1, b"\0" * 6), (reply, 2, mac)):
-        assert len(frame) == 60  # padded to the Ethernet minimum
-        fields = struct.unpack("!6s6sHHHBBH6s4s6s4s", frame[:42])
-        assert fields == (
-            b"\xff" * 6, mac, ETH_P_ARP,  # broadcast, from our MAC, ARP
-            1, 0x0800, 6, 4, opcode,  # Ethernet/IPv4
-            mac, vip, target_mac, vip,  # sender = target = the VIP
-        )  # fmt: skip
-        assert frame[42:] == bytes(18)
+    with arp_sniffer(box.peer) as sniffer:
+        ops = [SendGarp(VIP, "eth0", False), SendGarp(VIP, "eth0", True)]
+        assert box.kernel.apply_many(ops) == []
+        announced = announcing(sniffer, VIP, 2)
+    # broadcast from our MAC, sender = target = the VIP, padded with zeros to 60 bytes
+    assert announced == [garp(mac_bytes(OUR_MAC), VIP, reply) for reply in (False, True)]
 
 
 def test_garp_updates_the_peers_neighbour_table_with_the_current_mac(box: Box) -> None:
@@ -484,20 +442,14 @@ def test_garp_updates_the_peers_neighbour_table_with_the_current_mac(box: Box) -
     with in_netns(box.peer):
         ip_batch(f"neigh replace {VIP} lladdr 02:00:00:00:00:99 dev eth0 nud stale\n")
     k.apply(SendGarp(VIP, "eth0", False))  # request form: Linux takes it at once
-    deadline = time.monotonic() + 2  # (once the peer's softirq has run)
-    while OUR_MAC not in _peer_neigh(box) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert OUR_MAC in _peer_neigh(box)
+    assert OUR_MAC in wait_neigh(box, VIP, OUR_MAC)  # (once the peer's softirq has run)
 
     new_mac = "02:00:00:00:01:11"
     ip_batch(f"link set eth0 address {new_mac}\n")  # veth changes its MAC while up
     # the reply form carries target MAC = sender MAC, so Linux takes it as gratuitous at once,
     # inside its 1 s ARP lock time (arp_is_garp); only one frame is sent
     k.apply(SendGarp(VIP, "eth0", True))  # reply form, same socket, the MAC of now
-    deadline = time.monotonic() + 2
-    while new_mac not in _peer_neigh(box) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert new_mac in _peer_neigh(box)
+    assert new_mac in wait_neigh(box, VIP, new_mac)
 
 
 def test_garp_errors(box: Box) -> None:
@@ -516,23 +468,11 @@ def test_a_round_of_frames_leaves_in_order(box: Box, how: str, monkeypatch) -> N
         monkeypatch.setattr(mmsg, "_sendmmsg", None)  # as where libc has no sendmmsg
     vips = [f"203.0.113.{i}" for i in range(256)]
     ops = planner.announce(vips, "eth0")  # 512 frames
-    with in_netns(box.peer):
-        sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-    with sniffer:
-        # FORCE: SO_RCVBUF is capped at net.core.rmem_max, which 512 waiting frames can exceed
-        sniffer.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
-        sniffer.bind(("eth0", ETH_P_ARP))
-        sniffer.settimeout(5)
+    with arp_sniffer(box.peer, rcvbuf=4 << 20) as sniffer:  # room for 512 waiting frames
         assert box.kernel.apply_many(ops) == []
         frames = [sniffer.recv(2048) for _ in ops]
-    assert [f[:42] for f in frames] == [_garp(_mac(OUR_MAC), op) for op in ops]
-
-
-def _garp(mac: bytes, op: SendGarp) -> bytes:
-    """The ARP frame `op` should send from `mac`, without padding (as iputils arping sends it)."""
-    vip = socket.inet_aton(op.ip)
-    fields = (1, 0x0800, 6, 4, 2 if op.reply else 1, mac, vip, mac if op.reply else bytes(6), vip)
-    return struct.pack("!6s6sHHHBBH6s4s6s4s", b"\xff" * 6, mac, ETH_P_ARP, *fields)
+    mac = mac_bytes(OUR_MAC)
+    assert [f[:42] for f in frames] == [garp(mac, op.ip, op.reply, pad=False) for op in ops]
 
 
 def test_frames_on_a_replaced_device_go_out_on_a_new_socket(box: Box) -> None:
@@ -544,12 +484,10 @@ def test_frames_on_a_replaced_device_go_out_on_a_new_socket(box: Box) -> None:
         "link del dum0\nlink add dum0 address 02:00:00:00:02:22 type veth peer name dum0p\n"
         "link set dum0 up\nlink set dum0p up\n"
     )
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sniffer:
-        sniffer.bind(("dum0p", ETH_P_ARP))
-        sniffer.settimeout(5)
+    with arp_sniffer(box.ours, "dum0p") as sniffer:
         assert k.apply_many(ops) == []  # the old socket's device is gone: opened anew once
         frames = [sniffer.recv(2048) for _ in ops]
-    assert [f[6:12] for f in frames] == [_mac("02:00:00:00:02:22")] * 2  # the new MAC
+    assert [f[6:12] for f in frames] == [mac_bytes("02:00:00:00:02:22")] * 2  # the new MAC
 
 
 def test_each_refused_frame_of_a_round_fails_alone(box: Box) -> None:
