@@ -27,9 +27,10 @@ from cgp_ipvs_helper.plan.outgoing import steer
 from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, desired_state, plan
 from lab.driver import commands, write_vipfile
 from lab.netns import in_netns
+from lab.sniff import ArpWatch
+from lab.standby import FE_IP, activate, members_of, snapshot, standby, vips_in
 
 from . import limit
-from .lab import FE_IP, ArpWatch, activate, members_of, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms, repeat, result, times, under
 
 VIP_ENTRIES = {1: ["203.0.113.1"], 8: ["203.0.113.8/29"], 256: ["203.0.113.0/24"]}
@@ -45,7 +46,7 @@ def helper_run(vipfile: str, members: list[str], *options: str) -> dict[str, Any
     """One ACTIVATE from standby: OK, first ARP, the commands logged, the state left."""
     vips = vips_in(vipfile)
     with standby("act", vipfile, *options) as (helper, fe, client):
-        watch = ArpWatch(client, fe.mac, vips)
+        watch = ArpWatch(client.ns, fe.mac, vips)
         reply = activate(helper, members, len(vips))
         arp = watch.first()
         cmds, state = commands(reply.before), snapshot(fe)
@@ -95,7 +96,7 @@ def classic_run(vipfile: str, cmds: list[str], full: bool) -> dict[str, Any]:
             ]
         script.write_text("\n".join(lines) + "\n")
         ran = sum(len(run) for _k, _cs, run in segs)
-        watch = ArpWatch(client, fe.mac, vips_in(vipfile))
+        watch = ArpWatch(client.ns, fe.mac, vips_in(vipfile))
         with in_netns(fe.ns), open(errors, "w") as err:
             proc = subprocess.Popen(["bash", "-e", script], stdout=subprocess.DEVNULL, stderr=err)
         try:

@@ -11,8 +11,8 @@ import tempfile
 from typing import Any
 
 from lab.driver import write_vipfile
+from lab.standby import activate, members_of, standby, vips_in
 
-from .lab import activate, members_of, standby, vips_in
 from .report import Table, median, mm, ms, repeat, result, under
 
 CASES = {"/24": ["203.0.113.0/24"], "/24 + /120": ["203.0.113.0/24", "2001:db8:10::/120"]}

@@ -19,11 +19,11 @@ from typing import Any
 from cgp_ipvs_helper.cli import Output, make_kernel, parse_settings
 from cgp_ipvs_helper.core.engine import Helper
 from lab.driver import HelperProcess, write_vipfile
+from lab.standby import activate, members_of, standby
 
 from . import limit
 from .activation import TARGET_CASE, VIP_ENTRIES
 from .footprint import FAKE_MEMBERS, host_options
-from .lab import activate, members_of, standby
 from .report import Table, median, ms, repeat, result
 
 VIPS, MEMBERS = TARGET_CASE

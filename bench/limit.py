@@ -64,8 +64,9 @@ from cgp_ipvs_helper.plan.planner import (
 from lab.driver import HelperProcess, commands
 from lab.lan import Host
 from lab.netns import in_netns
+from lab.sniff import ArpWatch
+from lab.standby import FE_IP, activate, snapshot, standby, vips_in
 
-from .lab import FE_IP, ArpWatch, activate, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms
 
 LIMIT_CASES = ((256, 4), (8, 4))  # ACTIVATE within 2x of the limit for these
@@ -185,7 +186,7 @@ def measure_piped(vipfile: str, members: list[str], least: bool = False) -> dict
         bare_ = HelperProcess(fe, argv=argv, timed=True)
         try:
             bare_.wait_started(timeout=60)
-            watch = ArpWatch(client, fe.mac, vips_in(vipfile))
+            watch = ArpWatch(client.ns, fe.mac, vips_in(vipfile))
             reply = activate(bare_, members, data["vips"])
             arp_at = watch.first()
             bare_.close_stdin()

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.plan.operations import Operation
 from lab.netns import create_netns, delete_netns, in_netns
 
 OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
@@ -98,3 +100,13 @@ def wait_neigh(box: Box, ip: str, want: str, timeout: float = 2.0) -> str:
         time.sleep(0.05)
         seen = peer_neigh(box, ip)
     return seen
+
+
+def refused(op: Operation, kernel: NetlinkKernel) -> KernelError:
+    """The KernelError `kernel` raises for `op` (AssertionError if it takes `op`)."""
+    try:
+        kernel.apply(op)
+    except KernelError as exc:
+        assert exc.op == op, (exc.op, op)
+        return exc
+    raise AssertionError(f"the kernel took {op}")
