@@ -42,6 +42,10 @@ def run(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
+def sysctl(name: str) -> str:
+    return run("sysctl", "-n", name).strip()
+
+
 def ipvsadm_rules() -> set[str]:
     """`ipvsadm -Sn`, one rule per line."""
     return set(run("ipvsadm", "-S", "-n").splitlines())

@@ -46,14 +46,11 @@ from lab.box import (
     ipvsadm_rules,
     refused,
     run,
+    sysctl,
 )
 from tests.forked import as_nobody
 
 VIP = "198.51.100.7"
-
-
-def sysctl(name: str) -> str:
-    return run("sysctl", "-n", name).strip()
 
 
 def svc(proto: str = "tcp", vip: str = VIP, port: int = 0, sched: str = "wlc", p: int = 15):

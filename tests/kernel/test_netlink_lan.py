@@ -28,17 +28,13 @@ from lab.box import (
     addresses,
     ip_batch,
     refused,
-    run,
+    sysctl,
     wait_neigh,
 )
 from lab.netns import in_netns
 from lab.sniff import announcing, arp_sniffer, garp, mac_bytes
 
 VIP = "198.51.100.7"
-
-
-def sysctl(name: str) -> str:
-    return run("sysctl", "-n", name).strip()
 
 
 # --- addresses and sysctls ----------------------------------------------------------------------

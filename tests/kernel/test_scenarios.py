@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.driver import write_vipfile
+from lab.driver import HelperProcess, write_vipfile
 from lab.group import TCP, UDP, Group, expand
 from lab.lan import Host, ipvsadm
 from lab.traffic import LongLived, tcp_ask, udp_ask
@@ -35,6 +35,14 @@ def options(group: Group, family: Family, tmp: Path, **kw: tuple[str, ...]) -> t
     if not family.ipv6:
         return HELPER
     return helper_args(tmp / "members", member_map(group, **kw))
+
+
+def balancing(group: Group, family: Family, tmp: Path) -> list[HelperProcess]:
+    """A helper on every frontend, fe1's the active balancer of all three."""
+    helpers = group.start_all(*options(group, family, tmp))
+    reply = helpers[0].request(f"ACTIVATE {group.members()}")
+    assert reply.endswith(f"OK active vips={len(group.vips)} members=3"), reply
+    return helpers
 
 
 def held(host: Host, dev: str) -> set[str]:
@@ -102,11 +110,9 @@ def test_start_every_member_is_a_silent_standby(
 def test_activate_balances_tcp_and_udp_over_all_members(
     group: Group, family: Family, tmp_path: Path
 ) -> None:
-    h1, _, _ = group.start_all(*options(group, family, tmp_path))
     fe1, fe2, fe3 = group.fe
     vip, sources = family.vips[0], family.sources
-    reply = h1.request(f"ACTIVATE {group.members()}")
-    assert reply.endswith(f"OK active vips={len(group.vips)} members=3"), reply
+    h1, _, _ = balancing(group, family, tmp_path)
     assert saved_table(fe1) == expected_table(group.vips, {fe1: 100, fe2: 100, fe3: 100})
     assert as_held(group.vips) <= held(fe1, "eth0")
     assert re.search(r"master sync daemon \(mcast=eth0, syncid=0", daemons(fe1))
@@ -148,9 +154,8 @@ def test_weight_zero_only_balances(group: Group) -> None:
 def test_planned_failover_keeps_every_connection(
     group: Group, family: Family, tmp_path: Path
 ) -> None:
-    h1, h2, _ = group.start_all(*options(group, family, tmp_path))
+    h1, h2, _ = balancing(group, family, tmp_path)
     fe1, fe2, fe3 = group.fe
-    assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
     # new connections while the old balancer drains, from fresh client addresses
     move = group.switch(h1, h2, fresh=family.sources[12:24], window=float(DRAIN) + 1.5)
     after = group.spread(family.sources[24:30])
@@ -178,15 +183,13 @@ def _in_packets(host: Host) -> int:
 
 @BOTH
 def test_abrupt_loss_of_the_balancer(group: Group, family: Family, tmp_path: Path) -> None:
-    h1, h2, _ = group.start_all(*options(group, family, tmp_path))
-    fe2 = group.fe[1]
-    assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
+    h1, h2, _ = balancing(group, family, tmp_path)
     move = group.crash(h1, h2, window=2.5, broken_after=2.0)
     assert move.new_reply.endswith("members=2"), move.new_reply
     survivors = move.survivors
     assert survivors and all(not c.broken for c in survivors), move.summary()
     assert move.max_gap < 1.0 + move.new_ok_s, move.summary()
-    assert group.client.neigh(family.vips[0]) == fe2.mac
+    assert group.client.neigh(family.vips[0]) == group.fe[1].mac
     spread = group.spread(family.sources[12:24])
     assert set(spread) == {"fe2", "fe3"}, spread
 

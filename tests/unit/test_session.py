@@ -10,26 +10,17 @@ from cgp_ipvs_helper.core.session import GARP_REPEATS, Event, IllegalTransition,
 from cgp_ipvs_helper.plan.model import Role
 
 S, E = State, Event
-# What the helper promises: (state, event) -> state. Any other request is refused; any other
-# timer never fires.
-EXPECTED = {
-    (S.STANDBY, E.ACTIVATE): S.ACTIVE,
-    (S.ACTIVE, E.ACTIVATE): S.ACTIVE,
-    (S.DRAINING, E.ACTIVATE): S.ACTIVE,
-    (S.STANDBY, E.DEACTIVATE): S.STANDBY,
-    (S.ACTIVE, E.DEACTIVATE): S.DRAINING,
-    (S.DRAINING, E.DEACTIVATE): S.DRAINING,
-    (S.STANDBY, E.QUIT): S.STOPPED,
-    (S.ACTIVE, E.QUIT): S.STOPPING,
-    (S.DRAINING, E.QUIT): S.STOPPING,
-    (S.DRAINING, E.DRAINED): S.STANDBY,
-    (S.STOPPING, E.DRAINED): S.STOPPED,
-    (S.ACTIVE, E.GARP_REPEAT): S.ACTIVE,
-    (S.STANDBY, E.REFRESH): S.STANDBY,
-    (S.ACTIVE, E.REFRESH): S.ACTIVE,
-    (S.DRAINING, E.REFRESH): S.DRAINING,
-    (S.STOPPING, E.REFRESH): S.STOPPING,
+# What the helper promises, per event: the state each state it is taken in turns into. Any
+# other request is refused; any other timer never fires.
+AFTER = {
+    E.ACTIVATE: {S.STANDBY: S.ACTIVE, S.ACTIVE: S.ACTIVE, S.DRAINING: S.ACTIVE},  # ends a drain
+    E.DEACTIVATE: {S.STANDBY: S.STANDBY, S.ACTIVE: S.DRAINING, S.DRAINING: S.DRAINING},
+    E.QUIT: {S.STANDBY: S.STOPPED, S.ACTIVE: S.STOPPING, S.DRAINING: S.STOPPING},
+    E.DRAINED: {S.DRAINING: S.STANDBY, S.STOPPING: S.STOPPED},
+    E.GARP_REPEAT: {S.ACTIVE: S.ACTIVE},
+    E.REFRESH: {s: s for s in (S.STANDBY, S.ACTIVE, S.DRAINING, S.STOPPING)},
 }
+EXPECTED = {(state, event): to for event, row in AFTER.items() for state, to in row.items()}
 # what the planner is asked for: stopping drains like a DEACTIVATE
 ROLE = {S.STANDBY: Role.STANDBY, S.ACTIVE: Role.ACTIVE, S.DRAINING: Role.DRAINING}
 ROLE |= {S.STOPPING: Role.DRAINING, S.STOPPED: Role.STOPPED}
