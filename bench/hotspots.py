@@ -184,8 +184,8 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
         "batch of one kind of operation, encoding included; the engine row is the rest of "
         "handle(). Page faults are the process's minor faults in that phase.",
         "Beyond the limit: the Python work per real server (plan, encode, log line), rendering "
-        "and writing the lines, and the page faults of that memory, each of which costs tens "
-        "of microseconds in user-mode Linux (The machine) against 1-4 on a host.",
+        "and writing the lines, and the page faults of that memory, each far dearer in "
+        "user-mode Linux than on a host (The machine).",
     ]
     steps = Table(
         f"The costly steps of the {VIPS} x {MEMBERS} ACTIVATE timed alone",

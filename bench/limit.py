@@ -216,8 +216,8 @@ def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
         "holds the pipe both ways, the plan, the encoding, the log lines and their write.",
         "frames, one sendto() each: the same frames again after the timed part.",
         f"runs: medians of the bench's runs of every case, and of at least {PAIRS} for the "
-        "target cases (more helper and limit runs in turn): their ratio is the target, and "
-        "on this machine a median of 5 moves by up to a third between runs of the bench.",
+        "target cases (more helper and limit runs in turn): their ratio is the target, as a "
+        "median of a few runs moves between runs of the bench.",
     ]
     return t, targets
 
