@@ -25,7 +25,7 @@ from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from cgp_ipvs_helper.plan.model import Role, Settings
 from cgp_ipvs_helper.plan.outgoing import steer
 from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, desired_state, plan
-from lab.driver import commands, write_vipfile
+from lab.driver import commands, member_map, write_vipfile
 from lab.netns import in_netns
 from lab.sniff import ArpWatch
 from lab.standby import FE_IP, activate, members_of, snapshot, standby, vips_in
@@ -217,10 +217,7 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     """The target case with a member map of 4 ranges and, alternately, without."""
     (v, m), members = TARGET_CASE, members_of(TARGET_CASE[1])
     path = os.path.join(tmp, "cgp-ipvs-members")
-    with open(path, "w") as f:
-        f.writelines(
-            f"{ip} {40000 + 5000 * i}-{44999 + 5000 * i}\n" for i, ip in enumerate(members)
-        )
+    Path(path).write_text(member_map([(ip, None) for ip in members], first=40000))
     runs = repeat(
         reps,
         {

@@ -41,6 +41,18 @@ def write_vipfile(path: str, entries: Sequence[str]) -> str:
     return path
 
 
+def member_map(
+    members: Sequence[tuple[str, str | None]], first: int = 50000, width: int = 5000
+) -> str:
+    """A member map's text: per (LAN address, IPv6 address or None) a port range of `width`
+    ports, the first from `first` on, each next right after the one before."""
+    lines = []
+    for i, (ip, ip6) in enumerate(members):
+        low = first + i * width
+        lines.append(f"{ip} {low}-{low + width - 1}{f' {ip6}' if ip6 else ''}\n")
+    return "".join(lines)
+
+
 def commands(lines: Sequence[str]) -> list[str]:
     """The shell commands among a helper's info lines (what -m says real mode would run)."""
     tools = ("ip", "sysctl", "ipvsadm", "arping", "ndptool", "tc")

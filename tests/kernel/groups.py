@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.driver import member_map as lab_member_map
 from lab.group import Group
 
 RANGES = {"fe1": (50000, 54999), "fe2": (55000, 59999), "fe3": (60000, 64999)}
@@ -49,13 +50,9 @@ ONLY_IPV6 = pytest.mark.parametrize("family", [IPV6], indirect=True, ids=str)
 
 
 def member_map(group: Group, without_ipv6: tuple[str, ...] = ()) -> str:
-    """Every frontend's range; on an IPv6 LAN its IPv6 address too (unless `without_ipv6`)."""
-    lines = []
-    for fe in group.fe:
-        first, last = RANGES[fe.name]
-        ip6 = f" {fe.ip6}" if fe.ip6 and fe.name not in without_ipv6 else ""
-        lines.append(f"{fe.ip} {first}-{last}{ip6}\n")
-    return "".join(lines)
+    """Every frontend's range (RANGES); on an IPv6 LAN its IPv6 address too (unless
+    `without_ipv6`)."""
+    return lab_member_map([(fe.ip, None if fe.name in without_ipv6 else fe.ip6) for fe in group.fe])
 
 
 def helper_args(path: Path, text: str) -> tuple[str, ...]:
