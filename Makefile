@@ -74,7 +74,7 @@ clean:
 # committed. --nodeps: Debian's rpm database knows nothing of dpkg's packages (BuildRequires).
 # rpmlint must report no errors (filters, each justified: packaging/*.rpmlintrc), or the target
 # fails. RPM_PACKAGER='Name <mail>' sets the Packager tag.
-RPM_VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml)
+RPM_VERSION := $(shell sed -n 's/^__version__ *= *"\([^"]*\)".*/\1/p' cgp_ipvs_helper/__init__.py)
 RPM_RELEASE ?= 1
 RPM_SPEC := packaging/cgp-ipvs-helper.spec
 RPM_TOP ?= $(CURDIR)/build/rpm

@@ -245,9 +245,9 @@ def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -
     pin = info["uml_pinned_cpu"]
     machine.notes.append(
         "Inside user-mode Linux every system call and page fault of a process is a hand-over "
-        "between two host processes (the process and the UML kernel). Unpinned on a 2-CPU VM "
-        "each hand-over tends to become a cross-CPU wake-up: 70-100 us per system call and "
-        "300-450 us per page fault were seen, against about 8 and 40 us on one CPU. This run "
+        "between two host processes (the process and the UML kernel). Unpinned, each "
+        "hand-over tends to become a cross-CPU wake-up, many times dearer (compare the rows "
+        "above of an unpinned run, --no-pin). This run "
         + (f"pinned the boot to host CPU {pin}." if pin is not None else "did not pin the boot.")
     )
     machine.notes.append(

@@ -3,8 +3,8 @@
 From standby (`lab.standby`): the helper's ACTIVATE -> OK and -> first gratuitous ARP at a
 client; the classic way, the commands the helper logs for it run by bash one process each until
 the client sees the first ARP (a long list sampled per kind of command and extrapolated); the
-kernel's own limit (bench/limit.py), for issue 12's cases also behind the helper's pipe, and
-the least helper there; and the target case with a member map (issue 9).
+kernel's own limit (bench/limit.py), for the limit's cases also behind the helper's pipe, and
+the least helper there; and the target case with a member map.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from cgp_ipvs_helper.plan.model import Role, Settings
 from cgp_ipvs_helper.plan.outgoing import steer
 from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, desired_state, plan
-from lab.driver import commands, write_vipfile
+from lab.driver import commands, member_map, write_vipfile
 from lab.netns import in_netns
+from lab.sniff import ArpWatch
+from lab.standby import FE_IP, activate, members_of, snapshot, standby, vips_in
 
 from . import limit
-from .lab import FE_IP, ArpWatch, activate, members_of, snapshot, standby, vips_in
 from .report import Table, Target, median, mm, ms, repeat, result, times, under
 
 VIP_ENTRIES = {1: ["203.0.113.1"], 8: ["203.0.113.8/29"], 256: ["203.0.113.0/24"]}
@@ -45,7 +46,7 @@ def helper_run(vipfile: str, members: list[str], *options: str) -> dict[str, Any
     """One ACTIVATE from standby: OK, first ARP, the commands logged, the state left."""
     vips = vips_in(vipfile)
     with standby("act", vipfile, *options) as (helper, fe, client):
-        watch = ArpWatch(client, fe.mac, vips)
+        watch = ArpWatch(client.ns, fe.mac, vips)
         reply = activate(helper, members, len(vips))
         arp = watch.first()
         cmds, state = commands(reply.before), snapshot(fe)
@@ -53,7 +54,7 @@ def helper_run(vipfile: str, members: list[str], *options: str) -> dict[str, Any
 
 
 def steers(command: str) -> bool:
-    """A change of the steering (issue 9): tc, or an IPVS firewall-mark service or server."""
+    """A change of the steering: tc, or an IPVS firewall-mark service or server."""
     return command.startswith("tc ") or " -f " in command
 
 
@@ -95,7 +96,7 @@ def classic_run(vipfile: str, cmds: list[str], full: bool) -> dict[str, Any]:
             ]
         script.write_text("\n".join(lines) + "\n")
         ran = sum(len(run) for _k, _cs, run in segs)
-        watch = ArpWatch(client, fe.mac, vips_in(vipfile))
+        watch = ArpWatch(client.ns, fe.mac, vips_in(vipfile))
         with in_netns(fe.ns), open(errors, "w") as err:
             proc = subprocess.Popen(["bash", "-e", script], stdout=subprocess.DEVNULL, stderr=err)
         try:
@@ -193,7 +194,7 @@ def latency(runs: Runs, reps: int) -> tuple[Table, list[Target]]:
             name = f"{v} VIPs x {m} members: {what} 20x sooner than {than}"
             met = None if not value else base_m / value >= 20
             targets.append(Target("activation", name, ">= 20x", times(base_m, value), met))
-    targets = targets[::2] + targets[1::2]  # the two under 100 ms first, as issue 5 lists them
+    targets = targets[::2] + targets[1::2]  # the two under 100 ms first
     kinds = ", ".join(f"{k} {median(s) * 1000:.0f} ms" for k, s in per_kind.items())
     full = median([r["classic"]["arp_s"] for r in runs[CHECK_CASE]])
     check = median([r["check_s"] for r in runs[CHECK_CASE]])
@@ -216,10 +217,7 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     """The target case with a member map of 4 ranges and, alternately, without."""
     (v, m), members = TARGET_CASE, members_of(TARGET_CASE[1])
     path = os.path.join(tmp, "cgp-ipvs-members")
-    with open(path, "w") as f:
-        f.writelines(
-            f"{ip} {40000 + 5000 * i}-{44999 + 5000 * i}\n" for i, ip in enumerate(members)
-        )
+    Path(path).write_text(member_map([(ip, None) for ip in members], first=40000))
     runs = repeat(
         reps,
         {
@@ -233,7 +231,7 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     changes = sum(map(steers, runs["with"][0]["cmds"]))
     alone, with_tc, without = steering_alone(vipfile, path, reps)
     table = Table(
-        f"Steering of outgoing connections (issue 9): ACTIVATE {v} VIPs x {m} members with a "
+        f"Steering of outgoing connections: ACTIVATE {v} VIPs x {m} members with a "
         f"member map of {m} ranges (inside user-mode Linux)",
         ["case", "steering changes", "helper OK ms", "helper 1st ARP ms"],
     )

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.lan import unique
 from lab.netns import create_netns, delete_netns, in_netns
 from lab.netscripts import Scripts
 
-from .lab import lan_prefix
 from .report import Table, median, repeat, result, spread, times
 
 VIPS = [f"203.0.113.{i}" for i in range(256)]
@@ -33,7 +33,7 @@ ROWS = {  # key: (label, processes)
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
     """Run argv once in a fresh namespace; seconds from fork to exit."""
-    ns = lan_prefix("als")
+    ns = unique("als")
     create_netns(ns)
     try:
         with in_netns(ns):

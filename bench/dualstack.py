@@ -1,18 +1,19 @@
 """Benchmark (inside UML): ACTIVATE of a dual-stack group beside the same group without IPv6.
 
 From standby in fresh namespaces with IPv6 on the LAN and a member map giving every member an
-IPv6 address: ACTIVATE -> OK. Target (issue 11): a /24 plus a /120, 4 members, under 200 ms.
+IPv6 address: ACTIVATE -> OK. Target: a /24 plus a /120, 4 members, under 200 ms.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
-from lab.driver import write_vipfile
+from lab.driver import member_map, write_vipfile
+from lab.standby import activate, members_of, standby, vips_in
 
-from .lab import activate, members_of, standby, vips_in
 from .report import Table, median, mm, ms, repeat, result, under
 
 CASES = {"/24": ["203.0.113.0/24"], "/24 + /120": ["203.0.113.0/24", "2001:db8:10::/120"]}
@@ -22,9 +23,8 @@ MEMBERS = 4
 def run(reps: int) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="bench-dual-")
     members = os.path.join(tmp, "members")
-    with open(members, "w") as f:  # fe and three LAN addresses nobody holds, each with IPv6
-        for i, ip in enumerate(members_of(MEMBERS)):
-            f.write(f"{ip} {50000 + i * 1000}-{50999 + i * 1000} 2001:db8::{11 + i}\n")
+    six = [(ip, f"2001:db8::{11 + i}") for i, ip in enumerate(members_of(MEMBERS))]
+    Path(members).write_text(member_map(six, width=1000))  # fe and 3 addresses nobody holds
     files = {name: write_vipfile(f"{tmp}/vips{len(e)}", e) for name, e in CASES.items()}
 
     def ok(vipfile: str) -> float:

@@ -13,8 +13,8 @@ from collections import Counter
 from typing import Any
 
 from lab.group import Group
+from lab.lan import unique
 
-from .lab import lan_prefix
 from .report import Table, median, mm, repeat, result, spread, under
 
 VIPS = ["198.51.100.10", "198.51.100.11"]
@@ -31,7 +31,7 @@ VARIANTS = {  # label: (--drain option, delay of the ACTIVATE after the DEACTIVA
 
 def switch(drain: tuple[str, ...], delay: float) -> dict[str, Any]:
     """One switch fe1 -> fe2 in fresh namespaces; what the 12 connections saw."""
-    with Group(lan_prefix("fo"), VIPS, sources=SOURCES, udp=False) as g:
+    with Group(unique("fo"), VIPS, sources=SOURCES, udp=False) as g:
         fe1, fe2, _fe3 = g.start_all("-t", "3", *drain, timeout=180)
         first = fe1.request(f"ACTIVATE {g.members()}", timeout=60)
         if not first.endswith("members=3"):

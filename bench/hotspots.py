@@ -1,4 +1,4 @@
-"""Where the time of the ACTIVATEs of issue 12 (256 and 8 VIPs x 4 members) goes, to explain
+"""Where the time of the limit's ACTIVATEs (256 and 8 VIPs x 4 members) goes, to explain
 benchmark 1's figures: bench.probe (the helper with a stopwatch on its seams) driven inside UML
 in real mode from standby (`run`), and for 256 x 4 on the host in -m mode (`host`: the helper's
 own Python work, without UML's price for system calls and page faults), where a cProfile of the
@@ -19,11 +19,11 @@ from typing import Any
 from cgp_ipvs_helper.cli import Output, make_kernel, parse_settings
 from cgp_ipvs_helper.core.engine import Helper
 from lab.driver import HelperProcess, write_vipfile
+from lab.standby import activate, members_of, standby
 
 from . import limit
 from .activation import TARGET_CASE, VIP_ENTRIES
 from .footprint import FAKE_MEMBERS, host_options
-from .lab import activate, members_of, standby
 from .report import Table, median, ms, repeat, result
 
 VIPS, MEMBERS = TARGET_CASE
@@ -184,8 +184,8 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
         "batch of one kind of operation, encoding included; the engine row is the rest of "
         "handle(). Page faults are the process's minor faults in that phase.",
         "Beyond the limit: the Python work per real server (plan, encode, log line), rendering "
-        "and writing the lines, and the page faults of that memory, each of which costs tens "
-        "of microseconds in user-mode Linux (The machine) against 1-4 on a host.",
+        "and writing the lines, and the page faults of that memory, each far dearer in "
+        "user-mode Linux than on a host (The machine).",
     ]
     steps = Table(
         f"The costly steps of the {VIPS} x {MEMBERS} ACTIVATE timed alone",

@@ -9,68 +9,48 @@ Behind the helper's pipe (`--piped`), the same process stands where the helper s
 timed as the helper is; as the least helper (`--least`) it also does there what depends on the
 ACTIVATE's members, as any helper must once the line is read. So the distance to the limit
 splits into the pipe's part, the request's own work, and what the helper does beyond that.
-
-    python -m bench.limit DATA.pickle    (the bare process: prints one JSON object)
-    python -m bench.limit DATA.pickle --piped    (answers INTF, then ACTIVATE, on its pipes)
-    python -m bench.limit DATA.pickle --least    (the same, as the least helper)
+The process itself is bench/bare.py.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import os
 import pickle
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pyroute2.netlink import NLMSG_ERROR
-
-from cgp_ipvs_helper import cli
 from cgp_ipvs_helper.core.protocol import logged
-from cgp_ipvs_helper.kernel.frames import arp, mmsg, nd
-from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
+from cgp_ipvs_helper.kernel.frames import arp, nd
 from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.kernel.netlink.sockets import (
-    NETLINK_CAP_ACK,
-    NETLINK_GENERIC,
-    NETLINK_ROUTE,
-    SO_RCVBUFFORCE,
-    SO_SNDBUFFORCE,
-    SOL_NETLINK,
     datagram,
 )
-from cgp_ipvs_helper.kernel.netlink.wire import NLMSGHDR
-from cgp_ipvs_helper.plan import operations
 from cgp_ipvs_helper.plan.model import Role, Settings
-from cgp_ipvs_helper.plan.operations import AddDest, AddDests, Operation
+from cgp_ipvs_helper.plan.operations import AddDest, Operation
 from cgp_ipvs_helper.plan.planner import (
     _weight,
     announce,
     desired_state,
-    ip_order,
     plan,
     sysctl_paths,
 )
 from lab.driver import HelperProcess, commands
 from lab.lan import Host
 from lab.netns import in_netns
+from lab.sniff import ArpWatch
+from lab.standby import FE_IP, activate, snapshot, standby, vips_in
 
-from .lab import FE_IP, ArpWatch, activate, snapshot, standby, vips_in
+from .bare import PROTOCOLS
 from .report import Table, Target, median, mm, ms
 
-LIMIT_CASES = ((256, 4), (8, 4))  # issue 12: ACTIVATE within 2x of the limit for these
+LIMIT_CASES = ((256, 4), (8, 4))  # ACTIVATE within 2x of the limit for these
 PAIRS = 15  # helper and limit runs of those cases at least (their medians decide the target)
-PROTOCOLS = {"genl": NETLINK_GENERIC, "rtnl": NETLINK_ROUTE}
 PARTS = ("netlink_s", "frames_s", "frames_one_send_each_s")  # the columns after the limit
 Runs = dict[tuple[int, int], list[dict[str, Any]]]
 
@@ -169,7 +149,7 @@ def _from_standby(
 def measure(vipfile: str, members: list[str]) -> dict[str, Any]:
     """One limit run from the helper's standby; its times and the state."""
     with _from_standby("lim", vipfile, members) as (fe, _client, path, data):
-        argv = [sys.executable, "-m", "bench.limit", str(path)]
+        argv = [sys.executable, "-m", "bench.bare", str(path)]
         out = fe.call(lambda: subprocess.run(argv, capture_output=True, text=True))
         if out.returncode != 0:
             raise RuntimeError(f"bench.limit failed: {out.stderr[-500:]}")
@@ -181,11 +161,11 @@ def measure_piped(vipfile: str, members: list[str], least: bool = False) -> dict
     helper's standby, timed as the helper's ACTIVATE is, ARP watch included: its OK, its first
     ARP, the state and the lines before its OK."""
     with _from_standby("lst" if least else "pip", vipfile, members) as (fe, client, path, data):
-        argv = [sys.executable, "-m", "bench.limit", str(path), "--least" if least else "--piped"]
+        argv = [sys.executable, "-m", "bench.bare", str(path), "--least" if least else "--piped"]
         bare_ = HelperProcess(fe, argv=argv, timed=True)
         try:
             bare_.wait_started(timeout=60)
-            watch = ArpWatch(client, fe.mac, vips_in(vipfile))
+            watch = ArpWatch(client.ns, fe.mac, vips_in(vipfile))
             reply = activate(bare_, members, data["vips"])
             arp_at = watch.first()
             bare_.close_stdin()
@@ -203,131 +183,9 @@ def measure_piped(vipfile: str, members: list[str], least: bool = False) -> dict
         }
 
 
-def _opened(data: dict[str, Any]) -> tuple[dict[int, socket.socket], socket.socket, mmsg.Round]:
-    """Every socket the limit sends on, opened and bound, and its round of frames laid out."""
-    socks = {
-        proto: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto)
-        for proto in PROTOCOLS.values()
-    }
-    for sock in socks.values():
-        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)  # a run in one datagram
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # acks without the request
-        sock.bind((0, 0))
-    packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    packet.bind(("eth0", 0))
-    index = socket.if_nametoindex("eth0")
-    frames = mmsg.Round([(arp.sockaddr_ll(index, proto), f) for proto, f in data["frames"]])
-    return socks, packet, frames
-
-
-def _send(
-    datagrams: list[tuple[int, int, bytes]],
-    socks: dict[int, socket.socket],
-    packet: socket.socket,
-    round_: mmsg.Round,
-) -> tuple[int, float]:
-    """The datagrams, each run acked once, then the frames in one sendmmsg: (errors, the time
-    the netlink part ended)."""
-    buf, errors, sent = bytearray(1 << 16), 0, 0
-    for proto, last, payload in datagrams:
-        socks[proto].send(payload)
-        acked = False
-        while not acked:
-            n, offset = socks[proto].recv_into(buf), 0
-            while offset + 20 <= n:
-                length, mtype, _flags, seq, _pid = NLMSGHDR.unpack_from(buf, offset)
-                if mtype == NLMSG_ERROR:  # an ack, or an error
-                    errors += struct.unpack_from("=i", buf, offset + 16)[0] != 0
-                    acked |= seq == last
-                offset += (length + 3) & ~3
-    t1 = time.perf_counter()
-    while sent < len(round_.items):
-        sent += round_.send(packet.fileno(), sent)
-    return errors, t1
-
-
-def bare(path: str) -> dict[str, Any]:
-    """The bare process: load, open, then time the system calls alone."""
-    data = pickle.loads(Path(path).read_bytes())
-    socks, packet, round_ = _opened(data)
-    t0 = time.perf_counter()
-    errors, t1 = _send(data["datagrams"], socks, packet, round_)
-    t2 = time.perf_counter()
-    for proto, frame in data["frames"]:
-        packet.sendto(frame, ("eth0", proto))
-    t3 = time.perf_counter()
-    return dict(
-        netlink_s=t1 - t0,
-        frames_s=t2 - t1,
-        total_s=t2 - t0,
-        frames_one_send_each_s=t3 - t2,
-        errors=errors,
-    )
-
-
-def _line(buf: bytearray) -> bytes:
-    """The next line on stdin, read as the helper reads (os.read, no Python buffering)."""
-    while b"\n" not in buf:
-        chunk = os.read(0, 1 << 16)
-        if not chunk:
-            raise EOFError("stdin closed")
-        buf += chunk
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return line
-
-
-def piped(path: str, least: bool) -> None:
-    """The limit behind the helper's pipe: answer INTF like the helper once started, wait idle
-    for the ACTIVATE line, make the changes, answer OK, then wait for the end of input as the
-    helper waits in select() (exiting at once would keep the reader waiting for the exit on
-    one CPU); the errors go to PATH.json. With `least`, the least helper: what depends on the
-    members is done once their line is read (`_members`)."""
-    data, buf = pickle.loads(Path(path).read_bytes()), bytearray()
-    socks, packet, round_ = _opened(data)
-    keys = data["least"]["keys"]
-    ipvswire.prepare_real_servers(keys)  # what the helper does while standby
-    operations.prepare_real_servers(keys)
-    gc.freeze()
-    cli.warm()
-    cli.widen_pipe(sys.stdout)
-    seq, _ = _line(buf).split(b" ", 1)
-    os.write(1, seq + b" INTF 1\n")
-    line = _line(buf)
-    if least:
-        seq, log, datagrams = _members(data["least"], line)
-    else:
-        seq, log, datagrams = line.split(b" ", 1)[0], b"", data["datagrams"]
-    errors, _t1 = _send(datagrams, socks, packet, round_)
-    os.write(1, log + seq + b" OK active vips=%d\n" % data["vips"])
-    while os.read(0, 1 << 16):
-        pass
-    Path(path + ".json").write_text(json.dumps({"errors": errors}))
-
-
-def _members(
-    kept: dict[str, Any], line: bytes
-) -> tuple[bytes, bytes, list[tuple[int, int, bytes]]]:
-    """The least a helper does with an ACTIVATE line from standby: split it, check each member
-    is an address, order them, make their real servers' requests from the services' kept parts
-    and their log lines, and join both to what was kept: (seq, log, datagrams)."""
-    seq, _verb, *members = line.decode().split()
-    self_ip, own, others = kept["weights"]
-    ordered = sorted(members, key=ip_order)  # the helper's order (which also checks each)
-    servers = [(m, own if m == self_ip else others) for m in ordered]
-    dests = list(ipvswire.dest_requests(kept["family"], kept["keys"], servers))
-    proto, before, after = kept["around"]
-    requests = before + dests + after
-    joined = (proto, len(requests), datagram(requests, 1))
-    datagrams = [joined if d is None else d for d in kept["datagrams"]]
-    lines = AddDests(kept["keys"], tuple(servers)).logged()
-    return seq.encode(), kept["log"][0] + lines + kept["log"][1], datagrams
-
-
 def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
     """The helper's ACTIVATE -> OK beside the limit, per case, with more `pairs` of both for
-    some; the targets of issue 12."""
+    some; the targets of LIMIT_CASES."""
     t = Table(
         "ACTIVATE against the kernel's own limit (inside user-mode Linux)",
         "VIPs x members | runs | messages (IPVS + address) | frames | limit ms | "
@@ -358,14 +216,14 @@ def table(runs: Runs, pairs: Runs) -> tuple[Table, list[Target]]:
         "holds the pipe both ways, the plan, the encoding, the log lines and their write.",
         "frames, one sendto() each: the same frames again after the timed part.",
         f"runs: medians of the bench's runs of every case, and of at least {PAIRS} for the "
-        "cases of issue 12 (more helper and limit runs in turn): their ratio is the target, and "
-        "on this machine a median of 5 moves by up to a third between runs of the bench.",
+        "target cases (more helper and limit runs in turn): their ratio is the target, as a "
+        "median of a few runs moves between runs of the bench.",
     ]
     return t, targets
 
 
 def piped_table(runs: Runs, pairs: Runs) -> Table:
-    """Issue 12's cases: the helper against the limit, the limit behind the helper's pipe and
+    """LIMIT_CASES: the helper against the limit, the limit behind the helper's pipe and
     the least helper behind it, so the distance splits into the pipe's part, the part any
     Python helper spends on the request, and the helper's own beyond that."""
     cases = [vm for vm in LIMIT_CASES if vm in runs]
@@ -438,10 +296,3 @@ def piped_table(runs: Runs, pairs: Runs) -> Table:
 
 def _span(seconds: list[float]) -> str:
     return mm(seconds, 1000, 2, 2)
-
-
-if __name__ == "__main__":
-    if sys.argv[2:] in (["--piped"], ["--least"]):
-        piped(sys.argv[1], sys.argv[2] == "--least")
-    else:
-        print(json.dumps(bare(sys.argv[1])))

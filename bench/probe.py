@@ -33,7 +33,7 @@ KINDS["SetSysctl"] = "sysctl"  # anything else is an IPVS request (generic netli
 
 
 def faults() -> int:
-    """Minor page faults of this process so far: each costs tens of microseconds in UML."""
+    """Minor page faults of this process so far: each is dear in UML (The machine)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 

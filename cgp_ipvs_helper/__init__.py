@@ -1,5 +1,3 @@
 """cgp-ipvs-helper: CommuniGate Pro's load-balancer helper for Linux IPVS (direct routing)."""
 
-from cgp_ipvs_helper.core.engine import VERSION as __version__
-
-__all__ = ["__version__"]
+__version__ = "0.1.0"  # the one place: pyproject.toml, the RPM and --version read it

@@ -83,12 +83,10 @@ class LineReader:
 class Output:
     """Renders each reply to its lines and writes them with one write(), then flushes; if CGP
     closed the pipe, stops writing quietly. One system call per reply, not per line: an ACTIVATE
-    for a /24 logs thousands of lines, and a write per line cost 0.37 s of its 0.6 s in the
-    user-mode kernel. Nothing is ever left in the buffer while the helper waits.
+    for a /24 logs thousands of lines. Nothing is ever left in the buffer while the helper waits.
 
-    A pipe holds 64 KiB by default, and a dual-stack ACTIVATE (a /24 and a /120) logs about
-    400 KB: the write then waits for the reader in steps, each a switch between two processes
-    (in the user-mode kernel that halved the time to OK). So the pipe is widened to PIPE_SIZE
+    A dual-stack ACTIVATE logs more than a default pipe holds: the write would then wait for the
+    reader in steps, each a switch between two processes. So the pipe is widened to PIPE_SIZE
     where the kernel allows it (Linux 2.6.35+, the default limit for any user)."""
 
     def __init__(self, stream: BinaryIO) -> None:
@@ -135,14 +133,13 @@ def warm() -> None:
 
     An ACTIVATE from standby makes thousands of small values at once (a /24 with 4 members:
     2,048 real servers, their operations, requests and log lines), and memory the process has
-    never touched costs a page fault on first use: 48-78 us each in the user-mode kernel, about
-    4 on a host. Python's small-object allocator hands out a block size's pool front to back,
+    never touched costs a page fault on first use, dear in a virtual machine. Python's
+    small-object allocator hands out a block size's pool front to back,
     so a pool of each size is partly untouched until it fills, and a new pool comes from an
     arena (1 MiB since 3.10, 256 KiB in 3.9). Filling SPARE_POOLS pools of every size fills
     those in use; SPARE_OBJECTS more of one size, freed, leave touched pools and one touched,
-    empty arena (CPython keeps one). Measured: a /24 x 4 ACTIVATE took about 120 faults (10 ms)
-    with neither, 6 with the second alone, none with both; an 8 x 4 one 2 (0.1 ms of 1.5)
-    with the second alone, none with both. Objects without references: the collector sees none.
+    empty arena (CPython keeps one); either alone leaves faults behind. Objects without
+    references: the collector sees none.
     """
     sizes = range(48, 513, 16)  # a bytes object of n bytes takes 33 + n
     spare: list[object] = [
@@ -151,7 +148,7 @@ def warm() -> None:
     spare += [object() for _ in range(SPARE_POOLS * POOL // 16)]  # 16 bytes
     spare += [(1 << 40) + i for i in range(SPARE_POOLS * POOL // 32)]  # 32 bytes
     del spare
-    spare = [bytes(48) for _ in range(SPARE_OBJECTS)]  # (in the list above: 11 faults left)
+    spare = [bytes(48) for _ in range(SPARE_OBJECTS)]
     del spare
     # The log of an ACTIVATE is joined into one piece of up to a few hundred KiB, which the C
     # allocator maps fresh (untouched) above its threshold (128 KiB). A freed mapped piece
@@ -274,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = [*notes, *iface_notes(settings.iface)]
     helper = Helper(settings, kernel, clock=time.monotonic)
     # What is loaded now lives as long as the process: keep the cyclic collector off it, so the
-    # thousands of short-lived values of a /24 activation are not scanned against it (-30%).
+    # thousands of short-lived values of a /24 activation are not scanned against it.
     gc.freeze()
     try:
         listen = None if settings.dry_run else ArpListener

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.plan.operations import Operation
 from lab.netns import create_netns, delete_netns, in_netns
 
 OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
@@ -36,6 +40,10 @@ def ip_batch(commands: str) -> None:
 
 def run(*argv: str) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def sysctl(name: str) -> str:
+    return run("sysctl", "-n", name).strip()
 
 
 def ipvsadm_rules() -> set[str]:
@@ -71,3 +79,38 @@ def open_box() -> Iterator[Box]:
     finally:
         delete_netns(ours)
         delete_netns(peer)
+
+
+def addresses(dev: str, six: bool = False) -> list[str]:
+    """`ip -o address` of `dev` in kernel order: IPv4 as 'a.b.c.d/len'; IPv6 (`six`) the global
+    ones as 'addr/len scope global flags'."""
+    if not six:
+        return re.findall(r"inet (\S+)", run("ip", "-4", "-o", "address", "show", "dev", dev))
+    out = run("ip", "-6", "-o", "address", "show", "dev", dev, "scope", "global")
+    return [re.sub(r"^\d+: \S+\s+inet6 ", "", ln).split("\\")[0].strip() for ln in out.splitlines()]
+
+
+def peer_neigh(box: Box, ip: str) -> str:
+    """The peer's neighbour entry for `ip` on eth0, as `ip neigh show` prints it."""
+    with in_netns(box.peer):
+        return run("ip", "neigh", "show", ip, "dev", "eth0").strip()
+
+
+def wait_neigh(box: Box, ip: str, want: str, timeout: float = 2.0) -> str:
+    """The peer's entry for `ip` once it holds `want` (a MAC), or as it is after `timeout`."""
+    deadline = time.monotonic() + timeout
+    seen = peer_neigh(box, ip)
+    while want not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = peer_neigh(box, ip)
+    return seen
+
+
+def refused(op: Operation, kernel: NetlinkKernel) -> KernelError:
+    """The KernelError `kernel` raises for `op` (AssertionError if it takes `op`)."""
+    try:
+        kernel.apply(op)
+    except KernelError as exc:
+        assert exc.op == op, (exc.op, op)
+        return exc
+    raise AssertionError(f"the kernel took {op}")

@@ -3,8 +3,8 @@
 Three frontends (fe1-fe3) and a client on one dual-stack LAN; every frontend runs the real
 helper with the shipped sample VIP file plus one IPv6 VIP, driven over stdin/stdout as
 CommuniGate Pro drives it. The demo shows who answers, then the frontends' own connections from
-a VIP to a server on the LAN without and with the member map (issue 9; the map also gives each
-frontend's IPv6 address, so the IPv6 VIP is balanced from then on, issue 11), then moves the
+a VIP to a server on the LAN without and with the member map (the map also gives each
+frontend's IPv6 address, so the IPv6 VIP is balanced from then on), then moves the
 balancer twice (planned, then by pulling the cable) while 12 long-lived TCP connections from the
 client to an IPv4 VIP, 6 to the IPv6 VIP and 4 from each frontend's VIP keep pinging, and prints
 what they saw. Run it with

@@ -41,6 +41,18 @@ def write_vipfile(path: str, entries: Sequence[str]) -> str:
     return path
 
 
+def member_map(
+    members: Sequence[tuple[str, str | None]], first: int = 50000, width: int = 5000
+) -> str:
+    """A member map's text: per (LAN address, IPv6 address or None) a port range of `width`
+    ports, the first from `first` on, each next right after the one before."""
+    lines = []
+    for i, (ip, ip6) in enumerate(members):
+        low = first + i * width
+        lines.append(f"{ip} {low}-{low + width - 1}{f' {ip6}' if ip6 else ''}\n")
+    return "".join(lines)
+
+
 def commands(lines: Sequence[str]) -> list[str]:
     """The shell commands among a helper's info lines (what -m says real mode would run)."""
     tools = ("ip", "sysctl", "ipvsadm", "arping", "ndptool", "tc")
@@ -103,8 +115,8 @@ class HelperProcess:
         Only with `timed=True`; EOFError at end of output."""
         if timeout is not None and not select.select([self.stdout], [], [], timeout)[0]:
             return []
-        # into kept memory, as CGP's reader would: os.read's fresh 1 MiB for each read cost the
-        # timed reader about 1 ms of page faults per 160 KiB in UML, before it saw the OK
+        # into kept memory, as CGP's reader would: os.read's fresh buffer for each read would
+        # charge the timed reader's page faults to the helper
         n = os.readv(self.stdout, [self._buffer])
         self.read_at = time.time()
         chunk = self._buffer[:n]
@@ -208,7 +220,7 @@ class HelperProcess:
 
     def wait_started(self, timeout: float = 60.0) -> Response:
         """Wait until start-up converged (INTF is answered only after it). A minute: with
-        several user-mode kernels on the one pinned CPU, a start took over 20 s."""
+        several user-mode kernels on one CPU, a start can take tens of seconds."""
         response = self.exchange("INTF 1", timeout)
         if not response.line.endswith("INTF 1"):
             raise RuntimeError(f"helper did not start: {response.line}")

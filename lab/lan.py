@@ -4,7 +4,7 @@ Everything lives in documentation ranges (LAN 192.0.2.0/24, VIPs 198.51.100.0/24
 `ipv6=True` also LAN 2001:db8::/64 and IPv6 VIPs in 2001:db8:10::/64) on a bridge
 in the UML root namespace that has no uplink: nothing here can reach the host's network.
 Namespaces, veth pairs, the bridge, addresses and routes are made over netlink (pyroute2), with
-no process per operation: forked tools cost 0.1-0.3 s each in this kernel.
+no process per operation: a forked tool is dear in this kernel.
 
 Typical use::
 
@@ -16,6 +16,7 @@ Typical use::
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import socket
 import subprocess
@@ -36,6 +37,13 @@ NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
 NUD_NOARP = 0x40
 T = TypeVar("T")
+_names = itertools.count()
+
+
+def unique(tag: str) -> str:
+    """A Lan prefix (or namespace name) no other run in this boot uses: `tag`'s first two
+    characters, this process's id and a count, at most 8 characters."""
+    return f"{tag[:2]}{os.getpid() % 1000}{next(_names)}"[:8]
 
 
 def _sysctl_path(name: str) -> str:
@@ -80,7 +88,7 @@ class Host:
         """Run a tool in this namespace through `ip netns exec`; text output captured.
 
         `ip netns exec` also remounts /sys for the namespace, so every tool sees its own
-        interfaces; it costs ~15 ms more than forking from a thread inside the namespace.
+        interfaces; it costs more than forking from a thread inside the namespace.
         """
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)

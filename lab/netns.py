@@ -1,6 +1,6 @@
 """Named network namespaces without forking: create, enter (one thread), delete.
 
-`ip netns add/exec/del` cost a fork each (0.1-0.3 s inside user-mode Linux); these do the same
+`ip netns add/exec/del` cost a fork each (dear inside user-mode Linux); these do the same
 with libc calls. `in_netns` moves only the calling thread, so a socket or netlink connection
 opened in its body lives in that namespace while other threads stay where they are.
 """

@@ -198,10 +198,9 @@ def pinned(cpu: int | None) -> Iterator[None]:
     """Run the body with this thread (and so every process it starts) on one CPU.
 
     User-mode Linux runs its kernel and each of its processes as separate host processes that
-    hand over to each other at every system call and page fault. Left to the host scheduler on
-    this VM they land on different CPUs, and each hand-over becomes a cross-CPU wake-up: measured
-    here, 70-100 us per system call and 300-450 us per page fault instead of about 8 and 40 us
-    on one CPU, and varying with load. The UML kernel uses one CPU anyway.
+    hand over to each other at every system call and page fault. Left to the host scheduler
+    they may land on different CPUs, and each hand-over becomes a cross-CPU wake-up, many times
+    dearer and varying with load (the bench's machine table). The UML kernel uses one CPU anyway.
     """
     if cpu is None:
         yield

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
-from cgp_ipvs_helper.core.engine import VERSION
+from cgp_ipvs_helper import __version__
 from cgp_ipvs_helper.errors import UsageError
 from cgp_ipvs_helper.plan.model import Settings
 from cgp_ipvs_helper.shown import quoted
@@ -22,8 +22,7 @@ _DIGITS = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{0,9})?|\.[0-9]{1,9}")
 DAY = 86400.0
 # Each refresh reads the whole kernel state and, while active, re-announces every VIP, which
-# Linux ignores within 1 s of the last announcement anyway; at -t 0.001 an idle standby burnt
-# 6-9 % of a CPU.
+# Linux ignores within 1 s of the last announcement anyway: a shorter period only burns CPU.
 MIN_REFRESH = 1.0
 
 
@@ -166,7 +165,7 @@ def parser() -> argparse.ArgumentParser:
         help="source-port range of each member, for replies to connections opened from a VIP "
         "(default /etc/sysconfig/cgp-ipvs-members; missing: not steered)",
     )
-    p.add_argument("--version", action="version", version=f"cgp-ipvs-helper {VERSION}")
+    p.add_argument("--version", action="version", version=f"cgp-ipvs-helper {__version__}")
     return p
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Callable, Union
 
+from cgp_ipvs_helper import __version__
 from cgp_ipvs_helper.config.vipfile import load_vips
 from cgp_ipvs_helper.core import members
 from cgp_ipvs_helper.core.arpwatch import ArpWatch
@@ -46,8 +47,6 @@ from cgp_ipvs_helper.plan.operations import Operation, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.planner import announce, desired_state, plan, sysctl_paths
 from cgp_ipvs_helper.shown import escaped
-
-VERSION = "0.1.0"
 
 Infos = list[Union[Info, Commands]]  # what one call has to say so far, in order
 
@@ -100,7 +99,7 @@ class Helper:
             self._read_map(self.vips)
         infos: Infos = [
             Info(
-                f"cgp-ipvs-helper {VERSION}: {len(self.vips)} VIPs from {escaped(s.vipfile)}, "
+                f"cgp-ipvs-helper {__version__}: {len(self.vips)} VIPs from {escaped(s.vipfile)}, "
                 f"iface {s.iface}, persistence {s.persistence}s, syncid {s.syncid}, "
                 f"weight {s.weight}"
             )

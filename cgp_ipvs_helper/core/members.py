@@ -122,7 +122,7 @@ class Resolver:
     become an address of this host makes, the VIPs, the network and broadcast addresses of -i's
     IPv4 subnets, this host's own addresses and -i's first one. An ACTIVATE then looks its
     members up instead of working these out with code it runs for the first time (cold, in a
-    process woken by the request: 40 us in the user-mode kernel)."""
+    process woken by the request)."""
 
     error: VipFileError | None
     vips: frozenset[str]

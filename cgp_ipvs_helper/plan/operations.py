@@ -198,7 +198,7 @@ class AddDests:
     one family: what an ACTIVATE from standby adds, as one value. It is its AddDest values
     (`each()`) for both kernels and in the log, but made, sent and logged from parts kept per
     service and per server: as 2,048 values (a /24, 4 members) they cost the helper more than
-    the kernel needs to add them (issue 12). `str()` is its commands, one per line."""
+    the kernel needs to add them. `str()` is its commands, one per line."""
 
     services: tuple[ServiceKey, ...]
     servers: tuple[tuple[str, int], ...]

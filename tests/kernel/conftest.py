@@ -1,4 +1,5 @@
-"""Kernel tests run only inside user-mode Linux: fail loudly (never skip) anywhere else."""
+"""Kernel tests run only inside user-mode Linux: fail loudly (never skip) anywhere else. The
+fixtures the kernel tests share: the two-namespace box, and a group per family (groups.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from lab.box import Box, open_box
+from lab.group import Group
+from lab.lan import unique
+from tests.kernel.groups import IPV4, Family
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,3 +32,16 @@ def box() -> Iterator[Box]:
     """Two fresh namespaces on a veth pair, the test's thread in "ours" (lab/box.py)."""
     with open_box() as b:
         yield b
+
+
+@pytest.fixture
+def family(request: pytest.FixtureRequest) -> Family:
+    """IPV4 unless the test is parametrized (BOTH, ONLY_IPV6)."""
+    return getattr(request, "param", IPV4)
+
+
+@pytest.fixture
+def group(family: Family) -> Iterator[Group]:
+    """fe1..fe3, a client with the family's source addresses, and a server (lab/group.py)."""
+    with Group(unique("g"), family.entries, family.sources, server=True, ipv6=family.ipv6) as g:
+        yield g

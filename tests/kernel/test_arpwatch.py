@@ -18,7 +18,7 @@ from cgp_ipvs_helper.core.arpwatch import ArpListener
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from cgp_ipvs_helper.plan.operations import SendGarp
 from lab.driver import HelperProcess, write_vipfile
-from lab.lan import Host, Lan
+from lab.lan import Host, Lan, unique
 from lab.traffic import tcp_ask
 
 VIP = "198.51.100.10"
@@ -26,7 +26,7 @@ VIP = "198.51.100.10"
 
 @pytest.fixture
 def lan() -> Iterator[Lan]:
-    with Lan(f"aw{os.getpid() % 10000}") as lan:
+    with Lan(unique("aw")) as lan:
         lan.add_host("fe1", "192.0.2.11")
         lan.add_host("fe2", "192.0.2.12")
         lan.add_host("client", "192.0.2.100")

@@ -7,24 +7,14 @@ Runs INSIDE user-mode Linux, in the two-namespace `box` (conftest.py; "ours" wit
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
-import time
 
 import pytest
 
+from cgp_ipvs_helper.plan import operations as op
 from cgp_ipvs_helper.plan.model import Address, Dest, Service, ServiceKey
-from cgp_ipvs_helper.plan.operations import (
-    AddAddress,
-    AddDest,
-    AddService,
-    DelAddress,
-    DelDest,
-    DelService,
-    SendNa,
-)
-from lab.box import OUR_MAC, Box, ip_batch, ipvsadm_rules, run
+from lab.box import OUR_MAC, Box, addresses, ip_batch, ipvsadm_rules, peer_neigh, run, wait_neigh
 from lab.netns import in_netns
 
 OUR6, PEER6 = "2001:db8::10", "2001:db8::20"
@@ -40,43 +30,29 @@ def lan6(b: Box) -> None:
         ip_batch(f"address add {PEER6}/64 dev eth0 nodad\nroute add 2001:db8:10::/64 dev eth0\n")
 
 
-def addresses6(dev: str) -> list[str]:
-    """`ip -6 -o address show dev` lines for global addresses: 'addr/len scope global flags'."""
-    out = run("ip", "-6", "-o", "address", "show", "dev", dev, "scope", "global")
-    return [
-        re.sub(r"^\d+: \S+\s+inet6 ", "", line).split("\\")[0].strip() for line in out.splitlines()
-    ]
-
-
-def peer_neigh(b: Box, ip: str = VIP6) -> str:
-    with in_netns(b.peer):
-        return run("ip", "-6", "neigh", "show", ip, "dev", "eth0").strip()
-
-
-def wait_neigh(b: Box, want: str, timeout: float = 2.0) -> str:
-    deadline = time.monotonic() + timeout
-    seen = peer_neigh(b)
-    while want not in seen and time.monotonic() < deadline:
-        time.sleep(0.05)
-        seen = peer_neigh(b)
-    return seen
-
-
 # --- addresses ----------------------------------------------------------------------------------
 
 
 def test_ipv6_vips_are_added_as_128_without_dad_observed_and_deleted(box: Box) -> None:
     k = box.kernel
     lan6(box)
-    assert k.apply_many([AddAddress(Address(VIP6, "lo")), AddAddress(Address(VIP6, "eth0"))]) == []
-    assert addresses6("lo") == [f"{VIP6}/128 scope global nodad"]
-    assert f"{VIP6}/128 scope global nodad" in addresses6("eth0")  # not "tentative": usable now
+    assert (
+        k.apply_many([op.AddAddress(Address(VIP6, "lo")), op.AddAddress(Address(VIP6, "eth0"))])
+        == []
+    )
+    assert addresses("lo", six=True) == [f"{VIP6}/128 scope global nodad"]
+    assert f"{VIP6}/128 scope global nodad" in addresses(
+        "eth0", six=True
+    )  # not "tentative": usable now
     observed = k.observe(frozenset()).addresses
     assert Address(VIP6, "lo", 128) in observed and Address(VIP6, "eth0", 128) in observed
     assert Address(OUR6, "eth0", 64) in observed
     assert not [a for a in observed if a.ip in ("::1",) or a.ip.startswith("fe80:")]
-    assert k.apply_many([DelAddress(Address(VIP6, "eth0")), DelAddress(Address(VIP6, "lo"))]) == []
-    assert addresses6("lo") == []
+    assert (
+        k.apply_many([op.DelAddress(Address(VIP6, "eth0")), op.DelAddress(Address(VIP6, "lo"))])
+        == []
+    )
+    assert addresses("lo", six=True) == []
 
 
 # --- IPVS ---------------------------------------------------------------------------------------
@@ -89,11 +65,11 @@ def test_ipv6_services_and_real_servers_round_trip_and_equal_the_printed_command
     lan6(box)
     tcp, udp = ServiceKey("tcp", VIP6, 0), ServiceKey("udp", VIP6, 5060)
     ops = [
-        AddService(Service(tcp, "wlc", 15)),
-        AddService(Service(udp, "wlc", 0)),
-        AddDest(Dest(tcp, OUR6, 50)),
-        AddDest(Dest(tcp, "2001:db8::12", 100)),
-        AddDest(Dest(udp, "2001:db8::12", 100)),
+        op.AddService(Service(tcp, "wlc", 15)),
+        op.AddService(Service(udp, "wlc", 0)),
+        op.AddDest(Dest(tcp, OUR6, 50)),
+        op.AddDest(Dest(tcp, "2001:db8::12", 100)),
+        op.AddDest(Dest(udp, "2001:db8::12", 100)),
     ]
     assert k.apply_many(ops) == []
     state = k.observe(frozenset())
@@ -109,15 +85,18 @@ def test_ipv6_services_and_real_servers_round_trip_and_equal_the_printed_command
     run("ipvsadm", "-A", "-t", "[2001:db8:10::99]:0", "-p", "15", "-M", "64")
     assert "-A -t [2001:db8:10::99]:0 -s wlc -p 15 -M 64" in ipvsadm_rules()
     run("ipvsadm", "-D", "-t", "[2001:db8:10::99]:0")
-    assert k.apply_many([DelDest(Dest(tcp, "2001:db8::12", 100)), DelService(Service(udp))]) == []
+    assert (
+        k.apply_many([op.DelDest(Dest(tcp, "2001:db8::12", 100)), op.DelService(Service(udp))])
+        == []
+    )
     assert ipvsadm_rules() == {
         f"-A -t [{VIP6}]:0 -s wlc -p 15",
         f"-a -t [{VIP6}]:0 -r [{OUR6}]:0 -g -w 50",
     }
 
     run("ipvsadm", "-C")
-    for op in ops:
-        subprocess.run(str(op), shell=True, check=True)
+    for each in ops:
+        subprocess.run(str(each), shell=True, check=True)
     assert ipvsadm_rules() == by_netlink
 
 
@@ -129,9 +108,9 @@ def test_the_neighbour_advertisement_moves_the_peers_entry_to_our_mac(box: Box) 
     ip_batch(f"address add {VIP6}/128 dev eth0 nodad\n")
     with in_netns(box.peer):
         ip_batch(f"neigh replace {VIP6} lladdr {OTHER_MAC} dev eth0 nud reachable\n")
-    assert OTHER_MAC in peer_neigh(box)
-    box.kernel.apply(SendNa(VIP6, "eth0"))
-    seen = wait_neigh(box, OUR_MAC)
+    assert OTHER_MAC in peer_neigh(box, VIP6)
+    box.kernel.apply(op.SendNa(VIP6, "eth0"))
+    seen = wait_neigh(box, VIP6, OUR_MAC)
     assert OUR_MAC in seen, seen  # override: a REACHABLE entry moves too
 
 
@@ -142,16 +121,16 @@ def test_the_printed_ndptool_command_has_the_same_effect(box: Box) -> None:
     ip_batch(f"address add {VIP6}/128 dev eth0 nodad\n")
     with in_netns(box.peer):
         ip_batch(f"neigh replace {VIP6} lladdr {OTHER_MAC} dev eth0 nud reachable\n")
-    subprocess.run(str(SendNa(VIP6, "eth0")), shell=True, check=True, capture_output=True)
-    seen = wait_neigh(box, OUR_MAC)
+    subprocess.run(str(op.SendNa(VIP6, "eth0")), shell=True, check=True, capture_output=True)
+    seen = wait_neigh(box, VIP6, OUR_MAC)
     assert OUR_MAC in seen, seen
 
 
 def test_na_errors(box: Box) -> None:
     k = box.kernel
-    assert k.apply_many([SendNa(VIP6, "lo")])[0].reason == "lo is not an Ethernet device"
-    assert k.apply_many([SendNa(VIP6, "nosuch0")])[0].reason == "No such device"
-    assert k.apply_many([SendNa("198.51.100.7", "eth0")])[0].reason.startswith("not an IPv6")
+    assert k.apply_many([op.SendNa(VIP6, "lo")])[0].reason == "lo is not an Ethernet device"
+    assert k.apply_many([op.SendNa(VIP6, "nosuch0")])[0].reason == "No such device"
+    assert k.apply_many([op.SendNa("198.51.100.7", "eth0")])[0].reason.startswith("not an IPv6")
 
 
 # --- a standby never answers for a VIP on lo ----------------------------------------------------
@@ -174,4 +153,4 @@ def test_a_standby_with_the_vip_on_lo_does_not_answer_neighbour_solicitation(box
         ip_batch("neigh flush dev eth0\n")
         ping = subprocess.run(["ping", "-6", "-c", "1", "-W", "2", VIP6], capture_output=True)
     assert ping.returncode == 0
-    assert OUR_MAC in peer_neigh(box)
+    assert OUR_MAC in peer_neigh(box, VIP6)

@@ -1,4 +1,4 @@
-"""Connections the frontends open from a VIP, in a real kernel (issues 9 and 11): with a member map
+"""Connections the frontends open from a VIP, in a real kernel: with a member map
 every reply reaches the member that opened the connection, through a switch and a crash of the
 balancer, for IPv4 VIPs and for IPv6 ones (a dual-stack file); incoming balancing is unchanged;
 nobody else's tc filter or IPVS service is touched (a bad map: test_broken_map.py). Run inside
@@ -6,81 +6,15 @@ user-mode Linux (lab.uml)."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from cgp_ipvs_helper.plan.steering import TC_CHAIN
 from lab.group import Group
 from lab.lan import Host, ipvsadm
+from tests.kernel.groups import BOTH, IPV6, ONLY_IPV6, RANGES, Family, helper_args, member_map
 
-RANGES = {"fe1": (50000, 54999), "fe2": (55000, 59999), "fe3": (60000, 64999)}
 MARKS = {name: 0x43470000 | first for name, (first, _) in RANGES.items()}
-
-
-@dataclass(frozen=True)
-class Family:
-    """The VIPs a test's traffic goes from and to, and what the member map says about IPv6."""
-
-    name: str
-    entries: tuple[str, ...]  # the VIP file; the first VIP is the one moves use
-    vips: tuple[str, ...]  # the VIPs the frontends open connections from
-    sources: tuple[str, ...]  # the client's addresses (of the first VIP's family)
-    block: str  # how `tc filter show` spells the VIP block of `vips`
-    ipv6: bool  # an IPv6 LAN, and each member's IPv6 address in the map
-
-    def __str__(self) -> str:
-        return self.name
-
-
-IPV4 = Family(
-    "ipv4",
-    ("198.51.100.10", "198.51.100.11"),
-    ("198.51.100.10", "198.51.100.11"),
-    tuple(f"192.0.2.{n}" for n in range(64, 100)),
-    "198.51.100.10/31",
-    False,
-)
-IPV6 = Family(  # dual stack, as an operator adds IPv6: the IPv4 VIP stays
-    "ipv6",
-    ("2001:db8:10::/127", "198.51.100.10"),
-    ("2001:db8:10::", "2001:db8:10::1"),
-    tuple(f"2001:db8::1:{n:x}" for n in range(1, 37)),
-    "2001:db8:10::/127",
-    True,
-)
-BOTH = pytest.mark.parametrize("family", [IPV4, IPV6], indirect=True, ids=str)
-
-
-@pytest.fixture
-def family(request: pytest.FixtureRequest) -> Family:
-    return getattr(request, "param", IPV4)
-
-
-@pytest.fixture
-def group(family: Family) -> Iterator[Group]:
-    prefix = f"o{os.getpid() % 1000}{int(time.monotonic() * 1000) % 1000}"
-    with Group(prefix[:8], family.entries, family.sources, server=True, ipv6=family.ipv6) as g:
-        yield g
-
-
-def member_map(group: Group, without_ipv6: tuple[str, ...] = ()) -> str:
-    """Every frontend's range; on an IPv6 LAN its IPv6 address too (unless `without_ipv6`)."""
-    lines = []
-    for fe in group.fe:
-        first, last = RANGES[fe.name]
-        ip6 = f" {fe.ip6}" if fe.ip6 and fe.name not in without_ipv6 else ""
-        lines.append(f"{fe.ip} {first}-{last}{ip6}\n")
-    return "".join(lines)
-
-
-def helper_args(path: Path, text: str) -> tuple[str, ...]:
-    path.write_text(text)
-    return ("-t", "3", "--drain", "2", "--member-map", str(path))
 
 
 def tc_filters(host: Host) -> str:
@@ -130,7 +64,7 @@ def test_every_frontend_gets_every_answer_and_incoming_is_unchanged(
     assert set(spread) == {"fe1", "fe3"} and min(spread.values()) >= 8, spread
     # the control: the map emptied (our filters and services go), replies are scheduled like
     # a new client's, and only the member the persistence entry picks gets them: at most 12 of
-    # 36 TCP and 12 of 36 UDP (issue 9: 24 of 72; an IPv6 VIP is not even balanced: 0)
+    # 36 TCP and 12 of 36 UDP (an IPv6 VIP is not even balanced: 0)
     path.write_text("# nobody\n")
     assert h1.reload().endswith(f"{path}: 0 port ranges")
     assert fwmark_lines(fe1) == set() and tc_filters(fe1) == ""
@@ -142,7 +76,7 @@ def test_every_frontend_gets_every_answer_and_incoming_is_unchanged(
     assert fwmark_lines(fe1) == set() and tc_filters(fe1) == ""
 
 
-@pytest.mark.parametrize("family", [IPV6], indirect=True, ids=str)
+@ONLY_IPV6
 def test_a_member_without_an_ipv6_address_gets_no_ipv6_steering(
     group: Group, tmp_path: Path
 ) -> None:
@@ -186,7 +120,7 @@ def test_outgoing_connections_survive_a_switch_and_a_crash(
     assert all_answered(answered), answered
 
 
-@pytest.mark.parametrize("family", [IPV6], indirect=True, ids=str)  # dual stack: both kinds
+@ONLY_IPV6  # dual stack: both kinds
 def test_foreign_filters_and_services_are_kept_leftovers_are_removed(
     group: Group, tmp_path: Path
 ) -> None:

@@ -1,4 +1,4 @@
-"""A VIP file that lists the frontend's own LAN address takes nothing away (issue 10, item 1).
+"""A VIP file that lists the frontend's own LAN address takes nothing away.
 
 Runs INSIDE user-mode Linux:
     python -m lab.uml -- python -m pytest tests/kernel/test_own_addresses.py
@@ -6,15 +6,14 @@ Runs INSIDE user-mode Linux:
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 from lab.driver import HelperProcess, write_vipfile
-from lab.lan import Lan
+from lab.lan import Lan, unique
 
 
 def test_the_lan_address_listed_as_a_vip_stays_and_nothing_is_applied() -> None:
-    with tempfile.TemporaryDirectory() as tmp, Lan(f"oa{os.getpid() % 10000}") as lan:
+    with tempfile.TemporaryDirectory() as tmp, Lan(unique("oa")) as lan:
         fe1 = lan.add_host("fe1", "192.0.2.11")
         fe1.add_address("203.0.113.9", dev="eth0", prefixlen=24)  # a second subnet on -i
         vipfile = write_vipfile(f"{tmp}/vipaddrs", ["198.51.100.10", "192.0.2.11", "203.0.113.9"])

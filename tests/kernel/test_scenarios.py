@@ -1,4 +1,6 @@
-"""The helper in a real kernel: three frontends and a client on a LAN, real TCP and UDP.
+"""The helper in a real kernel: three frontends and a client on a LAN, real TCP and UDP, for
+IPv4 VIPs and for IPv6 ones (a dual-stack VIP file and a member map with each frontend's IPv6
+address, as an operator adds IPv6).
 
 Each frontend runs `python -m cgp_ipvs_helper` in its own namespace, driven over stdin/stdout
 as CommuniGate Pro drives it. Run inside user-mode Linux:
@@ -7,44 +9,76 @@ as CommuniGate Pro drives it. Run inside user-mode Linux:
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from lab.driver import write_vipfile
-from lab.group import TCP, UDP, Group
+from lab.driver import HelperProcess, write_vipfile
+from lab.group import TCP, UDP, Group, expand
 from lab.lan import Host, ipvsadm
-from lab.traffic import tcp_ask, udp_ask
+from lab.traffic import LongLived, tcp_ask, udp_ask
+from tests.kernel.groups import BOTH, IPV4, ONLY_IPV6, Family, helper_args, member_map
 
-VIPS = ["198.51.100.10", "198.51.100.11"]
-SOURCES = [f"192.0.2.{n}" for n in range(64, 100)]
+VIPS = list(IPV4.vips)
+SOURCES = list(IPV4.sources)
 DRAIN = "2"
 HELPER = ("-t", "3", "--drain", DRAIN)
 
 
-@pytest.fixture
-def group() -> Iterator[Group]:
-    prefix = f"g{os.getpid() % 1000}{int(time.monotonic() * 1000) % 1000}"
-    with Group(prefix[:8], VIPS, sources=SOURCES, server=True) as g:
-        yield g
+def options(group: Group, family: Family, tmp: Path, **kw: tuple[str, ...]) -> tuple[str, ...]:
+    """The helpers' options: with IPv6 VIPs a member map giving each frontend's IPv6 address
+    (unless `without_ipv6`)."""
+    if not family.ipv6:
+        return HELPER
+    return helper_args(tmp / "members", member_map(group, **kw))
+
+
+def balancing(group: Group, family: Family, tmp: Path) -> list[HelperProcess]:
+    """A helper on every frontend, fe1's the active balancer of all three."""
+    helpers = group.start_all(*options(group, family, tmp))
+    reply = helpers[0].request(f"ACTIVATE {group.members()}")
+    assert reply.endswith(f"OK active vips={len(group.vips)} members=3"), reply
+    return helpers
+
+
+def held(host: Host, dev: str) -> set[str]:
+    """Every address on `dev`, both families, as 'addr/len'."""
+    return set(host.addresses(dev)) | set(host.addresses6(dev))
+
+
+def as_held(vips: list[str]) -> set[str]:
+    return {f"{v}/128" if ":" in v else f"{v}/32" for v in vips}
+
+
+def bracketed(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
 
 
 def saved_table(host: Host) -> set[str]:
-    return {line.strip() for line in ipvsadm(host, "-S", "-n").splitlines() if line.strip()}
+    """`ipvsadm -Sn` lines of services and real servers by address (not the steering's
+    firewall-mark ones: test_outgoing.py)."""
+    lines = ipvsadm(host, "-S", "-n").splitlines()
+    return {ln.strip() for ln in lines if ln.strip() and " -f " not in ln}
 
 
-def expected_table(members: dict[str, int], persistence: int = 15) -> set[str]:
+def expected_table(
+    vips: list[str], weights: dict[Host, int], without_ipv6: tuple[str, ...] = ()
+) -> set[str]:
+    """Per VIP a TCP and a UDP service, each with every member of the VIP's family."""
     lines = set()
-    for vip in VIPS:
+    for vip in vips:
+        six = ":" in vip
         for flag in ("-t", "-u"):
-            lines.add(f"-A {flag} {vip}:0 -s wlc -p {persistence}")
-            for ip, weight in members.items():
-                lines.add(f"-a {flag} {vip}:0 -r {ip}:0 -g -w {weight}")
+            lines.add(f"-A {flag} {bracketed(vip)}:0 -s wlc -p 15")
+            for fe, weight in weights.items():
+                if six and fe.name in without_ipv6:
+                    continue
+                ip = bracketed(fe.ip6) if six else fe.ip
+                lines.add(f"-a {flag} {bracketed(vip)}:0 -r {ip}:0 -g -w {weight}")
     return lines
 
 
@@ -52,11 +86,14 @@ def daemons(host: Host) -> str:
     return ipvsadm(host, "-L", "-n", "--daemon")
 
 
-def test_start_every_member_is_a_silent_standby(group: Group) -> None:
-    group.start_all(*HELPER)
+@BOTH
+def test_start_every_member_is_a_silent_standby(
+    group: Group, family: Family, tmp_path: Path
+) -> None:
+    group.start_all(*options(group, family, tmp_path))
+    vips = as_held(group.vips)
     for fe in group.fe:
-        assert {f"{v}/32" for v in VIPS} <= set(fe.addresses("lo"))
-        assert not set(fe.addresses("eth0")) & {f"{v}/32" for v in VIPS}
+        assert vips <= held(fe, "lo") and not vips & held(fe, "eth0")
         for scope in ("all", "eth0"):
             assert fe.sysctl(f"net.ipv4.conf.{scope}.arp_ignore") == "1"
             assert fe.sysctl(f"net.ipv4.conf.{scope}.arp_announce") == "2"
@@ -65,60 +102,77 @@ def test_start_every_member_is_a_silent_standby(group: Group) -> None:
         assert "master" not in daemons(fe)
         assert saved_table(fe) == set()
     with pytest.raises(OSError):
-        tcp_ask(group.client, VIPS[0], TCP, timeout=2)
-    assert group.client.neigh(VIPS[0]) is None
+        tcp_ask(group.client, family.vips[0], TCP, timeout=2)
+    assert group.client.neigh(family.vips[0]) is None  # nobody answered ARP or ND for it
 
 
-def test_activate_balances_tcp_and_udp_over_all_members(group: Group) -> None:
-    h1, _, _ = group.start_all(*HELPER)
+@BOTH
+def test_activate_balances_tcp_and_udp_over_all_members(
+    group: Group, family: Family, tmp_path: Path
+) -> None:
     fe1, fe2, fe3 = group.fe
-    reply = h1.request(f"ACTIVATE {group.members(fe1, fe2, fe3)}")
-    assert reply.endswith("OK active vips=2 members=3")
-    assert saved_table(fe1) == expected_table({fe1.ip: 100, fe2.ip: 100, fe3.ip: 100})
+    vip, sources = family.vips[0], family.sources
+    h1, _, _ = balancing(group, family, tmp_path)
+    assert saved_table(fe1) == expected_table(group.vips, {fe1: 100, fe2: 100, fe3: 100})
+    assert as_held(group.vips) <= held(fe1, "eth0")
     assert re.search(r"master sync daemon \(mcast=eth0, syncid=0", daemons(fe1))
     assert "backup sync daemon" not in daemons(fe1)
-    assert group.client.neigh(VIPS[0]) in (None, fe1.mac)
-    for vip in VIPS:
-        assert tcp_ask(group.client, vip, TCP) in ("fe1", "fe2", "fe3")
-        assert udp_ask(group.client, vip, UDP) in ("fe1", "fe2", "fe3")
-    assert group.client.neigh(VIPS[0]) == fe1.mac
-    spread = Counter(tcp_ask(group.client, VIPS[0], TCP, src=src) for src in SOURCES[:30])
+    assert group.client.neigh(vip) in (None, fe1.mac)
+    for each in {*family.vips, group.vips[-1]}:  # with IPv6, the IPv4 VIP of the file too
+        assert tcp_ask(group.client, each, TCP) in ("fe1", "fe2", "fe3")
+        assert udp_ask(group.client, each, UDP) in ("fe1", "fe2", "fe3")
+    assert group.client.neigh(vip) == fe1.mac
+    spread = Counter(tcp_ask(group.client, vip, TCP, src=src) for src in sources[:30])
     assert set(spread) == {"fe1", "fe2", "fe3"} and min(spread.values()) >= 5, spread
+    udp = Counter(udp_ask(group.client, vip, UDP, src=src) for src in sources[30:45])
+    assert set(udp) == {"fe1", "fe2", "fe3"}, udp
     # persistence: one client address stays on one frontend
-    src = SOURCES[30]
-    assert len({tcp_ask(group.client, VIPS[1], TCP, src=src) for _ in range(6)}) == 1
-    assert len({udp_ask(group.client, VIPS[1], UDP, src=src) for _ in range(6)}) == 1
+    src, other = sources[45], family.vips[1]
+    assert len({tcp_ask(group.client, other, TCP, src=src) for _ in range(6)}) == 1
+    assert len({udp_ask(group.client, other, UDP, src=src) for _ in range(6)}) == 1
+    # the standbys' backup sync daemons learn the connections (sync_version 1 carries IPv6)
+    assert fe2.sysctl("net.ipv4.vs.sync_version") == "1"
+    with LongLived(group.client, vip, TCP, 4, sources[46:48]):
+        deadline = time.monotonic() + 10
+        while f"{bracketed(vip)}:25" not in ipvsadm(fe2, "-L", "-n", "-c"):
+            assert time.monotonic() < deadline, ipvsadm(fe2, "-L", "-n", "-c")
+            time.sleep(0.2)
+    status = h1.request("STATUS").split(" ", 1)[1]
+    assert status.startswith(f"OK role=active vips={len(group.vips)} "), status
 
 
 def test_weight_zero_only_balances(group: Group) -> None:
     fe1, fe2, fe3 = group.fe
     h1, _, _ = group.start_all(*HELPER, "-r", "0")
     assert h1.request(f"ACTIVATE {group.members(fe1, fe2, fe3)}").endswith("members=3")
-    assert saved_table(fe1) == expected_table({fe1.ip: 0, fe2.ip: 100, fe3.ip: 100})
+    assert saved_table(fe1) == expected_table(VIPS, {fe1: 0, fe2: 100, fe3: 100})
     spread = Counter(tcp_ask(group.client, VIPS[0], TCP, src=src) for src in SOURCES[:20])
     assert "fe1" not in spread and set(spread) == {"fe2", "fe3"}, spread
 
 
-def test_planned_failover_keeps_every_connection(group: Group) -> None:
-    h1, h2, _ = group.start_all(*HELPER)
+@BOTH
+def test_planned_failover_keeps_every_connection(
+    group: Group, family: Family, tmp_path: Path
+) -> None:
+    h1, h2, _ = balancing(group, family, tmp_path)
     fe1, fe2, fe3 = group.fe
-    assert h1.request(f"ACTIVATE {group.members(fe1, fe2, fe3)}").endswith("members=3")
     # new connections while the old balancer drains, from fresh client addresses
-    move = group.switch(h1, h2, fresh=SOURCES[12:24], window=float(DRAIN) + 1.5)
-    after = group.spread(SOURCES[24:30])
+    move = group.switch(h1, h2, fresh=family.sources[12:24], window=float(DRAIN) + 1.5)
+    after = group.spread(family.sources[24:30])
     stats = move.stats
     assert set(move.before) == {"fe1", "fe2", "fe3"}, move.summary()
     assert move.old_reply is not None and move.old_reply.endswith("OK standby")
-    assert move.new_reply.endswith("OK active vips=2 members=3")
+    assert move.new_reply.endswith(f"OK active vips={len(group.vips)} members=3")
     assert stats.broken == [], stats.summary()
     assert stats.max_gap < 1.0, stats.summary()
     # every connection was answered by one frontend only: nothing bounced or got re-scheduled
     assert move.one_server_each, stats.summary()
     assert sum(move.fresh.values()) == 12 and set(move.fresh) <= {"fe1", "fe2", "fe3"}
     assert set(after) <= {"fe1", "fe2", "fe3"}
-    assert group.client.neigh(VIPS[0]) == fe2.mac
+    assert move.arp_s is not None, "the announcement (ARP or ND) did not reach the client"
+    assert group.client.neigh(family.vips[0]) == fe2.mac
     assert saved_table(fe1) == set() and "backup sync daemon" in daemons(fe1)
-    assert saved_table(fe2) == expected_table({fe1.ip: 100, fe2.ip: 100, fe3.ip: 100})
+    assert saved_table(fe2) == expected_table(group.vips, {fe1: 100, fe2: 100, fe3: 100})
     assert _in_packets(fe2) < 4 * sum(sum(c.answers.values()) for c in stats.conns) + 500
 
 
@@ -127,23 +181,38 @@ def _in_packets(host: Host) -> int:
     return sum(int(m.group(1)) for m in re.finditer(r"^(?:TCP|UDP)\s+\S+\s+\d+\s+(\d+)", out, re.M))
 
 
-def test_abrupt_loss_of_the_balancer(group: Group) -> None:
-    h1, h2, _ = group.start_all(*HELPER)
-    fe1, fe2, fe3 = group.fe
-    assert h1.request(f"ACTIVATE {group.members(fe1, fe2, fe3)}").endswith("members=3")
+@BOTH
+def test_abrupt_loss_of_the_balancer(group: Group, family: Family, tmp_path: Path) -> None:
+    h1, h2, _ = balancing(group, family, tmp_path)
     move = group.crash(h1, h2, window=2.5, broken_after=2.0)
     assert move.new_reply.endswith("members=2"), move.new_reply
     survivors = move.survivors
     assert survivors and all(not c.broken for c in survivors), move.summary()
     assert move.max_gap < 1.0 + move.new_ok_s, move.summary()
-    assert group.client.neigh(VIPS[0]) == fe2.mac
-    spread = group.spread(SOURCES[12:24])
+    assert group.client.neigh(family.vips[0]) == group.fe[1].mac
+    spread = group.spread(family.sources[12:24])
     assert set(spread) == {"fe2", "fe3"}, spread
 
 
-def test_outgoing_from_a_vip_today_reaches_one_member_only(group: Group) -> None:
-    """Without steering (issue 9), every reply to a VIP is scheduled by the active balancer's
-    port-0 service: persistence sends all replies from the server to one member, so only that
+@ONLY_IPV6
+def test_a_member_without_an_ipv6_address_is_left_out_and_said_once(
+    group: Group, family: Family, tmp_path: Path
+) -> None:
+    h1, _, _ = group.start_all(*options(group, family, tmp_path, without_ipv6=("fe3",)))
+    fe1, fe2, fe3 = group.fe
+    assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
+    assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
+    weights = {fe1: 100, fe2: 100, fe3: 100}
+    assert saved_table(fe1) == expected_table(group.vips, weights, without_ipv6=("fe3",))
+    said = [ln for ln in h1.log if fe3.ip in ln and "IPv6" in ln]
+    assert len(said) == 1, said
+    assert set(group.spread(family.sources[:20])) == {"fe1", "fe2"}
+    assert tcp_ask(group.client, group.vips[-1], TCP, src="192.0.2.100") in ("fe1", "fe2", "fe3")
+
+
+def test_outgoing_from_a_vip_without_a_member_map_reaches_one_member_only(group: Group) -> None:
+    """Without steering, every reply to a VIP is scheduled by the active balancer's port-0
+    service: persistence sends all replies from the server to one member, so only that
     frontend's connections and exchanges from the VIP are answered (kernel-notes, last part)."""
     h1, _, _ = group.start_all(*HELPER)
     assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
@@ -152,34 +221,56 @@ def test_outgoing_from_a_vip_today_reaches_one_member_only(group: Group) -> None
     assert sorted(a.udp for a in answered.values()) == [0, 0, 12], answered
 
 
-def test_restart_after_kill_converges_and_spares_foreign_state(group: Group, tmp_path) -> None:
-    fe1 = group.fe[0]
-    ipvsadm(fe1, "-A", "-t", "203.0.113.80:80", "-s", "rr")
-    ipvsadm(fe1, "-a", "-t", "203.0.113.80:80", "-r", "192.0.2.50", "-g", "-w", "3")
-    fe1.add_address("203.0.113.9", dev="eth0")
-    fe1.add_address("203.0.113.10", dev="lo")
-    foreign = saved_table(fe1)
-    big = write_vipfile(str(tmp_path / "vip24"), ["198.51.100.0/24"])
-    h = group.start(fe1, "-t", "3", vipfile=big)
+# someone else's service, real server and addresses (on eth0, on lo) per family, and a file of
+# 256 VIPs
+FOREIGN = {
+    "ipv4": ("203.0.113.80:80", "192.0.2.50:80", "203.0.113.9", "203.0.113.10", "198.51.100.0/24"),
+    "ipv6": (
+        "[2001:db8:99::80]:80",
+        "[2001:db8::50]:80",
+        "2001:db8:99::9",
+        "2001:db8:99::10",
+        "2001:db8:10::/120",
+    ),
+}
+
+
+@BOTH
+def test_restart_after_kill_converges_and_spares_foreign_state(
+    group: Group, family: Family, tmp_path: Path
+) -> None:
+    fe1, fe2 = group.fe[:2]
+    service, real, on_eth0, on_lo, block = FOREIGN[family.name]
+    ipvsadm(fe1, "-A", "-t", service, "-s", "rr")
+    ipvsadm(fe1, "-a", "-t", service, "-r", real, "-g", "-w", "3")
+    nodad = ["nodad"] if family.ipv6 else []
+    for addr, dev in ((on_eth0, "eth0"), (on_lo, "lo")):
+        fe1.run(["ip", "address", "add", *as_held([addr]), "dev", dev, *nodad])
+    foreign, lan = saved_table(fe1), {f"{fe1.ip}/24", *([f"{fe1.ip6}/64"] if fe1.ip6 else [])}
+    big = write_vipfile(str(tmp_path / "vip256"), [block])
+    args = options(group, family, tmp_path)
+    h = group.start(fe1, *args, vipfile=big)
     h.wait_started()
-    h.send(f"00009 ACTIVATE {fe1.ip} 192.0.2.12 192.0.2.13")
+    h.send(f"00009 ACTIVATE {group.members()}")
     time.sleep(0.3)
     h.proc.send_signal(signal.SIGKILL)
     h.wait()
-    h = group.start(fe1, "-t", "3", vipfile=big)
+    h = group.start(fe1, *args, vipfile=big)
     h.wait_started()
     assert saved_table(fe1) == foreign
-    assert set(fe1.addresses("eth0")) == {f"{fe1.ip}/24", "203.0.113.9/32"}
+    assert held(fe1, "eth0") == lan | as_held([on_eth0])
     assert "master" not in daemons(fe1) and "backup sync daemon" in daemons(fe1)
-    assert h.request(f"ACTIVATE {fe1.ip} 192.0.2.12").endswith("OK active vips=256 members=2")
+    assert h.request(f"ACTIVATE {fe1.ip} {fe2.ip}").endswith("OK active vips=256 members=2")
     table = saved_table(fe1) - foreign
     assert len(table) == 256 * 2 * 3
-    assert "-a -u 198.51.100.255:0 -r 192.0.2.12:0 -g -w 100" in table
+    last = expand([block])[-1]
+    peer = bracketed(fe2.ip6) if family.ipv6 else fe2.ip
+    assert f"-a -u {bracketed(last)}:0 -r {peer}:0 -g -w 100" in table
     assert foreign <= saved_table(fe1)
-    assert len(fe1.addresses("eth0")) == 2 + 256
+    assert len(held(fe1, "eth0")) == len(lan) + 1 + 256
     assert h.request("QUIT", timeout=30).endswith(" OK")
     assert saved_table(fe1) == foreign
-    assert "203.0.113.10/32" in fe1.addresses("lo")
+    assert as_held([on_lo]) <= held(fe1, "lo")
 
 
 def test_quit_and_end_of_input_leave_a_clean_standby(group: Group) -> None:

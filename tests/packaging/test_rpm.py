@@ -19,9 +19,10 @@ from typing import Callable
 
 import pytest
 
+from cgp_ipvs_helper import __version__
+
 ROOT = Path(__file__).resolve().parents[2]
-_PYPROJECT = (ROOT / "pyproject.toml").read_text()
-VERSION = re.findall(r'^version\s*=\s*"([^"]+)"', _PYPROJECT, re.M)[0]
+VERSION = __version__
 NAME = f"cgp-ipvs-helper-{VERSION}-1.noarch.rpm"
 PRIV = "/usr/lib/cgp-ipvs-helper"
 LAUNCHER = "/opt/CommuniGate/Services/IPVSHelper.py"

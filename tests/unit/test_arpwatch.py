@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-import struct
-
 import pytest
 
 from cgp_ipvs_helper.core.arpwatch import ArpWatch, Conflict, sender
+from lab.sniff import arp_frame as frame
 
 VIP, OTHER = "198.51.100.10", "198.51.100.11"
 THEIRS = bytes.fromhex("020000000002")
 FORGED = bytes.fromhex("02000000bad0")
-
-
-def frame(op: int, sha: bytes, spa: str, tha: bytes = b"\0" * 6, tpa: str = "0.0.0.0") -> bytes:
-    ip = socket.inet_aton
-    return struct.pack(
-        "!6s6sHHHBBH6s4s6s4s", b"\xff" * 6, sha, 0x0806, 1, 0x0800, 6, 4, op, sha, ip(spa), tha,
-        ip(tpa),
-    ).ljust(60, b"\0")  # fmt: skip
 
 
 def test_requests_and_replies_gratuitous_or_not_name_their_sender() -> None:

@@ -155,7 +155,7 @@ def test_every_printed_command_is_safely_quoted() -> None:
         assert argv[0] in COMMANDS and not any(c in command for c in ";|&`$<>\n")
 
 
-# --- issue 10: the VIP file (items 2 and 3), through the helper and through cgp-ipvs-vip -------
+# --- the VIP file, through the helper and through cgp-ipvs-vip --------------------------------
 
 FF_IN_COMMENT = (
     b"198.51.100.8  # old:\x0c198.51.100.99\n"
@@ -205,7 +205,7 @@ def test_a_bad_entry_after_odd_comments_is_named_by_its_own_line(tmp_path: Path)
     assert checked.stderr.decode() == f"cgp-ipvs-vip: {error}\n"
 
 
-# --- issue 10 item 7: options --------------------------------------------------------------
+# --- options ------------------------------------------------------------------------------
 
 NOT_ASCII_NUMBERS = [
     ["-s", "1_0"],
@@ -260,7 +260,7 @@ def test_a_missing_interface_is_said_at_start() -> None:
     assert not any("no such interface" in line for line in output(b"", "-i", "lo"))
 
 
-# --- issue 10, the helper's own promises (items 1, 4, 5, 6, 7, 8) --------------------------
+# --- the helper's own promises ------------------------------------------------------------
 
 
 def lan() -> tuple[str, ipaddress.IPv4Interface]:

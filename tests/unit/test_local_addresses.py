@@ -1,4 +1,4 @@
-"""The host's own addresses are never taken away, whatever the VIP file says (issue 10, item 1)."""
+"""The host's own addresses are never taken away, whatever the VIP file says."""
 
 from __future__ import annotations
 

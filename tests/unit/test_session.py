@@ -1,4 +1,4 @@
-"""The session's transition table and timers, without a kernel: (state, event) -> state."""
+"""The session driven as the helper drives it, without a kernel: requests and timers in."""
 
 from __future__ import annotations
 
@@ -6,104 +6,89 @@ import itertools
 
 import pytest
 
-from cgp_ipvs_helper.core.session import (
-    GARP_REPEATS,
-    TRANSITIONS,
-    Event,
-    IllegalTransition,
-    Session,
-    State,
-)
+from cgp_ipvs_helper.core.session import GARP_REPEATS, Event, IllegalTransition, Session, State
 from cgp_ipvs_helper.plan.model import Role
 
 S, E = State, Event
-TABLE = [
-    (S.STANDBY, E.ACTIVATE, S.ACTIVE),
-    (S.ACTIVE, E.ACTIVATE, S.ACTIVE),
-    (S.DRAINING, E.ACTIVATE, S.ACTIVE),
-    (S.STANDBY, E.DEACTIVATE, S.STANDBY),
-    (S.ACTIVE, E.DEACTIVATE, S.DRAINING),
-    (S.DRAINING, E.DEACTIVATE, S.DRAINING),
-    (S.STANDBY, E.QUIT, S.STOPPED),
-    (S.ACTIVE, E.QUIT, S.STOPPING),
-    (S.DRAINING, E.QUIT, S.STOPPING),
-    (S.DRAINING, E.DRAINED, S.STANDBY),
-    (S.STOPPING, E.DRAINED, S.STOPPED),
-    (S.ACTIVE, E.GARP_REPEAT, S.ACTIVE),
-    (S.STANDBY, E.REFRESH, S.STANDBY),
-    (S.ACTIVE, E.REFRESH, S.ACTIVE),
-    (S.DRAINING, E.REFRESH, S.DRAINING),
-    (S.STOPPING, E.REFRESH, S.STOPPING),
-]
+# What the helper promises, per event: the state each state it is taken in turns into. Any
+# other request is refused; any other timer never fires.
+AFTER = {
+    E.ACTIVATE: {S.STANDBY: S.ACTIVE, S.ACTIVE: S.ACTIVE, S.DRAINING: S.ACTIVE},  # ends a drain
+    E.DEACTIVATE: {S.STANDBY: S.STANDBY, S.ACTIVE: S.DRAINING, S.DRAINING: S.DRAINING},
+    E.QUIT: {S.STANDBY: S.STOPPED, S.ACTIVE: S.STOPPING, S.DRAINING: S.STOPPING},
+    E.DRAINED: {S.DRAINING: S.STANDBY, S.STOPPING: S.STOPPED},
+    E.GARP_REPEAT: {S.ACTIVE: S.ACTIVE},
+    E.REFRESH: {s: s for s in (S.STANDBY, S.ACTIVE, S.DRAINING, S.STOPPING)},
+}
+EXPECTED = {(state, event): to for event, row in AFTER.items() for state, to in row.items()}
+# what the planner is asked for: stopping drains like a DEACTIVATE
+ROLE = {S.STANDBY: Role.STANDBY, S.ACTIVE: Role.ACTIVE, S.DRAINING: Role.DRAINING}
+ROLE |= {S.STOPPING: Role.DRAINING, S.STOPPED: Role.STOPPED}
+REQUESTS = (E.ACTIVATE, E.DEACTIVATE, E.QUIT)
+FE = "192.0.2.11"
 
 
-def session_in(state: State) -> Session:
-    s = Session(drain=5.0, refresh=15.0, now=0.0)
-    s.state = state
+def reach(state: State) -> Session:
+    """A session brought to `state` through the calls the helper makes (drain 50 s, -t 15)."""
+    s = Session(drain=50.0, refresh=15.0, now=0.0)
+    if state in (S.ACTIVE, S.DRAINING, S.STOPPING):
+        s.activate([FE], FE, 1.0)
+    if state is S.DRAINING:
+        s.deactivate(2.0)
+    if state in (S.STOPPING, S.STOPPED):
+        s.quit(2.0, "7")
+    assert s.state is state
     return s
 
 
-def test_the_table_is_exactly_these_rows() -> None:
-    assert TRANSITIONS == {(state, event): to for state, event, to in TABLE}
+def request(s: Session, event: Event) -> None:
+    if event is E.ACTIVATE:
+        s.activate([FE, "192.0.2.12"], FE, 3.0)
+    elif event is E.DEACTIVATE:
+        s.deactivate(3.0)
+    else:
+        s.quit(3.0, "9")
 
 
-@pytest.mark.parametrize(("state", "event", "to"), TABLE)
-def test_each_row(state: State, event: Event, to: State) -> None:
-    s = session_in(state)
-    assert s.fire(event) is to and s.state is to
+def due(s: Session, timer: Event) -> float:
+    """When `timer` is due in this session."""
+    when = {E.DRAINED: s.drain_until, E.REFRESH: s.refresh_due}.get(timer)
+    if timer is E.GARP_REPEAT:
+        when = s.garp_due[0]
+    assert when is not None
+    return when
+
+
+@pytest.mark.parametrize(("state", "event"), list(EXPECTED), ids=str)
+def test_each_promised_transition(state: State, event: Event) -> None:
+    s, to = reach(state), EXPECTED[(state, event)]
+    if event in REQUESTS:
+        request(s, event)
+    else:
+        assert event in s.expire(due(s, event))
+    assert s.state is to
     assert s.quitting is (to in (S.STOPPING, S.STOPPED))
+    assert s.role is ROLE[to]
 
 
-ILLEGAL = [pair for pair in itertools.product(State, Event) if pair not in TRANSITIONS]
+ILLEGAL = [p for p in itertools.product(State, Event) if p not in EXPECTED]
 
 
-@pytest.mark.parametrize(("state", "event"), ILLEGAL)
-def test_illegal_transitions_raise_and_change_nothing(state: State, event: Event) -> None:
-    s = session_in(state)
+@pytest.mark.parametrize(("state", "event"), [p for p in ILLEGAL if p[1] in REQUESTS], ids=str)
+def test_a_request_the_state_does_not_take_is_refused_and_changes_nothing(
+    state: State, event: Event
+) -> None:
+    s = reach(state)
     with pytest.raises(IllegalTransition, match=f"{event.value} in state {state.value}"):
-        s.fire(event)
+        request(s, event)
     assert s.state is state
 
 
-def test_every_row_fires_through_the_public_calls() -> None:
-    """No dead row: driving sessions as the helper does reaches every transition."""
-    fired: list[tuple[State, Event]] = []
-
-    def recorded() -> Session:
-        s = Session(drain=20.0, refresh=15.0, now=0.0)
-        fire = s.fire
-
-        def recording(event: Event) -> State:
-            fired.append((s.state, event))
-            return fire(event)
-
-        s.fire = recording  # type: ignore[method-assign]
-        return s
-
-    s = recorded()  # drain 20 s, refresh 15 s
-    s.expire(15.0)  # refresh while standby
-    s.deactivate(16.0)  # standby stays standby
-    s.activate(["192.0.2.11"], "192.0.2.11", 20.0)
-    s.activate(["192.0.2.11", "192.0.2.12"], "192.0.2.11", 20.5)
-    s.expire(21.6)  # GARP repeat
-    s.expire(36.0)  # the second repeat, and a refresh while active
-    s.deactivate(40.0)
-    s.deactivate(41.0)
-    s.expire(52.0)  # refresh while draining
-    s.activate(["192.0.2.11"], "192.0.2.11", 56.0)  # cancels the drain
-    s.deactivate(57.0)
-    s.expire(77.0)  # drained
-    s.activate(["192.0.2.11"], "192.0.2.11", 78.0)
-    s.quit(79.0, "9")  # from active: drain first
-    s.expire(99.0)  # drained: stopped
-    s = recorded()
-    s.activate(["192.0.2.11"], "192.0.2.11", 1.0)
-    s.deactivate(2.0)
-    s.quit(3.0, None)  # from draining
-    s.expire(15.0)  # refresh while stopping
-    s.expire(22.0)  # drained: stopped
-    recorded().quit(1.0, "1")  # from standby: at once
-    assert set(fired) == set(TRANSITIONS)
+@pytest.mark.parametrize(("state", "event"), [p for p in ILLEGAL if p[1] not in REQUESTS], ids=str)
+def test_a_timer_the_state_does_not_take_never_fires(state: State, event: Event) -> None:
+    s = reach(state)
+    for now in (3.0, 15.0, 60.0, 1000.0):
+        assert event not in s.expire(now)
 
 
 def test_activation_schedules_garp_repeats_once_each() -> None:

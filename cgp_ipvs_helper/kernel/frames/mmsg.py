@@ -1,8 +1,8 @@
 """Many datagrams in one system call: Linux's sendmmsg(2), reached through libc with ctypes.
 
 Python's socket module has sendmsg() (one datagram a call) but no sendmmsg. A gratuitous ARP
-round is 2 frames per VIP, 512 for a /24: at one send() each that is 512 system calls, which
-cost about 10 ms in the user-mode kernel (17-20 us each) against under 1 ms for one sendmmsg.
+round is 2 frames per VIP, 512 for a /24: at one send() each that is 512 system calls where
+one sendmmsg does.
 ctypes is in the standard library and libc (glibc 2.14+, musl) exports sendmmsg; where it does
 not, or the C structures do not have the layout packed here, `available()` is False and the
 caller sends one datagram a call instead.
@@ -113,8 +113,8 @@ class Round:
 
     def warm(self, fd: int) -> None:
         """Call sendmmsg for no datagram: the first call through ctypes touches code that
-        nothing ran before (3 page faults, 150 us in the user-mode kernel), which the round
-        that announces an ACTIVATE should not pay."""
+        nothing ran before (page faults), which the round that announces an ACTIVATE should not
+        pay."""
         if _sendmmsg is not None and self._msgs_c is not None:
             _sendmmsg(fd, ctypes.addressof(self._msgs_c), 0, 0)
 
