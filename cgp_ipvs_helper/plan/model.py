@@ -164,7 +164,7 @@ class KernelState:
     """
 
     addresses: tuple[Address, ...] = ()
-    sysctls: Mapping[str, str | None] = field(factory=dict, eq=False, hash=False)
+    sysctls: Mapping[str, str | None] = field(factory=dict, hash=False)
     services: frozenset[Service] = frozenset()
     dests: frozenset[Dest] = frozenset()
     daemons: frozenset[Daemon] = frozenset()

@@ -132,13 +132,18 @@ def dest_request(cmd: int, d: Dest, full: bool) -> bytes:
 
 
 def dest_requests(
-    family: int, services: Iterable[ServiceKey], servers: Sequence[tuple[str, int]]
+    family: int,
+    services: Iterable[ServiceKey],
+    servers: Sequence[tuple[str, int]],
+    cmd: int = CMD_NEW_DEST,
 ) -> Iterator[tuple[int, int, bytes]]:
-    """The NEW_DEST requests (message type `family`) adding each of `servers` (address, weight)
-    to each of `services` in turn, joined from the parts kept per service and per server."""
+    """The requests (message type `family`) that add (`cmd` NEW_DEST), change (SET_DEST) or
+    delete (DEL_DEST) each of `servers` (address, weight) on each of `services` in turn, joined
+    from the parts kept per service and per server."""
+    full = cmd != CMD_DEL_DEST
     for port, keys in groupby(services, _port):
-        tails = [_dest(ip, port, weight) for ip, weight in servers]
-        heads = [_dest_head(CMD_NEW_DEST, key) for key in keys]
+        tails = [_dest(ip, port, weight if full else None) for ip, weight in servers]
+        heads = [_dest_head(cmd, key) for key in keys]
         yield from zip(repeat(family), repeat(0), map(b"".join, product(heads, tails)))
 
 
@@ -152,7 +157,7 @@ def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
         _dest_head(CMD_NEW_DEST, key)
 
 
-@functools.lru_cache(maxsize=2 * SERVICES_KEPT)  # NEW_DEST and DEL_DEST
+@functools.lru_cache(maxsize=3 * SERVICES_KEPT)  # NEW_DEST, SET_DEST and DEL_DEST
 def _dest_head(cmd: int, key: ServiceKey) -> bytes:
     return request(cmd, key_attrs(key))
 

@@ -84,6 +84,15 @@ def _dest_row(cmd: int, full: bool) -> Handler:
     )
 
 
+def _dests_row(cmd: int) -> Handler:
+    """The row of real servers given, changed or taken as one value (AddDests and its kin)."""
+    return Handler(
+        "genl",
+        lambda k, op: ipvswire.dest_requests(k._ipvs.family(), op.services, op.servers, cmd),
+        many=True,
+    )
+
+
 HANDLERS: dict[type, Handler] = {
     operations.AddAddress: Handler("rtnl", lambda k, op: k._route.request(op.address, True)),
     operations.DelAddress: Handler("rtnl", lambda k, op: k._route.request(op.address, False)),
@@ -92,13 +101,11 @@ HANDLERS: dict[type, Handler] = {
     operations.EditService: _ipvs_row(CMD_SET_SERVICE, lambda op: service_attrs(op.service)),
     operations.DelService: _ipvs_row(CMD_DEL_SERVICE, lambda op: key_attrs(op.service.key)),
     operations.AddDest: _dest_row(CMD_NEW_DEST, True),
-    operations.AddDests: Handler(
-        "genl",
-        lambda k, op: ipvswire.dest_requests(k._ipvs.family(), op.services, op.servers),
-        many=True,
-    ),
+    operations.AddDests: _dests_row(CMD_NEW_DEST),
     operations.EditDest: _dest_row(CMD_SET_DEST, True),
     operations.DelDest: _dest_row(CMD_DEL_DEST, False),
+    operations.EditDests: _dests_row(CMD_SET_DEST),
+    operations.DelDests: _dests_row(CMD_DEL_DEST),
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
     operations.SendGarp: Handler("frames", lambda k, op: k._frames.arp(op.ip, op.dev, op.reply)),
@@ -131,7 +138,7 @@ class NetlinkKernel:
         self._route = Route()
         self._ipvs = Ipvs()
         self._frames = FrameSender()
-        self._prepared: dict[int, _Run] = {}  # by id() of its first operation
+        self._prepared: dict[operations.Operation, _Run] = {}  # by its first operation
         self._channels: dict[str, Channel] = {
             "rtnl": self._route,
             "genl": self._ipvs,
@@ -184,7 +191,7 @@ class NetlinkKernel:
         i = 0
         while i < len(ops):
             op = ops[i]
-            run = prepared.get(id(op))
+            run = prepared.get(op)
             if run is not None and ops[i : i + len(run.ops)] == run.ops:  # (the same values)
                 if run.channel != channel:
                     errors += self._flush(channel, pending)
@@ -243,7 +250,7 @@ class NetlinkKernel:
             if run and (request is None or type(op) is not type(run[0][0])):
                 first = run[0][0]
                 channel = HANDLERS[type(first)].channel
-                self._prepared[id(first)] = _Run(channel, tuple(o for o, _ in run), run)
+                self._prepared[first] = _Run(channel, tuple(o for o, _ in run), run)
                 run = []
             if request is not None:
                 run.append((op, request))
@@ -286,8 +293,8 @@ class _Run:
     pairs: list[tuple[operations.Operation, Any]]
 
 
-# what a request carries out: an operation, or one of those an AddDests stands for, by index
-Owner = Union[operations.Operation, tuple[operations.AddDests, int]]
+# what a request carries out: an operation, or one of those an AddDests (kin) stands for, by index
+Owner = Union[operations.Operation, tuple[operations.ManyDests, int]]
 
 
 def _one(owner: Owner) -> operations.Operation:
