@@ -1,6 +1,7 @@
 """`python -m bench` (`make bench`): run every benchmark, print the tables, write the results.
 
-    python -m bench [--reps N] [--only activation,dualstack,hotspots,aliases,failover,footprint]
+    python -m bench [--reps N] [--only activation,dualstack,hotspots,aliases,failover,membership,
+                                       footprint]
                     [--idle SECONDS] [--lines N] [--no-pin]
 
 The host's CPU-bound parts first (the -m ACTIVATE of the hotspots, the throughput runs); then
@@ -44,7 +45,7 @@ from lab.uml import (
 from . import footprint, hotspots
 from .report import Table, Target, failed, per
 
-KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover")
+KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover", "membership")
 ALL = (*KERNEL, "footprint")
 RESULTS = REPO_ROOT / "bench" / "results"
 COSTS = {
