@@ -24,7 +24,14 @@ from cgp_ipvs_helper.kernel.netlink.wire import (
     string,
     unpacked,
 )
-from cgp_ipvs_helper.plan.model import SERVICES_KEPT, Daemon, Dest, Service, ServiceKey
+from cgp_ipvs_helper.plan.model import (
+    SERVERS_KEPT,
+    SERVICES_KEPT,
+    Daemon,
+    Dest,
+    Service,
+    ServiceKey,
+)
 
 FAMILY = pr_ipvs.GENL_NAME  # "IPVS": the generic netlink family the ip_vs module registers
 CMD_NEW_SERVICE, CMD_SET_SERVICE = pr_ipvs.IPVS_CMD_NEW_SERVICE, pr_ipvs.IPVS_CMD_SET_SERVICE
@@ -162,7 +169,7 @@ def _dest_head(cmd: int, key: ServiceKey) -> bytes:
     return request(cmd, key_attrs(key))
 
 
-@functools.lru_cache(maxsize=4096)  # depends on address, port, weight: a /24 x 4 has 4 kinds
+@functools.lru_cache(maxsize=SERVERS_KEPT)  # by address, port, weight: a /24 x 4 has 4 kinds
 def _dest(ip: str, port: int, weight: int | None) -> bytes:
     # no IPVS_DEST_ATTR_ADDR_FAMILY: a real server of ours has its service's family, which the
     # kernel takes when the attribute is missing (and kernels before 3.18 do not know it)

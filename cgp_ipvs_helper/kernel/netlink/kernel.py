@@ -51,7 +51,7 @@ from cgp_ipvs_helper.kernel.netlink.ipvs import (
     key_attrs,
     service_attrs,
 )
-from cgp_ipvs_helper.kernel.netlink.sockets import BATCH
+from cgp_ipvs_helper.kernel.netlink.sockets import GenericNetlinkSocket, NetlinkSocket
 from cgp_ipvs_helper.plan import operations
 from cgp_ipvs_helper.plan.model import KernelState
 
@@ -133,11 +133,17 @@ class NetlinkKernel:
     line); observe() then reports ipvs=False with no services, real servers or daemons.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        route: NetlinkSocket | None = None,
+        generic: GenericNetlinkSocket | None = None,
+        frames: FrameSender | None = None,
+    ) -> None:
+        """Sockets given are used instead of the kernel's own (a test's fakes)."""
         self.ipvs_problem: str | None = None
-        self._route = Route()
-        self._ipvs = Ipvs()
-        self._frames = FrameSender()
+        self._route = Route(route)
+        self._ipvs = Ipvs(generic)
+        self._frames = frames or FrameSender()
         self._prepared: dict[operations.Operation, _Run] = {}  # by its first operation
         self._channels: dict[str, Channel] = {
             "rtnl": self._route,
@@ -184,8 +190,7 @@ class NetlinkKernel:
         A run of operations prepared together joins its channel's batch in one step."""
         ops = tuple(ops)
         errors: list[KernelError] = []
-        pending: list[tuple[Owner, Any]] = []
-        channel: str | None = None
+        pending = _Pending(self)
         self._frames.forget_macs()  # a device's MAC is read once per call
         prepared = self._prepared
         i = 0
@@ -193,42 +198,24 @@ class NetlinkKernel:
             op = ops[i]
             run = prepared.get(op)
             if run is not None and ops[i : i + len(run.ops)] == run.ops:  # (the same values)
-                if run.channel != channel:
-                    errors += self._flush(channel, pending)
-                    pending, channel = [], run.channel
-                pending += run.pairs
+                errors += pending.add(run.channel, run.pairs)
                 i += len(run.ops)
-                if len(pending) >= BATCH and channel != "frames":
-                    errors += self._flush(channel, pending)
-                    pending = []
                 continue
             i += 1
             handler = HANDLERS.get(type(op), _UNSUPPORTED)
-            if handler.channel != channel:
-                errors += self._flush(channel, pending)
-                pending, channel = [], handler.channel
+            if handler.channel is None:
+                errors += pending.flush()
             try:
                 request = handler.run(self, op)
             except Exception as exc:  # a malformed operation fails alone; the helper never crashes
-                errors += self._flush(channel, pending)
-                pending = []
+                errors += pending.flush()
                 errors.append(KernelError(op, reason(exc)))
                 continue
             if handler.many:  # each request made as a datagram has room for it
-                parts = zip(zip(repeat(op), count()), request)  # (op, index): the one it is
-                while True:
-                    pending += islice(parts, BATCH - len(pending))
-                    if len(pending) < BATCH:
-                        break
-                    errors += self._flush(channel, pending)
-                    pending = []
-            elif channel is not None:
-                pending.append((op, request))
-                if len(pending) == BATCH and channel != "frames":
-                    errors += self._flush(channel, pending)  # a datagram's worth: send it
-                    pending = []
-        errors += self._flush(channel, pending)
-        return errors
+                errors += pending.add(handler.channel, zip(zip(repeat(op), count()), request))
+            elif handler.channel is not None:
+                errors += pending.add(handler.channel, ((op, request),))
+        return errors + pending.flush()
 
     def prepare(self, ops: Sequence[operations.Operation]) -> None:
         """Encode the operations now, in runs of one type, and the part the real servers of a
@@ -266,9 +253,7 @@ class NetlinkKernel:
         self._frames.close()
         self._prepared = {}
 
-    def _flush(self, channel: str | None, pending: list[tuple[Owner, Any]]) -> list[KernelError]:
-        if not pending or channel is None:
-            return []
+    def _flush(self, channel: str, pending: list[tuple[Owner, Any]]) -> list[KernelError]:
         chan = self._channels[channel]
         try:
             failed = chan.batch([request for _, request in pending])
@@ -282,6 +267,33 @@ class NetlinkKernel:
             KernelError(_one(pending[i][0]), os.strerror(code))
             for i, code in sorted(failed.items())
         ]
+
+
+class _Pending:
+    """The requests of one channel waiting to go together: sent when another channel's turn
+    comes, when an operation is carried out at once or fails, at the end, and whenever the
+    channel's `limit` of them (a datagram's worth) is reached."""
+
+    def __init__(self, kernel: NetlinkKernel) -> None:
+        self.kernel, self.channel = kernel, ""
+        self.requests: list[tuple[Owner, Any]] = []
+
+    def add(self, channel: str, requests: Iterable[tuple[Owner, Any]]) -> list[KernelError]:
+        errors = self.flush() if channel != self.channel else []
+        self.channel, limit = channel, self.kernel._channels[channel].limit
+        if not limit:
+            self.requests += requests
+            return errors
+        more = iter(requests)
+        while True:
+            self.requests += islice(more, limit - len(self.requests))
+            if len(self.requests) < limit:
+                return errors
+            errors += self.flush()
+
+    def flush(self) -> list[KernelError]:
+        requests, self.requests = self.requests, []
+        return self.kernel._flush(self.channel, requests) if requests else []
 
 
 @frozen
