@@ -18,6 +18,7 @@ from typing import ClassVar, Union
 from attrs import frozen
 
 from cgp_ipvs_helper.plan.model import (
+    SERVERS_KEPT,
     SERVICES_KEPT,
     Address,
     Daemon,
@@ -159,7 +160,7 @@ def _logged_head(flag: str, key: ServiceKey) -> bytes:
     return f"* ipvsadm {flag} {_service_words(key)} -r ".encode()
 
 
-_quoted = functools.lru_cache(maxsize=1024)(shlex.quote)  # a member's -r word, each service
+_quoted = functools.lru_cache(maxsize=SERVERS_KEPT)(shlex.quote)  # a member's -r word per port
 
 
 def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:

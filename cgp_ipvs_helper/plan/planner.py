@@ -27,6 +27,7 @@ from cgp_ipvs_helper.plan.model import (
     ServiceKey,
     Settings,
     Sysctl,
+    balanced_vips,
     host_prefixlen,
     is_ipv6,
 )
@@ -186,12 +187,6 @@ def desired_state(
         daemons=daemons,
         scope=frozenset(vips) | retired,
     )
-
-
-def balanced_vips(vips: Iterable[str], members6: Mapping[str, str] = _NONE) -> list[str]:
-    """The VIPs the active balancer takes on -i, balances and announces: every IPv4 VIP, and
-    the IPv6 ones once a member's IPv6 address is known (IPv6 direct routing needs it)."""
-    return [v for v in vips if members6 or not is_ipv6(v)]
 
 
 def _real_server(member: str, vip: str, members6: Mapping[str, str]) -> tuple[str, ...]:
