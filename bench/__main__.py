@@ -119,7 +119,7 @@ def boot(names: Sequence[str], reps: int, cpu: int | None) -> dict[str, Any]:
     argv = ["python", "-m", "bench", "--inside", str(path), "--reps", str(reps), "--only"]
     try:
         with pinned(cpu):
-            status = run_uml([*argv, ",".join(names)], timeout=1200, output=sys.stdout.buffer)
+            status = run_uml([*argv, ",".join(names)], timeout=2400, output=sys.stdout.buffer)
         data = json.loads(path.read_text() or "{}")
         return {**data, "error": f"the boot ended with status {status.status}", "s": status.total_s}
     except LabSetupError as exc:
