@@ -81,7 +81,7 @@ class _Renders:
         return shlex.join(argv)
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class AddAddress(_Renders):
     address: Address
 
@@ -125,7 +125,7 @@ def _dest_command(flag: str, dest: Dest) -> list[str]:
     ]
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class AddService(_Renders):
     service: Service
 
@@ -315,7 +315,7 @@ class StopDaemon(_Renders):
         return ["ipvsadm", "--stop-daemon", self.daemon.state]
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class SendGarp(_Renders):
     """One gratuitous ARP frame for `ip` out of `dev`: request form, or reply form."""
 
@@ -327,7 +327,7 @@ class SendGarp(_Renders):
         return ["arping", "-A" if self.reply else "-U", "-c", "1", "-I", self.dev, self.ip]
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class SendNa(_Renders):
     """One unsolicited neighbour advertisement (override flag, to all-nodes) for the IPv6 `ip`
     out of `dev`: an IPv6 VIP's gratuitous ARP. Rendered as libndp's `ndptool` (Debian:
