@@ -1,6 +1,7 @@
 """`python -m bench` (`make bench`): run every benchmark, print the tables, write the results.
 
-    python -m bench [--reps N] [--only activation,dualstack,hotspots,aliases,failover,footprint]
+    python -m bench [--reps N] [--only activation,dualstack,hotspots,aliases,failover,membership,
+                                       footprint]
                     [--idle SECONDS] [--lines N] [--no-pin]
 
 The host's CPU-bound parts first (the -m ACTIVATE of the hotspots, the throughput runs); then
@@ -46,7 +47,7 @@ from lab.uml import (
 from . import footprint, hotspots
 from .report import Table, Target, failed, per
 
-KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover")
+KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover", "membership")
 ALL = (*KERNEL, "footprint")
 RESULTS = REPO_ROOT / "bench" / "results"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
@@ -121,7 +122,7 @@ def boot(names: Sequence[str], reps: int, cpu: int | None) -> dict[str, Any]:
     argv = ["python", "-m", "bench", "--inside", str(path), "--reps", str(reps), "--only"]
     try:
         with pinned(cpu):
-            status = run_uml([*argv, ",".join(names)], timeout=1200, output=sys.stdout.buffer)
+            status = run_uml([*argv, ",".join(names)], timeout=2400, output=sys.stdout.buffer)
         data = json.loads(path.read_text() or "{}")
         return {**data, "error": f"the boot ended with status {status.status}", "s": status.total_s}
     except LabSetupError as exc:

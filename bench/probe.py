@@ -94,7 +94,7 @@ def steps(ops: Sequence[Operation], lines: Sequence[bytes]) -> dict[str, Any]:
         pipe.flush()
 
     # what an ACTIVATE from standby has kept: every line but its real servers' (AddDests)
-    kept = {id(op): logged(op) for op in ops if not isinstance(op, AddDests)}
+    kept = {op: logged(op) for op in ops if not isinstance(op, AddDests)}
     out = {
         "render": (len(each(ops)), per(lambda: [str(op) for op in each(ops)], len(each(ops)))),
         "logged": (1, per(Commands(tuple(ops), kept).encoded, 1)),

@@ -10,13 +10,14 @@ equivalent, the same text in real mode and in -m mode.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Callable, Union
 
 from cgp_ipvs_helper import __version__
 from cgp_ipvs_helper.config.vipfile import load_vips
 from cgp_ipvs_helper.core import members
 from cgp_ipvs_helper.core.arpwatch import ArpWatch
+from cgp_ipvs_helper.core.balance import Balance
 from cgp_ipvs_helper.core.hostaddrs import interface_exists
 from cgp_ipvs_helper.core.protocol import (
     INTF_VERSION,
@@ -42,10 +43,18 @@ from cgp_ipvs_helper.core.session import Event, Session, State
 from cgp_ipvs_helper.errors import KernelError, VipFileError
 from cgp_ipvs_helper.kernel.executor import execute
 from cgp_ipvs_helper.kernel.interface import Kernel
-from cgp_ipvs_helper.plan.model import KernelState, Role, Settings, is_ipv6
+from cgp_ipvs_helper.plan.model import KernelState, Role, ServiceKey, Settings, is_ipv6
 from cgp_ipvs_helper.plan.operations import Operation, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.plan.planner import (
+    Families,
+    announce,
+    desired_state,
+    families,
+    plan,
+    sysctl_paths,
+    weights,
+)
 from cgp_ipvs_helper.shown import escaped
 
 Infos = list[Union[Info, Commands]]  # what one call has to say so far, in order
@@ -74,6 +83,7 @@ class Helper:
         self.retired: frozenset[str] = frozenset()
         self.ipvs_problem: str | None = None
         self.ready: Ready | None = None  # while standby: the ACTIVATE planned ahead (ready.py)
+        self.balance: Balance | None = None  # while active: the kernel as last made (balance.py)
         self.told_no_ipv6: set[str] = set()  # members said to lack an IPv6 address, once each
         s = settings
         self._options = f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
@@ -270,13 +280,18 @@ class Helper:
         iface = self.settings.iface
         if not self.link_exists(iface):  # it may come later (a bond, a VLAN): asked every time
             return Response(req.seq, "ERROR", f"-i {iface}: no such interface")
-        # from standby, the state read at the last step, which ready was planned against
+        # from standby, the state read at the last step, which ready was planned against;
+        # while active, the kernel as this helper last made it
         ahead = self.ready if self.session.state is State.STANDBY else None
-        if ahead is None:
+        held = self._held()
+        actual: KernelState | None = None
+        if ahead is not None:
+            actual, resolver = ahead.state, ahead.members
+        elif held is not None:
+            resolver = held.members
+        else:
             actual = self._observe(infos)
             resolver = members.Resolver.of(self.settings, self.vips, actual)
-        else:
-            actual, resolver = ahead.state, ahead.members
         try:
             balanced, self_ip = resolver.resolve(req.members)
         except VipFileError as exc:
@@ -285,7 +300,10 @@ class Helper:
             return Response(req.seq, "ERROR", exc.reason)
         self.session.activate(balanced, self_ip, now)
         self.arpwatch.watch(self.vips)
-        failures = self._converge(infos, actual=actual, garp=True)
+        if held is not None:
+            failures = self._change(held, infos)
+        else:
+            failures = self._converge(infos, actual, True, ahead, resolver)
         text = f"active vips={len(self.vips)} members={len(balanced)}"
         if not self.vips:
             text += f" {members.no_vips(self.settings)}"
@@ -324,10 +342,48 @@ class Helper:
 
     # -- kernel -----------------------------------------------------------------------------
 
+    def _held(self) -> Balance | None:
+        """The kernel as this helper last made it while active, if it still may be trusted."""
+        held, ses = self.balance, self.session
+        if held is None or ses.state is not State.ACTIVE or not ses.settled:
+            return None
+        return held if held.fits(self.vips, self.retired, self.map) else None
+
+    def _change(self, held: Balance, infos: Infos) -> list[KernelError]:
+        """An ACTIVATE while active, the kernel as last made: only the real servers that change,
+        and the announcement round. An operation that fails says the kernel was changed behind
+        the helper's back: it is read and brought to the desired state at once."""
+        ses = self.session
+        assert ses.self_ip is not None  # (active)
+        self._ipv6_notes(infos, held.member_map.ipv6())
+        ops, after = held.change(self.settings, ses.members, ses.self_ip)
+        failures = execute(ops, self.kernel)
+        self._log(ops, failures, infos, held.logged)
+        if not failures:
+            self.balance = after
+            return []
+        self.balance = None
+        infos.append(Info("the kernel differs from what this helper made: reading it again"))
+        return self._converge(infos)
+
+    def _ipv6_notes(self, infos: Infos, members6: Mapping[str, str]) -> None:
+        """While balancing: say once per member that it lacks an IPv6 address, if it matters
+        (the map's members own a range service each, listed or not)."""
+        told, listed = self.told_no_ipv6, [*self.session.members, *self.map.ips()]
+        notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
+        infos += [Info(note) for note in notes]
+
     def _converge(
-        self, infos: Infos, actual: KernelState | None = None, garp: bool = False
+        self,
+        infos: Infos,
+        actual: KernelState | None = None,
+        garp: bool = False,
+        ready: Ready | None = None,
+        resolver: members.Resolver | None = None,
     ) -> list[KernelError]:
         """Bring the kernel to the desired state of the current role; log each operation.
+        `ready`: an ACTIVATE from standby planned against `actual`; `resolver`: the member
+        checks of `actual`, if made.
 
         Returns the failures, each also logged as a FAILED line. A request waiting for this
         step (ACTIVATE, DEACTIVATE) is answered ERROR with the first one. For the steps no
@@ -341,33 +397,56 @@ class Helper:
         if actual is None:
             actual = self._observe(infos)
         ses = self.session
-        ahead, self.ready = self.ready, None
-        known: Mapping[int, bytes] = {}
+        ahead, self.ready, self.balance = self.ready, None, None
+        known: Mapping[Operation, bytes] = {}
         members6 = self.map.ipv6()
         balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
-        if balancing:  # the map's members own a range service each, listed or not
-            told, listed = self.told_no_ipv6, [*ses.members, *self.map.ips()]
-            notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
-            infos += [Info(note) for note in notes]
-        if garp and ahead is not None and ahead.state is actual and ses.self_ip is not None:
-            ops: Sequence[Operation] = activation(ahead, self.settings, ses.members, ses.self_ip)
-            known = ahead.logged
+        if balancing:
+            self._ipv6_notes(infos, members6)
+        services: Iterable[ServiceKey] = ()
+        if ready is not None and ses.self_ip is not None:
+            ops: Sequence[Operation] = activation(ready, self.settings, ses.members, ses.self_ip)
+            known, garps = ready.logged, ready.garp
         else:
             desired = desired_state(
                 self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
             )
+            services = (s.key for s in desired.services if not s.key.fwmark)
             desired = self.map.desired(desired, balancing, self.vips, actual)
             ops = plan(desired, actual)
+            garps = announce(self.vips, self.settings.iface, members6)
             if garp and ses.state is State.ACTIVE:
-                ops += announce(self.vips, self.settings.iface, members6)
+                ops += garps
         failures = execute(ops, self.kernel)
         if not failures:
             self.retired = frozenset()
             if ses.state is State.STANDBY:  # what it did is all that changed: read it again
                 self._plan_ahead(ahead, self._read() if ops else actual)
+            elif ses.state is State.ACTIVE:
+                by_family = ready.families if ready is not None else families(services)
+                checks = resolver or members.Resolver.of(self.settings, self.vips, actual)
+                self._hold(by_family, garps, checks, known)
         ses.settled = not failures
         self._log(ops, failures, infos, known)
         return failures
+
+    def _hold(
+        self,
+        by_family: Families,
+        garp: tuple[Operation, ...],
+        checks: members.Resolver,
+        known: Mapping[Operation, bytes],
+    ) -> None:
+        """Active, and the kernel as desired: remember it (balance.py); the announcement round
+        is built for the kernel, whose last preparation (standby's) is of no more use."""
+        ses = self.session
+        held = weights(self.settings, Role.ACTIVE, ses.members, ses.self_ip)
+        lines = {op: known[op] for op in garp} if known else None
+        self.balance = Balance.of(
+            self.vips, self.retired, self.map, by_family, held, garp, checks, lines
+        )
+        if not known:
+            self.kernel.prepare(garp)
 
     def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
         """While standby: plan the ACTIVATE against `state` now, and have the kernel build its
@@ -406,9 +485,9 @@ class Helper:
         ops: Sequence[Operation],
         failures: Sequence[KernelError],
         infos: Infos,
-        known: Mapping[int, bytes] | None = None,
+        known: Mapping[Operation, bytes] | None = None,
     ) -> None:
-        """The operations done (as shell commands; `known` has some lines already, by id()),
+        """The operations done (as shell commands; `known` has some lines already),
         then one FAILED line per failure."""
         if failures:
             failed = {f.op for f in failures}

@@ -85,10 +85,10 @@ class Info:
 class Commands:
     """Kernel operations carried out: one info line each, holding its shell equivalent (an
     operation standing for many, operations.AddDests, has one line for each of them). `known`
-    may hold an operation's lines already, encoded, by id() (built while standby)."""
+    may hold an operation's lines already, encoded (built ahead)."""
 
     ops: tuple[object, ...]
-    known: Mapping[int, bytes] = field(factory=dict, eq=False)
+    known: Mapping[object, bytes] = field(factory=dict, eq=False)
 
     def texts(self) -> tuple[str, ...]:
         return tuple(line[2:] for line in self.lines())
@@ -102,7 +102,7 @@ class Commands:
         from standby logs thousands: joined from the lines built while standby and the parts
         of its real servers (`logged()`), not rendered and encoded one by one."""
         known = self.known
-        return b"".join([known.get(id(op)) or logged(op) for op in self.ops])
+        return b"".join([known.get(op) or logged(op) for op in self.ops])
 
 
 def logged(op: object) -> bytes:

@@ -5,9 +5,9 @@ the member list it brings: the services, the steering of the member map (its ran
 and filters are the map's, whoever is listed), the sync daemons' switch, the VIPs on the LAN
 interface and the announcement round are known as soon as the VIP file, the member map and the
 kernel's state are. `prepare()` plans them then, with their log texts (and the kernel builds
-their messages: `Kernel.prepare`); at ACTIVATE, `activation()` adds one real server per service
-and member (for an IPv6 VIP, the member's IPv6 address from the map), already in plan order, as
-one AddDests value per family instead of thousands of values planned again.
+their messages: `Kernel.prepare`); at ACTIVATE, `activation()` adds the real servers the planner
+gives every service for the members (`planner.real_server_changes`: one AddDests value per
+family) instead of thousands of values planned again.
 
 With its AddDests values expanded (`operations.each`), it equals
 `plan(member_map.desired(desired_state(.., ACTIVE, members, ..)), state)` plus the
@@ -18,7 +18,6 @@ tests/unit/test_ready.py checks the equality on generated states and maps.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -26,16 +25,18 @@ from attrs import frozen
 
 from cgp_ipvs_helper.core.members import Resolver
 from cgp_ipvs_helper.core.protocol import logged
-from cgp_ipvs_helper.plan.model import KernelState, Role, ServiceKey, Settings, is_ipv6
-from cgp_ipvs_helper.plan.operations import AddDests, AddService, Operation, prepare_real_servers
+from cgp_ipvs_helper.plan.model import KernelState, Role, Settings
+from cgp_ipvs_helper.plan.operations import AddService, Operation, prepare_real_servers
 from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.planner import (
-    _our_service,
-    _weight,
+    Families,
     announce,
     desired_state,
-    ip_order,
+    families,
+    holds_ours,
     plan,
+    real_server_changes,
+    weights,
 )
 
 
@@ -45,7 +46,7 @@ class Ready:
     copy of the member map as it was), less the real servers of the VIPs' services
     (`families`: IPv6 or not, and the services): `before` ends with the services' additions,
     `after` follows those real servers, `garp` is the announcement; `logged` holds the info
-    line of each, encoded, by id(); `members` checks the ACTIVATE's members against `state`."""
+    line of each, encoded; `members` checks the ACTIVATE's members against `state`."""
 
     state: KernelState
     vips: tuple[str, ...]
@@ -54,8 +55,8 @@ class Ready:
     before: tuple[Operation, ...]
     after: tuple[Operation, ...]
     garp: tuple[Operation, ...]
-    families: tuple[tuple[bool, tuple[ServiceKey, ...]], ...]
-    logged: Mapping[int, bytes]
+    families: Families
+    logged: Mapping[Operation, bytes]
     members: Resolver
 
     def ops(self) -> tuple[Operation, ...]:
@@ -75,7 +76,6 @@ class Ready:
             and self.retired == retired
             and self.member_map == member_map
             and self.state == state
-            and dict(self.state.sysctls) == dict(state.sysctls)
         )
 
 
@@ -91,7 +91,7 @@ def prepare(
     members6 = member_map.ipv6()
     desired = desired_state(settings, vips, Role.ACTIVE, (), None, retired, members6)
     desired = member_map.desired(desired, True, vips, state)
-    if any(_our_service(s.key, desired.scope) for s in state.services):
+    if holds_ours(state, desired.scope):
         return None
     ops = plan(desired, state)
     split = max((i + 1 for i, op in enumerate(ops) if isinstance(op, AddService)), default=0)
@@ -101,31 +101,18 @@ def prepare(
         if isinstance(op, AddService) and not op.service.key.fwmark  # steering: the map's own
     )
     garp = announce(vips, settings.iface, members6)
-    kept = {id(op): logged(op) for op in ops + garp}
+    kept = {op: logged(op) for op in ops + garp}
     prepare_real_servers(services)
-    families = tuple((v6, tuple(keys)) for v6, keys in itertools.groupby(services, _ipv6))
     copy = attrs.evolve(member_map)
-    checks = Resolver.of(settings, vips, state)
-    return Ready(state, vips, retired, copy, ops[:split], ops[split:], garp, families, kept, checks)
-
-
-def _ipv6(key: ServiceKey) -> bool:
-    return is_ipv6(key.vip)
+    checks, by_family = Resolver.of(settings, vips, state), families(services)
+    before, after = ops[:split], ops[split:]
+    return Ready(state, vips, retired, copy, before, after, garp, by_family, kept, checks)
 
 
 def activation(
     ready: Ready, settings: Settings, members: Sequence[str], self_ip: str
 ) -> tuple[Operation, ...]:
     """The ACTIVATE's operations for `members`, the announcement last."""
-    weights = {m: _weight(settings, Role.ACTIVE, m == self_ip) for m in members}
-    ip4 = tuple((m, weights[m]) for m in sorted(members, key=ip_order))
-    members6 = ready.member_map.ipv6()
-    ip6 = tuple(sorted(((members6[m], w) for m, w in weights.items() if m in members6), key=_first))
-    dests = tuple(
-        AddDests(keys, ip6 if ipv6 else ip4) for ipv6, keys in ready.families if ip6 or not ipv6
-    )
+    after = weights(settings, Role.ACTIVE, members, self_ip)
+    dests = real_server_changes(ready.families, {}, after, ready.member_map.ipv6())
     return ready.before + dests + ready.after + ready.garp
-
-
-def _first(pair: tuple[str, int]) -> bytes:
-    return ip_order(pair[0])

@@ -37,8 +37,8 @@ class Kernel(Protocol):
         real server still serves more clients than none); the failures, in order."""
 
     def prepare(self, ops: Sequence[Operation]) -> None:
-        """These operations (these very objects) may be applied soon: build now what applying
-        them will send, so that apply_many() of them only sends. Replaces the last preparation;
+        """These operations (or equal ones) may be applied soon: build now what applying them
+        will send, so that apply_many() of them only sends. Replaces the last preparation;
         changes nothing in the kernel, and an operation that cannot be built is just not kept."""
 
     def close(self) -> None:

@@ -78,7 +78,8 @@ class MemoryKernel:
 
     def apply_many(self, ops: Iterable[operations.Operation]) -> list[KernelError]:
         """Each operation through apply() (which a subclass may record), going on after a
-        failure; the failures, in order. An AddDests is carried out as its AddDest values."""
+        failure; the failures, in order. An AddDests (EditDests, DelDests) is carried out as
+        its values."""
         failures: list[KernelError] = []
         for op in operations.each(ops):
             try:
@@ -127,9 +128,9 @@ class MemoryKernel:
             raise _fail(op, errno.EEXIST)
         self.dests[(op.dest.service, op.dest.ip)] = op.dest
 
-    def _add_dests(self, op: operations.AddDests) -> None:
+    def _dests(self, op: operations.AddDests | operations.EditDests | operations.DelDests) -> None:
         for one in op.each():
-            self._add_dest(one)
+            self.apply(one)
 
     def _edit_dest(self, op: operations.EditDest) -> None:
         if not self._dest_exists(op, op.dest):
@@ -201,7 +202,9 @@ HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
     operations.EditService: MemoryKernel._edit_service,
     operations.DelService: MemoryKernel._del_service,
     operations.AddDest: MemoryKernel._add_dest,
-    operations.AddDests: MemoryKernel._add_dests,
+    operations.AddDests: MemoryKernel._dests,
+    operations.EditDests: MemoryKernel._dests,
+    operations.DelDests: MemoryKernel._dests,
     operations.EditDest: MemoryKernel._edit_dest,
     operations.DelDest: MemoryKernel._del_dest,
     operations.StartDaemon: MemoryKernel._start_daemon,

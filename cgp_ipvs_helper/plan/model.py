@@ -8,7 +8,7 @@ They hold configuration only, never counters, so equality means "nothing to chan
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from attrs import Factory, field, frozen
 from attrs.validators import in_, instance_of
@@ -28,6 +28,13 @@ def is_ipv6(ip: str) -> bool:
     """Whether `ip` (a VIP, a member or a kernel address, spelled as the kernel spells it) is
     IPv6: every IPv6 spelling has a colon, no IPv4 one has."""
     return ":" in ip
+
+
+def balanced_vips(vips: Iterable[str], members6: Collection[object]) -> list[str]:
+    """The VIPs the active balancer takes on -i, balances and announces: every IPv4 VIP, and
+    the IPv6 ones once a member's IPv6 address is known (`members6`: IPv6 direct routing
+    needs it)."""
+    return [v for v in vips if members6 or not is_ipv6(v)]
 
 
 def host_prefixlen(ip: str) -> int:
@@ -84,9 +91,12 @@ class Sysctl:
 
 
 # Size of the caches keyed by service (the words and requests every real server of a service
-# shares): every service of a big VIP file fits (a /24 with -p 0 has 4,864), since a smaller
-# cache would miss on every lookup of an ACTIVATE.
-SERVICES_KEPT = 1 << 16
+# shares): every service of a big VIP file fits (4,096 VIPs with -p 0 have 77,824), since a
+# smaller cache would miss on every lookup of an ACTIVATE. A cache holds only what was asked.
+SERVICES_KEPT = 1 << 17
+# Size of the caches keyed by real server (its address, port and weight): every member (IPv4
+# and IPv6 address) on every port of CGP's set, weighted as self or not (128 x 2 x 19 x 2).
+SERVERS_KEPT = 1 << 14
 
 
 @frozen(cache_hash=True)
@@ -164,7 +174,7 @@ class KernelState:
     """
 
     addresses: tuple[Address, ...] = ()
-    sysctls: Mapping[str, str | None] = field(factory=dict, eq=False, hash=False)
+    sysctls: Mapping[str, str | None] = field(factory=dict, hash=False)
     services: frozenset[Service] = frozenset()
     dests: frozenset[Dest] = frozenset()
     daemons: frozenset[Daemon] = frozenset()

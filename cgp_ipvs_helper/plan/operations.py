@@ -13,11 +13,12 @@ import re
 import shlex
 from collections.abc import Iterable
 from itertools import chain, groupby, product
-from typing import Union
+from typing import ClassVar, Union
 
 from attrs import frozen
 
 from cgp_ipvs_helper.plan.model import (
+    SERVERS_KEPT,
     SERVICES_KEPT,
     Address,
     Daemon,
@@ -80,7 +81,7 @@ class _Renders:
         return shlex.join(argv)
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class AddAddress(_Renders):
     address: Address
 
@@ -124,7 +125,7 @@ def _dest_command(flag: str, dest: Dest) -> list[str]:
     ]
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class AddService(_Renders):
     service: Service
 
@@ -153,24 +154,27 @@ def _service_words(key: ServiceKey) -> str:
     return shlex.join(_service_args(key))
 
 
-@functools.lru_cache(maxsize=SERVICES_KEPT)
-def _logged_head(key: ServiceKey) -> bytes:
-    """The start of the info line of each real server a service is given."""
-    return f"* ipvsadm -a {_service_words(key)} -r ".encode()
+@functools.lru_cache(maxsize=2 * SERVICES_KEPT)  # adding and deleting (-a, -d) while active
+def _logged_head(flag: str, key: ServiceKey) -> bytes:
+    """The start of the info line of each real server of a service given, changed or taken."""
+    return f"* ipvsadm {flag} {_service_words(key)} -r ".encode()
 
 
-_quoted = functools.lru_cache(maxsize=1024)(shlex.quote)  # a member's -r word, each service
+_quoted = functools.lru_cache(maxsize=SERVERS_KEPT)(shlex.quote)  # a member's -r word per port
 
 
 def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
     """Quote these services' words now (while standby): an ACTIVATE then joins each real
     server's own words to them."""
     for key in keys:
-        _logged_head(key)
+        _logged_head("-a", key)
 
 
-def _server_words(ip: str, port: int, weight: int) -> str:
-    return f"{_quoted(_real_server(ip, port))} -g -w {weight}"
+def _server_words(ip: str, port: int, weight: int | None) -> str:
+    """A real server's words after -r: its address, and unless it is deleted (None) its
+    method and weight."""
+    server = _quoted(_real_server(ip, port))
+    return server if weight is None else f"{server} -g -w {weight}"
 
 
 def _dest_line(flag: str, dest: Dest) -> str:
@@ -193,48 +197,6 @@ class AddDest(_Renders):
 
 
 @frozen
-class AddDests:
-    """The real servers `servers` (address, weight) added to each of `services` in turn, all of
-    one family: what an ACTIVATE from standby adds, as one value. It is its AddDest values
-    (`each()`) for both kernels and in the log, but made, sent and logged from parts kept per
-    service and per server: as 2,048 values (a /24, 4 members) they cost the helper more than
-    the kernel needs to add them. `str()` is its commands, one per line."""
-
-    services: tuple[ServiceKey, ...]
-    servers: tuple[tuple[str, int], ...]
-
-    def each(self) -> tuple[AddDest, ...]:
-        return tuple(AddDest(Dest(k, ip, w)) for k in self.services for ip, w in self.servers)
-
-    def part(self, i: int) -> AddDest:
-        """each()[i], made alone."""
-        ip, weight = self.servers[i % len(self.servers)]
-        return AddDest(Dest(self.services[i // len(self.servers)], ip, weight))
-
-    def __len__(self) -> int:
-        return len(self.services) * len(self.servers)
-
-    def __str__(self) -> str:
-        return "\n".join(map(str, self.each()))
-
-    def logged(self) -> bytes:
-        """Its info lines (`* ` command, newline), in UTF-8, joined from kept parts."""
-        parts: list[bytes] = []
-        for port, keys in groupby(self.services, _port):
-            tails = [f"{_server_words(ip, port, w)}\n".encode() for ip, w in self.servers]
-            parts += chain.from_iterable(product(map(_logged_head, keys), tails))
-        return b"".join(parts)
-
-
-def each(ops: Iterable[Operation]) -> list[Operation]:
-    """The operations, each AddDests as its AddDest values."""
-    return [one for op in ops for one in (op.each() if isinstance(op, AddDests) else (op,))]
-
-
-_port = operator.attrgetter("port")  # a real server's port, and so its words, is its service's
-
-
-@frozen
 class EditDest(_Renders):
     dest: Dest
 
@@ -252,6 +214,80 @@ class DelDest(_Renders):
     def argv(self) -> list[str]:
         d = self.dest
         return ["ipvsadm", "-d", *_service_args(d.service), "-r", _real_server(d.ip, d.port)]
+
+    def __str__(self) -> str:
+        d = self.dest
+        return f"ipvsadm -d {_service_words(d.service)} -r {_server_words(d.ip, d.port, None)}"
+
+
+@frozen
+class _Dests:
+    """The real servers `servers` (address, weight) given, changed or taken on each of
+    `services` in turn, all of one family, as one value: what a takeover or a change of the
+    members does to the VIPs' services. It is its AddDest (EditDest, DelDest) values (`each()`)
+    for both kernels and in the log, but made, sent and logged from parts kept per service and
+    per server: as thousands of values they cost the helper more than the kernel needs to
+    carry them out. `str()` is its commands, one per line."""
+
+    services: tuple[ServiceKey, ...]
+    servers: tuple[tuple[str, int], ...]
+
+    ONE: ClassVar[type[AddDest | EditDest | DelDest]]
+    FLAG: ClassVar[str]
+
+    def each(self) -> tuple[AddDest | EditDest | DelDest, ...]:
+        one = self.ONE
+        return tuple(one(Dest(k, ip, w)) for k in self.services for ip, w in self.servers)
+
+    def part(self, i: int) -> AddDest | EditDest | DelDest:
+        """each()[i], made alone."""
+        ip, weight = self.servers[i % len(self.servers)]
+        return self.ONE(Dest(self.services[i // len(self.servers)], ip, weight))
+
+    def __len__(self) -> int:
+        return len(self.services) * len(self.servers)
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.each()))
+
+    def logged(self) -> bytes:
+        """Its info lines (`* ` command, newline), in UTF-8, joined from kept parts."""
+        parts: list[bytes] = []
+        flag, full = self.FLAG, self.ONE is not DelDest
+        for port, keys in groupby(self.services, _port):
+            tails = [
+                f"{_server_words(ip, port, w if full else None)}\n".encode()
+                for ip, w in self.servers
+            ]
+            heads = [_logged_head(flag, key) for key in keys]
+            parts += chain.from_iterable(product(heads, tails))
+        return b"".join(parts)
+
+
+@frozen
+class AddDests(_Dests):
+    ONE = AddDest
+    FLAG = "-a"
+
+
+@frozen
+class EditDests(_Dests):
+    ONE = EditDest
+    FLAG = "-e"
+
+
+@frozen
+class DelDests(_Dests):
+    ONE = DelDest
+    FLAG = "-d"
+
+
+def each(ops: Iterable[Operation]) -> list[Operation]:
+    """The operations, each standing for many (AddDests, EditDests, DelDests) as its values."""
+    return [one for op in ops for one in (op.each() if isinstance(op, _Dests) else (op,))]
+
+
+_port = operator.attrgetter("port")  # a real server's port, and so its words, is its service's
 
 
 @frozen
@@ -279,7 +315,7 @@ class StopDaemon(_Renders):
         return ["ipvsadm", "--stop-daemon", self.daemon.state]
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class SendGarp(_Renders):
     """One gratuitous ARP frame for `ip` out of `dev`: request form, or reply form."""
 
@@ -291,7 +327,7 @@ class SendGarp(_Renders):
         return ["arping", "-A" if self.reply else "-U", "-c", "1", "-I", self.dev, self.ip]
 
 
-@frozen
+@frozen(cache_hash=True)  # a key of the lines logged ahead
 class SendNa(_Renders):
     """One unsolicited neighbour advertisement (override flag, to all-nodes) for the IPv6 `ip`
     out of `dev`: an IPv6 VIP's gratuitous ARP. Rendered as libndp's `ndptool` (Debian:
@@ -355,6 +391,8 @@ class DelFilter(_Renders):
         return _tc_filter("del", self.dev, self.pref, self.chain, self.handle)
 
 
+ManyDests = Union[AddDests, EditDests, DelDests]
+
 Operation = Union[
     AddAddress,
     DelAddress,
@@ -365,7 +403,9 @@ Operation = Union[
     AddDest,
     AddDests,
     EditDest,
+    EditDests,
     DelDest,
+    DelDests,
     StartDaemon,
     StopDaemon,
     SendGarp,

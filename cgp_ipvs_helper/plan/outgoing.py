@@ -25,6 +25,7 @@ from cgp_ipvs_helper.plan.model import (
     Service,
     ServiceKey,
     Sysctl,
+    balanced_vips,
     is_ipv6,
 )
 from cgp_ipvs_helper.plan.operations import AddClsact, AddFilter, DelFilter, Operation
@@ -61,7 +62,7 @@ def steer(
     services, dests = desired.services, desired.dests
     filters: frozenset[VipFilter | RangeFilter] = frozenset()
     if balancing and members:
-        # IPv6 VIPs are balanced once a member has an IPv6 address (planner.balanced_vips);
+        # IPv6 VIPs are balanced once a member has an IPv6 address (balanced_vips);
         # a member without one gets no IPv6 service, and no IPv6 mark is set for its range
         members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
         owners = [(ServiceKey.for_mark(m.mark), m.ip) for m in members]
@@ -69,7 +70,7 @@ def steer(
         services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
         dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
         filters = range_filters(members) | range_filters(members6, ipv6=True)
-        filters |= vip_blocks(v for v in vips if members6 or not is_ipv6(v))
+        filters |= vip_blocks(balanced_vips(vips, members6))
     return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import groupby
 from types import MappingProxyType
 
 from cgp_ipvs_helper.plan.model import (
@@ -26,18 +27,23 @@ from cgp_ipvs_helper.plan.model import (
     ServiceKey,
     Settings,
     Sysctl,
+    balanced_vips,
     host_prefixlen,
     is_ipv6,
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
+    AddDests,
     AddService,
     DelAddress,
     DelDest,
+    DelDests,
     DelService,
     EditDest,
+    EditDests,
     EditService,
+    ManyDests,
     Operation,
     SendGarp,
     SendNa,
@@ -132,6 +138,13 @@ def _weight(settings: Settings, role: Role, is_self: bool) -> int:
     return settings.weight if is_self else OTHER_WEIGHT
 
 
+def weights(
+    settings: Settings, role: Role, members: Iterable[str], self_ip: str | None
+) -> dict[str, int]:
+    """Each member's weight as a real server of the VIPs' services."""
+    return {m: _weight(settings, role, m == self_ip) for m in members}
+
+
 def desired_state(
     settings: Settings,
     vips: Sequence[str],
@@ -150,8 +163,9 @@ def desired_state(
     balancing = role in (Role.ACTIVE, Role.DRAINING)
     balanced = balanced_vips(vips, members6)
     svcs = services(settings, balanced) if balancing else frozenset()
+    weight = weights(settings, role, members, self_ip)
     dests = frozenset(
-        Dest(s.key, ip, _weight(settings, role, m == self_ip))
+        Dest(s.key, ip, weight[m])
         for s in svcs
         for m in members
         for ip in _real_server(m, s.key.vip, members6)
@@ -175,12 +189,6 @@ def desired_state(
     )
 
 
-def balanced_vips(vips: Iterable[str], members6: Mapping[str, str] = _NONE) -> list[str]:
-    """The VIPs the active balancer takes on -i, balances and announces: every IPv4 VIP, and
-    the IPv6 ones once a member's IPv6 address is known (IPv6 direct routing needs it)."""
-    return [v for v in vips if members6 or not is_ipv6(v)]
-
-
 def _real_server(member: str, vip: str, members6: Mapping[str, str]) -> tuple[str, ...]:
     """The address of `member` as a real server of `vip`: of the VIP's family, if it has one."""
     if not is_ipv6(vip):
@@ -198,6 +206,11 @@ def ip_order(ip: str) -> bytes:
 
 def _key_order(key: ServiceKey) -> tuple[int, bytes, str, int]:
     return (key.fwmark, ip_order(key.vip), key.proto, key.port)
+
+
+def holds_ours(state: KernelState, scope: frozenset[str]) -> bool:
+    """Whether `state` holds an IPVS service of ours (see `plan`)."""
+    return any(_our_service(s.key, scope) for s in state.services)
 
 
 def _our_service(key: ServiceKey, scope: frozenset[str]) -> bool:
@@ -237,11 +250,9 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
 
     have_d = {(d.service, d.ip): d for d in actual.dests if d.service in have}
     want_d = {(d.service, d.ip): d for d in desired.dests}
-    for k in sorted(want_d, key=_dest_order):
-        if k not in have_d:
-            ops.append(AddDest(want_d[k]))
-        elif have_d[k] != want_d[k]:
-            ops.append(EditDest(want_d[k]))
+    wanted = sorted(want_d, key=_dest_order)
+    ops += [AddDest(want_d[k]) for k in wanted if k not in have_d]  # new ones first
+    ops += [EditDest(want_d[k]) for k in wanted if k in have_d and have_d[k] != want_d[k]]
     ops += [
         DelDest(have_d[k])
         for k in sorted(have_d, key=_dest_order)
@@ -293,3 +304,60 @@ def announce(
         else:
             ops += [SendGarp(ip, iface, False), SendGarp(ip, iface, True)]
     return tuple(ops)
+
+
+Families = tuple[tuple[bool, tuple[ServiceKey, ...]], ...]
+"""The VIPs' services by family (IPv6 or not; IPv4 first), each in plan order."""
+
+
+def families(keys: Iterable[ServiceKey]) -> Families:
+    """`keys` (VIP services, no firewall-mark one) by family, each in plan order."""
+    ordered = sorted(keys, key=_key_order)
+    return tuple((v6, tuple(group)) for v6, group in groupby(ordered, _vip_ipv6))
+
+
+def _vip_ipv6(key: ServiceKey) -> bool:
+    return is_ipv6(key.vip)
+
+
+def real_server_changes(
+    services: Families,
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    members6: Mapping[str, str] = _NONE,
+) -> tuple[ManyDests, ...]:
+    """The operations that take the real servers of the VIPs' services from the members
+    `before` to the members `after` (member -> weight): the new ones given, then those whose
+    weight changed, then those gone taken; one value per family of each. plan() makes the same
+    (AddDests and its kin expanded) when the kernel holds exactly `before` on those services and
+    they stay; and a takeover's real servers, before = {}.
+
+    Its work is the real servers that change (one value per family, made as they are sent),
+    not the whole table: a member that leaves a group of a thousand VIPs costs the helper what
+    taking its real servers costs the kernel.
+    """
+    kinds: tuple[list[ManyDests], ...] = ([], [], [])
+    for _v6, keys in services:
+        if not keys:
+            continue
+        vip = keys[0].vip  # (any of the family's)
+        old, new = _servers(before, vip, members6), _servers(after, vip, members6)
+        changes = (
+            tuple((ip, w) for ip, w in new.items() if ip not in old),
+            tuple((ip, w) for ip, w in new.items() if ip in old and old[ip] != w),
+            tuple((ip, w) for ip, w in old.items() if ip not in new),
+        )
+        for ops, kind, servers in zip(kinds, (AddDests, EditDests, DelDests), changes):
+            if servers:
+                ops.append(kind(keys, servers))
+    return (*kinds[0], *kinds[1], *kinds[2])
+
+
+def _servers(weight: Mapping[str, int], vip: str, members6: Mapping[str, str]) -> dict[str, int]:
+    """The real servers (address -> weight) of the services of `vip`'s family, in order."""
+    pairs = ((ip, w) for m, w in weight.items() for ip in _real_server(m, vip, members6))
+    return dict(sorted(pairs, key=_first))
+
+
+def _first(pair: tuple[str, int]) -> bytes:
+    return ip_order(pair[0])

@@ -83,9 +83,8 @@ class Socket:
 
 def test_consecutive_operations_of_one_channel_travel_in_one_batch(monkeypatch) -> None:
     events: list = []
-    k = netlink.NetlinkKernel()
-    rtnl = k._route.sock = Socket("rtnl", events)  # type: ignore[assignment]
-    genl = k._ipvs.sock = Socket("genl", events)  # type: ignore[assignment]
+    rtnl, genl = Socket("rtnl", events), Socket("genl", events)
+    k = netlink.NetlinkKernel(route=rtnl, generic=genl)  # type: ignore[arg-type]
 
     def direct(_kernel, op) -> None:
         events.append(("direct", [op.sysctl.path]))
@@ -126,9 +125,8 @@ def test_consecutive_operations_of_one_channel_travel_in_one_batch(monkeypatch) 
 
 def test_prepared_operations_are_sent_as_built_until_a_failure(monkeypatch) -> None:
     events: list = []
-    k = netlink.NetlinkKernel()
-    k._route.sock = Socket("rtnl", events)  # type: ignore[assignment]
-    genl = k._ipvs.sock = Socket("genl", events)  # type: ignore[assignment]
+    genl = Socket("genl", events)
+    k = netlink.NetlinkKernel(route=Socket("rtnl", events), generic=genl)  # type: ignore[arg-type]
     built: list = []
     row = netlink.HANDLERS[AddService]
 
@@ -163,6 +161,8 @@ def test_prepared_operations_are_sent_as_built_until_a_failure(monkeypatch) -> N
 class Frames:
     """A stand-in frame sender: records each round of requests."""
 
+    limit = 0
+
     def __init__(self) -> None:
         self.rounds: list[list] = []
 
@@ -184,8 +184,8 @@ class Frames:
 
 
 def test_prepared_frames_are_sent_as_built(monkeypatch) -> None:
-    k = netlink.NetlinkKernel()
-    frames = k._frames = k._channels["frames"] = Frames()  # type: ignore[assignment]
+    frames = Frames()
+    k = netlink.NetlinkKernel(frames=frames)  # type: ignore[arg-type]
     built: list = []
 
     def counted(_kernel, op):
@@ -202,15 +202,15 @@ def test_prepared_frames_are_sent_as_built(monkeypatch) -> None:
 
 def test_the_real_servers_of_an_activation_go_in_full_datagrams_and_fail_one_by_one() -> None:
     events: list = []
-    k = netlink.NetlinkKernel()
-    genl = k._ipvs.sock = Socket("genl", events)  # type: ignore[assignment]
+    genl = Socket("genl", events)
+    k = netlink.NetlinkKernel(generic=genl)  # type: ignore[arg-type]
     keys = tuple(ServiceKey(p, f"203.0.113.{i}", 0) for i in range(1, 201) for p in ("tcp", "udp"))
     block = AddDests(keys, (("192.0.2.11", 100), ("192.0.2.12", 100), ("192.0.2.13", 7)))
     services = [AddService(Service(k, "wlc", 15)) for k in keys[:100]]
     k.prepare(services)
     genl.fail = {1023: errno.EEXIST}  # the last of the first datagram: the block's 924th
     errors = k.apply_many([*services, block, StopDaemon(Daemon("backup", "eth0", 0))])
-    assert [len(mtypes) for _name, mtypes in events] == [netlink.BATCH, 100 + 1200 + 1 - 1024]
+    assert [len(mtypes) for _name, mtypes in events] == [nlsocket.BATCH, 100 + 1200 + 1 - 1024]
     assert [(e.op, e.reason) for e in errors] == [(block.each()[923], "File exists")]
     assert block.part(923) == AddDest(Dest(keys[307], "192.0.2.13", 7))
     assert len(block) == 1200 and len(set(block.each())) == 1200

@@ -87,7 +87,7 @@ def maps(draw):
 def test_the_prepared_activation_is_the_plan(case) -> None:
     options, vips, retired, members, self_ip, member_map, state = case
     prepared = ready.prepare(options, vips, retired, member_map, state)
-    assert prepared is not None and prepared.state is state
+    assert prepared is not None and prepared.state == state
     members6 = member_map.ipv6()
     desired = desired_state(options, vips, Role.ACTIVE, members, self_ip, retired, members6)
     desired = member_map.desired(desired, True, vips, state)
@@ -97,7 +97,7 @@ def test_the_prepared_activation_is_the_plan(case) -> None:
     assert all(len(op) for op in activation if isinstance(op, AddDests))  # no empty one
     built = prepared.ops()
     assert all(op in expected for op in built) and len(set(built)) == len(built)
-    assert [prepared.logged[id(op)] for op in built] == [f"* {op}\n".encode() for op in built]
+    assert [prepared.logged[op] for op in built] == [f"* {op}\n".encode() for op in built]
     logged = Commands(activation, prepared.logged)
     assert logged.lines() == [f"* {op}" for op in expected] == Commands(expected).lines()
     assert prepared.fits(vips, retired, member_map, state)

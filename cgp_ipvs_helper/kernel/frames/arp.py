@@ -140,7 +140,10 @@ class FrameSender:
     """Sends gratuitous ARP frames and unsolicited NAs; keeps one socket per device open, and
     its MAC until `forget_macs()` (called once per batch of operations, so a changed MAC is
     seen). A frame is a request of the netlink kernel's "frames" channel: consecutive ones are
-    sent together by batch()."""
+    sent together by batch(), a whole announcement round at once (`limit` 0: one sendmmsg per
+    device's run, whatever its length)."""
+
+    limit = 0
 
     def __init__(self) -> None:
         self._devs: dict[str, _Device] = {}

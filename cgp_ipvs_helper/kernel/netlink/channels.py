@@ -19,6 +19,7 @@ from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
 from cgp_ipvs_helper.kernel.netlink import tc
 from cgp_ipvs_helper.kernel.netlink.ipvs import key_attrs
 from cgp_ipvs_helper.kernel.netlink.sockets import (
+    BATCH,
     NETLINK_ROUTE,
     GenericNetlinkSocket,
     KernelSaid,
@@ -46,7 +47,11 @@ def reason(exc: BaseException) -> str:
 
 
 class Channel(Protocol):
-    """Where the requests of one row's channel go: sent together, failures by index."""
+    """Where the requests of one row's channel go: sent together, failures by index; at most
+    `limit` at a time (0: any number), so that what is made for one batch is sent before the
+    next is made."""
+
+    limit: int
 
     def batch(self, requests: Sequence[Any]) -> dict[int, int]:
         """Send in order; {index: errno} of those that failed; OSError if nothing was sent."""
@@ -56,10 +61,12 @@ class Channel(Protocol):
 
 
 class Route:
-    """NETLINK_ROUTE: addresses, and device indexes by name."""
+    """NETLINK_ROUTE: addresses, and device indexes by name; on `sock` if given."""
 
-    def __init__(self) -> None:
-        self.sock = NetlinkSocket(NETLINK_ROUTE)
+    limit = BATCH  # a datagram's worth
+
+    def __init__(self, sock: NetlinkSocket | None = None) -> None:
+        self.sock = sock or NetlinkSocket(NETLINK_ROUTE)
         self._ifindex: dict[str, int] = {}
 
     def close(self) -> None:
@@ -118,10 +125,13 @@ class Route:
 
 
 class Ipvs:
-    """IPVS on NETLINK_GENERIC: its family id, looked up once per socket, and its state."""
+    """IPVS on NETLINK_GENERIC: its family id, looked up once per socket, and its state; on
+    `sock` if given."""
 
-    def __init__(self) -> None:
-        self.sock = GenericNetlinkSocket()
+    limit = BATCH
+
+    def __init__(self, sock: GenericNetlinkSocket | None = None) -> None:
+        self.sock = sock or GenericNetlinkSocket()
 
     def close(self) -> None:
         self.sock.close()

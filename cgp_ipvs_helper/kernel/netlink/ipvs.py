@@ -24,7 +24,14 @@ from cgp_ipvs_helper.kernel.netlink.wire import (
     string,
     unpacked,
 )
-from cgp_ipvs_helper.plan.model import SERVICES_KEPT, Daemon, Dest, Service, ServiceKey
+from cgp_ipvs_helper.plan.model import (
+    SERVERS_KEPT,
+    SERVICES_KEPT,
+    Daemon,
+    Dest,
+    Service,
+    ServiceKey,
+)
 
 FAMILY = pr_ipvs.GENL_NAME  # "IPVS": the generic netlink family the ip_vs module registers
 CMD_NEW_SERVICE, CMD_SET_SERVICE = pr_ipvs.IPVS_CMD_NEW_SERVICE, pr_ipvs.IPVS_CMD_SET_SERVICE
@@ -132,13 +139,18 @@ def dest_request(cmd: int, d: Dest, full: bool) -> bytes:
 
 
 def dest_requests(
-    family: int, services: Iterable[ServiceKey], servers: Sequence[tuple[str, int]]
+    family: int,
+    services: Iterable[ServiceKey],
+    servers: Sequence[tuple[str, int]],
+    cmd: int = CMD_NEW_DEST,
 ) -> Iterator[tuple[int, int, bytes]]:
-    """The NEW_DEST requests (message type `family`) adding each of `servers` (address, weight)
-    to each of `services` in turn, joined from the parts kept per service and per server."""
+    """The requests (message type `family`) that add (`cmd` NEW_DEST), change (SET_DEST) or
+    delete (DEL_DEST) each of `servers` (address, weight) on each of `services` in turn, joined
+    from the parts kept per service and per server."""
+    full = cmd != CMD_DEL_DEST
     for port, keys in groupby(services, _port):
-        tails = [_dest(ip, port, weight) for ip, weight in servers]
-        heads = [_dest_head(CMD_NEW_DEST, key) for key in keys]
+        tails = [_dest(ip, port, weight if full else None) for ip, weight in servers]
+        heads = [_dest_head(cmd, key) for key in keys]
         yield from zip(repeat(family), repeat(0), map(b"".join, product(heads, tails)))
 
 
@@ -152,12 +164,12 @@ def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
         _dest_head(CMD_NEW_DEST, key)
 
 
-@functools.lru_cache(maxsize=2 * SERVICES_KEPT)  # NEW_DEST and DEL_DEST
+@functools.lru_cache(maxsize=3 * SERVICES_KEPT)  # NEW_DEST, SET_DEST and DEL_DEST
 def _dest_head(cmd: int, key: ServiceKey) -> bytes:
     return request(cmd, key_attrs(key))
 
 
-@functools.lru_cache(maxsize=4096)  # depends on address, port, weight: a /24 x 4 has 4 kinds
+@functools.lru_cache(maxsize=SERVERS_KEPT)  # by address, port, weight: a /24 x 4 has 4 kinds
 def _dest(ip: str, port: int, weight: int | None) -> bytes:
     # no IPVS_DEST_ATTR_ADDR_FAMILY: a real server of ours has its service's family, which the
     # kernel takes when the attribute is missing (and kernels before 3.18 do not know it)

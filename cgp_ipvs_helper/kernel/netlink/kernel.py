@@ -51,7 +51,7 @@ from cgp_ipvs_helper.kernel.netlink.ipvs import (
     key_attrs,
     service_attrs,
 )
-from cgp_ipvs_helper.kernel.netlink.sockets import BATCH
+from cgp_ipvs_helper.kernel.netlink.sockets import GenericNetlinkSocket, NetlinkSocket
 from cgp_ipvs_helper.plan import operations
 from cgp_ipvs_helper.plan.model import KernelState
 
@@ -84,6 +84,15 @@ def _dest_row(cmd: int, full: bool) -> Handler:
     )
 
 
+def _dests_row(cmd: int) -> Handler:
+    """The row of real servers given, changed or taken as one value (AddDests and its kin)."""
+    return Handler(
+        "genl",
+        lambda k, op: ipvswire.dest_requests(k._ipvs.family(), op.services, op.servers, cmd),
+        many=True,
+    )
+
+
 HANDLERS: dict[type, Handler] = {
     operations.AddAddress: Handler("rtnl", lambda k, op: k._route.request(op.address, True)),
     operations.DelAddress: Handler("rtnl", lambda k, op: k._route.request(op.address, False)),
@@ -92,13 +101,11 @@ HANDLERS: dict[type, Handler] = {
     operations.EditService: _ipvs_row(CMD_SET_SERVICE, lambda op: service_attrs(op.service)),
     operations.DelService: _ipvs_row(CMD_DEL_SERVICE, lambda op: key_attrs(op.service.key)),
     operations.AddDest: _dest_row(CMD_NEW_DEST, True),
-    operations.AddDests: Handler(
-        "genl",
-        lambda k, op: ipvswire.dest_requests(k._ipvs.family(), op.services, op.servers),
-        many=True,
-    ),
+    operations.AddDests: _dests_row(CMD_NEW_DEST),
     operations.EditDest: _dest_row(CMD_SET_DEST, True),
     operations.DelDest: _dest_row(CMD_DEL_DEST, False),
+    operations.EditDests: _dests_row(CMD_SET_DEST),
+    operations.DelDests: _dests_row(CMD_DEL_DEST),
     operations.StartDaemon: _ipvs_row(CMD_NEW_DAEMON, lambda op: daemon_attrs(op.daemon, True)),
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
     operations.SendGarp: Handler("frames", lambda k, op: k._frames.arp(op.ip, op.dev, op.reply)),
@@ -126,12 +133,18 @@ class NetlinkKernel:
     line); observe() then reports ipvs=False with no services, real servers or daemons.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        route: NetlinkSocket | None = None,
+        generic: GenericNetlinkSocket | None = None,
+        frames: FrameSender | None = None,
+    ) -> None:
+        """Sockets given are used instead of the kernel's own (a test's fakes)."""
         self.ipvs_problem: str | None = None
-        self._route = Route()
-        self._ipvs = Ipvs()
-        self._frames = FrameSender()
-        self._prepared: dict[int, _Run] = {}  # by id() of its first operation
+        self._route = Route(route)
+        self._ipvs = Ipvs(generic)
+        self._frames = frames or FrameSender()
+        self._prepared: dict[operations.Operation, _Run] = {}  # by its first operation
         self._channels: dict[str, Channel] = {
             "rtnl": self._route,
             "genl": self._ipvs,
@@ -177,51 +190,32 @@ class NetlinkKernel:
         A run of operations prepared together joins its channel's batch in one step."""
         ops = tuple(ops)
         errors: list[KernelError] = []
-        pending: list[tuple[Owner, Any]] = []
-        channel: str | None = None
+        pending = _Pending(self)
         self._frames.forget_macs()  # a device's MAC is read once per call
         prepared = self._prepared
         i = 0
         while i < len(ops):
             op = ops[i]
-            run = prepared.get(id(op))
+            run = prepared.get(op)
             if run is not None and ops[i : i + len(run.ops)] == run.ops:  # (the same values)
-                if run.channel != channel:
-                    errors += self._flush(channel, pending)
-                    pending, channel = [], run.channel
-                pending += run.pairs
+                errors += pending.add(run.channel, run.pairs)
                 i += len(run.ops)
-                if len(pending) >= BATCH and channel != "frames":
-                    errors += self._flush(channel, pending)
-                    pending = []
                 continue
             i += 1
             handler = HANDLERS.get(type(op), _UNSUPPORTED)
-            if handler.channel != channel:
-                errors += self._flush(channel, pending)
-                pending, channel = [], handler.channel
+            if handler.channel is None:
+                errors += pending.flush()
             try:
                 request = handler.run(self, op)
             except Exception as exc:  # a malformed operation fails alone; the helper never crashes
-                errors += self._flush(channel, pending)
-                pending = []
+                errors += pending.flush()
                 errors.append(KernelError(op, reason(exc)))
                 continue
             if handler.many:  # each request made as a datagram has room for it
-                parts = zip(zip(repeat(op), count()), request)  # (op, index): the one it is
-                while True:
-                    pending += islice(parts, BATCH - len(pending))
-                    if len(pending) < BATCH:
-                        break
-                    errors += self._flush(channel, pending)
-                    pending = []
-            elif channel is not None:
-                pending.append((op, request))
-                if len(pending) == BATCH and channel != "frames":
-                    errors += self._flush(channel, pending)  # a datagram's worth: send it
-                    pending = []
-        errors += self._flush(channel, pending)
-        return errors
+                errors += pending.add(handler.channel, zip(zip(repeat(op), count()), request))
+            elif handler.channel is not None:
+                errors += pending.add(handler.channel, ((op, request),))
+        return errors + pending.flush()
 
     def prepare(self, ops: Sequence[operations.Operation]) -> None:
         """Encode the operations now, in runs of one type, and the part the real servers of a
@@ -243,7 +237,7 @@ class NetlinkKernel:
             if run and (request is None or type(op) is not type(run[0][0])):
                 first = run[0][0]
                 channel = HANDLERS[type(first)].channel
-                self._prepared[id(first)] = _Run(channel, tuple(o for o, _ in run), run)
+                self._prepared[first] = _Run(channel, tuple(o for o, _ in run), run)
                 run = []
             if request is not None:
                 run.append((op, request))
@@ -259,9 +253,7 @@ class NetlinkKernel:
         self._frames.close()
         self._prepared = {}
 
-    def _flush(self, channel: str | None, pending: list[tuple[Owner, Any]]) -> list[KernelError]:
-        if not pending or channel is None:
-            return []
+    def _flush(self, channel: str, pending: list[tuple[Owner, Any]]) -> list[KernelError]:
         chan = self._channels[channel]
         try:
             failed = chan.batch([request for _, request in pending])
@@ -277,6 +269,33 @@ class NetlinkKernel:
         ]
 
 
+class _Pending:
+    """The requests of one channel waiting to go together: sent when another channel's turn
+    comes, when an operation is carried out at once or fails, at the end, and whenever the
+    channel's `limit` of them (a datagram's worth) is reached."""
+
+    def __init__(self, kernel: NetlinkKernel) -> None:
+        self.kernel, self.channel = kernel, ""
+        self.requests: list[tuple[Owner, Any]] = []
+
+    def add(self, channel: str, requests: Iterable[tuple[Owner, Any]]) -> list[KernelError]:
+        errors = self.flush() if channel != self.channel else []
+        self.channel, limit = channel, self.kernel._channels[channel].limit
+        if not limit:
+            self.requests += requests
+            return errors
+        more = iter(requests)
+        while True:
+            self.requests += islice(more, limit - len(self.requests))
+            if len(self.requests) < limit:
+                return errors
+            errors += self.flush()
+
+    def flush(self) -> list[KernelError]:
+        requests, self.requests = self.requests, []
+        return self.kernel._flush(self.channel, requests) if requests else []
+
+
 @frozen
 class _Run:
     """Operations of one type prepared together, and each one's request for `channel`."""
@@ -286,8 +305,8 @@ class _Run:
     pairs: list[tuple[operations.Operation, Any]]
 
 
-# what a request carries out: an operation, or one of those an AddDests stands for, by index
-Owner = Union[operations.Operation, tuple[operations.AddDests, int]]
+# what a request carries out: an operation, or one of those an AddDests (kin) stands for, by index
+Owner = Union[operations.Operation, tuple[operations.ManyDests, int]]
 
 
 def _one(owner: Owner) -> operations.Operation:

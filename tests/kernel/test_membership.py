@@ -1,0 +1,122 @@
+"""Members joining, leaving and re-weighted while active, in a real kernel: the helper plans against
+the kernel as it last made it, so after each change the kernel's table must be the plan, and a
+table changed behind its back must still be repaired (at once when a change fails on it, else by
+the refresh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cgp_ipvs_helper.core.engine import Helper
+from cgp_ipvs_helper.core.protocol import Reply, Response
+from cgp_ipvs_helper.plan.model import Settings
+from cgp_ipvs_helper.plan.planner import desired_state
+from lab.box import OUR_IP, Box, ip_batch, ipvsadm_rules, run
+
+VIPS = ["203.0.113.8/30", "2001:db8:10::/126"]  # 4 IPv4 and 4 IPv6 VIPs
+OTHER = "192.0.2.15"  # a second address of this host on the LAN
+MEMBERS = [OUR_IP, OTHER, "192.0.2.12", "192.0.2.13", "192.0.2.14"]
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _helper(box: Box, tmp: Path) -> tuple[Helper, Clock]:
+    vipfile, member_map = tmp / "vips", tmp / "members"
+    vipfile.write_text("".join(f"{v}\n" for v in VIPS))
+    member_map.write_text(
+        "".join(
+            f"{ip} {50000 + 1000 * i}-{50999 + 1000 * i} 2001:db8::{i + 1:x}\n"
+            for i, ip in enumerate(MEMBERS)
+        )
+    )
+    ip_batch(f"address add {OTHER}/24 dev eth0\n")
+    settings = Settings(iface="eth0", weight=50, vipfile=str(vipfile), member_map=str(member_map))
+    clock = Clock()
+    helper = Helper(settings, box.kernel, clock=clock, link_exists=lambda _dev: True)
+    helper.start()
+    return helper, clock
+
+
+def _vip_rules() -> set[str]:
+    """The real servers of the VIPs' services as `ipvsadm -Sn` lists them (the steering's
+    firewall-mark services have their own tests)."""
+    return {r for r in ipvsadm_rules() if r.startswith(("-a -t", "-a -u"))}
+
+
+def _planned(helper: Helper) -> set[str]:
+    """The same rules for the real servers the helper's plan wants now."""
+    ses = helper.session
+    want = desired_state(
+        helper.settings, helper.vips, ses.role, ses.members, ses.self_ip, members6=helper.map.ipv6()
+    )
+
+    def host(ip: str) -> str:
+        return f"[{ip}]" if ":" in ip else ip
+
+    flag = {"tcp": "-t", "udp": "-u"}
+    return {
+        f"-a {flag[d.service.proto]} {host(d.service.vip)}:0 -r {host(d.ip)}:0 -g -w {d.weight}"
+        for d in want.dests
+    }
+
+
+def _ok(reply: Reply, seq: str, members: int) -> None:
+    assert reply.response == Response(seq, "OK", f"active vips=8 members={members}"), reply
+
+
+def _texts(reply: Reply) -> list[str]:
+    return [text for i in reply.infos for text in i.texts()]
+
+
+def test_after_each_change_of_the_members_the_kernel_table_is_the_plan(
+    box: Box, tmp_path: Path
+) -> None:
+    helper, _clock = _helper(box, tmp_path)
+    _ok(helper.handle("1 ACTIVATE " + " ".join(MEMBERS[:4])), "1", 4)
+    assert _vip_rules() == _planned(helper) and len(_planned(helper)) == 8 * 2 * 4
+    steps = [
+        ("2", MEMBERS[:3], "ipvsadm -d"),  # a member leaves
+        ("3", MEMBERS[:3] + MEMBERS[4:], "ipvsadm -a"),  # one joins
+        ("4", [OTHER, OUR_IP, *MEMBERS[2:3], *MEMBERS[4:]], "ipvsadm -e"),  # self's weight moves
+    ]
+    for seq, members, verb in steps:
+        out = helper.handle(f"{seq} ACTIVATE " + " ".join(members))
+        _ok(out, seq, len(members))
+        changed = [t for t in _texts(out) if t.startswith("ipvsadm")]
+        assert changed and all(t.startswith(verb) for t in changed), changed
+        assert _vip_rules() == _planned(helper), seq
+    weights = {r.split(" -r ")[1] for r in _vip_rules() if r.startswith("-a -t 203.0.113.8:0")}
+    assert weights == {f"{OTHER}:0 -g -w 50", f"{OUR_IP}:0 -g -w 100"} | {
+        f"{ip}:0 -g -w 100" for ip in (MEMBERS[2], MEMBERS[4])
+    }
+    assert len(_planned(helper)) == 8 * 2 * 4
+
+
+def test_a_table_changed_behind_the_helpers_back_is_repaired(box: Box, tmp_path: Path) -> None:
+    helper, clock = _helper(box, tmp_path)
+    _ok(helper.handle("1 ACTIVATE " + " ".join(MEMBERS[:4])), "1", 4)
+    # by hand: a real server the next change takes is gone, another is re-weighted
+    run("ipvsadm", "-d", "-t", "203.0.113.9:0", "-r", MEMBERS[3])
+    run("ipvsadm", "-e", "-u", "[2001:db8:10::2]:0", "-r", "[2001:db8::3]:0", "-g", "-w", "7")
+    out = helper.handle("2 ACTIVATE " + " ".join(MEMBERS[:3]))
+    _ok(out, "2", 3)  # the failure made the helper read the kernel and repair it at once
+    texts = _texts(out)
+    assert f"FAILED ipvsadm -d -t 203.0.113.9:0 -r {MEMBERS[3]}: No such file or directory" in (
+        texts
+    ), texts
+    assert "the kernel differs from what this helper made: reading it again" in texts
+    assert _vip_rules() == _planned(helper)
+
+    run("ipvsadm", "-e", "-t", "203.0.113.10:0", "-r", MEMBERS[2], "-g", "-w", "9")
+    run("ipvsadm", "-d", "-u", "[2001:db8:10::3]:0", "-r", "[2001:db8::1]:0")
+    _ok(helper.handle("3 ACTIVATE " + " ".join(MEMBERS[:2])), "3", 2)  # nothing fails there
+    assert _vip_rules() != _planned(helper)  # trusted until the refresh
+    clock.now += helper.settings.timeout
+    texts = _texts(helper.tick())
+    assert "refresh: the kernel drifted from the desired state" in texts
+    assert _vip_rules() == _planned(helper) and len(_planned(helper)) == 8 * 2 * 2
