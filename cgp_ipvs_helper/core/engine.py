@@ -376,7 +376,7 @@ class Helper:
         tc_dev = self.map.tc_dev(self.settings.iface)
         if tc_dev is None:
             return self.kernel.observe(self.paths)
-        return self.kernel.observe(self.paths | self.map.paths(), tc_dev)
+        return self.kernel.observe(self.paths | self.map.paths(), tc_dev, self.map.neighbours())
 
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""
