@@ -43,7 +43,7 @@ from cgp_ipvs_helper.kernel.executor import execute
 from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan.model import KernelState, Role, Settings, is_ipv6
 from cgp_ipvs_helper.plan.operations import Operation, each
-from cgp_ipvs_helper.plan.outgoing import MemberMap
+from cgp_ipvs_helper.plan.outgoing import RESOLVED_WITHIN, MemberMap, unresolved
 from cgp_ipvs_helper.plan.planner import announce, desired_state, plan, sysctl_paths
 from cgp_ipvs_helper.shown import escaped
 
@@ -351,6 +351,9 @@ class Helper:
             if ses.state is State.STANDBY:  # what it did is all that changed: read it again
                 self._plan_ahead(ahead, self._read() if ops else actual)
         ses.settled = not failures
+        if balancing and unresolved(ops):  # the owner's MAC is being resolved: look again soon
+            ses.settled = False
+            ses.refresh_due = min(ses.refresh_due, self.clock() + RESOLVED_WITHIN)
         self._log(ops, failures, infos, known)
         return failures
 

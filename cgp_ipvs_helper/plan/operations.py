@@ -341,7 +341,7 @@ class AddFilter(_Renders):
         match = [*head, "ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}", "action"]
         if f.local:
             return [*match, "skbedit", "mark", hex(f.mark)]
-        if f.dmac is None or f.smac is None:
+        if f.dropped:
             return [*match, "drop"]
         rewrite = ["skbmod", "set", "dmac", f.dmac, "set", "smac", f.smac]
         return [*match, *rewrite, "action", "mirred", "egress", "redirect", "dev", self.dev]

@@ -39,6 +39,9 @@ from cgp_ipvs_helper.plan.steering import (
 )
 
 PORT_RANGE = "net/ipv4/ip_local_port_range"
+# When a plan drops a range (its owner's MAC not known yet), the kernel is read again this many
+# seconds later: by then the resolution the read asked for has been answered, if it will be.
+RESOLVED_WITHIN = 1.0
 SCHEDULER = "wlc"
 WEIGHT = 100
 
@@ -102,6 +105,14 @@ def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
         ops.append(AddClsact(dev))
     ops += [AddFilter(dev, f) for f in sorted(missing, key=_order)]
     return ops
+
+
+def unresolved(ops: Sequence[Operation]) -> bool:
+    """Whether `ops` add a filter that drops a range for want of its owner's MAC."""
+    return any(
+        isinstance(op, AddFilter) and isinstance(op.filter, RangeFilter) and op.filter.dropped
+        for op in ops
+    )
 
 
 def ipv6_note(vips6: int, members6: int, path: str) -> str:

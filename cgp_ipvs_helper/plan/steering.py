@@ -133,6 +133,11 @@ class RangeFilter:
         return mark_of(self.first)
 
     @property
+    def dropped(self) -> bool:
+        """Dropped for want of a MAC (its owner's or this host's)."""
+        return not self.local and (self.dmac is None or self.smac is None)
+
+    @property
     def handle(self) -> int:
         return _PROTO_NUMBERS[self.proto] << 16 | self.first
 

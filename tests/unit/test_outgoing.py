@@ -27,7 +27,13 @@ from cgp_ipvs_helper.plan.operations import (
     DelService,
     SetSysctl,
 )
-from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, MemberMap, local_member, steer
+from cgp_ipvs_helper.plan.outgoing import (
+    PORT_RANGE,
+    RESOLVED_WITHIN,
+    MemberMap,
+    local_member,
+    steer,
+)
 from cgp_ipvs_helper.plan.planner import desired_state, plan
 from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
@@ -447,3 +453,24 @@ def test_the_helper_steers_ipv6_vips_converges_and_says_once_who_has_no_ipv6(tmp
     again = h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12")
     assert {type(op).__name__ for op in kernel.take()} == {"SendGarp", "SendNa"}
     assert not [line for line in infos(again) if "no IPv6 address" in line]
+
+
+def test_a_range_dropped_for_want_of_a_mac_is_looked_at_again_within_a_second(tmp_path) -> None:
+    clock = Clock()
+    path = tmp_path / "cgp-ipvs-members"
+    path.write_text(MAP_TEXT)
+    kernel = FakeKernel(
+        with_tc(fresh_state(), ingress=None, macs={"192.0.2.12": MACS["192.0.2.12"]})
+    )
+    h = make_helper(kernel, clock, member_map=str(path))
+    h.start()
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    assert {f.first for f in kernel.filters.values() if getattr(f, "dropped", False)} == {60000}
+    assert h.next_deadline() == clock.now + RESOLVED_WITHIN
+    h.handle("2 STATUS")  # a request does not put it off
+    assert h.next_deadline() == clock.now + RESOLVED_WITHIN
+    kernel.neighbours["192.0.2.14"] = MACS["192.0.2.14"]  # the kernel resolved it meanwhile
+    clock.advance(RESOLVED_WITHIN)
+    assert "* refresh: the kernel drifted from the desired state" in render(h.tick())
+    assert set(kernel.filters.values()) == FILTERS
+    assert h.session.refresh_due == clock.now + h.settings.timeout  # back to -t

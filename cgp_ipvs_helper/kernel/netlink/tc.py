@@ -103,7 +103,7 @@ def _range_actions(ifindex: int, f: RangeFilter) -> bytes:
         parms = _TC_GEN.pack(0, 0, TC_ACT_PIPE, 0, 0)
         mark = _nla(TCA_SKBEDIT_MARK, _U32.pack(f.mark))
         return _action(1, b"skbedit", _nla(TCA_SKBEDIT_PARMS, parms) + mark)
-    if f.dmac is None or f.smac is None:
+    if f.dropped:
         return _action(1, b"gact", _nla(TCA_GACT_PARMS, _TC_GEN.pack(0, 0, TC_ACT_SHOT, 0, 0)))
     flags = SKBMOD_F_DMAC | SKBMOD_F_SMAC
     rewrite = (
