@@ -194,7 +194,7 @@ def test_a_range_reaches_its_owner_before_ipvs_this_hosts_own_through_ipvs(
         for fe in (fe2, fe3):
             fe.dr_real_server([vip])
         service, fe3_server, own_server = f"{vip}:0", fe3.ip, bal.ip
-    ipvsadm(bal, "-A", "-u", service, "-s", "rr")
+    ipvsadm(bal, "-A", "-u", service, "-s", "rr", "-p", "60")  # port 0: persistent
     ipvsadm(bal, "-a", "-u", service, "-r", fe3_server, "-g", "-w", "1")
     mark = str(MEMBERS[0].mark)
     ipvsadm(bal, "-A", "-f", mark, *six, "-s", "wlc")
