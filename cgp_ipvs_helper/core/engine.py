@@ -346,16 +346,23 @@ class Helper:
             if garp and ses.state is State.ACTIVE:
                 ops += announce(self.vips, self.settings.iface, members6)
         failures = execute(ops, self.kernel)
+        # a range newly dropped for want of its owner's MAC (asked for by the last read): read
+        # again soon, once (then every -t), whether it is dropped now or in the ACTIVATE ahead
+        recheck = balancing and unresolved(ops)
         if not failures:
             self.retired = frozenset()
             if ses.state is State.STANDBY:  # what it did is all that changed: read it again
                 self._plan_ahead(ahead, self._read() if ops else actual)
+                recheck = self._unresolved(self.ready) and not self._unresolved(ahead)
         ses.settled = not failures
-        if balancing and unresolved(ops):  # the owner's MAC is being resolved: look again soon
+        if recheck:
             ses.settled = False
             ses.refresh_due = min(ses.refresh_due, self.clock() + RESOLVED_WITHIN)
         self._log(ops, failures, infos, known)
         return failures
+
+    def _unresolved(self, ready: Ready | None) -> bool:
+        return self.map.seen and ready is not None and unresolved(ready.ops())
 
     def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
         """While standby: plan the ACTIVATE against `state` now, and have the kernel build its

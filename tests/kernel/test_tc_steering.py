@@ -10,6 +10,7 @@ so nftables cannot be tested here; see README, "Outgoing connections from a VIP"
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -167,13 +168,9 @@ def test_foreign_qdisc_and_filters_are_untouched_and_changed_ones_are_found(lan:
     assert shown(host) == before
 
 
-@pytest.mark.parametrize(
-    ("vip", "wire_bytes"),
-    [("198.51.100.10", 20 + 8 + 6), ("2001:db8:10::", 40 + 8 + 6)],
-    ids=["ipv4", "ipv6"],
-)
+@pytest.mark.parametrize("vip", ["198.51.100.10", "2001:db8:10::"], ids=["ipv4", "ipv6"])
 def test_a_range_reaches_its_owner_before_ipvs_this_hosts_own_through_ipvs(
-    lan: Lan, vip: str, wire_bytes: int
+    lan: Lan, vip: str
 ) -> None:
     """On the balancer a port-0 service of the VIP schedules everything to fe3. A datagram to
     a port in fe2's range still reaches fe2, and leaves no connection entry: the filter sent it
@@ -224,8 +221,11 @@ def test_a_range_reaches_its_owner_before_ipvs_this_hosts_own_through_ipvs(
     stats = bal.run(
         ["tc", "-s", "filter", "show", "dev", "eth0", "ingress", "chain", str(TC_CHAIN)]
     ).stdout
-    # the redirect and the mark acted on one datagram each (a filter's two actions: twice)
-    assert stats.count(f"Sent {wire_bytes} bytes 1 pkt") == 3, stats
+    # the redirect and the mark acted on one datagram each (the redirect's two actions: twice)
+    header = 40 if ipv6 else 20
+    counted = [f"Sent {header + 8 + len(b'to fe2')} bytes 1 pkt"] * 2
+    counted.append(f"Sent {header + 8 + len(b'to the balancer')} bytes 1 pkt")
+    assert sorted(re.findall(r"Sent \d+ bytes [1-9]\d* pkt", stats)) == sorted(counted), stats
 
 
 def test_neighbours_are_read_resolved_and_follow_a_change(lan: Lan) -> None:

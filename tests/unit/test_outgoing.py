@@ -33,6 +33,7 @@ from cgp_ipvs_helper.plan.outgoing import (
     MemberMap,
     local_member,
     steer,
+    unresolved,
 )
 from cgp_ipvs_helper.plan.planner import desired_state, plan
 from cgp_ipvs_helper.plan.steering import (
@@ -474,3 +475,22 @@ def test_a_range_dropped_for_want_of_a_mac_is_looked_at_again_within_a_second(tm
     assert "* refresh: the kernel drifted from the desired state" in render(h.tick())
     assert set(kernel.filters.values()) == FILTERS
     assert h.session.refresh_due == clock.now + h.settings.timeout  # back to -t
+
+
+def test_a_standby_reads_again_once_when_its_activate_ahead_would_drop_a_range(tmp_path) -> None:
+    clock = Clock()
+    path = tmp_path / "cgp-ipvs-members"
+    path.write_text(MAP_TEXT)
+    kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs={}))
+    h = make_helper(kernel, clock, member_map=str(path))
+    h.start()
+    assert h.session.refresh_due == clock.now + RESOLVED_WITHIN
+    clock.advance(RESOLVED_WITHIN)
+    h.tick()  # still unknown (a member that is down): back to every -t
+    assert h.session.refresh_due == clock.now + h.settings.timeout
+    kernel.neighbours.update(MACS)
+    clock.advance(h.settings.timeout)
+    h.tick()
+    assert h.ready is not None and not unresolved(h.ready.ops())
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    assert set(kernel.filters.values()) == FILTERS
