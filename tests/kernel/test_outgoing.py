@@ -320,12 +320,11 @@ def test_entries_made_before_the_map_no_longer_misdirect_steered_replies(
     assert all_answered(group.outgoing("198.51.100.10", count=12)), "misdirected"
 
 
-def memory(host: Host) -> tuple[int, int]:
-    """(active objects of the ip_vs_conn slab cache, the kernel's slab memory in kB) of the lab
-    kernel (not MemAvailable: this test's own process, which built the flood, counts there)."""
-    slab = host.run(["sh", "-c", "grep '^ip_vs_conn ' /proc/slabinfo || true"]).stdout.split()
-    kernel = host.run(["grep", "^Slab:", "/proc/meminfo"]).stdout.split()[1]
-    return int(slab[1]) if slab else 0, int(kernel)
+def slab(host: Host) -> int:
+    """The lab kernel's slab memory in kB, where IPVS keeps its connection entries (not
+    MemAvailable: this test's own process, which built the flood, counts there; nor the
+    ip_vs_conn cache's line of /proc/slabinfo: SLUB merges it into another cache)."""
+    return int(host.run(["grep", "^Slab:", "/proc/meminfo"]).stdout.split()[1])
 
 
 def test_an_ack_flood_to_the_ranges_leaves_ipvs_and_memory_where_they_were(
@@ -344,38 +343,37 @@ def test_an_ack_flood_to_the_ranges_leaves_ipvs_and_memory_where_they_were(
     wait_steered(fe1)
     vip, sources = IPV4.vips[0], list(IPV4.sources)
     ports = [port for first, last in RANGES.values() for port in range(first, last + 1, 97)]
-    entries, (objects, slab) = conn_entries(fe1), memory(fe1)
+    entries, kb = conn_entries(fe1), slab(fe1)
     started = time.monotonic()
     assert ack_flood(group.client, fe1.mac, vip, ports, sources, 100_000) == 100_000
     took = time.monotonic() - started
-    after_entries, (after_objects, after_slab) = conn_entries(fe1), memory(fe1)
+    after_entries, after_kb = conn_entries(fe1), slab(fe1)
     stats = fe1.run(["tc", "-s", "filter", "show", "dev", "eth0", "ingress", "chain",
                      str(TC_CHAIN)]).stdout  # fmt: skip
     seen = sum(int(n) for n in re.findall(r"action order 1: .*?\n.*?Sent \d+ bytes (\d+) pkt",
                                           stats, re.S))  # fmt: skip
     print(
         f"flood: 100,000 ACKs sent in {took:.2f} s, {seen} through the filters; "
-        f"entries {entries} -> {after_entries}, ip_vs_conn objects {objects} -> "
-        f"{after_objects}, kernel slab {slab} -> {after_slab} kB"
+        f"entries {entries} -> {after_entries}, kernel slab {kb} -> {after_kb} kB"
     )
     assert seen >= 90_000, stats
-    assert after_entries == entries and after_objects - objects < 50
-    assert after_slab - slab < 4096  # 100,000 entries would be tens of MB
+    assert after_entries == entries
+    assert after_kb - kb < 1024  # 100,000 entries would be tens of MB (the control's 10,000)
     # the control: the rejected way (no filters, sloppy_tcp=1)
     path.write_text("# nobody\n")
     assert h1.reload().endswith(f"{path}: 0 port ranges")
     fe1.set_sysctl("net.ipv4.vs.sloppy_tcp", 1)
     try:
-        entries, (objects, slab) = conn_entries(fe1), memory(fe1)
+        entries, kb = conn_entries(fe1), slab(fe1)
         assert ack_flood(group.client, fe1.mac, vip, ports, sources, 10_000) == 10_000
-        grown, (after_objects, after_slab) = conn_entries(fe1) - entries, memory(fe1)
+        grown, after_kb = conn_entries(fe1) - entries, slab(fe1)
     finally:
         fe1.set_sysctl("net.ipv4.vs.sloppy_tcp", 0)
     print(
-        f"control (sloppy_tcp=1, no filters): 10,000 ACKs left {grown} entries, ip_vs_conn "
-        f"objects {objects} -> {after_objects}, kernel slab {slab} -> {after_slab} kB"
+        f"control (sloppy_tcp=1, no filters): 10,000 ACKs left {grown} entries, kernel slab "
+        f"{kb} -> {after_kb} kB"
     )
-    assert grown >= 9_000
+    assert grown >= 9_000 and after_kb - kb > 2048
 
 
 def test_a_flood_to_the_ranges_costs_no_more_than_ipvs_forwarding(
