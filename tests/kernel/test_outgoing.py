@@ -401,3 +401,24 @@ def test_a_flood_to_the_ranges_costs_no_more_than_ipvs_forwarding(
     steered, forwarded = sorted(spent["steered"])[1], sorted(spent["IPVS"])[1]
     print(f"20,000 datagrams: steered {spent['steered']}, by IPVS {spent['IPVS']} (s)")
     assert steered <= forwarded * 1.25, spent
+
+
+def test_a_members_new_mac_is_followed_within_a_refresh(group: Group, tmp_path: Path) -> None:
+    """fe3's NIC is replaced (a new MAC) and it announces itself, as a bond failing over does:
+    the kernel's entry takes the new MAC, and the balancer's next read (-t 3) replaces fe3's
+    filters; fe3's outgoing connections are answered again."""
+    h1, _, _ = group.start_all(*helper_args(tmp_path / "members", member_map(group)))
+    fe1, fe3 = group.fe[0], group.fe[2]
+    assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
+    assert f"set dmac {fe3.mac}" in wait_steered(fe1)
+    new = "02:00:00:00:99:0d"
+    fe3.run(["ip", "link", "set", "eth0", "address", new])
+    time.sleep(1.1)  # the kernel takes no new MAC within 1 s of the last update (locktime)
+    fe3.run(["arping", "-U", "-c", "1", "-I", "eth0", fe3.ip])
+    deadline = time.monotonic() + 3 + 2
+    while f"set dmac {new}" not in tc_filters(fe1):
+        assert time.monotonic() < deadline, tc_filters(fe1)
+        time.sleep(0.1)
+    assert f"set dmac {fe3.mac}" not in tc_filters(fe1)
+    assert any(f"set dmac {new}" in line for line in h1.log), "logged as tc commands"
+    assert all_answered(group.outgoing(IPV4.vips[0], count=12, hosts=[fe3]))
