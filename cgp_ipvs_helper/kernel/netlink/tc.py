@@ -1,11 +1,13 @@
 """The rtnetlink messages of the steering filters: what `tc` sends, packed and parsed here.
 
-The bytes are those iproute2's `tc` sends for the commands AddClsact/AddFilter/DelFilter render
-(read with strace from tc 6.1), so a filter made here and one made by the printed command list
-alike in `tc -d filter show` (the IPv6 filters' bytes are checked against tc's in the unit
-tests; the actions' layouts are the kernel's include/uapi/linux/tc_act/: tc_skbmod.h,
-tc_mirred.h, tc_gact.h, tc_skbedit.h). Requests go over NETLINK_ROUTE like address changes;
-the kernel answers each with an ack or an error, so they batch like addresses do.
+The filters, their matches and the goto and mark actions are the bytes iproute2's `tc` sends for
+the commands AddClsact/AddFilter/DelFilter render (read with strace from tc 6.1; the IPv6
+filters' bytes are checked against tc's in the unit tests); the rewrite, redirect and drop
+actions follow the kernel's layouts (include/uapi/linux/tc_act/tc_skbmod.h, tc_mirred.h,
+tc_gact.h). Either way a filter made here and one made by the printed command read back alike
+in `tc -d filter show` (tests/kernel/test_tc_steering.py). Requests go over NETLINK_ROUTE like
+address changes; the kernel answers each with an ack or an error, so they batch like addresses
+do.
 """
 
 from __future__ import annotations
