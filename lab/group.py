@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -227,11 +228,14 @@ class Group:
         broken_after: float = 1.0,
         outgoing: int = 0,
         fresh: Sequence[str] = (),
+        settle: float = SETTLE_S,
+        outgoing_udp: int = 0,
     ) -> Move:
         """`count` long-lived connections from the client to the first VIP (and `outgoing` from
-        each frontend's first VIP to the server) ping every 20 ms; after SETTLE_S the balancer
-        moves; they stop `window` s after the ACTIVATE was written. A connection is broken when
-        it erred or had no answer in its last `broken_after` s. `fresh`: client addresses that
+        each frontend's first VIP to the server, and `outgoing_udp` UDP flows, named
+        "<frontend>/udp") ping every 20 ms; `settle` s after they are open the balancer moves;
+        they stop `window` s after the ACTIVATE was written. A connection is broken when it
+        erred or had no answer in its last `broken_after` s. `fresh`: client addresses that
         each open one new connection once both balancers answered (inside the window)."""
         assert old.host is not None and new.host is not None
         vip = self.vips[0]
@@ -239,12 +243,21 @@ class Group:
         if outgoing:
             server = self.server_ip(vip)
             runs += [(fe.name, LongLived(fe, server, TCP, outgoing, [vip])) for fe in self.fe]
+        if outgoing_udp:
+            server = self.server_ip(vip)
+            runs += [
+                (
+                    f"{fe.name}/udp",
+                    LongLived(fe, server, UDP, outgoing_udp, [vip], kind=socket.SOCK_DGRAM),
+                )
+                for fe in self.fe
+            ]
         with ExitStack() as stack:
             for _, run in runs:
                 run.broken_after = broken_after
                 stack.enter_context(run)
             before = dict(runs[0][1].snapshot().by_frontend)
-            time.sleep(SETTLE_S)
+            time.sleep(settle)
             t_old = time.time()
             if crash:
                 old.host.link_down()

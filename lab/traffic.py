@@ -181,7 +181,8 @@ class LongLivedStats:
 
 
 class LongLived:
-    """N TCP connections from `host` to dst:port, pinged every `interval` seconds.
+    """N TCP connections from `host` to dst:port, pinged every `interval` seconds (with `kind`
+    SOCK_DGRAM: N UDP flows, each a connected socket of its own source port).
 
     Incoming: a client to a VIP; outgoing: a frontend to a LAN server with `sources=[vip]`.
     Records per connection who answered and the longest stretch without an answer, so a test can
@@ -198,9 +199,10 @@ class LongLived:
         interval: float = 0.02,
         broken_after: float = 1.0,
         connect_timeout: float = 3.0,
+        kind: int = socket.SOCK_STREAM,
     ) -> None:
         """sources: source addresses used round robin (None: the host's primary)."""
-        self.host, self.dst, self.port = host, dst, port
+        self.host, self.dst, self.port, self.kind = host, dst, port, kind
         self.count, self.interval, self.broken_after = count, interval, broken_after
         self.connect_timeout = connect_timeout
         self.sources: list[str | None] = list(sources) if sources else [None]
@@ -228,7 +230,7 @@ class LongLived:
         try:
             for i in range(self.count):
                 src = self.sources[i % len(self.sources)]
-                sock = _bound_socket(self.host, socket.SOCK_STREAM, src, self.dst)
+                sock = _bound_socket(self.host, self.kind, src, self.dst)
                 self._socks.append(sock)
                 sock.settimeout(self.connect_timeout)
                 sock.connect((self.dst, self.port))

@@ -53,8 +53,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Loaded one per modprobe call, in this order; auto-loading does not find them.
 MODULES = (
     "ip_vs", "ip_vs_rr", "ip_vs_wlc", "ip_vs_wrr", "veth", "bridge",
-    # marks for the steering of replies to outgoing connections: ingress qdisc, flower, mark, goto
-    "sch_ingress", "cls_flower", "act_skbedit", "act_gact",
+    # the steering of replies to outgoing connections: ingress qdisc, flower, goto and drop,
+    # the MAC rewrite and the redirect, the mark of this host's own range
+    "sch_ingress", "cls_flower", "act_gact", "act_skbmod", "act_mirred", "act_skbedit",
 )  # fmt: skip
 DEFAULT_MEM = "1024M"
 DEFAULT_TIMEOUT = 900.0

@@ -45,7 +45,7 @@ from cgp_ipvs_helper.kernel.executor import execute
 from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan.model import KernelState, Role, ServiceKey, Settings, is_ipv6
 from cgp_ipvs_helper.plan.operations import Operation, each
-from cgp_ipvs_helper.plan.outgoing import MemberMap
+from cgp_ipvs_helper.plan.outgoing import RESOLVED_WITHIN, MemberMap, unresolved
 from cgp_ipvs_helper.plan.planner import (
     Families,
     announce,
@@ -418,15 +418,22 @@ class Helper:
             if garp and ses.state is State.ACTIVE:
                 ops += garps
         failures = execute(ops, self.kernel)
+        # a range newly dropped for want of its owner's MAC (asked for by the last read): read
+        # again soon, once (then every -t), whether it is dropped now or in the ACTIVATE ahead
+        recheck = balancing and unresolved(ops)
         if not failures:
             self.retired = frozenset()
             if ses.state is State.STANDBY:  # what it did is all that changed: read it again
                 self._plan_ahead(ahead, self._read() if ops else actual)
+                recheck = self._unresolved(self.ready) and not self._unresolved(ahead)
             elif ses.state is State.ACTIVE:
                 by_family = ready.families if ready is not None else families(services)
                 checks = resolver or members.Resolver.of(self.settings, self.vips, actual)
                 self._hold(by_family, garps, checks, known)
         ses.settled = not failures
+        if recheck:
+            ses.settled = False
+            ses.refresh_due = min(ses.refresh_due, self.clock() + RESOLVED_WITHIN)
         self._log(ops, failures, infos, known)
         return failures
 
@@ -447,6 +454,9 @@ class Helper:
         )
         if not known:
             self.kernel.prepare(garp)
+
+    def _unresolved(self, ready: Ready | None) -> bool:
+        return self.map.seen and ready is not None and unresolved(ready.ops())
 
     def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
         """While standby: plan the ACTIVATE against `state` now, and have the kernel build its
@@ -470,7 +480,7 @@ class Helper:
         tc_dev = self.map.tc_dev(self.settings.iface)
         if tc_dev is None:
             return self.kernel.observe(self.paths)
-        return self.kernel.observe(self.paths | self.map.paths(), tc_dev)
+        return self.kernel.observe(self.paths | self.map.paths(), tc_dev, self.map.neighbours())
 
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""

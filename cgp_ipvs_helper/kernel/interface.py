@@ -9,7 +9,7 @@ type of `Operation`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from cgp_ipvs_helper.errors import KernelError
@@ -25,9 +25,16 @@ class Kernel(Protocol):
     """Why IPVS cannot be used (module missing, no privilege), as of the last observe(); None
     while it can. observe() then reports ipvs=False, without services, real servers, daemons."""
 
-    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
+    def observe(
+        self,
+        sysctls: frozenset[str],
+        tc_dev: str | None = None,
+        neighbours: Collection[str] | None = None,
+    ) -> KernelState:
         """Addresses, the asked-for sysctl paths, IPVS services, real servers, sync daemons;
-        with `tc_dev`, also that interface's ingress qdisc and our steering filters (`tc`)."""
+        with `tc_dev`, also that interface's ingress qdisc, our steering filters, its MAC and
+        the MACs of its `neighbours` (None: of every neighbour) (`tc`). The real kernel has
+        each of `neighbours` resolved or confirmed for the next read."""
 
     def apply(self, op: Operation) -> None:
         """Carry out `op`; raise KernelError with the kernel's reason if it fails."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Callable
 
 from cgp_ipvs_helper.errors import KernelError
@@ -49,12 +49,22 @@ class MemoryKernel:
         self.filters: dict[tuple[int, int, int], VipFilter | RangeFilter | None] = {
             (pref, chain, handle): f for pref, chain, handle, f in tc.filters
         }
+        self.mac = tc.mac  # the interface's, and its neighbours': what the real one held
+        self.neighbours: dict[str, str] = dict(tc.neighbours)
 
-    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
+    def observe(
+        self,
+        sysctls: frozenset[str],
+        tc_dev: str | None = None,
+        neighbours: Collection[str] | None = None,
+    ) -> KernelState:
         tc = None
         if tc_dev is not None:
             found = frozenset((*key, f) for key, f in self.filters.items())
-            tc = TcState(self.ingress, found)
+            macs = {
+                ip: m for ip, m in self.neighbours.items() if neighbours is None or ip in neighbours
+            }
+            tc = TcState(self.ingress, found, self.mac, frozenset(macs.items()))
         return KernelState(
             addresses=tuple(self.addresses),
             sysctls={p: self.sysctls.get(p) for p in sysctls},

@@ -156,12 +156,14 @@ class Daemon:
 
 @frozen
 class TcState:
-    """The LAN interface's ingress as far as steering goes: the kind of its ingress-capable qdisc
-    (None: there is none) and our filters as (preference, chain, handle, what it holds; None if
-    changed)."""
+    """The LAN interface as far as steering goes: the kind of its ingress-capable qdisc (None:
+    there is none), our filters as (preference, chain, handle, what it holds; None if changed),
+    its MAC, and the link-layer addresses of its usable neighbour entries (address, MAC)."""
 
     ingress: str | None = None
     filters: frozenset[tuple[int, int, int, VipFilter | RangeFilter | None]] = frozenset()
+    mac: str | None = None
+    neighbours: frozenset[tuple[str, str]] = frozenset()
 
 
 @frozen

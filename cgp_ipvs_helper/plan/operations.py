@@ -363,7 +363,8 @@ class AddClsact(_Renders):
 
 @frozen
 class AddFilter(_Renders):
-    """One of our flower filters on the ingress of `dev` (software only: the mark is for IPVS)."""
+    """One of our flower filters on the ingress of `dev` (software only: what it does is for
+    this host's own path)."""
 
     dev: str
     filter: VipFilter | RangeFilter
@@ -373,8 +374,13 @@ class AddFilter(_Renders):
         head = [*_tc_filter("add", self.dev, f.pref, f.chain, f.handle), "skip_hw"]
         if isinstance(f, VipFilter):
             return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(TC_CHAIN)]
-        match = ["ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}"]
-        return [*head, *match, "action", "skbedit", "mark", hex(f.mark)]
+        match = [*head, "ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}", "action"]
+        if f.local:
+            return [*match, "skbedit", "mark", hex(f.mark)]
+        if f.dropped:
+            return [*match, "drop"]
+        rewrite = ["skbmod", "set", "dmac", f.dmac, "set", "smac", f.smac]
+        return [*match, *rewrite, "action", "mirred", "egress", "redirect", "dev", self.dev]
 
 
 @frozen

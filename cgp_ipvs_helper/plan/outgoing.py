@@ -1,14 +1,14 @@
 """Planning the steering of replies to outgoing connections from a VIP (pure; see steering.py).
 
 `steer()` adds to a role's desired state what the member map asks for: this member's
-ip_local_port_range (every role), and while it balances (`balancing`: ACTIVE or DRAINING) one
-firewall-mark service per range with its owner as the only real server, never quiesced by a
-drain (the range is that machine's alone), plus the tc filters that set the marks. With IPv6
-VIPs the same again for IPv6 packets: an IPv6 firewall-mark service per range whose owner has
-an IPv6 address (the kernel's range serves both families), and IPv6 filters.
-`filter_ops()` turns our filters on the LAN interface into the desired ones; plan() runs it
-after the services and real servers are ready and before any service is deleted, so marks are
-never set for a service that is not there.
+ip_local_port_range (every role), and while it balances (`balancing`: ACTIVE or DRAINING) the
+tc filters that send each range's replies to its owner's MAC, read from the neighbour table of
+the LAN interface (`TcState.neighbours`), and for this host's own range a firewall-mark service
+with this host as its only real server, never quiesced by a drain. With IPv6 VIPs the same
+again for IPv6 packets, by the members' IPv6 neighbours (the kernel's range serves both
+families). `filter_ops()` turns our filters on the LAN interface into the desired ones; plan()
+runs it after the services and real servers are ready and before any service is deleted, so a
+mark is never set for a service that is not there.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from cgp_ipvs_helper.plan.model import (
     Service,
     ServiceKey,
     Sysctl,
+    TcState,
     balanced_vips,
     is_ipv6,
 )
@@ -39,6 +40,9 @@ from cgp_ipvs_helper.plan.steering import (
 )
 
 PORT_RANGE = "net/ipv4/ip_local_port_range"
+# When a plan drops a range (its owner's MAC not known yet), the kernel is read again this many
+# seconds later: by then the resolution the read asked for has been answered, if it will be.
+RESOLVED_WITHIN = 1.0
 SCHEDULER = "wlc"
 WEIGHT = 100
 
@@ -54,22 +58,29 @@ def steer(
     balancing: bool,
     vips: Collection[str],
     local: MemberRange | None,
+    tc: TcState | None = None,
 ) -> DesiredState:
-    """`desired` plus the member map's part (an empty map: our filters and services removed)."""
+    """`desired` plus the member map's part (an empty map: our filters and services removed);
+    `tc`: what the LAN interface holds (its MAC, its neighbours' MACs)."""
     sysctls = desired.sysctls
     if local is not None:
         sysctls += (Sysctl(PORT_RANGE, f"{local.first} {local.last}"),)
     services, dests = desired.services, desired.dests
     filters: frozenset[VipFilter | RangeFilter] = frozenset()
     if balancing and members:
-        # IPv6 VIPs are balanced once a member has an IPv6 address (balanced_vips);
-        # a member without one gets no IPv6 service, and no IPv6 mark is set for its range
+        # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
+        # a member without one gets no IPv6 filter: its range's IPv6 replies are scheduled
         members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
-        owners = [(ServiceKey.for_mark(m.mark), m.ip) for m in members]
-        owners += [(ServiceKey.for_mark(m.mark, True), str(m.ip6)) for m in members6]
-        services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
-        dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
-        filters = range_filters(members) | range_filters(members6, ipv6=True)
+        if local is not None:  # only this host's own range goes through IPVS
+            owners = [(ServiceKey.for_mark(local.mark), local.ip)]
+            if local in members6:
+                owners.append((ServiceKey.for_mark(local.mark, True), str(local.ip6)))
+            services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
+            dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
+        tc = tc or TcState()
+        macs = dict(tc.neighbours)
+        filters = range_filters(members, macs, tc.mac, local)
+        filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
         filters |= vip_blocks(balanced_vips(vips, members6))
     return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
 
@@ -95,6 +106,14 @@ def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
         ops.append(AddClsact(dev))
     ops += [AddFilter(dev, f) for f in sorted(missing, key=_order)]
     return ops
+
+
+def unresolved(ops: Sequence[Operation]) -> bool:
+    """Whether `ops` add a filter that drops a range for want of its owner's MAC."""
+    return any(
+        isinstance(op, AddFilter) and isinstance(op.filter, RangeFilter) and op.filter.dropped
+        for op in ops
+    )
 
 
 def ipv6_note(vips6: int, members6: int, path: str) -> str:
@@ -159,4 +178,10 @@ class MemberMap:
             return desired
         local_ips = {a.ip for a in actual.addresses} - set(vips)
         local = local_member(self.members, local_ips)
-        return steer(desired, self.members, balancing, vips, local)
+        return steer(desired, self.members, balancing, vips, local, actual.tc)
+
+    def neighbours(self) -> frozenset[str]:
+        """The members' addresses (IPv4 and IPv6) whose MACs the balancer's filters need."""
+        if not self.seen:
+            return frozenset()
+        return frozenset(ip for m in self.members for ip in (m.ip, m.ip6) if ip)

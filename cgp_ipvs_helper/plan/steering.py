@@ -3,24 +3,32 @@
 Every packet to a VIP reaches the active balancer, replies to a member's outgoing connections
 included, and IPVS would schedule a SYN-ACK or a UDP reply through the VIP's port-0 service to
 any member. Each member's source ports come from its own range (the member map), so on the
-balancer tc marks packets to a VIP whose destination port lies in a range, and one IPVS
-firewall-mark service per range, with the range's owner as its only real server, sends them
-home (IPVS looks a packet up by mark before address and port).
+balancer tc filters on the LAN interface's ingress match packets to a VIP whose destination port
+lies in a member's range and send them to that member before netfilter and IPVS see them: the
+frame's destination MAC becomes the owner's (from the neighbour table), its source MAC this
+host's, and it goes straight back out of the same interface (act_skbmod, act_mirred). Nothing
+is remembered per connection, so any balancer holding the map steers a reply from the first
+packet it sees, whatever IPVS knows (a young connection whose entry the sync daemon has not
+sent yet included), and a flood to those ports leaves IPVS untouched. The balancer's own range
+cannot leave the host: its filter marks the packet for a firewall-mark service with this host
+as its only real server (IPVS delivers to a local real server locally; without it the VIP's
+port-0 service would schedule the reply to any member). While the owner's MAC is unknown its
+range's filter drops (a TCP peer sends again; a reply scheduled to another member would be
+answered with a reset).
 
-The marks live on the LAN interface's ingress (clsact qdisc), in two levels of tc flower
-filters: in chain 0 one filter per block of VIPs (the VIP set as CIDR blocks, a /24 is one
-filter) jumps to chain TC_CHAIN, where one filter per range and protocol sets the range's mark.
-IPv4 filters sit at preference TC_PREF, IPv6 ones at TC_PREF6: the kernel keeps one protocol per
-preference of a chain (tc: "Filter with specified priority/protocol not found" for an IPv6
-filter at an IPv4 one's preference), and flower matches addresses and ports only for the
-protocol of its preference. The marks are the same for both: a firewall-mark service is per
-address family, so one mark has an IPv4 and an IPv6 service. Nothing else in chain 0 or
-TC_CHAIN is ours, nor any other preference.
+The filters are in two levels: in chain 0 one filter per block of VIPs (the VIP set as CIDR
+blocks, a /24 is one filter) jumps to chain TC_CHAIN, where one filter per range and protocol
+acts. IPv4 filters sit at preference TC_PREF, IPv6 ones at TC_PREF6: the kernel keeps one
+protocol per preference of a chain (tc: "Filter with specified priority/protocol not found" for
+an IPv6 filter at an IPv4 one's preference), and flower matches addresses and ports only for
+the protocol of its preference. Nothing else in chain 0 or TC_CHAIN is ours, nor any other
+preference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 
 import netaddr
 from attrs import Factory, field, frozen
@@ -33,6 +41,7 @@ TC_PREF6 = TC_PREF + 1  # the IPv6 filters: one protocol per preference
 TC_CHAIN = 0x4347  # the chain of the per-range filters
 VIP_CHAIN = 0
 _PROTO_NUMBERS = {"tcp": 6, "udp": 17}
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def _port(_obj: object, _attr: object, value: int) -> None:
@@ -99,19 +108,34 @@ class VipFilter:
         return TC_PREF6 if self.ipv6 else TC_PREF
 
 
+def _mac(_obj: object, _attr: object, value: str | None) -> None:
+    if value is not None and not _MAC.fullmatch(value):
+        raise ValueError(f"not a MAC address: {value!r}")
+
+
 @frozen
 class RangeFilter:
-    """TC_CHAIN: packets of `proto` to a port in first..last get the range's mark.
-    Its tc handle is the protocol number << 16 | first port."""
+    """TC_CHAIN: packets of `proto` to a port in first..last. With `dmac`, rewritten to the
+    owner's MAC `dmac` from this host's `smac` and sent back out of the interface; with `mark`,
+    marked for this host's own firewall-mark service; with neither, dropped (the owner's MAC is
+    not known yet). Its tc handle is the protocol number << 16 | first port."""
 
     proto: str = field(validator=in_(tuple(_PROTO_NUMBERS)))
     first: int = field(validator=_port)
     last: int = field(validator=_port)
     ipv6: bool = False  # matches IPv6 packets (at TC_PREF6)
+    dmac: str | None = field(default=None, validator=_mac)  # lower case, colon-separated
+    smac: str | None = field(default=None, validator=_mac)
+    local: bool = False  # this host's own range: marked for IPVS, not sent out
 
     @property
     def mark(self) -> int:
         return mark_of(self.first)
+
+    @property
+    def dropped(self) -> bool:
+        """Dropped for want of a MAC (its owner's or this host's)."""
+        return not self.local and (self.dmac is None or self.smac is None)
 
     @property
     def handle(self) -> int:
@@ -136,8 +160,23 @@ def vip_blocks(vips: Iterable[str]) -> frozenset[VipFilter]:
     }
 
 
-def range_filters(members: Iterable[MemberRange], ipv6: bool = False) -> frozenset[RangeFilter]:
-    """One filter per range and protocol; `ipv6`: for IPv6 packets."""
-    return frozenset(
-        RangeFilter(proto, m.first, m.last, ipv6) for m in members for proto in _PROTO_NUMBERS
-    )
+def range_filters(
+    members: Iterable[MemberRange],
+    macs: Mapping[str, str],
+    smac: str | None,
+    local: MemberRange | None = None,
+    ipv6: bool = False,
+) -> frozenset[RangeFilter]:
+    """One filter per range and protocol (`ipv6`: for IPv6 packets, by the members' IPv6
+    addresses): `local`'s range marked, every other sent to its owner's MAC in `macs` (by
+    address), or dropped while that or this host's MAC `smac` is unknown."""
+    out = set()
+    for m in members:
+        ip = m.ip6 if ipv6 else m.ip
+        dmac = None if m == local or smac is None or ip is None else macs.get(ip)
+        for proto in _PROTO_NUMBERS:
+            if m == local:
+                out.add(RangeFilter(proto, m.first, m.last, ipv6, local=True))
+            else:
+                out.add(RangeFilter(proto, m.first, m.last, ipv6, dmac, dmac and smac))
+    return frozenset(out)

@@ -6,6 +6,8 @@ namespace where a shell runs the commands the -m helper printed. Run inside user
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,14 +20,27 @@ MEMBERS = "192.0.2.11 50000-54999\n192.0.2.12 55000-59999\n192.0.2.14 60000-6499
 SCRIPT = ["INTF 1", "ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13", "ACTIVATE 192.0.2.11 192.0.2.13"]
 
 
+def frontend(lan: Lan, members: tuple[str, ...] = ("192.0.2.12", "192.0.2.14")) -> Host:
+    """The frontend under test, with the other members on its LAN (each LAN's hosts get the
+    same MACs) and in its neighbour table: the filters name their MACs, read by the real
+    helper as by the -m one at its start."""
+    fe = lan.add_host("fe", "192.0.2.11")
+    others = [lan.add_host(f"m{ip.rsplit('.', 1)[1]}", ip) for ip in members]
+    for ip in [m.ip for m in others] + [m.ip6 for m in others if m.ip6]:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        with fe.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"", (ip, 9))
+        deadline = time.monotonic() + 5
+        while fe.neigh(ip) is None:
+            assert time.monotonic() < deadline, f"{ip} not resolved"
+            time.sleep(0.01)
+    return fe
+
+
 @pytest.fixture
 def hosts() -> Iterator[dict[str, Host]]:
     with Lan("fidreal") as a, Lan("fiddry") as b, Lan("fidsh") as c:
-        yield {
-            "real": a.add_host("fe", "192.0.2.11"),
-            "dry": b.add_host("fe", "192.0.2.11"),
-            "shell": c.add_host("fe", "192.0.2.11"),
-        }
+        yield {"real": frontend(a), "dry": frontend(b), "shell": c.add_host("fe", "192.0.2.11")}
 
 
 def state(host: Host) -> dict[str, object]:
@@ -86,11 +101,21 @@ def replayed(
 def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> None:
     commands = replayed(hosts, tmp_path, VIPS, MEMBERS)
     assert any(c.startswith("arping -U -c 1 -I eth0 198.51.100.23") for c in commands)
-    # the steering: this member's port range, firewall-mark services and the tc filters
+    # the steering: this member's port range, its range's firewall-mark service, and the tc
+    # filters, the other members' to their MACs
     assert "sysctl -w 'net.ipv4.ip_local_port_range=50000 54999'" in commands
-    assert "ipvsadm -a -f 1128786528 -r 192.0.2.14 -g -w 100" in commands
+    assert "ipvsadm -a -f 1128776528 -r 192.0.2.11 -g -w 100" in commands
+    assert not [c for c in commands if "-f 1128786528" in c]
     assert "tc qdisc add dev eth0 clsact" in commands
-    assert "skbedit  mark 1128781528" in state(hosts["real"])["tc"]
+    assert (
+        "tc filter add dev eth0 ingress protocol ip pref 65000 chain 17223 handle 0x6ea60 flower "
+        "skip_hw ip_proto tcp dst_port 60000-64999 action skbmod set dmac 02:00:00:00:02:0e "
+        "set smac 02:00:00:00:00:0b action mirred egress redirect dev eth0"
+    ) in commands
+    shown = state(hosts["real"])["tc"]
+    assert (
+        "skbedit  mark 1128776528" in shown and shown.count("Egress Redirect to device eth0") == 4
+    )
 
 
 VIPS6 = ["198.51.100.10", "2001:db8:10::/126"]
@@ -104,9 +129,10 @@ MEMBER_MAP6 = (
 @pytest.fixture
 def hosts6() -> Iterator[dict[str, Host]]:
     with Lan("fid6r", ipv6=True) as a, Lan("fid6d", ipv6=True) as b, Lan("fid6s", ipv6=True) as c:
+        members = ("192.0.2.12", "192.0.2.13")
         yield {
-            "real": a.add_host("fe", "192.0.2.11"),
-            "dry": b.add_host("fe", "192.0.2.11"),
+            "real": frontend(a, members),
+            "dry": frontend(b, members),
             "shell": c.add_host("fe", "192.0.2.11"),
         }
 
@@ -133,11 +159,16 @@ def test_replayed_dry_run_equals_real_mode_with_ipv6_vips(
     assert "ip -6 address add 2001:db8:10::3/128 dev eth0 nodad" in commands
     assert "ndptool -t na -U -i eth0 -T 2001:db8:10::3 send" in commands
     assert not [c for c in commands if "2001:db8::13" in c]
-    # the steering of IPv6 VIPs: the same marks, an IPv6 service per range whose owner has an
-    # IPv6 address (not .13's), IPv6 filters at their own preference
-    assert "ipvsadm -a -f 1128781528 -6 -r '[2001:db8::12]:0' -g -w 100" in commands
-    assert "-A -f 1128776528 -6 -s wlc" in real_state["ipvs"]
-    assert not [r for r in real_state["ipvs"] if r.startswith("-A -f 1128786528 -6")]
+    # the steering of IPv6 VIPs: the same ranges, to the IPv6 neighbours of the members that
+    # have an IPv6 address (not .13), IPv6 filters at their own preference; this host's range
+    # through its IPv6 firewall-mark service
+    assert (
+        "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 17223 handle 0x11d6d8 "
+        "flower skip_hw ip_proto udp dst_port 55000-59999 action skbmod set dmac "
+        "02:00:00:00:01:0c set smac 02:00:00:00:00:0b action mirred egress redirect dev eth0"
+    ) in commands
+    assert "-a -f 1128776528 -6 -r [2001:db8::11]:0 -g -w 100" in real_state["ipvs"]
+    assert not [r for r in real_state["ipvs"] if r.startswith("-A -f 1128781528")]
     assert (
         "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 0 handle 0x1 flower "
         "skip_hw dst_ip 2001:db8:10::/126 action goto chain 17223"

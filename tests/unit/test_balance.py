@@ -77,9 +77,9 @@ class Counting(FakeKernel):
 
     reads = 0
 
-    def observe(self, sysctls, tc_dev=None):
+    def observe(self, *args, **kwargs):
         self.reads += 1
-        return super().observe(sysctls, tc_dev)
+        return super().observe(*args, **kwargs)
 
 
 def _helper(clock: Clock, **options):

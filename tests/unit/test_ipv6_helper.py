@@ -31,6 +31,9 @@ def test_ipv6_vips_are_balanced_over_the_members_with_an_ipv6_address(
     tmp_path: Path, clock: Clock
 ) -> None:
     kernel = FakeKernel(fresh_state())
+    kernel.mac = "02:00:00:00:00:11"  # and the members' MACs known: no range dropped
+    kernel.neighbours.update({ip: "02:00:00:00:00:12" for ip in ("192.0.2.12", "2001:db8::12")})
+    kernel.neighbours["192.0.2.13"] = "02:00:00:00:00:13"
     path = member_map(tmp_path)
     h = make_helper(kernel, clock, vips=VIPS + V6, member_map=path)
     start = infos(h.start())

@@ -91,7 +91,7 @@ def test_the_neighbour_advertisement_frame() -> None:
 # (the rtnetlink body after the 16-byte header)
 TC_SENT = [
     (
-        RangeFilter("udp", 50000, 54999, ipv6=True),
+        RangeFilter("udp", 50000, 54999, ipv6=True, local=True),
         "000000000300000050c31100f2ffffff86dde9fd08000b00474300000b000100666c6f776572000064000200"
         "050009001100000006005900c350000006005a00d6d7000038000300340001000c000100736b626564697400"
         "240002801800020000000000000000000300000000000000000000000800050050c347430800160001000000"
@@ -112,6 +112,24 @@ def test_ipv6_filters_are_the_bytes_tc_sends_and_read_back(f, sent: str) -> None
     kind, flags, body = tc.add_filter(3, f)
     assert (kind, flags, body) == (tc.RTM_NEWTFILTER, 0x600, bytes.fromhex(sent))
     assert tc.parse_filter(b"\0" * 16 + body) == (65001, f.chain, f.handle, f)
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        RangeFilter("tcp", 55000, 59999, False, "02:00:00:00:00:12", "02:00:00:00:00:11"),
+        RangeFilter("udp", 55000, 59999, True, "02:00:00:00:00:12", "02:00:00:00:00:11"),
+        RangeFilter("tcp", 55000, 59999, True),
+    ],
+    ids=["redirect", "redirect6", "drop"],
+)
+def test_redirect_and_drop_filters_read_back_as_made(f: RangeFilter) -> None:
+    body = tc.add_filter(3, f)[2]
+    assert tc.parse_filter(b"\0" * 16 + body) == (f.pref, f.chain, f.handle, f)
+    # on device 3, redirecting out of device 4: not one we make (replaced)
+    other = tc.add_filter(4, f)[2]
+    moved = other[:4] + (3).to_bytes(4, "little") + other[8:]
+    assert tc.parse_filter(b"\0" * 16 + moved)[3] == (None if f.dmac else f)
 
 
 def test_a_range_filter_of_each_family_has_its_own_preference_and_protocol() -> None:

@@ -99,9 +99,22 @@ RENDERED = [
         "skip_hw dst_ip 2001:db8:10::/124 action goto chain 17223",
     ),
     (
-        AddFilter("eth0", RangeFilter("tcp", 50000, 54999, ipv6=True)),
+        AddFilter("eth0", RangeFilter("tcp", 50000, 54999, ipv6=True, local=True)),
         "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 17223 handle 0x6c350 "
         "flower skip_hw ip_proto tcp dst_port 50000-54999 action skbedit mark 0x4347c350",
+    ),
+    (
+        AddFilter(
+            "eth0", RangeFilter("udp", 55000, 59999, True, "02:00:00:00:00:12", "02:00:00:00:00:11")
+        ),
+        "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 17223 handle 0x11d6d8 "
+        "flower skip_hw ip_proto udp dst_port 55000-59999 action skbmod set dmac "
+        "02:00:00:00:00:12 set smac 02:00:00:00:00:11 action mirred egress redirect dev eth0",
+    ),
+    (
+        AddFilter("eth0", RangeFilter("tcp", 55000, 59999)),
+        "tc filter add dev eth0 ingress protocol ip pref 65000 chain 17223 handle 0x6d6d8 "
+        "flower skip_hw ip_proto tcp dst_port 55000-59999 action drop",
     ),
     (
         DelFilter("eth0", 65001, 0, 1),

@@ -1,5 +1,6 @@
-"""Planning the steering of replies to outgoing connections: desired state per role, and the
-order of the fwmark services and tc filters against the rest of a plan."""
+"""Planning the steering of replies to outgoing connections: desired state per role (filters
+sending each range to its owner's MAC, this host's own range through its firewall-mark service),
+and the order of the service and the tc filters against the rest of a plan."""
 
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ from cgp_ipvs_helper.plan.operations import (
     DelService,
     SetSysctl,
 )
-from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, MemberMap, local_member, steer
+from cgp_ipvs_helper.plan.outgoing import (
+    PORT_RANGE,
+    RESOLVED_WITHIN,
+    MemberMap,
+    local_member,
+    steer,
+    unresolved,
+)
 from cgp_ipvs_helper.plan.planner import desired_state, plan
 from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
@@ -46,23 +54,39 @@ MAP = (
     MemberRange("192.0.2.14", 60000, 64999),  # in the map, not in the ACTIVATE list
 )
 LISTED = (SELF, "192.0.2.12", "192.0.2.13")
-MARKS = {m.ip: ServiceKey.for_mark(m.mark) for m in MAP}
+OWN_MAC = "02:00:00:00:00:11"  # this host's on eth0
+MACS = {"192.0.2.12": "02:00:00:00:00:12", "192.0.2.14": "02:00:00:00:00:14"}
+OWN = ServiceKey.for_mark(MAP[0].mark)  # the one firewall-mark service: this host's range
 FILTERS = {VipFilter("198.51.100.10/31")} | {
-    RangeFilter(p, m.first, m.last) for m in MAP for p in ("tcp", "udp")
-}
+    RangeFilter(p, m.first, m.last, False, MACS.get(m.ip), OWN_MAC if m != MAP[0] else None,
+                m == MAP[0])
+    for m in MAP
+    for p in ("tcp", "udp")
+}  # fmt: skip
 
 
-def want(role: Role, members=MAP, local=MAP[0]):
+def lan(macs=MACS, mac=OWN_MAC, filters=(), ingress="clsact") -> TcState:
+    return TcState(
+        ingress,
+        frozenset((f.pref, f.chain, f.handle, f) for f in filters),
+        mac,
+        frozenset(macs.items()),
+    )
+
+
+def want(role: Role, members=MAP, local=MAP[0], tc=None):
     listed = LISTED if role in (Role.ACTIVE, Role.DRAINING) else ()
     base = desired_state(Settings(), VIPS, role, listed, SELF)
-    return steer(base, members, role in (Role.ACTIVE, Role.DRAINING), VIPS, local)
+    return steer(base, members, role in (Role.ACTIVE, Role.DRAINING), VIPS, local, tc or lan())
 
 
-def with_tc(state: KernelState, ingress: str | None = "clsact", filters=()) -> KernelState:
+def with_tc(
+    state: KernelState, ingress: str | None = "clsact", filters=(), macs=MACS
+) -> KernelState:
     return attrs.evolve(
         state,
         sysctls={**state.sysctls, PORT_RANGE: "32768\t60999"},
-        tc=TcState(ingress, frozenset((f.pref, f.chain, f.handle, f) for f in filters)),
+        tc=lan(macs, OWN_MAC, filters, ingress),
     )
 
 
@@ -134,11 +158,8 @@ def test_kernel_spelling_of_the_range_is_no_change() -> None:
 def test_active_steers_every_map_member_in_order() -> None:
     d = want(Role.ACTIVE)
     assert d.filters == FILTERS
-    fw = {s for s in d.services if s.key.fwmark}
-    assert fw == {Service(key, "wlc", 0) for key in MARKS.values()}
-    assert {dd for dd in d.dests if dd.service.fwmark} == {
-        Dest(MARKS[ip], ip, 100) for ip in MARKS
-    }  # 192.0.2.14 too: its range is its own whether or not CGP lists it
+    assert {s for s in d.services if s.key.fwmark} == {Service(OWN, "wlc", 0)}
+    assert {dd for dd in d.dests if dd.service.fwmark} == {Dest(OWN, SELF, 100)}
     ops = plan(d, with_tc(fresh_state(), ingress=None))
     kinds = [type(op) for op in ops]
     last_dest = max(i for i, k in enumerate(kinds) if k is AddDest)
@@ -149,18 +170,58 @@ def test_active_steers_every_map_member_in_order() -> None:
     filters = [op.filter for op in ops if isinstance(op, AddFilter)]
     assert set(filters) == FILTERS and isinstance(filters[-1], VipFilter)
     assert max(i for i, k in enumerate(kinds) if k is AddFilter) < vip_on_eth0
-    assert "ipvsadm -A -f 1128776528 -s wlc" in map(str, ops)
-    assert "ipvsadm -a -f 1128781528 -r 192.0.2.12 -g -w 100" in map(str, ops)
+    rendered = list(map(str, ops))
+    assert "ipvsadm -A -f 1128776528 -s wlc" in rendered
+    assert "ipvsadm -a -f 1128776528 -r 192.0.2.11 -g -w 100" in rendered
+    # 192.0.2.14 too: its range is its own whether or not CGP lists it
+    assert (
+        "tc filter add dev eth0 ingress protocol ip pref 65000 chain 17223 handle 0x6ea60 flower "
+        "skip_hw ip_proto tcp dst_port 60000-64999 action skbmod set dmac 02:00:00:00:00:14 "
+        "set smac 02:00:00:00:00:11 action mirred egress redirect dev eth0"
+    ) in rendered
+    assert (
+        "tc filter add dev eth0 ingress protocol ip pref 65000 chain 17223 handle 0x11c350 "
+        "flower skip_hw ip_proto udp dst_port 50000-54999 action skbedit mark 0x4347c350"
+    ) in rendered
 
 
-def test_drain_keeps_owners_at_full_weight() -> None:
+def test_a_range_whose_owner_or_own_mac_is_unknown_is_dropped_until_known() -> None:
+    unknown = want(Role.ACTIVE, tc=lan(macs={"192.0.2.12": MACS["192.0.2.12"]}))
+    dropped = {f for f in unknown.filters if isinstance(f, RangeFilter) and f.dmac is None}
+    assert {(f.first, f.local) for f in dropped} == {(60000, False), (50000, True)}
+    no_own_mac = want(Role.ACTIVE, tc=lan(mac=None))
+    assert {f.dmac for f in no_own_mac.filters if isinstance(f, RangeFilter)} == {None}
+    # once learned, the drop filters are replaced in one plan
+    state = with_tc(fresh_state(), filters=unknown.filters)
+    state = attrs.evolve(state, services=unknown.services, dests=unknown.dests)
+    ops = [op for op in plan(want(Role.ACTIVE), state) if isinstance(op, (AddFilter, DelFilter))]
+    assert [type(op) for op in ops] == [DelFilter, DelFilter, AddFilter, AddFilter]
+    assert {op.filter.dmac for op in ops if isinstance(op, AddFilter)} == {MACS["192.0.2.14"]}
+
+
+def test_a_changed_mac_replaces_the_owners_filters_only() -> None:
+    d = want(Role.ACTIVE)
+    state = with_tc(
+        fresh_state(), filters=d.filters, macs={**MACS, "192.0.2.12": "02:00:00:00:01:12"}
+    )
+    state = attrs.evolve(state, services=d.services, dests=d.dests)
+    moved = want(Role.ACTIVE, tc=state.tc)
+    ops = plan(moved, state)
+    assert {str(op) for op in ops if isinstance(op, DelFilter)} == {
+        "tc filter del dev eth0 ingress protocol ip pref 65000 chain 17223 handle 0x6d6d8 flower",
+        "tc filter del dev eth0 ingress protocol ip pref 65000 chain 17223 handle 0x11d6d8 flower",
+    }
+    assert {op.filter.dmac for op in ops if isinstance(op, AddFilter)} == {"02:00:00:00:01:12"}
+
+
+def test_drain_keeps_the_filters_and_this_hosts_range_at_full_weight() -> None:
     d = want(Role.DRAINING)
     assert d.filters == FILTERS
     assert all(dd.weight == 100 for dd in d.dests if dd.service.fwmark)
     assert any(dd.weight == 0 for dd in d.dests if not dd.service.fwmark)
 
 
-def test_drain_end_removes_filters_vip_blocks_first_then_the_services() -> None:
+def test_drain_end_removes_filters_vip_blocks_first_then_the_service() -> None:
     draining = want(Role.DRAINING)
     state = with_tc(fresh_state(), filters=FILTERS)
     state = attrs.evolve(state, services=draining.services, dests=draining.dests)
@@ -172,44 +233,53 @@ def test_drain_end_removes_filters_vip_blocks_first_then_the_services() -> None:
     assert max(i for i, k in enumerate(kinds) if k is DelFilter) < kinds.index(DelService)
     assert {
         op.service.key for op in ops if isinstance(op, DelService) and op.service.key.fwmark
-    } == set(MARKS.values())
+    } == {OWN}
 
 
 def test_leftovers_and_changed_filters_go_foreign_marks_stay() -> None:
     foreign = Service(ServiceKey.for_mark(7), "rr", 0)
-    leftover = Service(ServiceKey.for_mark(0x4347EA60), "wlc", 0)  # our base, a range now gone
-    state = with_tc(fresh_state(), filters=[RangeFilter("tcp", 60000, 64999)])
+    # a dead run's: a service for another member's range (what the marks did before)
+    leftover = Service(ServiceKey.for_mark(0x4347D6D8), "wlc", 0)
+    left = RangeFilter("tcp", 60000, 64999, False, "02:00:00:00:00:99", OWN_MAC)
+    state = with_tc(fresh_state(), filters=[left])
     changed = (TC_PREF, TC_CHAIN, RangeFilter("udp", 50000, 54999).handle, None)
     state = attrs.evolve(
         state,
         services=frozenset({foreign, leftover}),
-        tc=TcState("ingress", state.tc.filters | {changed}),
+        tc=attrs.evolve(state.tc, ingress="ingress", filters=state.tc.filters | {changed}),
     )
     ops = plan(want(Role.STANDBY), state)
     assert DelService(leftover) in ops and DelService(foreign) not in ops
     assert {(op.pref, op.chain, op.handle) for op in ops if isinstance(op, DelFilter)} == {
         changed[:3],
-        (TC_PREF, TC_CHAIN, RangeFilter("tcp", 60000, 64999).handle),
+        (TC_PREF, TC_CHAIN, left.handle),
     }
     active = plan(want(Role.ACTIVE), state)
     assert AddClsact("eth0") not in active  # an operator's ingress qdisc serves as well
+    assert DelService(leftover) in active
     i = active.index(DelFilter("eth0", *changed[:3]))
-    assert active.index(AddFilter("eth0", RangeFilter("udp", 50000, 54999))) > i
-    assert AddFilter("eth0", RangeFilter("tcp", 60000, 64999)) not in active
+    assert active.index(AddFilter("eth0", RangeFilter("udp", 50000, 54999, local=True))) > i
+    right = attrs.evolve(left, dmac=MACS["192.0.2.14"])
+    gone = DelFilter("eth0", left.pref, left.chain, left.handle)
+    assert active.index(AddFilter("eth0", right)) > active.index(gone)
 
 
-# --- IPv6 VIPs: the same ranges, the same marks, IPv6 services and filters ----------------------
+# --- IPv6 VIPs: the same ranges, by the members' IPv6 neighbours --------------------------------
 
 VIPS6 = (*VIPS, "2001:db8:10::", "2001:db8:10::1")
-MAP6 = (  # 192.0.2.14 has no IPv6 address: no IPv6 service, no IPv6 mark for its range
+MAP6 = (  # 192.0.2.14 has no IPv6 address: no IPv6 filter for its range
     MemberRange(SELF, 50000, 54999, "2001:db8::11"),
     MemberRange("192.0.2.12", 55000, 59999, "2001:db8::12"),
     MAP[2],
 )
-MARKS6 = {m.ip6: ServiceKey.for_mark(m.mark, ipv6=True) for m in MAP6[:2]}
+OWN6 = ServiceKey.for_mark(MAP6[0].mark, ipv6=True)
+MACS6 = {**MACS, "2001:db8::12": "02:00:00:00:00:12"}
 FILTERS6 = {VipFilter("2001:db8:10::/127", 1)} | {
-    RangeFilter(p, m.first, m.last, ipv6=True) for m in MAP6[:2] for p in ("tcp", "udp")
-}
+    RangeFilter(p, m.first, m.last, True, MACS6.get(m.ip6), OWN_MAC if m != MAP6[0] else None,
+                m == MAP6[0])
+    for m in MAP6[:2]
+    for p in ("tcp", "udp")
+}  # fmt: skip
 
 
 def want6(role: Role, members=MAP6, vips=VIPS6):
@@ -217,25 +287,27 @@ def want6(role: Role, members=MAP6, vips=VIPS6):
     members6 = {m.ip: m.ip6 for m in members if m.ip6}
     listed = LISTED if balancing else ()
     base = desired_state(Settings(), vips, role, listed, SELF, members6=members6)
-    return steer(base, members, balancing, vips, members[0])
+    return steer(base, members, balancing, vips, members[0], lan(MACS6))
 
 
-def test_ipv6_vips_are_steered_by_the_same_ranges_to_the_members_with_ipv6() -> None:
+def test_ipv6_vips_are_steered_by_the_same_ranges_to_the_members_ipv6_neighbours() -> None:
     d = want6(Role.ACTIVE)
     assert d.filters == FILTERS | FILTERS6
-    fw = {s.key for s in d.services if s.key.fwmark}
-    assert fw == set(MARKS.values()) | set(MARKS6.values())
-    assert {dd for dd in d.dests if dd.service in MARKS6.values()} == {
-        Dest(key, ip, 100) for ip, key in MARKS6.items()
-    }
+    assert {s.key for s in d.services if s.key.fwmark} == {OWN, OWN6}
+    assert {dd for dd in d.dests if dd.service == OWN6} == {Dest(OWN6, "2001:db8::11", 100)}
     ops = plan(d, with_tc(fresh_state(), ingress=None))
     rendered = list(map(str, ops))
     assert "ipvsadm -A -f 1128776528 -6 -s wlc" in rendered
-    assert "ipvsadm -a -f 1128781528 -6 -r '[2001:db8::12]:0' -g -w 100" in rendered
-    assert not [c for c in rendered if "1128786528 -6" in c]  # 192.0.2.14: IPv4 only
+    assert "ipvsadm -a -f 1128776528 -6 -r '[2001:db8::11]:0' -g -w 100" in rendered
+    assert not [c for c in rendered if "60000-64999" in c and "ipv6" in c]  # 192.0.2.14: IPv4
     assert (
         "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 0 handle 0x1 flower "
         "skip_hw dst_ip 2001:db8:10::/127 action goto chain 17223"
+    ) in rendered
+    assert (
+        "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 17223 handle 0x11d6d8 "
+        "flower skip_hw ip_proto udp dst_port 55000-59999 action skbmod set dmac "
+        "02:00:00:00:00:12 set smac 02:00:00:00:00:11 action mirred egress redirect dev eth0"
     ) in rendered
     kinds = [type(op) for op in ops]
     filters = [op.filter for op in ops if isinstance(op, AddFilter)]
@@ -251,10 +323,10 @@ def test_ipv6_vips_are_steered_by_the_same_ranges_to_the_members_with_ipv6() -> 
 def test_no_ipv6_steering_without_ipv6_vips_or_without_a_member_with_ipv6() -> None:
     ipv4_only = want6(Role.ACTIVE, vips=VIPS)  # a map with IPv6 addresses, IPv4 VIPs
     assert ipv4_only.filters == FILTERS
-    assert {s.key for s in ipv4_only.services if s.key.fwmark} == set(MARKS.values())
+    assert {s.key for s in ipv4_only.services if s.key.fwmark} == {OWN}
     unbalanced = want6(Role.ACTIVE, members=MAP)  # IPv6 VIPs held on lo only: nothing to steer
     assert unbalanced.filters == FILTERS
-    assert {s.key for s in unbalanced.services if s.key.fwmark} == set(MARKS.values())
+    assert {s.key for s in unbalanced.services if s.key.fwmark} == {OWN}
 
 
 def test_drain_end_removes_the_ipv6_filters_too_blocks_first() -> None:
@@ -273,7 +345,7 @@ def test_drain_end_removes_the_ipv6_filters_too_blocks_first() -> None:
     kinds = [type(op) for op in ops]
     assert max(i for i, k in enumerate(kinds) if k is DelFilter) < kinds.index(DelService)
     gone = {op.service.key for op in ops if isinstance(op, DelService) and op.service.key.fwmark}
-    assert gone == set(MARKS.values()) | set(MARKS6.values())
+    assert gone == {OWN, OWN6}
 
 
 # --- the helper with a member map ---------------------------------------------------------------
@@ -305,10 +377,10 @@ def test_start_logs_the_map_and_sets_this_members_range(tmp_path) -> None:
     out = h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
     assert render(out)[-1] == "1 OK active vips=2 members=3"
     assert set(kernel.filters.values()) == FILTERS and kernel.ingress == "clsact"
-    assert {k for k in kernel.services if k.fwmark} == set(MARKS.values())
+    assert {k for k in kernel.services if k.fwmark} == {OWN}
     logged = infos(out)
     assert "tc qdisc add dev eth0 clsact" in logged
-    assert logged.index("ipvsadm -A -f 1128786528 -s wlc") < logged.index(
+    assert logged.index("ipvsadm -A -f 1128776528 -s wlc") < logged.index(
         "tc qdisc add dev eth0 clsact"
     )
     kernel.take()
@@ -344,13 +416,13 @@ MAP6_TEXT = "192.0.2.11 50000-54999 2001:db8::11\n192.0.2.12 55000-59999 2001:db
 def test_the_helper_steers_ipv6_vips_converges_and_says_once_who_has_no_ipv6(tmp_path) -> None:
     path = tmp_path / "cgp-ipvs-members"
     path.write_text(MAP6_TEXT)
-    kernel = FakeKernel(with_tc(fresh_state(), ingress=None))
+    kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs=MACS6))
     h = make_helper(kernel, Clock(), vips=VIPS6, member_map=str(path))
     h.start()
     out = h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
     assert render(out)[-1] == "1 OK active vips=4 members=2"
     assert set(kernel.filters.values()) == FILTERS | FILTERS6
-    assert {k for k in kernel.services if k.fwmark} == set(MARKS.values()) | set(MARKS6.values())
+    assert {k for k in kernel.services if k.fwmark} == {OWN, OWN6}
     # 192.0.2.14 is not in the ACTIVATE list, but its range is steered: said for it
     said = [line for line in infos(out) if "no IPv6 address" in line]
     assert said == [f"member 192.0.2.14 has no IPv6 address in {path}: left out of the IPv6 "
@@ -359,3 +431,43 @@ def test_the_helper_steers_ipv6_vips_converges_and_says_once_who_has_no_ipv6(tmp
     again = h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12")
     assert {type(op).__name__ for op in kernel.take()} == {"SendGarp", "SendNa"}
     assert not [line for line in infos(again) if "no IPv6 address" in line]
+
+
+def test_a_range_dropped_for_want_of_a_mac_is_looked_at_again_within_a_second(tmp_path) -> None:
+    clock = Clock()
+    path = tmp_path / "cgp-ipvs-members"
+    path.write_text(MAP_TEXT)
+    kernel = FakeKernel(
+        with_tc(fresh_state(), ingress=None, macs={"192.0.2.12": MACS["192.0.2.12"]})
+    )
+    h = make_helper(kernel, clock, member_map=str(path))
+    h.start()
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    assert {f.first for f in kernel.filters.values() if getattr(f, "dropped", False)} == {60000}
+    assert h.next_deadline() == clock.now + RESOLVED_WITHIN
+    h.handle("2 STATUS")  # a request does not put it off
+    assert h.next_deadline() == clock.now + RESOLVED_WITHIN
+    kernel.neighbours["192.0.2.14"] = MACS["192.0.2.14"]  # the kernel resolved it meanwhile
+    clock.advance(RESOLVED_WITHIN)
+    assert "* refresh: the kernel drifted from the desired state" in render(h.tick())
+    assert set(kernel.filters.values()) == FILTERS
+    assert h.session.refresh_due == clock.now + h.settings.timeout  # back to -t
+
+
+def test_a_standby_reads_again_once_when_its_activate_ahead_would_drop_a_range(tmp_path) -> None:
+    clock = Clock()
+    path = tmp_path / "cgp-ipvs-members"
+    path.write_text(MAP_TEXT)
+    kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs={}))
+    h = make_helper(kernel, clock, member_map=str(path))
+    h.start()
+    assert h.session.refresh_due == clock.now + RESOLVED_WITHIN
+    clock.advance(RESOLVED_WITHIN)
+    h.tick()  # still unknown (a member that is down): back to every -t
+    assert h.session.refresh_due == clock.now + h.settings.timeout
+    kernel.neighbours.update(MACS)
+    clock.advance(h.settings.timeout)
+    h.tick()
+    assert h.ready is not None and not unresolved(h.ready.ops())
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    assert set(kernel.filters.values()) == FILTERS

@@ -25,9 +25,9 @@ class CountingKernel(FakeKernel):
         self.reads = 0
         self.prepared: list[tuple] = []
 
-    def observe(self, sysctls, tc_dev=None):
+    def observe(self, sysctls, tc_dev=None, neighbours=None):
         self.reads += 1
-        return super().observe(sysctls, tc_dev)
+        return super().observe(sysctls, tc_dev, neighbours)
 
     def prepare(self, ops) -> None:
         self.prepared.append(tuple(ops))
@@ -77,7 +77,7 @@ def test_dual_stack_with_a_member_map_is_planned_ahead_too(tmp_path: Path, clock
     assert kernel.reads == reads
     assert lines == render(full.handle(f"1 ACTIVATE {MEMBERS}"))
     assert "* member 192.0.2.12 has no IPv6 address in " in "\n".join(lines)
-    assert "-f 1128776528" in "\n".join(lines)  # the steering services are there
+    assert "-f 1128781528" in "\n".join(lines)  # this host's range's service is there
     assert kernel.take() == full_kernel.take()
     assert kernel.observe(frozenset(), "eth0") == full_kernel.observe(frozenset(), "eth0")
 

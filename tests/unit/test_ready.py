@@ -56,10 +56,15 @@ def cases(draw):
     member_map = draw(maps())
     tc = None
     if member_map.seen:  # the helper reads tc once the map has had entries
+        mac = draw(st.sampled_from([None, "02:00:00:00:00:01"]))
+        owner = "02:00:00:00:00:02"
         ours = [VipFilter("203.0.113.0/30"), RangeFilter("tcp", 50000, 50999)]
         ours += [VipFilter("2001:db8::5/128", 1), RangeFilter("udp", 50000, 50999, ipv6=True)]
+        ours += [RangeFilter("udp", 50000, 50999, False, owner, mac or owner)]
         found = draw(st.sets(st.sampled_from([(f.pref, f.chain, f.handle, f) for f in ours])))
-        tc = TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found))
+        known = draw(st.sets(st.sampled_from([*HOSTS, *(ip for six in IP6S for ip in six if ip)])))
+        macs = frozenset((ip, owner) for ip in known)
+        tc = TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found), mac, macs)
     state = KernelState(
         addresses=tuple(dict.fromkeys(addresses)),
         sysctls=dict(zip(sorted(sysctl_paths("eth0")), values)),

@@ -9,14 +9,14 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR
 
 from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
-from cgp_ipvs_helper.kernel.netlink import tc
+from cgp_ipvs_helper.kernel.netlink import neigh, tc
 from cgp_ipvs_helper.kernel.netlink.ipvs import key_attrs
 from cgp_ipvs_helper.kernel.netlink.sockets import (
     BATCH,
@@ -68,6 +68,7 @@ class Route:
     def __init__(self, sock: NetlinkSocket | None = None) -> None:
         self.sock = sock or NetlinkSocket(NETLINK_ROUTE)
         self._ifindex: dict[str, int] = {}
+        self._own: frozenset[str] = frozenset()  # this host's addresses, as last read
 
     def close(self) -> None:
         self.sock.close()
@@ -77,7 +78,9 @@ class Route:
         names = dict(socket.if_nameindex())
         self._ifindex = {name: index for index, name in names.items()}
         found = (address_from(msg, names) for msg in self.sock.dump(RTM_GETADDR, ADDRESS_DUMP))
-        return tuple(a for a in found if a is not None)
+        addresses = tuple(a for a in found if a is not None)
+        self._own = frozenset(a.ip for a in addresses)
+        return addresses
 
     def batch(self, requests: Sequence[Request]) -> dict[int, int]:
         return self.sock.batch(requests)
@@ -94,17 +97,28 @@ class Route:
         if errno.ENODEV in codes:
             self._ifindex.clear()  # perhaps a device was replaced: resolve names again
 
-    def tc_state(self, dev: str) -> TcState:
-        """The ingress qdisc of `dev` and our filters on it; nothing if it cannot be read (the
-        plan then adds everything, and the kernel's answer says why it cannot be done)."""
+    def tc_state(self, dev: str, resolve: Collection[str] | None = None) -> TcState:
+        """The ingress qdisc of `dev`, our filters on it, its MAC and its neighbours' MACs:
+        those of `resolve`, each of which (but this host's own) is asked to be resolved or
+        confirmed for the next read (the answers come later), or with None every one, nothing
+        asked. Nothing if it cannot be read (the plan then adds everything, and the kernel's
+        answer says why it cannot be done)."""
         try:
             index = self._index(dev)
             kinds = {tc.ingress_kind(msg, index) for msg in self.sock.dump(*tc.dump_qdiscs())}
             found = (tc.parse_filter(msg) for msg in self.sock.dump(*tc.dump_filters(index)))
             ingress = next((k for k in kinds if k is not None), None)
-            return TcState(ingress, frozenset(f for f in found if f is not None))
+            mac = neigh.link_mac(self.sock.dump(*neigh.dump_links()), index)
+            macs = neigh.neighbours(self.sock.dump(*neigh.dump_neighbours()), index)
+            filters = frozenset(f for f in found if f is not None)
         except (OSError, ValueError, KeyError, struct.error):
             return TcState()
+        if resolve is not None:
+            asked = [ip for ip in resolve if ip not in self._own]
+            if asked:
+                self.sock.batch(neigh.use(asked, index))
+            macs = {ip: m for ip, m in macs.items() if ip in resolve}
+        return TcState(ingress, filters, mac, frozenset(macs.items()))
 
     def tc_request(self, op: operations.Operation) -> Request:
         if isinstance(op, operations.AddClsact):

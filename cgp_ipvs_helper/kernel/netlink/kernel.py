@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from itertools import count, islice, repeat
 from typing import Any, Callable, Union
 
@@ -151,10 +151,16 @@ class NetlinkKernel:
             "frames": self._frames,
         }
 
-    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
-        """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` our steering filters on
-        it; KernelError if addresses cannot be read. A device whose index changed drops the
-        last preparation (its requests hold indexes)."""
+    def observe(
+        self,
+        sysctls: frozenset[str],
+        tc_dev: str | None = None,
+        neighbours: Collection[str] | None = None,
+    ) -> KernelState:
+        """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` what the steering needs of
+        it (channels.Route.tc_state: `neighbours` are resolved as a side effect, as a packet to
+        them would be); KernelError if addresses cannot be read. A device whose index changed
+        drops the last preparation (its requests hold indexes)."""
         indexes = self._route.indexes()
         try:
             addresses = self._route.addresses()
@@ -176,7 +182,7 @@ class NetlinkKernel:
             dests=dests,
             daemons=daemons,
             ipvs=self.ipvs_problem is None,
-            tc=None if tc_dev is None else self._route.tc_state(tc_dev),
+            tc=None if tc_dev is None else self._route.tc_state(tc_dev, neighbours),
         )
 
     def apply(self, op: operations.Operation) -> None:

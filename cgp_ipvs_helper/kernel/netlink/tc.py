@@ -1,10 +1,13 @@
 """The rtnetlink messages of the steering filters: what `tc` sends, packed and parsed here.
 
-The bytes are those iproute2's `tc` sends for the commands AddClsact/AddFilter/DelFilter render
-(read with strace from tc 6.1), so a filter made here and one made by the printed command list
-alike in `tc -d filter show` (the IPv6 filters' bytes are checked against tc's in the unit
-tests). Requests go over NETLINK_ROUTE like address changes; the kernel
-answers each with an ack or an error, so they batch like addresses do.
+The filters, their matches and the goto and mark actions are the bytes iproute2's `tc` sends for
+the commands AddClsact/AddFilter/DelFilter render (read with strace from tc 6.1; the IPv6
+filters' bytes are checked against tc's in the unit tests); the rewrite, redirect and drop
+actions follow the kernel's layouts (include/uapi/linux/tc_act/tc_skbmod.h, tc_mirred.h,
+tc_gact.h). Either way a filter made here and one made by the printed command read back alike
+in `tc -d filter show` (tests/kernel/test_tc_steering.py). Requests go over NETLINK_ROUTE like
+address changes; the kernel answers each with an ack or an error, so they batch like addresses
+do.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import socket
 import struct
 
+import attrs
 import netaddr
 from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 
@@ -24,7 +28,6 @@ from cgp_ipvs_helper.plan.steering import (
     VIP_CHAIN,
     RangeFilter,
     VipFilter,
-    mark_of,
 )
 
 RTM_NEWQDISC, RTM_GETQDISC = 36, 38
@@ -41,12 +44,17 @@ TCA_FLOWER_IN_HW_COUNT, TCA_FLOWER_KEY_PORT_DST_MIN, TCA_FLOWER_KEY_PORT_DST_MAX
 TCA_CLS_FLAGS_SKIP_HW = 1
 TCA_ACT_KIND, TCA_ACT_OPTIONS = 1, 2
 TCA_GACT_PARMS, TCA_SKBEDIT_PARMS, TCA_SKBEDIT_MARK = 2, 2, 5
+TCA_SKBMOD_PARMS, TCA_SKBMOD_DMAC, TCA_SKBMOD_SMAC = 2, 3, 4
+SKBMOD_F_DMAC, SKBMOD_F_SMAC = 1, 2
+TCA_MIRRED_PARMS, TCA_EGRESS_REDIR = 2, 1
 NLA_F_NESTED = 0x8000
-TC_ACT_PIPE = 3
+TC_ACT_SHOT, TC_ACT_PIPE, TC_ACT_STOLEN = 2, 3, 4
 TC_ACT_GOTO_CHAIN = 0x20000000
 
 _TCMSG = struct.Struct("=BBHiIII")  # family, pad, pad, ifindex, handle, parent, info
 _TC_GEN = struct.Struct("=IIiii")  # index, capab, action, refcnt, bindcnt (tc_gact, tc_skbedit)
+_SKBMOD = struct.Struct("=IIiii4xQ")  # tc_gen, then the u64 flags (8-byte aligned)
+_MIRRED = struct.Struct("=IIiiiiI")  # tc_gen, then eaction and the device's index
 _ETH_TYPES = {TC_PREF: ETH_P_IP, TC_PREF6: ETH_P_IPV6}  # the protocol of each preference of ours
 _FAMILIES = {ETH_P_IP: socket.AF_INET, ETH_P_IPV6: socket.AF_INET6}
 _PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
@@ -81,9 +89,32 @@ def _head(ifindex: int, pref: int, chain: int, handle: int) -> bytes:
     )
 
 
-def _action(kind: bytes, options: bytes) -> bytes:
+def _action(order: int, kind: bytes, options: bytes) -> bytes:
     one = _nla(TCA_ACT_KIND, kind + b"\0") + _nla(TCA_ACT_OPTIONS | NLA_F_NESTED, options)
-    return _nla(TCA_FLOWER_ACT, _nla(1, one))
+    return _nla(order, one)
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def _range_actions(ifindex: int, f: RangeFilter) -> bytes:
+    """The actions of a range filter: mark it (this host's range), drop it (no MAC known), or
+    rewrite its MACs and redirect it out of the device it came in on."""
+    if f.local:
+        parms = _TC_GEN.pack(0, 0, TC_ACT_PIPE, 0, 0)
+        mark = _nla(TCA_SKBEDIT_MARK, _U32.pack(f.mark))
+        return _action(1, b"skbedit", _nla(TCA_SKBEDIT_PARMS, parms) + mark)
+    if f.dropped:
+        return _action(1, b"gact", _nla(TCA_GACT_PARMS, _TC_GEN.pack(0, 0, TC_ACT_SHOT, 0, 0)))
+    flags = SKBMOD_F_DMAC | SKBMOD_F_SMAC
+    rewrite = (
+        _nla(TCA_SKBMOD_PARMS, _SKBMOD.pack(0, 0, TC_ACT_PIPE, 0, 0, flags))
+        + _nla(TCA_SKBMOD_DMAC, _mac(f.dmac))
+        + _nla(TCA_SKBMOD_SMAC, _mac(f.smac))
+    )
+    redirect = _MIRRED.pack(0, 0, TC_ACT_STOLEN, 0, 0, TCA_EGRESS_REDIR, ifindex)
+    return _action(1, b"skbmod", rewrite) + _action(2, b"mirred", _nla(TCA_MIRRED_PARMS, redirect))
 
 
 def _prefix_mask(bits: int, length: int) -> bytes:
@@ -101,19 +132,17 @@ def add_filter(ifindex: int, f: VipFilter | RangeFilter) -> Request:
             dst_mask, _prefix_mask(bits, int(length))
         )
         parms = _TC_GEN.pack(0, 0, TC_ACT_GOTO_CHAIN | TC_CHAIN, 0, 0)
-        action = _action(b"gact", _nla(TCA_GACT_PARMS, parms))
+        actions = _action(1, b"gact", _nla(TCA_GACT_PARMS, parms))
     else:
         keys = (
             _nla(TCA_FLOWER_KEY_IP_PROTO, bytes([_PROTOCOLS[f.proto]]))
             + _nla(TCA_FLOWER_KEY_PORT_DST_MIN, _BE16.pack(f.first))
             + _nla(TCA_FLOWER_KEY_PORT_DST_MAX, _BE16.pack(f.last))
         )
-        parms = _TC_GEN.pack(0, 0, TC_ACT_PIPE, 0, 0)
-        mark = _nla(TCA_SKBEDIT_MARK, _U32.pack(f.mark))
-        action = _action(b"skbedit", _nla(TCA_SKBEDIT_PARMS, parms) + mark)
+        actions = _range_actions(ifindex, f)
     options = (
         keys
-        + action
+        + _nla(TCA_FLOWER_ACT, actions)
         + _nla(TCA_FLOWER_FLAGS, _U32.pack(TCA_CLS_FLAGS_SKIP_HW))
         + _nla(TCA_FLOWER_KEY_ETH_TYPE, _BE16.pack(eth_type))
     )
@@ -153,14 +182,14 @@ def parse_filter(msg: bytes) -> Observed | None:
     RangeFilter it holds exactly (our handle, protocol, flags, match and action), or None when
     it was changed or is not one we make (the planner deletes it).
     """
-    _f, _p1, _p2, _index, handle, _parent, info = _TCMSG.unpack_from(msg, 16)
-    attrs = _attrs(msg, 16 + _TCMSG.size)
-    chain = _U32.unpack(attrs[TCA_CHAIN])[0] if TCA_CHAIN in attrs else 0
+    _f, _p1, _p2, index, handle, _parent, info = _TCMSG.unpack_from(msg, 16)
+    top = _attrs(msg, 16 + _TCMSG.size)
+    chain = _U32.unpack(top[TCA_CHAIN])[0] if TCA_CHAIN in top else 0
     pref = info >> 16
     if pref not in _ETH_TYPES or chain not in (VIP_CHAIN, TC_CHAIN) or handle == 0:
         return None
     try:
-        found = _flower(attrs, pref, chain, handle)
+        found = _flower(top, pref, chain, handle, index)
     except (KeyError, ValueError, IndexError, struct.error):
         found = None
     if found is not None and (found.handle, found.pref) != (handle, pref):
@@ -169,26 +198,28 @@ def parse_filter(msg: bytes) -> Observed | None:
 
 
 def _flower(
-    attrs: dict[int, bytes], pref: int, chain: int, handle: int
+    found: dict[int, bytes], pref: int, chain: int, handle: int, ifindex: int
 ) -> VipFilter | RangeFilter | None:
-    if attrs.get(TCA_KIND, b"").split(b"\0", 1)[0] != b"flower":
+    if found.get(TCA_KIND, b"").split(b"\0", 1)[0] != b"flower":
         return None
-    keys = _attrs(attrs[TCA_OPTIONS], 0)
+    keys = _attrs(found[TCA_OPTIONS], 0)
     flags = _U32.unpack(keys.get(TCA_FLOWER_FLAGS, b"\0\0\0\0"))[0]
     eth_type = _ETH_TYPES[pref]
     if flags & TCA_CLS_FLAGS_SKIP_HW == 0 or keys[TCA_FLOWER_KEY_ETH_TYPE] != _BE16.pack(eth_type):
         return None
     actions = _attrs(keys[TCA_FLOWER_ACT], 0)
-    if list(actions) != [1]:
+    kinds = []
+    for order in sorted(actions):
+        act = _attrs(actions[order], 0)
+        kinds.append((act[TCA_ACT_KIND].split(b"\0", 1)[0], _attrs(act[TCA_ACT_OPTIONS], 0)))
+    if sorted(actions) != list(range(1, len(actions) + 1)):
         return None
-    act = _attrs(actions[1], 0)
-    kind = act[TCA_ACT_KIND].split(b"\0", 1)[0]
-    options = _attrs(act[TCA_ACT_OPTIONS], 0)
-    control = _TC_GEN.unpack_from(options[TCA_GACT_PARMS])[2]
     if chain == VIP_CHAIN:
         dst, dst_mask = _DST_KEYS[eth_type]
-        if set(keys) - _COMMON_KEYS - {dst, dst_mask}:
+        if set(keys) - _COMMON_KEYS - {dst, dst_mask} or len(kinds) != 1:
             return None
+        kind, options = kinds[0]
+        control = _TC_GEN.unpack_from(options[TCA_GACT_PARMS])[2]
         if kind != b"gact" or control != TC_ACT_GOTO_CHAIN | TC_CHAIN:
             return None
         mask = keys[dst_mask]
@@ -199,7 +230,7 @@ def _flower(
         prefix = str(netaddr.IPNetwork(f"{ip}/{length}"))  # spelled as vip_blocks() spells it
         # an IPv4 block's handle is its address (checked by the caller); an IPv6 one's is given
         return VipFilter(prefix, handle) if eth_type == ETH_P_IPV6 else VipFilter(prefix)
-    if set(keys) - _RANGE_KEYS or kind != b"skbedit" or control != TC_ACT_PIPE:
+    if set(keys) - _RANGE_KEYS:
         return None
     f = RangeFilter(
         _PROTOCOL_NAMES[keys[TCA_FLOWER_KEY_IP_PROTO][0]],
@@ -207,6 +238,38 @@ def _flower(
         _BE16.unpack(keys[TCA_FLOWER_KEY_PORT_DST_MAX])[0],
         eth_type == ETH_P_IPV6,
     )
-    if _U32.unpack(options[TCA_SKBEDIT_MARK])[0] != mark_of(f.first):
+    return _range_action(f, kinds, ifindex)
+
+
+def _range_action(
+    f: RangeFilter, kinds: list[tuple[bytes, dict[int, bytes]]], ifindex: int
+) -> RangeFilter | None:
+    """`f` with the action its actions are, if they are one we make (with these ports)."""
+    names = [kind for kind, _ in kinds]
+    if names == [b"skbedit"]:
+        options = kinds[0][1]
+        control = _TC_GEN.unpack_from(options[TCA_SKBEDIT_PARMS])[2]
+        if control != TC_ACT_PIPE or _U32.unpack(options[TCA_SKBEDIT_MARK])[0] != f.mark:
+            return None
+        return attrs.evolve(f, local=True)
+    if names == [b"gact"]:
+        control = _TC_GEN.unpack_from(kinds[0][1][TCA_GACT_PARMS])[2]
+        return f if control == TC_ACT_SHOT else None
+    if names != [b"skbmod", b"mirred"]:
         return None
-    return f
+    rewrite, redirect = kinds[0][1], kinds[1][1]
+    *gen, flags = _SKBMOD.unpack_from(rewrite[TCA_SKBMOD_PARMS])
+    *mgen, eaction, index = _MIRRED.unpack_from(redirect[TCA_MIRRED_PARMS])
+    if (
+        gen[2] != TC_ACT_PIPE
+        or flags != SKBMOD_F_DMAC | SKBMOD_F_SMAC
+        or (mgen[2], eaction, index) != (TC_ACT_STOLEN, TCA_EGRESS_REDIR, ifindex)
+    ):
+        return None
+    return attrs.evolve(
+        f, dmac=_text(rewrite[TCA_SKBMOD_DMAC]), smac=_text(rewrite[TCA_SKBMOD_SMAC])
+    )
+
+
+def _text(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac[:6])
