@@ -41,10 +41,16 @@ from cgp_ipvs_helper.core.session import Event, Session, State
 from cgp_ipvs_helper.errors import KernelError, VipFileError
 from cgp_ipvs_helper.kernel.executor import execute
 from cgp_ipvs_helper.kernel.interface import Kernel
-from cgp_ipvs_helper.plan.model import KernelState, Role, Settings, is_ipv6
+from cgp_ipvs_helper.plan.model import KernelState, Settings, is_ipv6
 from cgp_ipvs_helper.plan.operations import Operation, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.plan.planner import (
+    BALANCING,
+    announce,
+    desired_state,
+    plan,
+    sysctl_paths,
+)
 from cgp_ipvs_helper.shown import escaped
 
 VERSION = "0.1.0"
@@ -202,6 +208,9 @@ class Helper:
                 if event is Event.DRAINED:
                     infos.append(Info(f"drain over: {self.session.role.value}"))
                     self._converge(infos)
+                elif event is Event.TAKEN_OVER:
+                    infos.append(Info("takeover over: the backup sync daemon stops"))
+                    self._converge(infos)
                 elif event is Event.GARP_REPEAT:
                     self._garp_round("repeated", infos)
                 else:
@@ -329,7 +338,7 @@ class Helper:
         ahead, self.ready = self.ready, None
         known: Mapping[int, bytes] = {}
         members6 = self.map.ipv6()
-        balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+        balancing = ses.role in BALANCING
         if balancing:  # the map's members own a range service each, listed or not
             told, listed = self.told_no_ipv6, [*ses.members, *self.map.ips()]
             notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
@@ -375,8 +384,8 @@ class Helper:
     def _read(self) -> KernelState:
         tc_dev = self.map.tc_dev(self.settings.iface)
         if tc_dev is None:
-            return self.kernel.observe(self.paths)
-        return self.kernel.observe(self.paths | self.map.paths(), tc_dev)
+            return self.kernel.observe(self.paths, guard_dev=self.settings.iface)
+        return self.kernel.observe(self.paths | self.map.paths(), tc_dev, self.settings.iface)
 
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""

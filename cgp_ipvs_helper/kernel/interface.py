@@ -25,9 +25,12 @@ class Kernel(Protocol):
     """Why IPVS cannot be used (module missing, no privilege), as of the last observe(); None
     while it can. observe() then reports ipvs=False, without services, real servers, daemons."""
 
-    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
+    def observe(
+        self, sysctls: frozenset[str], tc_dev: str | None = None, guard_dev: str | None = None
+    ) -> KernelState:
         """Addresses, the asked-for sysctl paths, IPVS services, real servers, sync daemons;
-        with `tc_dev`, also that interface's ingress qdisc and our steering filters (`tc`)."""
+        with `tc_dev`, also that interface's ingress qdisc and our steering filters (`tc`);
+        with `guard_dev`, its qdisc and our reset guards on its egress (`guard`)."""
 
     def apply(self, op: Operation) -> None:
         """Carry out `op`; raise KernelError with the kernel's reason if it fails."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cgp_ipvs_helper.core.protocol import Reply, Response, render
+from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, Daemon, KernelState, Role
 from cgp_ipvs_helper.plan.operations import (
@@ -85,6 +86,8 @@ def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock)
     h = make_helper(kernel, clock)
     h.start()
     h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    clock.advance(HANDOVER_S)
+    h.tick()  # the takeover is over: a plain active balancer dies
     kernel.apply(AddService(_foreign_service()))
     kernel.apply(AddAddress(Address("203.0.113.9", "eth0")))
     dead = kernel.observe(frozenset(kernel.sysctls))

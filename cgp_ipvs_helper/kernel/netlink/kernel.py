@@ -106,6 +106,8 @@ HANDLERS: dict[type, Handler] = {
     operations.AddClsact: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.AddFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.DelFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    operations.AddGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    operations.DelGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
 }
 
 
@@ -138,10 +140,12 @@ class NetlinkKernel:
             "frames": self._frames,
         }
 
-    def observe(self, sysctls: frozenset[str], tc_dev: str | None = None) -> KernelState:
-        """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` our steering filters on
-        it; KernelError if addresses cannot be read. A device whose index changed drops the
-        last preparation (its requests hold indexes)."""
+    def observe(
+        self, sysctls: frozenset[str], tc_dev: str | None = None, guard_dev: str | None = None
+    ) -> KernelState:
+        """Addresses, the asked-for sysctls, IPVS, with `tc_dev` our steering filters on it,
+        with `guard_dev` our reset guards on it; KernelError if addresses cannot be read. A
+        device whose index changed drops the last preparation (its requests hold indexes)."""
         indexes = self._route.indexes()
         try:
             addresses = self._route.addresses()
@@ -164,6 +168,7 @@ class NetlinkKernel:
             daemons=daemons,
             ipvs=self.ipvs_problem is None,
             tc=None if tc_dev is None else self._route.tc_state(tc_dev),
+            guard=None if guard_dev is None else self._route.guard_state(guard_dev),
         )
 
     def apply(self, op: operations.Operation) -> None:
