@@ -34,7 +34,8 @@ KEY = ServiceKey("tcp", "198.51.100.7", 0)
 
 @pytest.mark.parametrize("table", [netlink.HANDLERS, memory.HANDLERS], ids=["netlink", "memory"])
 def test_every_operation_type_has_exactly_one_handler(table: dict) -> None:
-    assert len(OPERATION_TYPES) == 17  # 13, steering filters (AddClsact, Add/DelFilter), AddDests
+    # 13, steering filters (AddClsact, Add/DelFilter), AddDests, reset guards (Add/DelGuard)
+    assert len(OPERATION_TYPES) == 19
     assert set(table) == OPERATION_TYPES
 
 

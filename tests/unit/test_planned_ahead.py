@@ -25,9 +25,9 @@ class CountingKernel(FakeKernel):
         self.reads = 0
         self.prepared: list[tuple] = []
 
-    def observe(self, sysctls, tc_dev=None):
+    def observe(self, sysctls, tc_dev=None, guard_dev=None):
         self.reads += 1
-        return super().observe(sysctls, tc_dev)
+        return super().observe(sysctls, tc_dev, guard_dev)
 
     def prepare(self, ops) -> None:
         self.prepared.append(tuple(ops))

@@ -8,6 +8,7 @@ import pytest
 
 from cgp_ipvs_helper.core.session import (
     GARP_REPEATS,
+    HANDOVER_S,
     TRANSITIONS,
     Event,
     IllegalTransition,
@@ -30,6 +31,7 @@ TABLE = [
     (S.DRAINING, E.DRAINED, S.STANDBY),
     (S.STOPPING, E.DRAINED, S.STOPPED),
     (S.ACTIVE, E.GARP_REPEAT, S.ACTIVE),
+    (S.ACTIVE, E.TAKEN_OVER, S.ACTIVE),
     (S.STANDBY, E.REFRESH, S.STANDBY),
     (S.ACTIVE, E.REFRESH, S.ACTIVE),
     (S.DRAINING, E.REFRESH, S.DRAINING),
@@ -177,11 +179,29 @@ def test_requests_postpone_the_refresh_unless_a_retry_is_owed() -> None:
     assert s.next_deadline() == 65.0
 
 
-def test_timers_fire_in_order_drain_end_garp_repeat_refresh() -> None:
+def test_timers_fire_in_order_drain_end_takeover_end_garp_repeat_refresh() -> None:
     s = Session(drain=5.0, refresh=15.0, now=0.0)
     s.activate(["192.0.2.11"], "192.0.2.11", 1.0)
     s.deactivate(1.5)
     s.activate(["192.0.2.11"], "192.0.2.11", 2.0)
-    assert s.expire(20.0) == [Event.GARP_REPEAT, Event.REFRESH]
+    assert s.expire(20.0) == [Event.TAKEN_OVER, Event.GARP_REPEAT, Event.REFRESH]
     s.deactivate(21.0)
     assert s.expire(40.0) == [Event.DRAINED, Event.REFRESH]
+
+
+def test_becoming_active_is_a_takeover_for_a_while_staying_active_is_not() -> None:
+    s = Session(drain=5.0, refresh=15.0, now=0.0)
+    s.activate(["192.0.2.11"], "192.0.2.11", 1.0)
+    assert s.role is Role.TAKING_OVER and s.next_deadline() == 1.0 + GARP_REPEATS[0]
+    s.activate(["192.0.2.11"], "192.0.2.11", 2.0)  # repeated: the takeover keeps its end
+    assert s.expire(1.0 + HANDOVER_S - 0.01) == [Event.GARP_REPEAT]  # both repeats: one round
+    assert s.role is Role.TAKING_OVER and s.next_deadline() == 1.0 + HANDOVER_S
+    assert s.expire(1.0 + HANDOVER_S) == [Event.TAKEN_OVER]
+    assert s.role is Role.ACTIVE and s.state is State.ACTIVE
+    s.activate(["192.0.2.11"], "192.0.2.11", 10.0)
+    assert s.role is Role.ACTIVE
+    s.deactivate(11.0)
+    s.activate(["192.0.2.11"], "192.0.2.11", 12.0)  # from a drain: a takeover again
+    assert s.role is Role.TAKING_OVER
+    s.quit(13.0, "9")  # leaving ends it
+    assert s.role is Role.DRAINING and s.takeover_until is None
