@@ -208,6 +208,9 @@ class Helper:
                 if event is Event.DRAINED:
                     infos.append(Info(f"drain over: {self.session.role.value}"))
                     self._converge(infos)
+                elif event is Event.FLUSHED:
+                    infos.append(Info("flush over: the master sync daemon stops"))
+                    self._converge(infos)
                 elif event is Event.TAKEN_OVER:
                     infos.append(Info("takeover over: the backup sync daemon stops"))
                     self._converge(infos)

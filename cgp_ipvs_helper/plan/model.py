@@ -44,6 +44,8 @@ class Role(enum.Enum):
     # active, and the backup sync daemon still takes the old balancer's last connection entries
     TAKING_OVER = "taking over"
     DRAINING = "draining"
+    # standby after a drain shorter than the old master's flush: that master still sends
+    FLUSHING = "flushing"
     STOPPED = "stopped"
 
 

@@ -145,15 +145,17 @@ def _weight(settings: Settings, role: Role, is_self: bool) -> int:
 
 BALANCING = (Role.ACTIVE, Role.TAKING_OVER, Role.DRAINING)  # roles with IPVS services
 ANNOUNCING = (Role.ACTIVE, Role.TAKING_OVER)  # roles with the VIPs on the LAN interface
-# The sync daemons of each role. Taking over, the new balancer keeps its backup daemon: the old
-# balancer's master sends what it queued for up to a few seconds after the switch (it batches
-# entries until a message is full, or for 2 s), and those are its youngest connections.
+# The sync daemons of each role. The old balancer's master sends what it queued for up to a few
+# seconds after the switch (it batches entries until a message is full, or for 2 s), and those
+# are its youngest connections: taking over, the new balancer keeps its backup daemon, and
+# after a short drain the old one keeps its master until then (session.FLUSH_S).
 DAEMONS: Mapping[Role, tuple[str, ...]] = MappingProxyType(
     {
         Role.STANDBY: ("backup",),
         Role.ACTIVE: ("master",),
         Role.TAKING_OVER: ("backup", "master"),
         Role.DRAINING: ("master",),
+        Role.FLUSHING: ("backup", "master"),
         Role.STOPPED: (),
     }
 )

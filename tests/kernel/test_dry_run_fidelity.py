@@ -47,6 +47,7 @@ def state(host: Host) -> dict[str, object]:
         "eth0": sorted(host.addresses("eth0")),
         "sysctls": sysctls,
         "tc": host.run(["tc", "-d", "filter", "show", "dev", "eth0", "ingress"]).stdout,
+        "egress": host.run(["tc", "-d", "filter", "show", "dev", "eth0", "egress"]).stdout,
         "qdisc": host.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout,
     }
 

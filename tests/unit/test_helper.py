@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cgp_ipvs_helper.core.protocol import Reply, Response, render
-from cgp_ipvs_helper.core.session import HANDOVER_S
+from cgp_ipvs_helper.core.session import FLUSH_S, HANDOVER_S
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, Daemon, KernelState, Role
 from cgp_ipvs_helper.plan.operations import (
@@ -251,6 +251,27 @@ def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> Non
     assert helper.handle("4 STATUS").response == ok(
         "4", "role=standby vips=2 members= persistence=15 syncid=0 weight=100 conflicts=0"
     )
+
+
+def test_after_a_short_drain_the_master_stays_until_it_has_sent_its_queue(kernel, clock) -> None:
+    helper = make_helper(kernel, clock, drain=1.0)
+    helper.start()
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    clock.advance(HANDOVER_S)
+    helper.tick()
+    helper.handle("2 DEACTIVATE")
+    kernel.take()
+    clock.advance(1.0)
+    helper.tick()
+    assert not kernel.services and kernel.sysctls["net/ipv4/vs/backup_only"] == "1"
+    assert kernel.daemons == {Daemon("backup", "eth0", 0), Daemon("master", "eth0", 0)}
+    kernel.take()
+    clock.advance(FLUSH_S - 1.0)
+    lines = helper.tick()
+    assert kinds(kernel.take()) == ["StopDaemon"] and kernel.daemons == {
+        Daemon("backup", "eth0", 0)
+    }
+    assert "flush over: the master sync daemon stops" in infos(lines)
 
 
 def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from cgp_ipvs_helper.core.session import (
+    FLUSH_S,
     GARP_REPEATS,
     HANDOVER_S,
     TRANSITIONS,
@@ -29,6 +30,7 @@ TABLE = [
     (S.ACTIVE, E.QUIT, S.STOPPING),
     (S.DRAINING, E.QUIT, S.STOPPING),
     (S.DRAINING, E.DRAINED, S.STANDBY),
+    (S.STANDBY, E.FLUSHED, S.STANDBY),
     (S.STOPPING, E.DRAINED, S.STOPPED),
     (S.ACTIVE, E.GARP_REPEAT, S.ACTIVE),
     (S.ACTIVE, E.TAKEN_OVER, S.ACTIVE),
@@ -105,6 +107,12 @@ def test_every_row_fires_through_the_public_calls() -> None:
     s.expire(15.0)  # refresh while stopping
     s.expire(22.0)  # drained: stopped
     recorded().quit(1.0, "1")  # from standby: at once
+    s = recorded()
+    s.drain = 1.0  # shorter than the old master's flush
+    s.activate(["192.0.2.11"], "192.0.2.11", 1.0)
+    s.deactivate(2.0)
+    s.expire(3.0)  # drained: the master still flushes
+    s.expire(2.0 + FLUSH_S)  # flushed
     assert set(fired) == set(TRANSITIONS)
 
 
@@ -205,3 +213,20 @@ def test_becoming_active_is_a_takeover_for_a_while_staying_active_is_not() -> No
     assert s.role is Role.TAKING_OVER
     s.quit(13.0, "9")  # leaving ends it
     assert s.role is Role.DRAINING and s.takeover_until is None
+
+
+def test_the_old_master_outlives_a_short_drain_not_a_long_one() -> None:
+    s = Session(drain=1.0, refresh=15.0, now=0.0)
+    s.activate(["192.0.2.11"], "192.0.2.11", 0.0)
+    s.expire(HANDOVER_S)
+    s.deactivate(10.0)
+    assert s.role is Role.DRAINING and s.next_deadline() == 11.0
+    assert s.expire(11.0) == [Event.DRAINED]
+    assert s.role is Role.FLUSHING and s.next_deadline() == 10.0 + FLUSH_S
+    assert s.expire(10.0 + FLUSH_S) == [Event.FLUSHED]
+    assert s.role is Role.STANDBY
+    long = Session(drain=FLUSH_S + 2, refresh=15.0, now=0.0)
+    long.activate(["192.0.2.11"], "192.0.2.11", 0.0)
+    long.deactivate(1.0)
+    assert long.next_deadline() == 3.0 + FLUSH_S  # the drain end; no flush timer of its own
+    assert long.expire(3.0 + FLUSH_S) == [Event.DRAINED] and long.role is Role.STANDBY
