@@ -22,6 +22,7 @@ import pytest
 from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from cgp_ipvs_helper.plan.guard import guards as plan_guards
+from cgp_ipvs_helper.plan.model import GuardState
 from lab.group import Group, expand
 from lab.lan import Host, ipvsadm
 
@@ -57,6 +58,16 @@ def guards(host: Host) -> str:
     """Our reset guards on eth0's egress, as tc shows them."""
     out = host.run(["tc", "filter", "show", "dev", "eth0", "egress"], check=False).stdout
     return " ".join(line for line in out.splitlines() if "pref 6500" in line)
+
+
+def observe_guard() -> GuardState | None:
+    """What the helper reads of eth0's egress (call it inside the namespace: the netlink
+    kernel opens its sockets on first use)."""
+    kernel = NetlinkKernel()
+    try:
+        return kernel.observe(frozenset(), guard_dev="eth0").guard
+    finally:
+        kernel.close()
 
 
 @pytest.mark.parametrize("age", [0.05, 0.01])
@@ -100,11 +111,7 @@ def test_while_taking_over_the_new_balancer_receives_and_guards(
     assert "pref 65002" in shown, shown
     assert ("pref 65003" in shown) == group.ipv6, shown
     # read back as the helper made them (a refresh leaves them alone)
-    kernel = fe2.call(NetlinkKernel)
-    try:
-        read = kernel.observe(frozenset(), guard_dev="eth0").guard
-    finally:
-        kernel.close()
+    read = fe2.call(observe_guard)
     assert read is not None and read.qdisc == "clsact"
     vips = [v for v in expand(group.entries) if group.ipv6 or ":" not in v]
     assert {g for _, _, g in read.guards} == set(plan_guards(vips)), read
