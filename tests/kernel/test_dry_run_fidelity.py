@@ -6,10 +6,12 @@ namespace where a shell runs the commands the -m helper printed. Run inside user
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from cgp_ipvs_helper.core.session import HANDOVER_S
 from lab.driver import HelperProcess, write_vipfile
 from lab.lan import Host, Lan, ipvsadm
 
@@ -52,6 +54,14 @@ def state(host: Host) -> dict[str, object]:
     }
 
 
+def taken_over(helper: HelperProcess) -> None:
+    """Wait for the end of the takeover the script's first ACTIVATE started."""
+    deadline = time.monotonic() + HANDOVER_S + 10
+    while not any(line.startswith("* takeover over") for line in helper.log):
+        assert time.monotonic() < deadline, helper.log[-10:]
+        helper.lines(0.5)
+
+
 def run_script(helper: HelperProcess) -> list[str]:
     return [helper.request(line) for line in SCRIPT]
 
@@ -70,6 +80,8 @@ def replayed(
     dry = HelperProcess(hosts["dry"], *args, "-m")
     try:
         assert run_script(real) == run_script(dry)
+        for helper in (real, dry):  # the state to compare is the one after the takeover
+            taken_over(helper)
         commands = dry.commands()
         assert commands == real.commands()
         assert state(hosts["dry"])["ipvs"] == [] and state(hosts["dry"])["eth0"] == [
@@ -91,6 +103,13 @@ def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> 
     assert "sysctl -w 'net.ipv4.ip_local_port_range=50000 54999'" in commands
     assert "ipvsadm -a -f 1128786528 -r 192.0.2.14 -g -w 100" in commands
     assert "tc qdisc add dev eth0 clsact" in commands
+    # the takeover's reset guard, there and gone
+    guard = "egress protocol ip pref 65002 chain 0 handle 0xc6336414 flower"
+    assert (
+        f"tc filter add dev eth0 {guard} skip_hw ip_proto tcp src_ip 198.51.100.20/30 "
+        in (" ".join(commands) + " ")
+        and f"tc filter del dev eth0 {guard}" in commands
+    )
     assert "skbedit  mark 1128781528" in state(hosts["real"])["tc"]
 
 
