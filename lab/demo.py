@@ -203,8 +203,9 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     for mark in (
         "ipvsadm -A",
         "ipvsadm -a",
-        "--stop-daemon",
+        "backup_only",
         "--start-daemon",
+        "tcp_flags",
         "dev eth0",
         "arping -U",
         "arping -A",
