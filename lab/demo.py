@@ -203,7 +203,6 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     for mark in (
         "ipvsadm -A",
         "ipvsadm -a",
-        "backup_only",
         "--start-daemon",
         "tcp_flags",
         "dev eth0",
