@@ -30,20 +30,24 @@ MEMBERS_SAMPLE = ROOT / "sysconfig" / "cgp-ipvs-members"
 SOURCES = [f"192.0.2.{n}" for n in range(128, 188)]
 VIP6 = "2001:db8:10::10"
 SOURCES6 = [f"2001:db8::1:{n}" for n in range(1, 61)]
+YOUNG_S = 0.05  # the planned move's connections are this young
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def failover(name: str, g: Group, how: Callable[[], Move]) -> tuple[bool, list[str]]:
-    """Move the balancer under 12 long-lived connections to an IPv4 VIP and 6 to the IPv6 one;
-    report what the client saw."""
+def failover(
+    name: str, g: Group, how: Callable[[], Move], young: float | None = None
+) -> tuple[bool, list[str]]:
+    """Move the balancer under 12 long-lived connections to an IPv4 VIP (opened `young` s
+    before the move if given) and 6 to the IPv6 one; report what the client saw."""
     with LongLived(g.client, VIP6, TCP, 6, SOURCES6[48:54], broken_after=2.0) as six:
         move = how()
         stats6 = six.stop()
     say(f"\n== {name} ==")
-    say(f"12 long-lived SMTP connections, served by {dict(sorted(move.before.items()))}")
+    opened = "" if young is None else f" opened {young:g} s before the move"
+    say(f"12 long-lived SMTP connections{opened}, served by {dict(sorted(move.before.items()))}")
     if move.crashed:
         say(f"{move.old}: cable pulled and helper killed")
     else:
@@ -227,8 +231,8 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     for mark in (
         "ipvsadm -A",
         "ipvsadm -a",
-        "--stop-daemon",
         "--start-daemon",
+        "tcp_flags",
         "dev eth0",
         "arping -U",
         "arping -A",
@@ -255,17 +259,19 @@ def run(g: Group, helpers: list[HelperProcess], path: Path) -> int:
     ok, lines = young_outgoing(g, h1, h3)
     results.append(ok)
     report += lines
-    for name, move in (
+    for name, move, young in (
         (
             "planned move: fe1 -> fe2 (DEACTIVATE and ACTIVATE at once)",
-            lambda: g.switch(h1, h2, broken_after=2.0, outgoing=4),
+            lambda: g.switch(h1, h2, broken_after=2.0, outgoing=4, settle=YOUNG_S, window=5.0),
+            YOUNG_S,  # their entries are still in fe1's sync queue when the move comes
         ),
         (
             "abrupt loss: fe2 leaves the LAN, fe3 takes over",
             lambda: g.crash(h2, h3, broken_after=2.0, outgoing=4),
+            None,
         ),
     ):
-        ok, lines = failover(name, g, move)
+        ok, lines = failover(name, g, move, young)
         results.append(ok)
         report += lines
     assert g.server is not None

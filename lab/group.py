@@ -230,13 +230,15 @@ class Group:
         fresh: Sequence[str] = (),
         settle: float = SETTLE_S,
         outgoing_udp: int = 0,
+        activate_first: bool = False,
     ) -> Move:
         """`count` long-lived connections from the client to the first VIP (and `outgoing` from
         each frontend's first VIP to the server, and `outgoing_udp` UDP flows, named
-        "<frontend>/udp") ping every 20 ms; `settle` s after they are open the balancer moves;
-        they stop `window` s after the ACTIVATE was written. A connection is broken when it
-        erred or had no answer in its last `broken_after` s. `fresh`: client addresses that
-        each open one new connection once both balancers answered (inside the window)."""
+        "<frontend>/udp") ping every 20 ms; `settle` s after they are open the balancer moves
+        (`activate_first`: the ACTIVATE written before the DEACTIVATE); they stop `window` s
+        after the ACTIVATE was written. A connection is broken when it erred or had no answer
+        in its last `broken_after` s. `fresh`: client addresses that each open one new
+        connection once both balancers answered (inside the window)."""
         assert old.host is not None and new.host is not None
         vip = self.vips[0]
         runs = [(None, LongLived(self.client, vip, TCP, count, self.sources[:count]))]
@@ -258,15 +260,19 @@ class Group:
                 stack.enter_context(run)
             before = dict(runs[0][1].snapshot().by_frontend)
             time.sleep(settle)
+            if activate_first:
+                start, t_new = time.monotonic(), time.time()
+                new.send(f"00100 ACTIVATE {members}")
             t_old = time.time()
             if crash:
                 old.host.link_down()
                 old.kill()
             else:
                 old.send("00100 DEACTIVATE")
-            time.sleep(delay)
-            start, t_new = time.monotonic(), time.time()
-            new.send(f"00100 ACTIVATE {members}")
+            if not activate_first:
+                time.sleep(delay)
+                start, t_new = time.monotonic(), time.time()
+                new.send(f"00100 ACTIVATE {members}")
             reply = new.wait_response("00100", 60, t_new)
             old_reply = None if crash else old.wait_response("00100", 60, t_old)
             arp = self._arp(new.host, start)

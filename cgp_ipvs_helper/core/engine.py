@@ -47,6 +47,7 @@ from cgp_ipvs_helper.plan.model import KernelState, Role, ServiceKey, Settings, 
 from cgp_ipvs_helper.plan.operations import Operation, each
 from cgp_ipvs_helper.plan.outgoing import RESOLVED_WITHIN, MemberMap, unresolved
 from cgp_ipvs_helper.plan.planner import (
+    BALANCING,
     Families,
     announce,
     desired_state,
@@ -220,6 +221,12 @@ class Helper:
                 if event is Event.DRAINED:
                     infos.append(Info(f"drain over: {self.session.role.value}"))
                     self._converge(infos)
+                elif event is Event.FLUSHED:
+                    infos.append(Info("flush over: the master sync daemon stops"))
+                    self._converge(infos)
+                elif event is Event.TAKEN_OVER:
+                    infos.append(Info("takeover over: the backup sync daemon stops"))
+                    self._converge(infos)
                 elif event is Event.GARP_REPEAT:
                     self._garp_round("repeated", infos)
                 else:
@@ -343,9 +350,11 @@ class Helper:
     # -- kernel -----------------------------------------------------------------------------
 
     def _held(self) -> Balance | None:
-        """The kernel as this helper last made it while active, if it still may be trusted."""
-        held, ses = self.balance, self.session
-        if held is None or ses.state is not State.ACTIVE or not ses.settled:
+        """The kernel as this helper last made it while active, if it still may be trusted (a
+        failure forgets it; a range dropped for want of its owner's MAC does not: it only asks
+        for an early refresh)."""
+        held = self.balance
+        if held is None or self.session.state is not State.ACTIVE:
             return None
         return held if held.fits(self.vips, self.retired, self.map) else None
 
@@ -400,7 +409,7 @@ class Helper:
         ahead, self.ready, self.balance = self.ready, None, None
         known: Mapping[Operation, bytes] = {}
         members6 = self.map.ipv6()
-        balancing = ses.role in (Role.ACTIVE, Role.DRAINING)
+        balancing = ses.role in BALANCING
         if balancing:
             self._ipv6_notes(infos, members6)
         services: Iterable[ServiceKey] = ()
@@ -479,8 +488,9 @@ class Helper:
     def _read(self) -> KernelState:
         tc_dev = self.map.tc_dev(self.settings.iface)
         if tc_dev is None:
-            return self.kernel.observe(self.paths)
-        return self.kernel.observe(self.paths | self.map.paths(), tc_dev, self.map.neighbours())
+            return self.kernel.observe(self.paths, guard_dev=self.settings.iface)
+        paths, neighbours = self.paths | self.map.paths(), self.map.neighbours()
+        return self.kernel.observe(paths, tc_dev, neighbours, self.settings.iface)
 
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""

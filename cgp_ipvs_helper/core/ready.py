@@ -10,7 +10,7 @@ gives every service for the members (`planner.real_server_changes`: one AddDests
 family) instead of thousands of values planned again.
 
 With its AddDests values expanded (`operations.each`), it equals
-`plan(member_map.desired(desired_state(.., ACTIVE, members, ..)), state)` plus the
+`plan(member_map.desired(desired_state(.., TAKING_OVER, members, ..)), state)` plus the
 announcement exactly when `state` holds no service of ours (then there is no real server to
 keep, change or delete): `prepare()` returns None otherwise, and the helper plans in full.
 tests/unit/test_ready.py checks the equality on generated states and maps.
@@ -89,7 +89,7 @@ def prepare(
     """Plan the ACTIVATE from `state` with no members yet; None if `state` holds a service of
     ours (then the real servers to plan depend on what is there): plan() in full then."""
     members6 = member_map.ipv6()
-    desired = desired_state(settings, vips, Role.ACTIVE, (), None, retired, members6)
+    desired = desired_state(settings, vips, Role.TAKING_OVER, (), None, retired, members6)
     desired = member_map.desired(desired, True, vips, state)
     if holds_ours(state, desired.scope):
         return None

@@ -27,7 +27,7 @@ def dry_run_kernel(iface: str) -> tuple[MemoryKernel, list[str]]:
     try:
         real = NetlinkKernel()
         try:
-            state = real.observe(paths, tc_dev=iface)
+            state = real.observe(paths, tc_dev=iface, guard_dev=iface)
         finally:
             real.close()
     except Exception as exc:  # any failure to read means "plan from empty"
@@ -37,6 +37,9 @@ def dry_run_kernel(iface: str) -> tuple[MemoryKernel, list[str]]:
         notes.append(f"{real.ipvs_problem}; planning IPVS from an empty state")
         unknown = {p: "" for p, v in state.sysctls.items() if v is None and IPVS_SYSCTLS in p}
         state = KernelState(
-            addresses=state.addresses, sysctls={**state.sysctls, **unknown}, tc=state.tc
+            addresses=state.addresses,
+            sysctls={**state.sysctls, **unknown},
+            tc=state.tc,
+            guard=state.guard,
         )
     return MemoryKernel(state), notes

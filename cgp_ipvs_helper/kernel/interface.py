@@ -30,11 +30,13 @@ class Kernel(Protocol):
         sysctls: frozenset[str],
         tc_dev: str | None = None,
         neighbours: Collection[str] | None = None,
+        guard_dev: str | None = None,
     ) -> KernelState:
         """Addresses, the asked-for sysctl paths, IPVS services, real servers, sync daemons;
         with `tc_dev`, also that interface's ingress qdisc, our steering filters, its MAC and
         the MACs of its `neighbours` (None: of every neighbour) (`tc`). The real kernel has
-        each of `neighbours` resolved or confirmed for the next read."""
+        each of `neighbours` resolved or confirmed for the next read. With `guard_dev`, its qdisc
+        and our reset guards on its egress (`guard`)."""
 
     def apply(self, op: Operation) -> None:
         """Carry out `op`; raise KernelError with the kernel's reason if it fails."""

@@ -15,10 +15,12 @@ from typing import Any, Callable
 
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan.guard import Guard
 from cgp_ipvs_helper.plan.model import (
     Address,
     Daemon,
     Dest,
+    GuardState,
     KernelState,
     Service,
     ServiceKey,
@@ -45,26 +47,36 @@ class MemoryKernel:
         self.daemons: set[Daemon] = set(state.daemons)
         # the LAN interface's ingress (the only device a helper puts filters on)
         tc = state.tc or TcState()
-        self.ingress: str | None = tc.ingress
+        guard = state.guard or GuardState()
+        self.ingress: str | None = tc.ingress or guard.qdisc  # one qdisc for both hooks
         self.filters: dict[tuple[int, int, int], VipFilter | RangeFilter | None] = {
             (pref, chain, handle): f for pref, chain, handle, f in tc.filters
         }
         self.mac = tc.mac  # the interface's, and its neighbours': what the real one held
         self.neighbours: dict[str, str] = dict(tc.neighbours)
 
+        # its egress: the takeover's reset guards
+        self.guards: dict[tuple[int, int], Guard | None] = {
+            (pref, handle): g for pref, handle, g in guard.guards
+        }
+
     def observe(
         self,
         sysctls: frozenset[str],
         tc_dev: str | None = None,
         neighbours: Collection[str] | None = None,
+        guard_dev: str | None = None,
     ) -> KernelState:
-        tc = None
+        tc = guard = None
         if tc_dev is not None:
             found = frozenset((*key, f) for key, f in self.filters.items())
             macs = {
                 ip: m for ip, m in self.neighbours.items() if neighbours is None or ip in neighbours
             }
             tc = TcState(self.ingress, found, self.mac, frozenset(macs.items()))
+        if guard_dev is not None:
+            held = frozenset((*key, g) for key, g in self.guards.items())
+            guard = GuardState(self.ingress, held)
         return KernelState(
             addresses=tuple(self.addresses),
             sysctls={p: self.sysctls.get(p) for p in sysctls},
@@ -72,6 +84,7 @@ class MemoryKernel:
             dests=frozenset(self.dests.values()),
             daemons=frozenset(self.daemons),
             tc=tc,
+            guard=guard,
         )
 
     def close(self) -> None:
@@ -183,6 +196,20 @@ class MemoryKernel:
             raise _fail(op, errno.ENOENT)
         del self.filters[key]
 
+    def _add_guard(self, op: operations.AddGuard) -> None:
+        key = (op.guard.pref, op.guard.handle)
+        if self.ingress != "clsact":
+            raise _fail(op, errno.EINVAL)  # no egress hook
+        if key in self.guards:
+            raise _fail(op, errno.EEXIST)
+        self.guards[key] = op.guard
+
+    def _del_guard(self, op: operations.DelGuard) -> None:
+        key = (op.pref, op.handle)
+        if key not in self.guards:
+            raise _fail(op, errno.ENOENT)
+        del self.guards[key]
+
     # --- lookups -----------------------------------------------------------------------------
 
     def _find(self, address: Address) -> Address | None:
@@ -224,4 +251,6 @@ HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
     operations.AddClsact: MemoryKernel._add_clsact,
     operations.AddFilter: MemoryKernel._add_filter,
     operations.DelFilter: MemoryKernel._del_filter,
+    operations.AddGuard: MemoryKernel._add_guard,
+    operations.DelGuard: MemoryKernel._del_guard,
 }

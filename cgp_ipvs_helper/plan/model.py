@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from attrs import Factory, field, frozen
 from attrs.validators import in_, instance_of
 
+from cgp_ipvs_helper.plan.guard import Guard
 from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
 
 PROTOCOLS = ("tcp", "udp")
@@ -47,7 +48,11 @@ class Role(enum.Enum):
 
     STANDBY = "standby"
     ACTIVE = "active"
+    # active, and the backup sync daemon still takes the old balancer's last connection entries
+    TAKING_OVER = "taking over"
     DRAINING = "draining"
+    # standby after a drain shorter than the old master's flush: that master still sends
+    FLUSHING = "flushing"
     STOPPED = "stopped"
 
 
@@ -167,6 +172,16 @@ class TcState:
 
 
 @frozen
+class GuardState:
+    """The LAN interface's egress as far as the takeover's reset guard goes: the kind of its
+    clsact-capable qdisc ('clsact', 'ingress' or None: none) and our guards as (preference,
+    handle, what it holds; None if changed)."""
+
+    qdisc: str | None = None
+    guards: frozenset[tuple[int, int, Guard | None]] = frozenset()
+
+
+@frozen
 class KernelState:
     """What the kernel holds, as far as the planner needs to know.
 
@@ -182,6 +197,7 @@ class KernelState:
     daemons: frozenset[Daemon] = frozenset()
     ipvs: bool = True
     tc: TcState | None = None  # None: not read (no member map in this run)
+    guard: GuardState | None = None  # None: not read
 
     def addresses_on(self, dev: str) -> tuple[Address, ...]:
         return tuple(a for a in self.addresses if a.dev == dev)
@@ -208,3 +224,4 @@ class DesiredState:
     daemons: frozenset[Daemon]
     scope: frozenset[str]
     filters: frozenset[VipFilter | RangeFilter] | None = None  # None: leave tc alone (no map)
+    guards: frozenset[Guard] = frozenset()  # the takeover's reset guard (guard.py)

@@ -17,6 +17,7 @@ from typing import ClassVar, Union
 
 from attrs import frozen
 
+from cgp_ipvs_helper.plan.guard import GUARD_PREF, GUARD_PREF6, Guard
 from cgp_ipvs_helper.plan.model import (
     SERVERS_KEPT,
     SERVICES_KEPT,
@@ -397,6 +398,41 @@ class DelFilter(_Renders):
         return _tc_filter("del", self.dev, self.pref, self.chain, self.handle)
 
 
+# --- the takeover's reset guard (see guard.py) ----------------------------------------------------
+
+_GUARD_PROTOCOL = {GUARD_PREF: "ip", GUARD_PREF6: "ipv6"}
+
+
+def _guard_filter(verb: str, dev: str, pref: int, handle: int) -> list[str]:
+    head = ["tc", "filter", verb, "dev", dev, "egress", "protocol", _GUARD_PROTOCOL[pref]]
+    return [*head, "pref", str(pref), "chain", "0", "handle", hex(handle), "flower"]
+
+
+@frozen
+class AddGuard(_Renders):
+    """Drop TCP resets from a block of VIPs on the egress of `dev` while taking over."""
+
+    dev: str
+    guard: Guard
+
+    def argv(self) -> list[str]:
+        g = self.guard
+        head = [*_guard_filter("add", self.dev, g.pref, g.handle), "skip_hw", "ip_proto", "tcp"]
+        return [*head, "src_ip", g.prefix, "tcp_flags", "0x4/0x4", "action", "drop"]
+
+
+@frozen
+class DelGuard(_Renders):
+    """Remove our guard `handle` at `pref` (whatever it holds now) from the egress of `dev`."""
+
+    dev: str
+    pref: int
+    handle: int
+
+    def argv(self) -> list[str]:
+        return _guard_filter("del", self.dev, self.pref, self.handle)
+
+
 ManyDests = Union[AddDests, EditDests, DelDests]
 
 Operation = Union[
@@ -419,4 +455,6 @@ Operation = Union[
     AddClsact,
     AddFilter,
     DelFilter,
+    AddGuard,
+    DelGuard,
 ]

@@ -4,7 +4,8 @@
 traffic flowing: lo aliases and ARP sysctls first; VIPs leave the LAN interface before anything
 else changes; IPVS services and real servers are ready (and stale ones gone), and the sync
 daemons switched, before a VIP is taken on the LAN interface; the steering filters (outgoing.py)
-are set once their firewall-mark services exist and removed before those go. Deletions are
+are set once their firewall-mark services exist and removed before those go; `backup_only` is
+raised only after the backup daemon it would block stopped. Deletions are
 limited to `scope` (our VIPs), firewall-mark services with our marks, our filters, and sync
 daemons on our interface and SyncID: nothing not ours is ever touched.
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import groupby
 from types import MappingProxyType
 
+from cgp_ipvs_helper.plan.guard import guards
 from cgp_ipvs_helper.plan.model import (
     Address,
     Daemon,
@@ -33,12 +35,15 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
+    AddClsact,
     AddDest,
     AddDests,
+    AddGuard,
     AddService,
     DelAddress,
     DelDest,
     DelDests,
+    DelGuard,
     DelService,
     EditDest,
     EditDests,
@@ -90,8 +95,14 @@ DEFAULT_PORTS: tuple[tuple[str, int], ...] = tuple(
 )
 
 
-def sysctls(iface: str) -> tuple[Sysctl, ...]:
-    """The settings every member keeps; a path the kernel lacks is skipped, not created."""
+BACKUP_ONLY = "net/ipv4/vs/backup_only"
+
+
+def sysctls(iface: str, role: Role = Role.STANDBY) -> tuple[Sysctl, ...]:
+    """The settings every member keeps; a path the kernel lacks is skipped, not created.
+
+    `backup_only` is 0 only while taking over: the backup daemon still runs then, and the
+    balancer must forward."""
     return (
         # answer ARP only for addresses on the interface asked: a VIP on lo stays silent
         Sysctl("net/ipv4/conf/all/arp_ignore", "1"),
@@ -101,7 +112,7 @@ def sysctls(iface: str) -> tuple[Sysctl, ...]:
         Sysctl(f"net/ipv4/conf/{iface}/arp_announce", "2"),
         # a sync backup that is also a real server must not forward synced connections again,
         # or SYNs loop between directors (kernel >= 4.5 and RHEL 7+ have it)
-        Sysctl("net/ipv4/vs/backup_only", "1"),
+        Sysctl(BACKUP_ONLY, "0" if role is Role.TAKING_OVER else "1"),
         # connections to a member that left expire at once, so its clients reconnect elsewhere
         Sysctl("net/ipv4/vs/expire_nodest_conn", "1"),
     )
@@ -145,6 +156,24 @@ def weights(
     return {m: _weight(settings, role, m == self_ip) for m in members}
 
 
+BALANCING = (Role.ACTIVE, Role.TAKING_OVER, Role.DRAINING)  # roles with IPVS services
+ANNOUNCING = (Role.ACTIVE, Role.TAKING_OVER)  # roles with the VIPs on the LAN interface
+# The sync daemons of each role. The old balancer's master sends what it queued for up to a few
+# seconds after the switch (it batches entries until a message is full, or for 2 s), and those
+# are its youngest connections: taking over, the new balancer keeps its backup daemon, and
+# after a short drain the old one keeps its master until then (session.FLUSH_S).
+DAEMONS: Mapping[Role, tuple[str, ...]] = MappingProxyType(
+    {
+        Role.STANDBY: ("backup",),
+        Role.ACTIVE: ("master",),
+        Role.TAKING_OVER: ("backup", "master"),
+        Role.DRAINING: ("master",),
+        Role.FLUSHING: ("backup", "master"),
+        Role.STOPPED: (),
+    }
+)
+
+
 def desired_state(
     settings: Settings,
     vips: Sequence[str],
@@ -160,7 +189,7 @@ def desired_state(
     (the member map's third column): an IPv6 VIP's real servers. A member without one is left
     out of the IPv6 services; with no IPv6 member at all, IPv6 VIPs are held on lo only.
     """
-    balancing = role in (Role.ACTIVE, Role.DRAINING)
+    balancing = role in BALANCING
     balanced = balanced_vips(vips, members6)
     svcs = services(settings, balanced) if balancing else frozenset()
     weight = weights(settings, role, members, self_ip)
@@ -170,22 +199,18 @@ def desired_state(
         for m in members
         for ip in _real_server(m, s.key.vip, members6)
     )
-    daemon_state = {Role.STANDBY: "backup", Role.ACTIVE: "master", Role.DRAINING: "master"}
-    daemons = frozenset(
-        [Daemon(daemon_state[role], settings.iface, settings.syncid)]
-        if role in daemon_state
-        else []
-    )
+    daemons = frozenset(Daemon(d, settings.iface, settings.syncid) for d in DAEMONS[role])
     return DesiredState(
         iface=settings.iface,
         syncid=settings.syncid,
         on_lo=frozenset(vips),
-        on_iface=frozenset(balanced) if role is Role.ACTIVE else frozenset(),
-        sysctls=sysctls(settings.iface),
+        on_iface=frozenset(balanced) if role in ANNOUNCING else frozenset(),
+        sysctls=sysctls(settings.iface, role),
         services=svcs,
         dests=dests,
         daemons=daemons,
         scope=frozenset(vips) | retired,
+        guards=guards(balanced) if role is Role.TAKING_OVER else frozenset(),
     )
 
 
@@ -230,10 +255,11 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
     on_lo = {a.ip for a in actual.addresses_on("lo")}
     ops += [AddAddress(Address(ip, "lo")) for ip in sorted(desired.on_lo - on_lo, key=ip_order)]
 
+    blocking: list[Operation] = []  # backup_only raised: only once the backup daemon stopped
     for s in desired.sysctls:
         current = actual.sysctls.get(s.path)
         if current is not None and current.split() != s.value.split():  # "a\tb" is "a b"
-            ops.append(SetSysctl(s))
+            (blocking if s.path == BACKUP_ONLY and s.value == "1" else ops).append(SetSysctl(s))
 
     ours_on_iface = [a for a in actual.addresses_on(iface) if _ours(a, scope)]
     ops += [DelAddress(a) for a in ours_on_iface if a.ip not in desired.on_iface]
@@ -265,6 +291,8 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
     ours_daemons = {d for d in actual.daemons if d.iface == iface and d.syncid == desired.syncid}
     ops += [StopDaemon(d) for d in sorted(ours_daemons - desired.daemons, key=_daemon_order)]
     ops += [StartDaemon(d) for d in sorted(desired.daemons - actual.daemons, key=_daemon_order)]
+    ops += blocking
+    ops += _guard_ops(desired, actual, ops)
 
     on_iface = {a.ip for a in ours_on_iface}
     ops += [
@@ -277,6 +305,28 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         if _ours(a, scope) and a.ip not in desired.on_lo
     ]
     return tuple(ops)
+
+
+def _guard_ops(
+    desired: DesiredState, actual: KernelState, before: Sequence[Operation]
+) -> list[Operation]:
+    """The reset guard's filters: ours that differ go, the desired ones come (after the clsact
+    qdisc, unless `before` adds it already). Nothing if the egress was not read; no additions
+    where an ingress qdisc (no egress hook) is in the way."""
+    state, iface = actual.guard, desired.iface
+    if state is None:
+        return []
+    have = {(pref, handle): what for pref, handle, what in state.guards}
+    want = {(g.pref, g.handle): g for g in desired.guards}
+    ops: list[Operation] = [
+        DelGuard(iface, *key) for key in sorted(have) if want.get(key) != have[key]
+    ]
+    adds = [AddGuard(iface, want[key]) for key in sorted(want) if have.get(key) != want[key]]
+    if not adds or state.qdisc == "ingress":
+        return ops
+    if state.qdisc is None and AddClsact(iface) not in before:
+        ops.append(AddClsact(iface))
+    return ops + adds
 
 
 def _ours(a: Address, scope: frozenset[str]) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cgp_ipvs_helper.core.session import HANDOVER_S
 from lab.driver import HelperProcess, write_vipfile
 from lab.lan import Host, Lan, ipvsadm
 
@@ -62,8 +63,17 @@ def state(host: Host) -> dict[str, object]:
         "eth0": sorted(host.addresses("eth0")),
         "sysctls": sysctls,
         "tc": host.run(["tc", "-d", "filter", "show", "dev", "eth0", "ingress"]).stdout,
+        "egress": host.run(["tc", "-d", "filter", "show", "dev", "eth0", "egress"]).stdout,
         "qdisc": host.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout,
     }
+
+
+def taken_over(helper: HelperProcess) -> None:
+    """Wait for the end of the takeover the script's first ACTIVATE started."""
+    deadline = time.monotonic() + HANDOVER_S + 10
+    while not any(line.startswith("* takeover over") for line in helper.log):
+        assert time.monotonic() < deadline, helper.log[-10:]
+        helper.lines(0.5)
 
 
 def run_script(helper: HelperProcess) -> list[str]:
@@ -84,6 +94,8 @@ def replayed(
     dry = HelperProcess(hosts["dry"], *args, "-m")
     try:
         assert run_script(real) == run_script(dry)
+        for helper in (real, dry):  # the state to compare is the one after the takeover
+            taken_over(helper)
         commands = dry.commands()
         assert commands == real.commands()
         assert state(hosts["dry"])["ipvs"] == [] and state(hosts["dry"])["eth0"] == [
@@ -115,6 +127,13 @@ def test_replayed_dry_run_equals_real_mode(hosts: dict[str, Host], tmp_path) -> 
     shown = state(hosts["real"])["tc"]
     assert (
         "skbedit  mark 1128776528" in shown and shown.count("Egress Redirect to device eth0") == 4
+    )
+    # the takeover's reset guard, there and gone
+    guard = "egress protocol ip pref 65002 chain 0 handle 0xc6336414 flower"
+    assert (
+        f"tc filter add dev eth0 {guard} skip_hw ip_proto tcp src_ip 198.51.100.20/30 "
+        in (" ".join(commands) + " ")
+        and f"tc filter del dev eth0 {guard}" in commands
     )
 
 

@@ -116,7 +116,7 @@ def test_activate_balances_tcp_and_udp_over_all_members(
     assert saved_table(fe1) == expected_table(group.vips, {fe1: 100, fe2: 100, fe3: 100})
     assert as_held(group.vips) <= held(fe1, "eth0")
     assert re.search(r"master sync daemon \(mcast=eth0, syncid=0", daemons(fe1))
-    assert "backup sync daemon" not in daemons(fe1)
+    assert "backup sync daemon" in daemons(fe1)  # until the takeover ends (test_handover.py)
     assert group.client.neigh(vip) in (None, fe1.mac)
     for each in {*family.vips, group.vips[-1]}:  # with IPv6, the IPv4 VIP of the file too
         assert tcp_ask(group.client, each, TCP) in ("fe1", "fe2", "fe3")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, Dest, KernelState, Role, Settings
 from cgp_ipvs_helper.plan.operations import AddDest, DelDest, EditDest, EditDests, each
@@ -147,6 +148,8 @@ def test_a_change_that_fails_reads_the_kernel_and_repairs_it_at_once(clock: Cloc
 def test_a_change_behind_the_helpers_back_is_repaired_by_the_refresh(clock: Clock) -> None:
     h, kernel = _helper(clock)
     h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
+    clock.advance(HANDOVER_S)
+    h.tick()  # the takeover's end reads the kernel: what follows is trusted
     key = next(k for k, d in kernel.dests.items() if d.ip == "192.0.2.12")
     kernel.dests[key] = Dest(key[0], key[1], 3)  # re-weighted by hand: nothing fails for it
     h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12")

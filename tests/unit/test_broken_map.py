@@ -12,6 +12,7 @@ import pytest
 
 from cgp_ipvs_helper.core.engine import Helper
 from cgp_ipvs_helper.core.protocol import Reply, render
+from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.errors import VipFileError
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import KernelState, TcState
@@ -87,6 +88,12 @@ def started(path: Path, text: bytes | None, vips=VIPS) -> tuple[Helper, FakeKern
     return h, kernel, clock
 
 
+def taken_over(h: Helper, clock: Clock) -> None:
+    """Past the takeover's end, as a helper that has been active a while."""
+    clock.advance(HANDOVER_S)
+    h.tick()
+
+
 def infos(reply: Reply) -> list[str]:
     return [line[2:] for line in render(reply) if line.startswith("* ")]
 
@@ -126,8 +133,9 @@ def test_at_start_the_helper_balances_as_without_a_map_and_says_why(
     assert (
         infos(h.reload())[0] == f"reloaded /etc/sysconfig/vipaddrs: 2 VIPs; {path}: 3 port ranges"
     )
-    good, good_kernel, _ = started(tmp_path / "good", GOOD)
+    good, good_kernel, good_clock = started(tmp_path / "good", GOOD)
     assert answer(good, f"1 ACTIVATE {MEMBERS}") == "1 OK active vips=2 members=3"
+    taken_over(good, good_clock)
     assert kernel_state(kernel) == kernel_state(good_kernel) != kernel_state(plain_kernel)
     assert answer(h, "3 STATUS") == answer(plain, "3 STATUS")
     clock.advance(15)
@@ -153,8 +161,9 @@ def test_at_sighup_the_last_good_map_stays_in_force(
     assert f"ERROR {path}{where}; {KEPT}" in infos(h.tick())
     # membership changes still work, with the map in force
     assert answer(h, "3 ACTIVATE 192.0.2.11 192.0.2.12") == "3 OK active vips=2 members=2"
-    good, good_kernel, _ = started(tmp_path / "good", GOOD)
+    good, good_kernel, good_clock = started(tmp_path / "good", GOOD)
     assert answer(good, "1 ACTIVATE 192.0.2.11 192.0.2.12") == "1 OK active vips=2 members=2"
+    taken_over(good, good_clock)
     assert kernel_state(kernel) == kernel_state(good_kernel)
     path.write_bytes(GOOD)
     reloaded = infos(h.reload())

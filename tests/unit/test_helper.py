@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cgp_ipvs_helper.core.protocol import Reply, Response, render
+from cgp_ipvs_helper.core.session import FLUSH_S, HANDOVER_S
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, Daemon, KernelState, Role
 from cgp_ipvs_helper.plan.operations import (
@@ -85,6 +86,8 @@ def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock)
     h = make_helper(kernel, clock)
     h.start()
     h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    clock.advance(HANDOVER_S)
+    h.tick()  # the takeover is over: a plain active balancer dies
     kernel.apply(AddService(_foreign_service()))
     kernel.apply(AddAddress(Address("203.0.113.9", "eth0")))
     dead = kernel.observe(frozenset(kernel.sysctls))
@@ -118,20 +121,49 @@ def test_activate_programs_ipvs_before_taking_the_vips(helper, kernel: FakeKerne
     ops = kernel.take()
     k = kinds(ops)
     last_ipvs = max(i for i, n in enumerate(k) if n in ("AddService", "AddDest"))
-    assert k.index("StopDaemon") > last_ipvs
-    assert k.index("StartDaemon") > k.index("StopDaemon")
+    assert k.index("SetSysctl") == 0  # backup_only 0: the backup daemon stays while taking over
+    assert "StopDaemon" not in k and k.index("StartDaemon") > last_ipvs
     first_vip_on_lan = k.index("AddAddress")
-    assert first_vip_on_lan > k.index("StartDaemon")
+    assert first_vip_on_lan > k.index("AddGuard") > k.index("StartDaemon")
     assert k.index("SendGarp") > max(i for i, n in enumerate(k) if n == "AddAddress")
     assert kinds(ops).count("AddService") == 4  # 2 VIPs x TCP/UDP, port 0
     assert kinds(ops).count("AddDest") == 12
-    assert kernel.daemons == {Daemon("master", "eth0", 0)}
+    assert kernel.daemons == {Daemon("backup", "eth0", 0), Daemon("master", "eth0", 0)}
+    assert kernel.sysctls["net/ipv4/vs/backup_only"] == "0" and kernel.guards
     garps = [op for op in ops if isinstance(op, SendGarp)]
     assert {(g.ip, g.reply) for g in garps} == {(v, r) for v in VIPS for r in (False, True)}
     weights = {d.ip: d.weight for d in kernel.dests.values()}
     assert weights == {"192.0.2.11": 100, "192.0.2.12": 100, "192.0.2.13": 100}
     svc = next(iter(kernel.services.values()))
     assert (svc.key.port, svc.persistence, svc.scheduler) == (0, 15, "wlc")
+
+
+def test_the_takeover_ends_with_the_backup_stopped_then_backup_only(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    kernel.take()
+    assert helper.next_deadline() == clock.now + 1.1  # the first GARP repeat comes first
+    clock.advance(HANDOVER_S - 0.1)
+    helper.tick()
+    assert "StopDaemon" not in kinds(kernel.take())
+    clock.advance(0.1)
+    lines = helper.tick()
+    assert kinds(kernel.take()) == ["StopDaemon", "SetSysctl", "DelGuard"]
+    assert "takeover over: the backup sync daemon stops" in infos(lines)
+    assert kernel.daemons == {Daemon("master", "eth0", 0)} and not kernel.guards
+    assert kernel.sysctls["net/ipv4/vs/backup_only"] == "1"
+    assert helper.session.role is Role.ACTIVE
+    helper.handle("2 ACTIVATE 192.0.2.11 192.0.2.12")  # active already: no takeover again
+    assert helper.session.role is Role.ACTIVE
+
+
+def test_deactivate_while_taking_over_ends_the_takeover(helper, kernel, clock) -> None:
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    kernel.take()
+    helper.handle("2 DEACTIVATE")
+    k = kinds(kernel.take())
+    assert k.index("StopDaemon") < k.index("SetSysctl") and "DelGuard" in k
+    assert kernel.daemons == {Daemon("master", "eth0", 0)} and not kernel.guards
+    assert helper.session.role is Role.DRAINING
 
 
 def test_repeated_activate_changes_nothing_but_announces(helper, kernel: FakeKernel) -> None:
@@ -201,6 +233,8 @@ def test_no_local_member_and_no_lan_address(clock: Clock) -> None:
 
 def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> None:
     helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    clock.advance(HANDOVER_S)
+    helper.tick()
     kernel.take()
     out = helper.handle("2 DEACTIVATE")
     assert out.response == ok("2", "standby")
@@ -219,6 +253,27 @@ def test_deactivate_drains_then_returns_to_standby(helper, kernel, clock) -> Non
     )
 
 
+def test_after_a_short_drain_the_master_stays_until_it_has_sent_its_queue(kernel, clock) -> None:
+    helper = make_helper(kernel, clock, drain=1.0)
+    helper.start()
+    helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    clock.advance(HANDOVER_S)
+    helper.tick()
+    helper.handle("2 DEACTIVATE")
+    kernel.take()
+    clock.advance(1.0)
+    helper.tick()
+    assert not kernel.services and kernel.sysctls["net/ipv4/vs/backup_only"] == "1"
+    assert kernel.daemons == {Daemon("backup", "eth0", 0), Daemon("master", "eth0", 0)}
+    kernel.take()
+    clock.advance(FLUSH_S - 1.0)
+    lines = helper.tick()
+    assert kinds(kernel.take()) == ["StopDaemon"] and kernel.daemons == {
+        Daemon("backup", "eth0", 0)
+    }
+    assert "flush over: the master sync daemon stops" in infos(lines)
+
+
 def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
     helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
     helper.handle("2 DEACTIVATE")
@@ -227,7 +282,15 @@ def test_activate_during_drain_cancels_it(helper, kernel, clock) -> None:
     assert helper.handle("3 ACTIVATE 192.0.2.11 192.0.2.12").response == ok(
         "3", "active vips=2 members=2"
     )
-    assert {type(op).__name__ for op in kernel.take()} == {"AddAddress", "EditDest", "SendGarp"}
+    # a takeover again: the backup daemon comes back (the old balancer may be another now)
+    assert {type(op).__name__ for op in kernel.take()} == {
+        "SetSysctl",
+        "EditDest",
+        "StartDaemon",
+        "AddGuard",
+        "AddAddress",
+        "SendGarp",
+    }
     clock.advance(10)
     helper.tick()
     assert kernel.services and helper.session.role is Role.ACTIVE
@@ -250,6 +313,8 @@ def test_garp_repeats_after_the_response(helper, kernel, clock) -> None:
 
 def test_refresh_repairs_drift_and_reannounces(helper, kernel, clock) -> None:
     helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    clock.advance(HANDOVER_S)
+    helper.tick()
     kernel.take()
     # somebody removed a VIP from eth0 and a real server, and reset a sysctl
     vip_addr = next(a for a in kernel.addresses if a.dev == "eth0" and a.ip == VIPS[0])
@@ -374,8 +439,8 @@ def test_a_missing_ipvs_is_said_once_and_when_it_is_back(clock: Clock) -> None:
     class NoIpvs(FakeKernel):
         ipvs_problem = "IPVS is not available: load the ip_vs kernel module"
 
-        def observe(self, sysctls):
-            state = super().observe(sysctls)
+        def observe(self, sysctls, tc_dev=None, guard_dev=None):
+            state = super().observe(sysctls, tc_dev, guard_dev)
             return KernelState(addresses=state.addresses, sysctls=state.sysctls, ipvs=False)
 
     kernel = NoIpvs(fresh_state())

@@ -25,9 +25,9 @@ class CountingKernel(FakeKernel):
         self.reads = 0
         self.prepared: list[tuple] = []
 
-    def observe(self, sysctls, tc_dev=None, neighbours=None):
+    def observe(self, *args, **kwargs):
         self.reads += 1
-        return super().observe(sysctls, tc_dev, neighbours)
+        return super().observe(*args, **kwargs)
 
     def prepare(self, ops) -> None:
         self.prepared.append(tuple(ops))

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from collections import Counter
 
+import attrs
+import netaddr
+
 from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan.guard import GUARD_PREF, Guard
 from cgp_ipvs_helper.plan.model import (
     Address,
     Daemon,
     Dest,
+    GuardState,
     KernelState,
     Service,
     ServiceKey,
     Settings,
+    Sysctl,
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
+    AddClsact,
     AddDest,
+    AddGuard,
     AddService,
     DelAddress,
+    DelGuard,
     DelService,
     EditDest,
     EditService,
@@ -27,12 +36,20 @@ from cgp_ipvs_helper.plan.operations import (
     StartDaemon,
     StopDaemon,
 )
-from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, Role, announce, desired_state, plan
+from cgp_ipvs_helper.plan.planner import (
+    BACKUP_ONLY,
+    DEFAULT_PORTS,
+    Role,
+    announce,
+    desired_state,
+    plan,
+)
 
 from .conftest import SELF, fresh_state
 
 VIPS = ("198.51.100.10", "198.51.100.11")
 MEMBERS = (SELF, "192.0.2.12", "192.0.2.13")
+BACKUP_ONLY_ON = Sysctl(BACKUP_ONLY, "1")
 
 
 def want(role: Role, settings: Settings | None = None, vips=VIPS, members=MEMBERS, retired=()):
@@ -57,7 +74,51 @@ def test_standby_from_a_fresh_kernel() -> None:
     ops = plan(want(Role.STANDBY), fresh_state())
     assert count(ops) == {"AddAddress": 2, "SetSysctl": 6, "StartDaemon": 1}
     assert all(op.address.dev == "lo" for op in ops if isinstance(op, AddAddress))
-    assert ops[-1] == StartDaemon(Daemon("backup", "eth0", 0))
+    # backup_only is raised once the backup daemon it blocks runs (a fresh kernel has 0)
+    assert ops[-2:] == (StartDaemon(Daemon("backup", "eth0", 0)), SetSysctl(BACKUP_ONLY_ON))
+
+
+def test_taking_over_keeps_the_backup_forwarding_and_guards_against_resets() -> None:
+    def apply_read(state: KernelState, ops) -> KernelState:
+        k = FakeKernel(state)
+        for op in ops:
+            k.apply(op)
+        return k.observe(frozenset(state.sysctls), guard_dev="eth0")
+
+    fresh = KernelState(
+        addresses=fresh_state().addresses, sysctls=fresh_state().sysctls, guard=GuardState()
+    )
+    standby = apply_read(fresh, plan(want(Role.STANDBY), fresh))
+    ops = plan(want(Role.TAKING_OVER), standby)
+    assert ops[0] == SetSysctl(Sysctl(BACKUP_ONLY, "0"))  # first: the backup daemon stays
+    assert StopDaemon(Daemon("backup", "eth0", 0)) not in ops
+    guard = Guard("198.51.100.10/31", int(netaddr.IPAddress("198.51.100.10")))
+    assert ops[-5:] == (
+        StartDaemon(Daemon("master", "eth0", 0)),
+        AddClsact("eth0"),
+        AddGuard("eth0", guard),
+        AddAddress(Address("198.51.100.10", "eth0")),
+        AddAddress(Address("198.51.100.11", "eth0")),
+    )
+    taking_over = apply_read(standby, ops)
+    assert plan(want(Role.TAKING_OVER), taking_over) == ()
+    # over: the backup stops before backup_only blocks forwarding; the guard goes
+    assert plan(want(Role.ACTIVE), taking_over) == (
+        StopDaemon(Daemon("backup", "eth0", 0)),
+        SetSysctl(BACKUP_ONLY_ON),
+        DelGuard("eth0", GUARD_PREF, guard.handle),
+    )
+    # a guard someone changed is replaced
+    changed = attrs.evolve(
+        taking_over, guard=GuardState("clsact", frozenset({(GUARD_PREF, guard.handle, None)}))
+    )
+    assert plan(want(Role.TAKING_OVER), changed) == (
+        DelGuard("eth0", GUARD_PREF, guard.handle),
+        AddGuard("eth0", guard),
+    )
+    # no egress hook where an ingress qdisc is in the way: the takeover goes on unguarded
+    ingress = attrs.evolve(standby, guard=GuardState("ingress"))
+    assert not [op for op in plan(want(Role.TAKING_OVER), ingress) if isinstance(op, AddGuard)]
 
 
 def test_activation_from_standby() -> None:

@@ -94,7 +94,7 @@ def test_the_prepared_activation_is_the_plan(case) -> None:
     prepared = ready.prepare(options, vips, retired, member_map, state)
     assert prepared is not None and prepared.state == state
     members6 = member_map.ipv6()
-    desired = desired_state(options, vips, Role.ACTIVE, members, self_ip, retired, members6)
+    desired = desired_state(options, vips, Role.TAKING_OVER, members, self_ip, retired, members6)
     desired = member_map.desired(desired, True, vips, state)
     expected = plan(desired, state) + announce(vips, options.iface, members6)
     activation = ready.activation(prepared, options, members, self_ip)

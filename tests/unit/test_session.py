@@ -6,7 +6,15 @@ import itertools
 
 import pytest
 
-from cgp_ipvs_helper.core.session import GARP_REPEATS, Event, IllegalTransition, Session, State
+from cgp_ipvs_helper.core.session import (
+    FLUSH_S,
+    GARP_REPEATS,
+    HANDOVER_S,
+    Event,
+    IllegalTransition,
+    Session,
+    State,
+)
 from cgp_ipvs_helper.plan.model import Role
 
 S, E = State, Event
@@ -18,12 +26,15 @@ AFTER = {
     E.QUIT: {S.STANDBY: S.STOPPED, S.ACTIVE: S.STOPPING, S.DRAINING: S.STOPPING},
     E.DRAINED: {S.DRAINING: S.STANDBY, S.STOPPING: S.STOPPED},
     E.GARP_REPEAT: {S.ACTIVE: S.ACTIVE},
+    E.TAKEN_OVER: {S.ACTIVE: S.ACTIVE},  # the takeover's window ends
+    E.FLUSHED: {S.STANDBY: S.STANDBY},  # after a short drain, the old master's flush ends
     E.REFRESH: {s: s for s in (S.STANDBY, S.ACTIVE, S.DRAINING, S.STOPPING)},
 }
 EXPECTED = {(state, event): to for event, row in AFTER.items() for state, to in row.items()}
-# what the planner is asked for: stopping drains like a DEACTIVATE
-ROLE = {S.STANDBY: Role.STANDBY, S.ACTIVE: Role.ACTIVE, S.DRAINING: Role.DRAINING}
-ROLE |= {S.STOPPING: Role.DRAINING, S.STOPPED: Role.STOPPED}
+# what the planner is asked for: stopping drains like a DEACTIVATE; a new balancer takes over
+# for a while, and an old one whose drain was short still flushes its sync queue
+ROLES = {S.STANDBY: {Role.STANDBY, Role.FLUSHING}, S.ACTIVE: {Role.ACTIVE, Role.TAKING_OVER}}
+ROLES |= {S.DRAINING: {Role.DRAINING}, S.STOPPING: {Role.DRAINING}, S.STOPPED: {Role.STOPPED}}
 REQUESTS = (E.ACTIVATE, E.DEACTIVATE, E.QUIT)
 FE = "192.0.2.11"
 
@@ -52,7 +63,12 @@ def request(s: Session, event: Event) -> None:
 
 def due(s: Session, timer: Event) -> float:
     """When `timer` is due in this session."""
-    when = {E.DRAINED: s.drain_until, E.REFRESH: s.refresh_due}.get(timer)
+    when = {
+        E.DRAINED: s.drain_until,
+        E.REFRESH: s.refresh_due,
+        E.TAKEN_OVER: s.takeover_until,
+        E.FLUSHED: s.flush_until,
+    }.get(timer)
     if timer is E.GARP_REPEAT:
         when = s.garp_due[0]
     assert when is not None
@@ -62,13 +78,18 @@ def due(s: Session, timer: Event) -> float:
 @pytest.mark.parametrize(("state", "event"), list(EXPECTED), ids=str)
 def test_each_promised_transition(state: State, event: Event) -> None:
     s, to = reach(state), EXPECTED[(state, event)]
+    if event is E.FLUSHED:  # standby after a drain shorter than the old master's flush
+        s.drain = 1.0
+        s.activate([FE], FE, 1.0)
+        s.deactivate(2.0)
+        s.expire(3.0)
     if event in REQUESTS:
         request(s, event)
     else:
         assert event in s.expire(due(s, event))
     assert s.state is to
     assert s.quitting is (to in (S.STOPPING, S.STOPPED))
-    assert s.role is ROLE[to]
+    assert s.role in ROLES[to]
 
 
 ILLEGAL = [p for p in itertools.product(State, Event) if p not in EXPECTED]
@@ -162,11 +183,46 @@ def test_requests_postpone_the_refresh_unless_a_retry_is_owed() -> None:
     assert s.next_deadline() == 65.0
 
 
-def test_timers_fire_in_order_drain_end_garp_repeat_refresh() -> None:
+def test_timers_fire_in_order_drain_end_takeover_end_garp_repeat_refresh() -> None:
     s = Session(drain=5.0, refresh=15.0, now=0.0)
     s.activate(["192.0.2.11"], "192.0.2.11", 1.0)
     s.deactivate(1.5)
     s.activate(["192.0.2.11"], "192.0.2.11", 2.0)
-    assert s.expire(20.0) == [Event.GARP_REPEAT, Event.REFRESH]
+    assert s.expire(20.0) == [Event.TAKEN_OVER, Event.GARP_REPEAT, Event.REFRESH]
     s.deactivate(21.0)
     assert s.expire(40.0) == [Event.DRAINED, Event.REFRESH]
+
+
+def test_becoming_active_is_a_takeover_for_a_while_staying_active_is_not() -> None:
+    s = Session(drain=5.0, refresh=15.0, now=0.0)
+    s.activate(["192.0.2.11"], "192.0.2.11", 1.0)
+    assert s.role is Role.TAKING_OVER and s.next_deadline() == 1.0 + GARP_REPEATS[0]
+    s.activate(["192.0.2.11"], "192.0.2.11", 2.0)  # repeated: the takeover keeps its end
+    assert s.expire(1.0 + HANDOVER_S - 0.01) == [Event.GARP_REPEAT]  # both repeats: one round
+    assert s.role is Role.TAKING_OVER and s.next_deadline() == 1.0 + HANDOVER_S
+    assert s.expire(1.0 + HANDOVER_S) == [Event.TAKEN_OVER]
+    assert s.role is Role.ACTIVE and s.state is State.ACTIVE
+    s.activate(["192.0.2.11"], "192.0.2.11", 10.0)
+    assert s.role is Role.ACTIVE
+    s.deactivate(11.0)
+    s.activate(["192.0.2.11"], "192.0.2.11", 12.0)  # from a drain: a takeover again
+    assert s.role is Role.TAKING_OVER
+    s.quit(13.0, "9")  # leaving ends it
+    assert s.role is Role.DRAINING and s.takeover_until is None
+
+
+def test_the_old_master_outlives_a_short_drain_not_a_long_one() -> None:
+    s = Session(drain=1.0, refresh=15.0, now=0.0)
+    s.activate(["192.0.2.11"], "192.0.2.11", 0.0)
+    s.expire(HANDOVER_S)
+    s.deactivate(10.0)
+    assert s.role is Role.DRAINING and s.next_deadline() == 11.0
+    assert s.expire(11.0) == [Event.DRAINED]
+    assert s.role is Role.FLUSHING and s.next_deadline() == 10.0 + FLUSH_S
+    assert s.expire(10.0 + FLUSH_S) == [Event.FLUSHED]
+    assert s.role is Role.STANDBY
+    long = Session(drain=FLUSH_S + 2, refresh=15.0, now=0.0)
+    long.activate(["192.0.2.11"], "192.0.2.11", 0.0)
+    long.deactivate(1.0)
+    assert long.next_deadline() == 3.0 + FLUSH_S  # the drain end; no flush timer of its own
+    assert long.expire(3.0 + FLUSH_S) == [Event.DRAINED] and long.role is Role.STANDBY

@@ -28,7 +28,7 @@ from cgp_ipvs_helper.kernel.netlink.sockets import (
 )
 from cgp_ipvs_helper.kernel.netlink.wire import ADDRESS_DUMP, address_from, ifaddr
 from cgp_ipvs_helper.plan import operations
-from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, Service, TcState
+from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, GuardState, Service, TcState
 
 IPVS_FAMILY = ipvswire.FAMILY  # looked up by this name (a kernel test renames it)
 
@@ -120,7 +120,23 @@ class Route:
             macs = {ip: m for ip, m in macs.items() if ip in resolve}
         return TcState(ingress, filters, mac, frozenset(macs.items()))
 
+    def guard_state(self, dev: str) -> GuardState:
+        """The clsact-capable qdisc of `dev` and our guards on its egress; nothing if it cannot
+        be read (as tc_state)."""
+        try:
+            index = self._index(dev)
+            kinds = {tc.ingress_kind(msg, index) for msg in self.sock.dump(*tc.dump_qdiscs())}
+            found = (tc.parse_guard(msg) for msg in self.sock.dump(*tc.dump_egress(index)))
+            qdisc = next((k for k in kinds if k is not None), None)
+            return GuardState(qdisc, frozenset(g for g in found if g is not None))
+        except (OSError, ValueError, KeyError, struct.error):
+            return GuardState()
+
     def tc_request(self, op: operations.Operation) -> Request:
+        if isinstance(op, operations.AddGuard):
+            return tc.add_guard(self._index(op.dev), op.guard)
+        if isinstance(op, operations.DelGuard):
+            return tc.del_guard(self._index(op.dev), op.pref, op.handle)
         if isinstance(op, operations.AddClsact):
             return tc.add_clsact(self._index(op.dev))
         if isinstance(op, operations.AddFilter):

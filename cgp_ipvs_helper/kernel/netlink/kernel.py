@@ -113,6 +113,8 @@ HANDLERS: dict[type, Handler] = {
     operations.AddClsact: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.AddFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
     operations.DelFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    operations.AddGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    operations.DelGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
 }
 
 
@@ -156,11 +158,13 @@ class NetlinkKernel:
         sysctls: frozenset[str],
         tc_dev: str | None = None,
         neighbours: Collection[str] | None = None,
+        guard_dev: str | None = None,
     ) -> KernelState:
         """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` what the steering needs of
         it (channels.Route.tc_state: `neighbours` are resolved as a side effect, as a packet to
-        them would be); KernelError if addresses cannot be read. A device whose index changed
-        drops the last preparation (its requests hold indexes)."""
+        them would be), with `guard_dev` our reset guards on it; KernelError if addresses cannot
+        be read. A device whose index changed drops the last preparation (its requests hold
+        indexes)."""
         indexes = self._route.indexes()
         try:
             addresses = self._route.addresses()
@@ -183,6 +187,7 @@ class NetlinkKernel:
             daemons=daemons,
             ipvs=self.ipvs_problem is None,
             tc=None if tc_dev is None else self._route.tc_state(tc_dev, neighbours),
+            guard=None if guard_dev is None else self._route.guard_state(guard_dev),
         )
 
     def apply(self, op: operations.Operation) -> None:

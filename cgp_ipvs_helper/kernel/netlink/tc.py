@@ -21,6 +21,7 @@ from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
 
 from cgp_ipvs_helper.kernel.netlink.wire import attrs as _attrs
 from cgp_ipvs_helper.kernel.netlink.wire import nla as _nla
+from cgp_ipvs_helper.plan.guard import GUARD_PREF, GUARD_PREF6, Guard
 from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
     TC_PREF,
@@ -94,6 +95,9 @@ def _action(order: int, kind: bytes, options: bytes) -> bytes:
     return _nla(order, one)
 
 
+_DROP = _nla(TCA_GACT_PARMS, _TC_GEN.pack(0, 0, TC_ACT_SHOT, 0, 0))  # a gact action's "drop"
+
+
 def _mac(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
@@ -106,7 +110,7 @@ def _range_actions(ifindex: int, f: RangeFilter) -> bytes:
         mark = _nla(TCA_SKBEDIT_MARK, _U32.pack(f.mark))
         return _action(1, b"skbedit", _nla(TCA_SKBEDIT_PARMS, parms) + mark)
     if f.dropped:
-        return _action(1, b"gact", _nla(TCA_GACT_PARMS, _TC_GEN.pack(0, 0, TC_ACT_SHOT, 0, 0)))
+        return _action(1, b"gact", _DROP)
     flags = SKBMOD_F_DMAC | SKBMOD_F_SMAC
     rewrite = (
         _nla(TCA_SKBMOD_PARMS, _SKBMOD.pack(0, 0, TC_ACT_PIPE, 0, 0, flags))
@@ -173,6 +177,110 @@ def ingress_kind(msg: bytes, ifindex: int) -> str | None:
 
 
 Observed = tuple[int, int, int, "VipFilter | RangeFilter | None"]
+
+
+# --- the takeover's reset guard (guard.py): egress filters ---------------------------------------
+
+EGRESS = 0xFFFFFFF3  # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS): the egress filter parent
+TCA_FLOWER_KEY_IPV4_SRC, TCA_FLOWER_KEY_IPV4_SRC_MASK = 10, 11
+TCA_FLOWER_KEY_IPV6_SRC, TCA_FLOWER_KEY_IPV6_SRC_MASK = 14, 15
+TCA_FLOWER_KEY_TCP_FLAGS, TCA_FLOWER_KEY_TCP_FLAGS_MASK = 71, 72
+TC_ACT_SHOT = 2
+TCP_RST = 0x04
+_GUARD_ETH_TYPES = {GUARD_PREF: ETH_P_IP, GUARD_PREF6: ETH_P_IPV6}
+_SRC_KEYS = {
+    ETH_P_IP: (TCA_FLOWER_KEY_IPV4_SRC, TCA_FLOWER_KEY_IPV4_SRC_MASK),
+    ETH_P_IPV6: (TCA_FLOWER_KEY_IPV6_SRC, TCA_FLOWER_KEY_IPV6_SRC_MASK),
+}
+_GUARD_KEYS = _COMMON_KEYS | {
+    TCA_FLOWER_KEY_IP_PROTO,
+    TCA_FLOWER_KEY_TCP_FLAGS,
+    TCA_FLOWER_KEY_TCP_FLAGS_MASK,
+}
+
+
+def _guard_head(ifindex: int, pref: int, handle: int) -> bytes:
+    info = pref << 16 | socket.htons(_GUARD_ETH_TYPES[pref])
+    return (
+        _TCMSG.pack(0, 0, 0, ifindex, handle, EGRESS, info)
+        + _nla(TCA_CHAIN, _U32.pack(0))
+        + _nla(TCA_KIND, b"flower\0")
+    )
+
+
+def add_guard(ifindex: int, g: Guard) -> Request:
+    eth_type = _GUARD_ETH_TYPES[g.pref]
+    ip, _, length = g.prefix.partition("/")
+    src, src_mask = _SRC_KEYS[eth_type]
+    options = (
+        _nla(TCA_FLOWER_KEY_IP_PROTO, bytes([socket.IPPROTO_TCP]))
+        + _nla(src, socket.inet_pton(_FAMILIES[eth_type], ip))
+        + _nla(src_mask, _prefix_mask(128 if g.ipv6 else 32, int(length)))
+        + _nla(TCA_FLOWER_KEY_TCP_FLAGS, _BE16.pack(TCP_RST))
+        + _nla(TCA_FLOWER_KEY_TCP_FLAGS_MASK, _BE16.pack(TCP_RST))
+        + _nla(TCA_FLOWER_ACT, _action(1, b"gact", _DROP))
+        + _nla(TCA_FLOWER_FLAGS, _U32.pack(TCA_CLS_FLAGS_SKIP_HW))
+        + _nla(TCA_FLOWER_KEY_ETH_TYPE, _BE16.pack(eth_type))
+    )
+    body = _guard_head(ifindex, g.pref, g.handle) + _nla(TCA_OPTIONS, options)
+    return RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, body
+
+
+def del_guard(ifindex: int, pref: int, handle: int) -> Request:
+    return RTM_DELTFILTER, 0, _guard_head(ifindex, pref, handle)
+
+
+def dump_egress(ifindex: int) -> tuple[int, bytes]:
+    """The dump request for every filter (all chains) on the egress of `ifindex`."""
+    return RTM_GETTFILTER, _TCMSG.pack(0, 0, 0, ifindex, 0, EGRESS, 0)
+
+
+def parse_guard(msg: bytes) -> tuple[int, int, Guard | None] | None:
+    """(preference, handle, the Guard it holds exactly, or None if changed) for a guard of
+    ours (GUARD_PREF or GUARD_PREF6, chain 0); None for anything else."""
+    _f, _p1, _p2, _index, handle, _parent, info = _TCMSG.unpack_from(msg, 16)
+    attrs = _attrs(msg, 16 + _TCMSG.size)
+    chain = _U32.unpack(attrs[TCA_CHAIN])[0] if TCA_CHAIN in attrs else 0
+    pref = info >> 16
+    if pref not in _GUARD_ETH_TYPES or chain != 0 or handle == 0:
+        return None
+    try:
+        found = _guard(attrs, pref, handle)
+    except (KeyError, ValueError, IndexError, struct.error):
+        found = None
+    return pref, handle, found
+
+
+def _guard(attrs: dict[int, bytes], pref: int, handle: int) -> Guard | None:
+    if attrs.get(TCA_KIND, b"").split(b"\0", 1)[0] != b"flower":
+        return None
+    keys = _attrs(attrs[TCA_OPTIONS], 0)
+    eth_type = _GUARD_ETH_TYPES[pref]
+    src, src_mask = _SRC_KEYS[eth_type]
+    flags = _U32.unpack(keys.get(TCA_FLOWER_FLAGS, b"\0\0\0\0"))[0]
+    if (
+        set(keys) - _GUARD_KEYS - {src, src_mask}
+        or flags & TCA_CLS_FLAGS_SKIP_HW == 0
+        or keys[TCA_FLOWER_KEY_ETH_TYPE] != _BE16.pack(eth_type)
+        or keys[TCA_FLOWER_KEY_IP_PROTO] != bytes([socket.IPPROTO_TCP])
+        or keys[TCA_FLOWER_KEY_TCP_FLAGS] != _BE16.pack(TCP_RST)
+        or keys[TCA_FLOWER_KEY_TCP_FLAGS_MASK] != _BE16.pack(TCP_RST)
+    ):
+        return None
+    actions = _attrs(keys[TCA_FLOWER_ACT], 0)
+    if list(actions) != [1]:
+        return None
+    act = _attrs(actions[1], 0)
+    control = _TC_GEN.unpack_from(_attrs(act[TCA_ACT_OPTIONS], 0)[TCA_GACT_PARMS])[2]
+    if act[TCA_ACT_KIND].split(b"\0", 1)[0] != b"gact" or control != TC_ACT_SHOT:
+        return None
+    mask = keys[src_mask]
+    length = bin(int.from_bytes(mask, "big")).count("1")
+    if mask != _prefix_mask(len(mask) * 8, length):
+        return None
+    ip = socket.inet_ntop(_FAMILIES[eth_type], keys[src])
+    g = Guard(str(netaddr.IPNetwork(f"{ip}/{length}")), handle)
+    return g if g.pref == pref else None
 
 
 def parse_filter(msg: bytes) -> Observed | None:
