@@ -10,10 +10,8 @@ line and flushes it, as the helper flushes every answer (the floor for a line pr
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -45,26 +43,8 @@ def throughput(verb: str | None, count: int) -> float:
     proc = HelperProcess(None, *host_options(), "-f", VIPFILE, argv=argv, timed=True)
     try:
         proc.wait_started(timeout=60)  # answering before the clock starts (the echo too)
-        data = memoryview(
-            b"".join(f"{i:05d} {verb or 'STATUS'}\n".encode() for i in range(1, count + 1))
-        )
-
-        def feed() -> None:
-            done = 0
-            while done < len(data):
-                done += os.write(proc.stdin, data[done:])
-
-        writer = threading.Thread(target=feed, daemon=True)
-        t0, answered = time.perf_counter(), 0
-        writer.start()
-        while answered < count:
-            got = proc.read_raw(60.0)
-            if not got:
-                raise TimeoutError(f"{answered} of {count} answers after 60 s of silence")
-            answered += sum(1 for raw in got if raw[:1].isdigit())
-        spent = time.perf_counter() - t0
-        writer.join(10)
-        return spent
+        lines = (f"{i:05d} {verb or 'STATUS'}\n".encode() for i in range(1, count + 1))
+        return proc.pipelined(b"".join(lines), count)
     finally:
         proc.kill()
 
@@ -72,20 +52,7 @@ def throughput(verb: str | None, count: int) -> float:
 def run_throughput(reps: int, count: int) -> dict[str, list[float]]:
     """Sequential runs: they are CPU-bound and must not share the CPU."""
     cases = {key: lambda v=verb: throughput(v, count) for key, verb in VERBS.items()}
-    return repeat(reps, cases, lambda key, s: f"[host] throughput {key}: {s:.3f} s")
-
-
-def _proc(pid: int) -> tuple[float, int, dict[str, int]]:
-    """(CPU seconds, minor faults, {VmRSS, VmHWM: KiB}) of a single-threaded process."""
-    with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/schedstat") as sched:
-        faults, cpu = int(stat.read().rsplit(")", 1)[1].split()[7]), int(sched.read().split()[0])
-    with open(f"/proc/{pid}/status") as f:
-        kib = {
-            k: int(v.split()[0])
-            for k, _, v in (ln.partition(":") for ln in f)
-            if k.startswith("Vm")
-        }
-    return cpu / 1e9, faults, kib
+    return repeat("[host] throughput", reps, cases, lambda s: f"{s:.3f} s")
 
 
 def idle(seconds: float) -> dict[str, Any]:
@@ -98,12 +65,12 @@ def idle(seconds: float) -> dict[str, Any]:
         lines, t0 = 0, time.monotonic() + 3.0  # the GARP repeats at 1.1 and 2.2 s are not idle
         while time.monotonic() < t0:
             proc.lines(0.2)
-        cpu0, faults0, kib = _proc(proc.proc.pid)
+        cpu0, faults0, kib = proc.usage()
         rss = [kib["VmRSS"]]
         while time.monotonic() < t0 + seconds:  # a sample at least once a second
             lines += len(proc.lines(min(1.0, t0 + seconds - time.monotonic())))
-            rss.append(_proc(proc.proc.pid)[2]["VmRSS"])
-        cpu1, faults1, kib = _proc(proc.proc.pid)
+            rss.append(proc.usage()[2]["VmRSS"])
+        cpu1, faults1, kib = proc.usage()
         elapsed = time.monotonic() - t0
     finally:
         proc.kill()

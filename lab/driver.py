@@ -242,7 +242,43 @@ class HelperProcess:
         """The shell commands the helper logged, in order."""
         return commands(self.log)
 
+    def pipelined(self, data: bytes, count: int) -> float:
+        """Seconds from the first byte of `data` (`count` requests, written by a thread as fast
+        as the pipe takes them) until the last answer is read (timed reader)."""
+        view = memoryview(data)
+
+        def feed() -> None:
+            done = 0
+            while done < len(view):
+                done += os.write(self.stdin, view[done:])
+
+        writer = threading.Thread(target=feed, daemon=True)
+        t0, answered = time.perf_counter(), 0
+        writer.start()
+        while answered < count:
+            got = self.read_raw(60.0)
+            if not got:
+                raise TimeoutError(f"{answered} of {count} answers after 60 s of silence")
+            answered += sum(1 for raw in got if raw[:1].isdigit())
+        spent = time.perf_counter() - t0
+        writer.join(10)
+        return spent
+
     # --- the process -----------------------------------------------------------------------
+
+    def usage(self) -> tuple[float, int, dict[str, int]]:
+        """(CPU seconds, minor faults, {VmRSS, VmHWM, ...: KiB}) of a single-threaded process
+        (CPU from schedstat, in ns: utime counts 10 ms ticks)."""
+        pid = self.proc.pid
+        with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/schedstat") as sched:
+            faults, cpu = (
+                int(stat.read().rsplit(")", 1)[1].split()[7]),
+                int(sched.read().split()[0]),
+            )
+        with open(f"/proc/{pid}/status") as f:
+            lines = (ln.partition(":") for ln in f)
+            kib = {k: int(v.split()[0]) for k, _, v in lines if k.startswith("Vm")}
+        return cpu / 1e9, faults, kib
 
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None
