@@ -36,7 +36,6 @@ CASES = [(v, m) for v in VIP_ENTRIES for m in (2, 4, 16)]
 TARGET_CASE = (256, 4)
 FULL_LIMIT = 300  # commands before the first ARP up to which the classic way runs them all
 CHECK_CASE = (8, 16)  # measured in full and also extrapolated, to check the extrapolation
-Runs = dict[tuple[int, int], list[dict[str, Any]]]
 
 
 def steers(command: str) -> bool:
@@ -72,7 +71,7 @@ def run(reps: int) -> dict[str, Any]:
     return result("activation", tables, [*targets, *more_targets, target])
 
 
-def latency(runs: Runs, reps: int) -> tuple[Table, list[Target]]:
+def latency(runs: limit.Runs, reps: int) -> tuple[Table, list[Target]]:
     table = Table(
         "Activation latency (inside user-mode Linux): ACTIVATE -> OK and -> first gratuitous ARP",
         "VIPs x members | kernel changes | helper OK ms | helper 1st ARP ms | classic 1st ARP s | "

@@ -18,13 +18,13 @@ from typing import Any
 
 from cgp_ipvs_helper.cli import Output, make_kernel, parse_settings
 from cgp_ipvs_helper.core.engine import Helper
-from lab.driver import HelperProcess, write_vipfile
+from lab.driver import HelperProcess, host_options, write_vipfile
 from lab.standby import activate, members_of, standby
 from lab.ways import activate_by
 
 from . import limit
 from .activation import TARGET_CASE, VIP_ENTRIES
-from .footprint import FAKE_MEMBERS, host_options
+from .footprint import FAKE_MEMBERS
 from .report import Table, median, median_of, ms, repeat, result
 
 VIPS, MEMBERS = TARGET_CASE
@@ -90,12 +90,8 @@ def host(reps: int) -> dict[str, Any]:
         options = [*host_options(), "-f", write_vipfile(f"{tmp}/vips", VIP_ENTRIES[VIPS])]
         runs, path = [], Path(tmp, "record")
         for _ in range(reps):
-            probe = HelperProcess(None, argv=[*PROBE, str(path), *options], timed=True)
-            try:
-                probe.wait_started(timeout=60)
+            with HelperProcess(None, argv=[*PROBE, str(path), *options], timed=True) as probe:
                 runs.append(probed(probe, FAKE_MEMBERS, path, VIPS))
-            finally:
-                probe.kill()
         settings = parse_settings(options)
         kernel, notes = make_kernel(settings)
         helper = Helper(settings, kernel)

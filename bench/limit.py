@@ -1,15 +1,9 @@
 """The limit of benchmark 1 (inside UML): what the kernel itself needs for an ACTIVATE.
 
-A bare process (lab/bare.py, its data built by lab/ways.py) makes the same kernel changes as
-the helper's ACTIVATE from standby: the messages the helper's netlink kernel encodes (its
-`HANDLERS`) for the helper's plan, one datagram per channel run acked once, then the gratuitous
-ARP frames in one sendmmsg; all built and every socket open before its clock starts, which
-covers only the system calls. The state it leaves is compared with the helper's. The frames are
-then sent again with one sendto() each. Behind the helper's pipe (`piped`), the same process
-stands where the helper stands and is timed as the helper is; as the least helper (`least`) it
-also does there what depends on the ACTIVATE's members, as any helper must once the line is
-read. So the distance to the limit splits into the pipe's part, the request's own work, and
-what the helper does beyond that.
+The limit is a bare process making the helper's kernel changes from the messages its netlink
+kernel encodes, with only the system calls timed (lab/ways.py, lab/bare.py), the state it leaves
+compared with the helper's; behind the helper's pipe, alone and as the least helper, it splits
+the distance to the limit into the pipe's part, the request's own work, and the helper's own.
 """
 
 from __future__ import annotations

@@ -35,6 +35,16 @@ def helper_argv(*options: str) -> list[str]:
     return [sys.executable, "-m", "cgp_ipvs_helper", *options]
 
 
+def host_options() -> list[str]:
+    """-m (a helper on the host: no kernel change), and as -i an interface with an IPv4 address
+    (the helper's own) other than lo."""
+    out = subprocess.run(["ip", "-4", "-o", "address", "show"], capture_output=True, text=True)
+    for words in map(str.split, out.stdout.splitlines()):
+        if len(words) > 3 and words[1] != "lo" and not words[3].startswith("127."):
+            return ["-m", "-i", words[1].split("@")[0]]
+    return ["-m", "-i", "lo"]
+
+
 def write_vipfile(path: str, entries: Sequence[str]) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write("".join(f"{e}\n" for e in entries))
@@ -217,6 +227,18 @@ class HelperProcess:
             if line.startswith(prefix):
                 return Response(line, sent, read_at, tuple(before))
             before.append(line)
+
+    def __enter__(self) -> HelperProcess:
+        """Answering (its start waited for), and killed on leaving."""
+        try:
+            self.wait_started(timeout=180)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
 
     def wait_started(self, timeout: float = 60.0) -> Response:
         """Wait until start-up converged (INTF is answered only after it). A minute: with
