@@ -50,7 +50,9 @@ def activate_by(way: str, vipfile: str, members: list[str], *options: str) -> di
             path.write_bytes(pickle.dumps(data))
             argv = [sys.executable, "-m", "lab.bare", str(path), way]
         if way == "limit":
-            out = fe.call(lambda: subprocess.run(argv, capture_output=True, check=True))
+            out = fe.call(lambda: subprocess.run(argv, capture_output=True, text=True))
+            if out.returncode != 0:
+                raise RuntimeError(f"the limit's process failed: {out.stderr[-500:]}")
             return {**json.loads(out.stdout), "counts": data["counts"], "state": snapshot(fe)}
         if way != "helper":
             proc = HelperProcess(fe, argv=argv, timed=True)
@@ -65,9 +67,13 @@ def activate_by(way: str, vipfile: str, members: list[str], *options: str) -> di
         finally:
             proc.kill()
         errors = 0 if way == "helper" else json.loads(Path(f"{path}.json").read_text())["errors"]
-        arp_s, cmds = arp_at and arp_at - reply.sent, commands(reply.before)
-        return {"ok_s": reply.seconds, "arp_s": arp_s, "cmds": cmds, "errors": errors} | {
-            "state": snapshot(fe)
+        arp_s, cmds, state = arp_at and arp_at - reply.sent, commands(reply.before), snapshot(fe)
+        return {
+            "ok_s": reply.seconds,
+            "arp_s": arp_s,
+            "cmds": cmds,
+            "errors": errors,
+            "state": state,
         }
 
 
@@ -105,10 +111,9 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
         datagrams.append((PROTOCOLS[channel], seq + len(requests) - 1, datagram(requests, seq)))
         seq += len(requests)
     least = _least(runs, datagrams, (FE_IP, own, others))
-    return {"datagrams": datagrams, "frames": frames, "counts": dict(counts)} | {
-        "vips": len(vips),
-        "least": least,
-    }
+    return dict(
+        datagrams=datagrams, frames=frames, counts=dict(counts), vips=len(vips), least=least
+    )
 
 
 def _least(
