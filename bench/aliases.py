@@ -66,10 +66,9 @@ def run(reps: int) -> dict[str, Any]:
             "check": [sys.executable, str(s.launcher), "-f", str(s.file), "check"],
         }
         samples = repeat(
-            "aliases",
             reps,
             {key: lambda a=argv: timed(a, s.env()) for key, argv in argvs.items()},
-            lambda t: f"{t:.2f} s",
+            lambda key, t: f"aliases {key}: {t:.2f} s",
         )
     med = {k: median(v) for k, v in samples.items()}
     table = Table(

@@ -32,7 +32,7 @@ def run(reps: int) -> dict[str, Any]:
             return activate(helper, members_of(MEMBERS), len(vips_in(vipfile))).seconds
 
     cases = {name: lambda f=f: ok(f) for name, f in files.items()}
-    oks = repeat("dualstack", reps, cases, lambda s: f"{MEMBERS} members, OK {ms(s)} ms")
+    oks = repeat(reps, cases, lambda name, s: f"dualstack {name} x {MEMBERS}: OK {ms(s)} ms")
     table = Table(
         f"Dual-stack activation (inside user-mode Linux): ACTIVATE -> OK, {MEMBERS} members",
         ["VIPs", "count", "OK ms"],

@@ -52,7 +52,9 @@ def switch(drain: tuple[str, ...], delay: float) -> dict[str, Any]:
 
 def run(reps: int) -> dict[str, Any]:
     cases = {name: lambda v=v: switch(*v) for name, v in VARIANTS.items()}
-    runs = repeat("failover", reps, cases, lambda r: f"{r['kept']} kept, gap {r['gap_s']:.3f} s")
+    runs = repeat(
+        reps, cases, lambda name, r: f"failover {name}: {r['kept']} kept, gap {r['gap_s']:.3f} s"
+    )
     table = Table(
         f"Failover gap: {CONNECTIONS} long-lived TCP connections, DEACTIVATE fe1 + ACTIVATE fe2 "
         "at once (inside user-mode Linux)",

@@ -39,7 +39,7 @@ def throughput(verb: str | None, count: int) -> float:
 def run_throughput(reps: int, count: int) -> dict[str, list[float]]:
     """Sequential runs: they are CPU-bound and must not share the CPU."""
     cases = {key: lambda v=verb: throughput(v, count) for key, verb in VERBS.items()}
-    return repeat("[host] throughput", reps, cases, lambda s: f"{s:.3f} s")
+    return repeat(reps, cases, lambda key, s: f"[host] throughput {key}: {s:.3f} s")
 
 
 def idle(seconds: float) -> dict[str, Any]:

@@ -75,12 +75,12 @@ def run(reps: int) -> dict[str, Any]:
             record = probed(probe, members_of(m), path, v)
         return {**record, "limit_s": activate_by("limit", vipfile, members_of(m))["total_s"]}
 
-    def show(r: dict[str, Any]) -> str:
+    def show(case: str, r: dict[str, Any]) -> str:
         engine, output = ms(r["phases"]["engine"]), ms(r["phases"]["output"])
-        return f"OK {ms(r['wall_ok'])} ms (engine {engine}, output {output})"
+        return f"hotspots {case}: OK {ms(r['wall_ok'])} ms (engine {engine}, output {output})"
 
     cases = {f"{v} x {m}": functools.partial(once, v, m) for v, m in limit.LIMIT_CASES}
-    runs = repeat("hotspots", reps, cases, show)
+    runs = repeat(reps, cases, show)
     return result("hotspots", tables(runs, None), uml=runs)
 
 

@@ -44,19 +44,23 @@ def times(slow: float | None, fast: float | None) -> str:
 
 
 def repeat(
-    what: str,
     reps: int,
     cases: Mapping[K, Callable[[], T]],
-    show: Callable[[T], str] | None = None,
+    show: Callable[[K, T], str] | None = None,
+    what: str = "",
 ) -> dict[K, list[T]]:
     """Each case once a round for `reps` rounds (a drift of the machine hits all cases alike):
-    every case's results, and a line of progress for each (`show`, or its figures)."""
+    every case's results, and a line of progress for each (`show`, or `what`, the case and the
+    run's figures)."""
+
+    def figured(case: K, run: T) -> str:
+        return f"{what} {case}: {', '.join(figures(run))}"
+
     out: dict[K, list[T]] = {case: [] for case in cases}
     for rep in range(reps):
         for case, fn in cases.items():
             out[case].append(fn())
-            shown = (show or (lambda r: ", ".join(figures(r))))(out[case][-1])
-            print(f"  {what} {case}: {shown} (run {rep + 1}/{reps})", flush=True)
+            print(f"  {(show or figured)(case, out[case][-1])} (run {rep + 1}/{reps})", flush=True)
     return out
 
 
