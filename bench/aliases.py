@@ -22,6 +22,7 @@ from lab.netscripts import Scripts
 from .report import Table, median, repeat, result, spread, times
 
 VIPS = [f"203.0.113.{i}" for i in range(256)]
+ROWS_VS = ("vip", "ifup")  # the rows compared with the loop
 ROWS = {  # key: (label, processes)
     "loop": ("baseline: shell loop, one `ip address add` each", "256 + sh"),
     "vip": ("cgp-ipvs-vip -f FILE up", "1"),
@@ -75,8 +76,7 @@ def run(reps: int) -> dict[str, Any]:
         ["method", "processes", "seconds", "min-max", "speed-up vs loop"],
     )
     for key, (label, procs) in ROWS.items():
-        speed = {"loop": "1x", "vip": times(med["loop"], med["vip"])}.get(key, "-")
-        speed = times(med["loop"], med["ifup"]) if key == "ifup" else speed
+        speed = {"loop": "1x"}.get(key, times(med["loop"], med[key]) if key in ROWS_VS else "-")
         table.add(label, procs, f"{med[key]:.2f}", spread(samples[key], 1, 2), speed)
     table.notes += [
         f"Median of {reps} runs, each in a fresh network namespace; every method but `check` "

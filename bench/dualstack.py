@@ -31,11 +31,8 @@ def run(reps: int) -> dict[str, Any]:
         with standby("dual", vipfile, "--member-map", members, ipv6=True) as (helper, _, _):
             return activate(helper, members_of(MEMBERS), len(vips_in(vipfile))).seconds
 
-    oks = repeat(
-        reps,
-        {name: lambda f=f: ok(f) for name, f in files.items()},
-        lambda name, s: f"dualstack {name} x {MEMBERS}: OK {ms(s)} ms",
-    )
+    cases = {name: lambda f=f: ok(f) for name, f in files.items()}
+    oks = repeat(reps, cases, lambda name, s: f"dualstack {name} x {MEMBERS}: OK {ms(s)} ms")
     table = Table(
         f"Dual-stack activation (inside user-mode Linux): ACTIVATE -> OK, {MEMBERS} members",
         ["VIPs", "count", "OK ms"],

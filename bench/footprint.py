@@ -10,14 +10,11 @@ line and flushes it, as the helper flushes every answer (the floor for a line pr
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
-from lab.driver import HelperProcess
+from lab.driver import HelperProcess, host_options
 from lab.uml import REPO_ROOT
 
 from .report import Table, median, repeat, result, spread, under
@@ -29,44 +26,14 @@ ECHO += "    out.flush()\n"
 VERBS = {"status": "STATUS", "intf": "INTF 1", "echo": None}
 
 
-def host_options() -> list[str]:
-    """-m, and as -i an interface with an IPv4 address (the helper's own) other than lo."""
-    out = subprocess.run(["ip", "-4", "-o", "address", "show"], capture_output=True, text=True)
-    for words in map(str.split, out.stdout.splitlines()):
-        if len(words) > 3 and words[1] != "lo" and not words[3].startswith("127."):
-            return ["-m", "-i", words[1].split("@")[0]]
-    return ["-m", "-i", "lo"]
-
-
 def throughput(verb: str | None, count: int) -> float:
     """Seconds from the first byte of `count` pipelined requests to the last answer read; no
     verb: the echo loop."""
     argv = [sys.executable, "-c", ECHO] if verb is None else None
-    proc = HelperProcess(None, *host_options(), "-f", VIPFILE, argv=argv, timed=True)
-    try:
-        proc.wait_started(timeout=60)  # answering before the clock starts (the echo too)
-        data = memoryview(
-            b"".join(f"{i:05d} {verb or 'STATUS'}\n".encode() for i in range(1, count + 1))
-        )
-
-        def feed() -> None:
-            done = 0
-            while done < len(data):
-                done += os.write(proc.stdin, data[done:])
-
-        writer = threading.Thread(target=feed, daemon=True)
-        t0, answered = time.perf_counter(), 0
-        writer.start()
-        while answered < count:
-            got = proc.read_raw(60.0)
-            if not got:
-                raise TimeoutError(f"{answered} of {count} answers after 60 s of silence")
-            answered += sum(1 for raw in got if raw[:1].isdigit())
-        spent = time.perf_counter() - t0
-        writer.join(10)
-        return spent
-    finally:
-        proc.kill()
+    # answering before the clock starts (the echo too)
+    with HelperProcess(None, *host_options(), "-f", VIPFILE, argv=argv, timed=True) as proc:
+        lines = (f"{i:05d} {verb or 'STATUS'}\n".encode() for i in range(1, count + 1))
+        return proc.pipelined(b"".join(lines), count)
 
 
 def run_throughput(reps: int, count: int) -> dict[str, list[float]]:
@@ -75,38 +42,21 @@ def run_throughput(reps: int, count: int) -> dict[str, list[float]]:
     return repeat(reps, cases, lambda key, s: f"[host] throughput {key}: {s:.3f} s")
 
 
-def _proc(pid: int) -> tuple[float, int, dict[str, int]]:
-    """(CPU seconds, minor faults, {VmRSS, VmHWM: KiB}) of a single-threaded process."""
-    with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/schedstat") as sched:
-        faults, cpu = int(stat.read().rsplit(")", 1)[1].split()[7]), int(sched.read().split()[0])
-    with open(f"/proc/{pid}/status") as f:
-        kib = {
-            k: int(v.split()[0])
-            for k, _, v in (ln.partition(":") for ln in f)
-            if k.startswith("Vm")
-        }
-    return cpu / 1e9, faults, kib
-
-
 def idle(seconds: float) -> dict[str, Any]:
     """An active -m helper left alone for `seconds` (in a thread while the kernel benchmarks
     run: an idle process's CPU time and memory are its own)."""
-    proc = HelperProcess(None, *host_options(), "-f", VIPFILE, timed=True)
-    try:
-        proc.wait_started(timeout=60)
+    with HelperProcess(None, *host_options(), "-f", VIPFILE, timed=True) as proc:
         reply = proc.request("ACTIVATE " + " ".join(FAKE_MEMBERS), timeout=60)
         lines, t0 = 0, time.monotonic() + 3.0  # the GARP repeats at 1.1 and 2.2 s are not idle
         while time.monotonic() < t0:
             proc.lines(0.2)
-        cpu0, faults0, kib = _proc(proc.proc.pid)
+        cpu0, faults0, kib = proc.usage()
         rss = [kib["VmRSS"]]
         while time.monotonic() < t0 + seconds:  # a sample at least once a second
             lines += len(proc.lines(min(1.0, t0 + seconds - time.monotonic())))
-            rss.append(_proc(proc.proc.pid)[2]["VmRSS"])
-        cpu1, faults1, kib = _proc(proc.proc.pid)
+            rss.append(proc.usage()[2]["VmRSS"])
+        cpu1, faults1, kib = proc.usage()
         elapsed = time.monotonic() - t0
-    finally:
-        proc.kill()
     return {
         "role": "active" if " OK active" in reply else f"standby ({reply})",
         "seconds": elapsed,
@@ -131,11 +81,8 @@ def report(d: dict[str, Any] | str, rates: dict[str, list[float]], count: int) -
         rss, cpu = d["rss_kib_max"] / 1024, d["cpu_s"] / d["seconds"] * 100
         mem.add("resident memory (VmRSS), max over the window", f"{rss:.1f} MB", "< 40 MB")
         mem.add("peak resident memory since start (VmHWM)", f"{d['hwm_kib'] / 1024:.1f} MB", "")
-        mem.add(
-            f"CPU over {d['seconds']:.0f} s idle",
-            f"{cpu:.4f} % ({d['cpu_s'] * 1000:.1f} ms)",
-            "< 1 %",
-        )
+        idle_cpu = f"{cpu:.4f} % ({d['cpu_s'] * 1000:.1f} ms)"
+        mem.add(f"CPU over {d['seconds']:.0f} s idle", idle_cpu, "< 1 %")
         mem.add("lines written while idle (refresh + GARP rounds)", d["lines_written"], "")
         mem.add("page faults while idle", d["minor_faults"], "")
         mem.notes.append(

@@ -1,5 +1,5 @@
 """Where the time of the limit's ACTIVATEs (256 and 8 VIPs x 4 members) goes, to explain
-benchmark 1's figures: bench.probe (the helper with a stopwatch on its seams) driven inside UML
+benchmark 1's figures: lab.probe (the helper with a stopwatch on its seams) driven inside UML
 in real mode from standby (`run`), and for 256 x 4 on the host in -m mode (`host`: the helper's
 own Python work, without UML's price for system calls and page faults), where a cProfile of the
 ACTIVATE is taken too."""
@@ -18,16 +18,17 @@ from typing import Any
 
 from cgp_ipvs_helper.cli import Output, make_kernel, parse_settings
 from cgp_ipvs_helper.core.engine import Helper
-from lab.driver import HelperProcess, write_vipfile
+from lab.driver import HelperProcess, host_options, write_vipfile
 from lab.standby import activate, members_of, standby
+from lab.ways import activate_by
 
 from . import limit
 from .activation import TARGET_CASE, VIP_ENTRIES
-from .footprint import FAKE_MEMBERS, host_options
-from .report import Table, median, ms, repeat, result
+from .footprint import FAKE_MEMBERS
+from .report import Table, median, median_of, ms, repeat, result
 
 VIPS, MEMBERS = TARGET_CASE
-PROBE = [sys.executable, "-m", "bench.probe"]
+PROBE = [sys.executable, "-m", "lab.probe"]
 PHASES = {
     "observe": "observe: netlink dumps of addresses and IPVS, sysctl reads",
     "engine": "engine: session, planner, logging (Python, between kernel calls)",
@@ -54,9 +55,7 @@ STEPS = {
 }
 
 
-def probed(
-    probe: HelperProcess, members: list[str], path: Path, vips: int = VIPS
-) -> dict[str, Any]:
+def probed(probe: HelperProcess, members: list[str], path: Path, vips: int) -> dict[str, Any]:
     """The timed ACTIVATE of a started probe, and the record it wrote about it; before it,
     the pipe's round trip alone (INTF: no kernel work)."""
     intf = median([probe.exchange("INTF 1", timeout=60).seconds for _ in range(5)])
@@ -74,7 +73,7 @@ def run(reps: int) -> dict[str, Any]:
         vipfile = write_vipfile(str(tmp / f"vips{v}"), VIP_ENTRIES[v])
         with standby("hot", vipfile, argv=[*PROBE, str(path)]) as (probe, _fe, _client):
             record = probed(probe, members_of(m), path, v)
-        return {**record, "limit_s": limit.measure(vipfile, members_of(m))["total_s"]}
+        return {**record, "limit_s": activate_by("limit", vipfile, members_of(m))["total_s"]}
 
     def show(case: str, r: dict[str, Any]) -> str:
         engine, output = ms(r["phases"]["engine"]), ms(r["phases"]["output"])
@@ -91,12 +90,8 @@ def host(reps: int) -> dict[str, Any]:
         options = [*host_options(), "-f", write_vipfile(f"{tmp}/vips", VIP_ENTRIES[VIPS])]
         runs, path = [], Path(tmp, "record")
         for _ in range(reps):
-            probe = HelperProcess(None, argv=[*PROBE, str(path), *options], timed=True)
-            try:
-                probe.wait_started(timeout=60)
-                runs.append(probed(probe, FAKE_MEMBERS, path))
-            finally:
-                probe.kill()
+            with HelperProcess(None, argv=[*PROBE, str(path), *options], timed=True) as probe:
+                runs.append(probed(probe, FAKE_MEMBERS, path, VIPS))
         settings = parse_settings(options)
         kernel, notes = make_kernel(settings)
         helper = Helper(settings, kernel)
@@ -135,27 +130,17 @@ def rebuild(res: dict[str, Any], host: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | None) -> list[Table]:
-    def med(runs: list[dict[str, Any]] | None, *path: str | int) -> float | None:
-        values = []
-        for node in runs or []:
-            try:
-                for key in path:
-                    node = node[key]
-                values.append(float(node))
-            except (KeyError, TypeError):  # not measured there
-                pass
-        return median(values) if values else None
-
-    def on_host(*path: str | int) -> str:
-        return ms(med(h, *path)) if h else "-"
-
     def values(u: list[dict[str, Any]]) -> dict[str, float | None]:
-        total, limit_s = med(u, "total") or 0.0, med(u, "limit_s") or 0.0
-        kernel = sum(med(u, "phases", k) or 0.0 for k in ("ipvs", "addresses", "garp"))
-        value = {k: med(u, "phases", k) for k in PHASES}
-        value |= {"limit": limit_s, "rest": kernel - limit_s, "total": total}
-        value |= {"first_garp": med(u, "first_garp"), "wall_ok": med(u, "wall_ok")}
-        return value | {"wall_intf": med(u, "wall_intf")}
+        total, limit_s = median_of(u, "total") or 0.0, median_of(u, "limit_s") or 0.0
+        kernel = sum(median_of(u, "phases", k) or 0.0 for k in ("ipvs", "addresses", "garp"))
+        value = {k: median_of(u, "phases", k) for k in PHASES}
+        value |= {k: median_of(u, k) for k in ("first_garp", "wall_ok", "wall_intf")}
+        return value | {"limit": limit_s, "rest": kernel - limit_s, "total": total}
+
+    def on_host(key: str) -> str:
+        path = ("phases", key) if key in ("engine", "output", "write") else (key,)
+        shown = key in ("engine", "output", "write", "total", "wall_ok", "wall_intf")
+        return ms(median_of(h, *path)) if h and shown else "-"
 
     cases = list(by_case)
     u = by_case[cases[0]]  # the target case: the host and the steps are measured for it
@@ -168,19 +153,20 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
     for key, label in ROWS.items():
         cells: list[str] = []
         for c, runs in by_case.items():
-            value, total = every[c][key], every[c]["total"] or 1.0
-            faults = med(runs, "faults", key)
+            value, total, faults = (
+                every[c][key],
+                every[c]["total"] or 1.0,
+                median_of(runs, "faults", key),
+            )
             shared = (key in PHASES and key != "write") or key == "limit"
             share = f"{(value or 0) / total:.0%}" if shared else ""
             cells += [ms(value or 0.0), share, "" if faults is None else f"{faults:.0f}"]
-        host_ms = on_host("phases", key) if key in ("engine", "output", "write") else "-"
-        host_ms = on_host(key) if key in ("total", "wall_ok", "wall_intf") else host_ms
-        label += f": {med(u, 'output_writes'):.0f} call(s)" if key == "write" else ""
-        phases.add(label, *cells, host_ms)
+        label += f": {median_of(u, 'output_writes'):.0f} call(s)" if key == "write" else ""
+        phases.add(label, *cells, on_host(key))
     phases.notes += [
         f"Median of {len(u)} runs each. UML: real mode from standby in fresh namespaces; host: "
         "-m mode (in-memory kernel, no netlink, no ARP), i.e. the helper's own Python work.",
-        "bench.probe times the helper's own parts on its seams: a Kernel wrapper times each "
+        "lab.probe times the helper's own parts on its seams: a Kernel wrapper times each "
         "batch of one kind of operation, encoding included; the engine row is the rest of "
         "handle(). Page faults are the process's minor faults in that phase.",
         "Beyond the limit: the Python work per real server (plan, encode, log line), rendering "
@@ -192,13 +178,13 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
         "step | items | UML ms | UML us each | host us each".split(" | "),
     )
     for key, label in STEPS.items():
-        items, each = med(u, "steps", key, 0) or 0.0, med(u, "steps", key, 1) or 0.0
-        host_each = f"{(med(h, 'steps', key, 1) or 0) * 1e6:.1f}" if h else "-"
+        items, each = (median_of(u, "steps", key, i) or 0.0 for i in (0, 1))
+        host_each = f"{(median_of(h, 'steps', key, 1) or 0) * 1e6:.1f}" if h else "-"
         steps.add(label, f"{items:.0f}", ms(items * each), f"{each * 1e6:.1f}", host_each)
     steps.notes += [
-        f"One ACTIVATE writes {med(u, 'steps', 'lines'):.0f} lines "
-        f"({(med(u, 'steps', 'bytes') or 0) / 1024:.0f} KiB). One write() per line costs lines x "
-        "(a system call + waking the reader), which user-mode Linux charges far more for.",
+        f"One ACTIVATE writes {median_of(u, 'steps', 'lines'):.0f} lines "
+        f"({(median_of(u, 'steps', 'bytes') or 0) / 1024:.0f} KiB). One write() per line costs "
+        "lines x (a system call + waking the reader), which user-mode Linux charges far more for.",
         "cProfile is not used inside UML: it reads the clock twice per Python call and every "
         "clock read is a system call there, which would bury the real costs.",
     ]

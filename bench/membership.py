@@ -5,7 +5,7 @@ The helper (a process on its pipes, real mode): start -> INTF answered, ACTIVATE
 member from standby (the takeover), without the last member (leaves), with every member again
 (joins), each ACTIVATE -> OK. The limit, from the same standby in fresh namespaces: the helper's
 own engine, in-process with a kernel that records instead of applying, plans each step; its
-operations are encoded by the netlink kernel's HANDLERS and sent pre-encoded by bench.limit's
+operations are encoded by the netlink kernel's HANDLERS and sent pre-encoded by the limit's
 bare process (one datagram per channel run, the frames in one sendmmsg; its clock covers the
 system calls only), and the state it leaves is compared with the helper's. There the refresh
 (the kernel read back and planned in full, which every ACTIVATE to an active balancer did
@@ -28,17 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from cgp_ipvs_helper.core.engine import Helper
-from cgp_ipvs_helper.kernel.frames import arp, nd
-from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
-from cgp_ipvs_helper.kernel.netlink.sockets import datagram
+from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from cgp_ipvs_helper.plan.model import Settings
 from cgp_ipvs_helper.plan.operations import Operation
 from lab.driver import HelperProcess, helper_argv, write_vipfile
-from lab.lan import Lan
+from lab.lan import Lan, unique
 from lab.netns import in_netns
+from lab.standby import FE_IP, activate, members_of, snapshot, standby, vips_in
+from lab.ways import encoded, runs_of
 
-from .lab import FE_IP, activate, lan_prefix, members_of, snapshot, standby, vips_in
-from .limit import PROTOCOLS
 from .report import Table, Target, median, mm, repeat, result
 
 CASES = ((256, 4), (256, 64), (1024, 16), (4096, 4))
@@ -76,7 +74,7 @@ def _vm_kib(pid: int) -> int:
 def helper_run(vipfile: str, options: list[str], members: list[str], ipv6: bool) -> dict:
     """Start (until the INTF answer), then the three ACTIVATEs; times, states, memory."""
     out: dict[str, Any] = {"states": {}}
-    with Lan(lan_prefix("mem"), ipv6=ipv6) as lan:
+    with Lan(unique("mem"), ipv6=ipv6) as lan:
         fe = lan.add_host("fe", FE_IP)
         argv = [*helper_argv(), "-f", vipfile, "-i", "eth0", *options]
         t0 = time.time()
@@ -109,30 +107,10 @@ class Recorder(NetlinkKernel):
 
 
 def encode(kernel: NetlinkKernel, ops: Sequence[Operation], mac: bytes) -> dict[str, Any]:
-    """The operations as the netlink kernel encodes them: a datagram per channel run, and the
-    frames (what bench.limit's bare process sends)."""
-    runs: list[tuple[str, list[Any]]] = []
-    for op in ops:
-        handler = HANDLERS[type(op)]
-        if handler.channel is None:
-            raise RuntimeError(f"an operation the limit cannot batch: {op}")
-        requests = list(handler.run(kernel, op)) if handler.many else [handler.run(kernel, op)]
-        if not runs or runs[-1][0] != handler.channel:
-            runs.append((handler.channel, []))
-        runs[-1][1].extend(requests)
-    datagrams, frames, seq = [], [], 1
-    for channel, requests in runs:
-        if channel == "frames":
-            for _dev, kind, addr in requests:
-                if kind == arp.NA:
-                    frames.append((nd.ETH_P_IPV6, nd.frame(addr, mac)))
-                else:
-                    frames.append((arp.ETH_P_ARP, arp.frame(mac, addr, kind == arp.REPLY)))
-            continue
-        last = seq + len(requests) - 1
-        datagrams.append((PROTOCOLS[channel], last, datagram(requests, seq)))
-        seq = last + 1
-    return {"datagrams": datagrams, "frames": frames, "messages": seq - 1, "sent": len(frames)}
+    """The operations as the netlink kernel encodes them, as the limit's process sends them."""
+    datagrams, frames, counts = encoded(runs_of(kernel, ops), mac)
+    messages = sum(n for channel, n in counts.items() if channel != "frames")
+    return {"datagrams": datagrams, "frames": frames, "messages": messages, "sent": len(frames)}
 
 
 class _Clock:
@@ -162,10 +140,10 @@ def limit_run(vipfile: str, options: list[str], members: list[str], ipv6: bool) 
                 data = encode(kernel, kernel.ops, mac)
                 path = Path(tmp, f"{step}.pickle")
                 path.write_bytes(pickle.dumps(data))
-                argv = [sys.executable, "-m", "bench.limit", str(path)]
+                argv = [sys.executable, "-m", "lab.bare", str(path), "limit"]
                 done = subprocess.run(argv, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise RuntimeError(f"bench.limit failed: {done.stderr[-500:]}")
+                    raise RuntimeError(f"lab.bare failed: {done.stderr[-500:]}")
                 sent = json.loads(done.stdout)
                 if sent["errors"]:
                     raise RuntimeError(f"{step}: the kernel refused {sent['errors']} messages")
@@ -256,8 +234,8 @@ def tables(runs: dict, reps: int) -> tuple[list[Table], list[Target]]:
         "198.51.100.0/24 and IPv6 /120s, with a member map giving every member an IPv6 address "
         "(the lab's IPv4 space holds 512 VIPs).",
         "limit = the same step planned by the helper's engine in-process, encoded by the netlink "
-        "kernel's HANDLERS and sent pre-encoded by bench.limit's bare process (its clock covers "
-        "the system calls only); same state: its IPVS services, real servers, daemons and "
+        "kernel's HANDLERS and sent pre-encoded by the limit's process (lab/bare.py; its clock "
+        "covers the system calls only); same state: its IPVS services, real servers, daemons and "
         "addresses after each step equal the helper's. Every ACTIVATE announces every VIP "
         "again (docs/protocol.md), so each step's frames are in its limit too.",
         "A member that leaves or joins used to cost the helper a read of the whole IPVS table "

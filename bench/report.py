@@ -5,10 +5,11 @@ targets are plain data, rendered on the host as text (the terminal) and as Markd
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
+
+from lab.probe import per as per  # the machine's costs are timed as the probe's steps
 
 K, T = TypeVar("K"), TypeVar("T")
 
@@ -42,24 +43,53 @@ def times(slow: float | None, fast: float | None) -> str:
     return f"{slow / fast:.0f}x" if slow / fast >= 10 else f"{slow / fast:.1f}x"
 
 
-def per(fn: Callable[[], object], items: int) -> float:
-    """Seconds per item of one call of `fn` that handles `items` items."""
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) / max(items, 1)
-
-
 def repeat(
-    reps: int, cases: Mapping[K, Callable[[], T]], show: Callable[[K, T], str]
+    reps: int,
+    cases: Mapping[K, Callable[[], T]],
+    show: Callable[[K, T], str] | None = None,
+    what: str = "",
 ) -> dict[K, list[T]]:
     """Each case once a round for `reps` rounds (a drift of the machine hits all cases alike):
-    every case's results, and a line of progress for each."""
+    every case's results, and a line of progress for each (`show`, or `what`, the case and the
+    run's figures)."""
+
+    def figured(case: K, run: T) -> str:
+        return f"{what} {case}: {', '.join(figures(run))}"
+
     out: dict[K, list[T]] = {case: [] for case in cases}
     for rep in range(reps):
         for case, fn in cases.items():
             out[case].append(fn())
-            print(f"  {show(case, out[case][-1])} (run {rep + 1}/{reps})", flush=True)
+            print(f"  {(show or figured)(case, out[case][-1])} (run {rep + 1}/{reps})", flush=True)
     return out
+
+
+def figures(run: Any, name: str = "") -> list[str]:
+    """The seconds (keys ending in _s) of a run's record, in ms, for the line of progress."""
+    if isinstance(run, dict):
+        return [f for key, value in run.items() for f in figures(value, f"{name} {key}".strip())]
+    if isinstance(run, float) and name.endswith("_s"):
+        return [f"{name[:-2]} {run * 1000:.1f} ms"]
+    return []
+
+
+def pick(runs: Sequence[Any], *path: str | int) -> list[float]:
+    """The figure at `path` of each run where it was measured (neither missing nor None)."""
+    out = []
+    for node in runs:
+        try:
+            for key in path:
+                node = node[key]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if node is not None:
+            out.append(float(node))
+    return out
+
+
+def median_of(runs: Sequence[Any], *path: str | int) -> float | None:
+    values = pick(runs, *path)
+    return median(values) if values else None
 
 
 @dataclass

@@ -35,6 +35,16 @@ def helper_argv(*options: str) -> list[str]:
     return [sys.executable, "-m", "cgp_ipvs_helper", *options]
 
 
+def host_options() -> list[str]:
+    """-m (a helper on the host: no kernel change), and as -i an interface with an IPv4 address
+    (the helper's own) other than lo."""
+    out = subprocess.run(["ip", "-4", "-o", "address", "show"], capture_output=True, text=True)
+    for words in map(str.split, out.stdout.splitlines()):
+        if len(words) > 3 and words[1] != "lo" and not words[3].startswith("127."):
+            return ["-m", "-i", words[1].split("@")[0]]
+    return ["-m", "-i", "lo"]
+
+
 def write_vipfile(path: str, entries: Sequence[str]) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write("".join(f"{e}\n" for e in entries))
@@ -218,6 +228,18 @@ class HelperProcess:
                 return Response(line, sent, read_at, tuple(before))
             before.append(line)
 
+    def __enter__(self) -> HelperProcess:
+        """Answering (its start waited for), and killed on leaving."""
+        try:
+            self.wait_started(timeout=180)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
     def wait_started(self, timeout: float = 60.0) -> Response:
         """Wait until start-up converged (INTF is answered only after it). A minute: with
         several user-mode kernels on one CPU, a start can take tens of seconds."""
@@ -242,7 +264,43 @@ class HelperProcess:
         """The shell commands the helper logged, in order."""
         return commands(self.log)
 
+    def pipelined(self, data: bytes, count: int) -> float:
+        """Seconds from the first byte of `data` (`count` requests, written by a thread as fast
+        as the pipe takes them) until the last answer is read (timed reader)."""
+        view = memoryview(data)
+
+        def feed() -> None:
+            done = 0
+            while done < len(view):
+                done += os.write(self.stdin, view[done:])
+
+        writer = threading.Thread(target=feed, daemon=True)
+        t0, answered = time.perf_counter(), 0
+        writer.start()
+        while answered < count:
+            got = self.read_raw(60.0)
+            if not got:
+                raise TimeoutError(f"{answered} of {count} answers after 60 s of silence")
+            answered += sum(1 for raw in got if raw[:1].isdigit())
+        spent = time.perf_counter() - t0
+        writer.join(10)
+        return spent
+
     # --- the process -----------------------------------------------------------------------
+
+    def usage(self) -> tuple[float, int, dict[str, int]]:
+        """(CPU seconds, minor faults, {VmRSS, VmHWM, ...: KiB}) of a single-threaded process
+        (CPU from schedstat, in ns: utime counts 10 ms ticks)."""
+        pid = self.proc.pid
+        with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/schedstat") as sched:
+            faults, cpu = (
+                int(stat.read().rsplit(")", 1)[1].split()[7]),
+                int(sched.read().split()[0]),
+            )
+        with open(f"/proc/{pid}/status") as f:
+            lines = (ln.partition(":") for ln in f)
+            kib = {k: int(v.split()[0]) for k, _, v in lines if k.startswith("Vm")}
+        return cpu / 1e9, faults, kib
 
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None

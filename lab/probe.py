@@ -1,4 +1,4 @@
-"""`python -m bench.probe RESULT.json HELPER-OPTIONS...`: the helper with a stopwatch on its
+"""`python -m lab.probe RESULT.json HELPER-OPTIONS...`: the helper with a stopwatch on its
 public seams (a timing Kernel, Helper.handle, the stream Output writes to), composed as cli.main
 composes it; nothing of the product is patched. Its first ACTIVATE is timed phase by phase; at
 the next request (the reader has read it all) its costly steps are timed alone on its very
@@ -26,10 +26,15 @@ from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan.model import KernelState
 from cgp_ipvs_helper.plan.operations import AddDests, Operation, each
 
-from .report import per
-
 KINDS = {"AddAddress": "addresses", "DelAddress": "addresses", "SendGarp": "garp"}
 KINDS["SetSysctl"] = "sysctl"  # anything else is an IPVS request (generic netlink)
+
+
+def per(fn: Callable[[], object], items: int) -> float:
+    """Seconds per item of one call of `fn` that handles `items` items."""
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) / max(items, 1)
 
 
 def faults() -> int:

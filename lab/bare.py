@@ -1,9 +1,9 @@
-"""The limit's own process (bench/limit.py builds its data): the kernel changes of the helper's
+"""The limit's own process (lab/ways.py builds its data): the kernel changes of the helper's
 ACTIVATE as prebuilt messages and frames, sent with nothing else around them.
 
-    python -m bench.bare DATA.pickle    (the bare process: prints one JSON object)
-    python -m bench.bare DATA.pickle --piped    (answers INTF, then ACTIVATE, on its pipes)
-    python -m bench.bare DATA.pickle --least    (the same, as the least helper)
+    python -m lab.bare DATA.pickle limit    (the bare process: prints one JSON object)
+    python -m lab.bare DATA.pickle piped    (answers INTF, then ACTIVATE, on its pipes)
+    python -m lab.bare DATA.pickle least    (the same, as the least helper)
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def _members(
 
 
 if __name__ == "__main__":
-    if sys.argv[2:] in (["--piped"], ["--least"]):
-        piped(sys.argv[1], sys.argv[2] == "--least")
-    else:
+    if sys.argv[2] == "limit":
         print(json.dumps(bare(sys.argv[1])))
+    else:
+        piped(sys.argv[1], sys.argv[2] == "least")

@@ -1,0 +1,231 @@
+"""Every way the benchmarks make an ACTIVATE's kernel changes from the helper's standby
+(`lab.standby`), one runner for all: `activate_by` the helper itself; or, the helper killed (its
+standby state stays), the limit's process (lab/bare.py) from the messages the helper's netlink
+kernel encodes for the helper's plan (`build`), alone (`limit`), behind the helper's pipe
+(`piped`), or as the least helper (`least`); and `classic`, the commands the helper logs run by
+bash one process each until the client sees the first ARP.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cgp_ipvs_helper.core.protocol import logged
+from cgp_ipvs_helper.kernel.frames import arp, nd
+from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
+from cgp_ipvs_helper.kernel.netlink.sockets import datagram
+from cgp_ipvs_helper.plan.model import Role, Settings
+from cgp_ipvs_helper.plan.operations import AddDest, Operation
+from cgp_ipvs_helper.plan.planner import _weight, announce, desired_state, plan, sysctl_paths
+
+from .bare import PROTOCOLS
+from .driver import HelperProcess, commands
+from .netns import in_netns
+from .sniff import ArpWatch
+from .standby import FE_IP, activate, snapshot, standby, vips_in
+
+WAYS = ("helper", "limit", "piped", "least")
+SAMPLE_CAPS = {"ipvsadm -A": 16, "ipvsadm -a": 64, "ip address add": 16}
+
+
+def activate_by(way: str, vipfile: str, members: list[str], *options: str) -> dict[str, Any]:
+    """One ACTIVATE from the helper's standby by `way` (WAYS): the limit's times and counts; for
+    the others, as the reader sees them, OK and first ARP, with the commands logged before the
+    OK; for all, the state left (and the errors of the limit's process behind the pipe)."""
+    vips, tmp = vips_in(vipfile), tempfile.TemporaryDirectory()
+    with standby(way[:3], vipfile, *options) as (helper, fe, client), tmp:
+        proc, path = helper, Path(tmp.name, "limit.pickle")
+        if way != "helper":
+            helper.kill()
+            with in_netns(fe.ns):
+                data = build(vipfile, members, bytes.fromhex(fe.mac.replace(":", "")))
+            path.write_bytes(pickle.dumps(data))
+            argv = [sys.executable, "-m", "lab.bare", str(path), way]
+        if way == "limit":
+            out = fe.call(lambda: subprocess.run(argv, capture_output=True, text=True))
+            if out.returncode != 0:
+                raise RuntimeError(f"the limit's process failed: {out.stderr[-500:]}")
+            return {**json.loads(out.stdout), "counts": data["counts"], "state": snapshot(fe)}
+        if way != "helper":
+            proc = HelperProcess(fe, argv=argv, timed=True)
+        try:
+            if proc is not helper:
+                proc.wait_started(timeout=60)
+            watch = ArpWatch(client.ns, fe.mac, vips)
+            reply, arp_at = activate(proc, members, len(vips)), watch.first()
+            if proc is not helper:
+                proc.close_stdin()
+                proc.wait(30)
+        finally:
+            proc.kill()
+        errors = 0 if way == "helper" else json.loads(Path(f"{path}.json").read_text())["errors"]
+        arp_s, cmds, state = arp_at and arp_at - reply.sent, commands(reply.before), snapshot(fe)
+        return {
+            "ok_s": reply.seconds,
+            "arp_s": arp_s,
+            "cmds": cmds,
+            "errors": errors,
+            "state": state,
+        }
+
+
+def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
+    """In the frontend's namespace, in standby: the helper's ACTIVATE, encoded by its kernel, one
+    datagram per channel run as the helper frames it (the last request acked); and for the least
+    helper the same less what depends on the members (`_least`)."""
+    vips, kernel = vips_in(vipfile), NetlinkKernel()
+    settings = Settings(vipfile=vipfile, iface="eth0")
+    try:
+        desired = desired_state(settings, vips, Role.ACTIVE, members, FE_IP)
+        ops = plan(desired, kernel.observe(sysctl_paths("eth0"))) + announce(vips, "eth0")
+        runs = runs_of(kernel, ops)
+    finally:
+        kernel.close()
+    own, others = (_weight(settings, Role.ACTIVE, is_self) for is_self in (True, False))
+    datagrams, frames, counts = encoded(runs, mac)
+    least = _least(runs, datagrams, (FE_IP, own, others))
+    return dict(
+        datagrams=datagrams, frames=frames, counts=dict(counts), vips=len(vips), least=least
+    )
+
+
+def runs_of(
+    kernel: NetlinkKernel, ops: Sequence[Operation]
+) -> list[tuple[str, list[Any], list[Operation]]]:
+    """The operations as the netlink kernel encodes them: (channel, requests, operations) per
+    run of one channel, as the helper batches them."""
+    runs: list[tuple[str, list[Any], list[Operation]]] = []
+    for op in ops:
+        handler = HANDLERS[type(op)]
+        if handler.channel is None:
+            raise RuntimeError(f"an operation the limit cannot batch: {op}")
+        if not runs or runs[-1][0] != handler.channel:
+            runs.append((handler.channel, [], []))
+        made = handler.run(kernel, op)
+        runs[-1][1].extend(made if handler.many else [made])
+        runs[-1][2].append(op)
+    return runs
+
+
+def encoded(
+    runs: Sequence[tuple[str, list[Any], list[Operation]]], mac: bytes
+) -> tuple[list[tuple[int, int, bytes]], list[tuple[int, bytes]], Counter[str]]:
+    """The runs as the limit's process sends them: one datagram per netlink run as the helper
+    frames it (the last request acked), the frames for one sendmmsg, and the requests per
+    channel."""
+    datagrams, frames, seq, counts = [], [], 1, Counter[str]()
+    for channel, requests, _ops in runs:
+        counts[channel] += len(requests)
+        if channel == "frames":
+            for _dev, kind, addr in requests:
+                na = kind == arp.NA
+                frames.append(
+                    (nd.ETH_P_IPV6, nd.frame(addr, mac))
+                    if na
+                    else (arp.ETH_P_ARP, arp.frame(mac, addr, kind == arp.REPLY))
+                )
+            continue
+        datagrams.append((PROTOCOLS[channel], seq + len(requests) - 1, datagram(requests, seq)))
+        seq += len(requests)
+    return datagrams, frames, counts
+
+
+def _least(
+    runs: list[tuple[str, list[Any], list[Operation]]],
+    datagrams: list[tuple[int, int, bytes]],
+    weights: tuple[str, int, int],
+) -> dict[str, Any]:
+    """What the least helper keeps while standby: the limit's datagrams but the one holding the
+    real servers (None), and for that one its protocol and the requests before and after the
+    real servers (`around`); the real servers' services and message type (the IPVS family's
+    id); the log lines before and after theirs; (self, its weight, the others')."""
+    every = [op for _channel, _requests, ops in runs for op in ops]
+    dests = [i for i, op in enumerate(every) if isinstance(op, AddDest)]
+    if dests != list(range(dests[0], dests[-1] + 1)):
+        raise RuntimeError("the least helper expects the real servers in one run")
+    kept: list[tuple[int, int, bytes] | None] = []
+    for (_channel, requests, ops), sent in zip((r for r in runs if r[0] != "frames"), datagrams):
+        at = [i for i, op in enumerate(ops) if isinstance(op, AddDest)]
+        kept.append(None if at else sent)
+        if at:
+            around = (sent[0], requests[: at[0]], requests[at[-1] + 1 :])
+            family = requests[at[0]][0]
+    return {
+        "datagrams": kept,
+        "around": around,
+        "family": family,
+        "keys": tuple(dict.fromkeys(every[i].dest.service for i in dests)),
+        "log": (
+            b"".join(map(logged, every[: dests[0]])),
+            b"".join(map(logged, every[dests[-1] + 1 :])),
+        ),
+        "weights": weights,
+    }
+
+
+def kind(command: str) -> str:
+    w = command.split()
+    if w[0] == "ipvsadm":
+        return "ipvsadm daemon" if "daemon" in w[1] else f"ipvsadm {w[1]}"
+    return " ".join(w[:3]) if w[0] == "ip" else w[0]
+
+
+def segments(cmds: Sequence[str], full: bool) -> list[tuple[str, list[str], list[str]]]:
+    """(kind, commands, those run) per run of one kind up to the first arping; a sample keeps
+    prerequisites (a real server is only added to a sampled service)."""
+    segs: list[tuple[str, list[str], list[str]]] = []
+    for c in cmds[: next(i for i, c in enumerate(cmds) if c.startswith("arping ")) + 1]:
+        if not segs or segs[-1][0] != kind(c):
+            segs.append((kind(c), [], []))
+        segs[-1][1].append(c)
+    services: set[tuple[str, ...]] = set()
+    for k, cs, run in segs:
+        if k == "ipvsadm -a" and not full:
+            cs = [c for c in cs if tuple(c.split()[2:4]) in services]
+        run += cs if full or k not in SAMPLE_CAPS else cs[: SAMPLE_CAPS[k]]
+        services |= {tuple(c.split()[2:4]) for c in run if k == "ipvsadm -A"}
+    return segs
+
+
+def classic(vipfile: str, cmds: list[str], full: bool) -> dict[str, Any]:
+    """The classic way from standby: the first ARP measured, or extrapolated per kind of command
+    (a long list sampled, SAMPLE_CAPS); the state left when run in full."""
+    segs = segments(cmds, full)
+    with standby("cls", vipfile) as (helper, fe, client), tempfile.TemporaryDirectory() as tmp:
+        helper.kill()  # its standby state stays
+        script, marks, errors = (Path(tmp, n) for n in ("run.sh", "marks", "err"))
+        lines = [f"exec 3>{marks}"]  # $EPOCHREALTIME (no fork) marks the start of each kind
+        for i, (k, _cs, run) in enumerate(segs):
+            lines += [
+                f'echo "{i} $EPOCHREALTIME" >&3',
+                *([f"exec {run[0]}"] if k == "arping" else run),
+            ]
+        script.write_text("\n".join(lines) + "\n")
+        ran = sum(len(run) for _k, _cs, run in segs)
+        watch = ArpWatch(client.ns, fe.mac, vips_in(vipfile))
+        with in_netns(fe.ns), open(errors, "w") as err:
+            proc = subprocess.Popen(["bash", "-e", script], stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            arp_at = watch.first(timeout=30 + 2.0 * ran)
+        finally:
+            proc.kill()
+            proc.wait(30)
+        stamps = [float(line.split()[1]) for line in marks.read_text().splitlines()]
+        if arp_at is None or len(stamps) != len(segs):
+            raise RuntimeError(f"classic script failed: {errors.read_text()[-500:]!r}")
+        state = snapshot(fe) if full else None
+    ends = [*stamps[1:], arp_at]
+    each = {k: (ends[i] - stamps[i]) / len(run) for i, (k, _cs, run) in enumerate(segs)}
+    total = sum(len(cs) for _k, cs, _r in segs)
+    guess = sum(each[k] * (1 if k == "arping" else len(cs)) for k, cs, _r in segs)
+    how = f"all {total} commands" if full else f"extrapolated from {ran} of {total} commands"
+    arp_s = arp_at - stamps[0] if full else guess
+    return {"arp_s": arp_s, "how": how, "each_s": each, "state": state}
