@@ -28,6 +28,7 @@ from cgp_ipvs_helper.plan.operations import (
     StartDaemon,
     StopDaemon,
 )
+from cgp_ipvs_helper.plan.rendering import Renders
 from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
 
 TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
@@ -140,7 +141,7 @@ def test_operations_are_hashable_values() -> None:
     assert a == AddAddress(Address("198.51.100.10", "lo")) and len({a, a}) == 1
 
 
-class _Words(operations._Renders):
+class _Words(Renders):
     def __init__(self, argv: list[str]) -> None:
         self._argv = argv
 
