@@ -35,15 +35,12 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
-    AddClsact,
     AddDest,
     AddDests,
-    AddGuard,
     AddService,
     DelAddress,
     DelDest,
     DelDests,
-    DelGuard,
     DelService,
     EditDest,
     EditDests,
@@ -58,6 +55,11 @@ from cgp_ipvs_helper.plan.operations import (
 )
 from cgp_ipvs_helper.plan.outgoing import filter_ops
 from cgp_ipvs_helper.plan.steering import is_our_mark
+from cgp_ipvs_helper.plan.tcops import (
+    AddClsact,
+    AddGuard,
+    DelGuard,
+)
 
 _NONE: Mapping[str, str] = MappingProxyType({})  # no member's IPv6 address known
 OTHER_WEIGHT = 100

@@ -14,11 +14,9 @@ from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddDests,
-    AddFilter,
     AddService,
     DelAddress,
     DelDest,
-    DelFilter,
     DelService,
     EditDest,
     EditService,
@@ -30,6 +28,10 @@ from cgp_ipvs_helper.plan.operations import (
 )
 from cgp_ipvs_helper.plan.rendering import Renders
 from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.tcops import (
+    AddFilter,
+    DelFilter,
+)
 
 TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
 UDP = ServiceKey("udp", "198.51.100.10", 5060)

@@ -20,10 +20,7 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
-    AddClsact,
     AddDest,
-    AddFilter,
-    DelFilter,
     DelService,
     SetSysctl,
 )
@@ -44,6 +41,11 @@ from cgp_ipvs_helper.plan.steering import (
     RangeFilter,
     VipFilter,
     vip_blocks,
+)
+from cgp_ipvs_helper.plan.tcops import (
+    AddClsact,
+    AddFilter,
+    DelFilter,
 )
 
 from .conftest import SELF, VIPS, Clock, fresh_state, make_helper

@@ -22,12 +22,9 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
-    AddClsact,
     AddDest,
-    AddGuard,
     AddService,
     DelAddress,
-    DelGuard,
     DelService,
     EditDest,
     EditService,
@@ -43,6 +40,11 @@ from cgp_ipvs_helper.plan.planner import (
     announce,
     desired_state,
     plan,
+)
+from cgp_ipvs_helper.plan.tcops import (
+    AddClsact,
+    AddGuard,
+    DelGuard,
 )
 
 from .conftest import SELF, fresh_state
