@@ -48,13 +48,15 @@ from cgp_ipvs_helper.plan.operations import Operation, each
 from cgp_ipvs_helper.plan.outgoing import RESOLVED_WITHIN, MemberMap, unresolved
 from cgp_ipvs_helper.plan.planner import (
     BALANCING,
-    Families,
     announce,
     desired_state,
-    families,
     plan,
     sysctl_paths,
     weights,
+)
+from cgp_ipvs_helper.plan.realservers import (
+    Families,
+    families,
 )
 from cgp_ipvs_helper.shown import escaped
 

@@ -13,10 +13,12 @@ from cgp_ipvs_helper.plan.operations import AddDest, DelDest, EditDest, EditDest
 from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.planner import (
     desired_state,
-    families,
     plan,
-    real_server_changes,
     weights,
+)
+from cgp_ipvs_helper.plan.realservers import (
+    families,
+    real_server_changes,
 )
 from cgp_ipvs_helper.plan.steering import MemberRange
 
