@@ -12,7 +12,7 @@ and kind) instead of reading the whole IPVS table back and planning it again.
 
 What it trusts: the kernel as this helper left it. The periodic refresh still reads the kernel
 and repairs what changed behind the helper's back; a change that makes one of these operations
-fail is read and repaired at once (engine.py). A change behind its back that fails nothing (a
+fail is read and repaired at once (converge.py). A change behind its back that fails nothing (a
 real server of ours added or re-weighted by hand, an address of this host added) waits for the
 refresh, at most -t seconds.
 """
