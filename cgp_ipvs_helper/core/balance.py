@@ -29,13 +29,8 @@ from cgp_ipvs_helper.core.protocol import logged
 from cgp_ipvs_helper.plan.model import Role, Settings
 from cgp_ipvs_helper.plan.operations import Operation
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import (
-    weights,
-)
-from cgp_ipvs_helper.plan.realservers import (
-    Families,
-    real_server_changes,
-)
+from cgp_ipvs_helper.plan.planner import weights
+from cgp_ipvs_helper.plan.realservers import Families, real_server_changes
 
 
 @frozen(eq=False)

@@ -43,9 +43,7 @@ from cgp_ipvs_helper.errors import VipFileError
 from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan.model import KernelState, Settings, is_ipv6
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import (
-    sysctl_paths,
-)
+from cgp_ipvs_helper.plan.planner import sysctl_paths
 from cgp_ipvs_helper.shown import escaped
 
 

@@ -28,18 +28,8 @@ from cgp_ipvs_helper.core.protocol import logged
 from cgp_ipvs_helper.plan.model import KernelState, Role, Settings
 from cgp_ipvs_helper.plan.operations import AddService, Operation, prepare_real_servers
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import (
-    announce,
-    desired_state,
-    holds_ours,
-    plan,
-    weights,
-)
-from cgp_ipvs_helper.plan.realservers import (
-    Families,
-    families,
-    real_server_changes,
-)
+from cgp_ipvs_helper.plan.planner import announce, desired_state, holds_ours, plan, weights
+from cgp_ipvs_helper.plan.realservers import Families, families, real_server_changes
 
 
 @frozen(eq=False)

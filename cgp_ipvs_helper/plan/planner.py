@@ -50,11 +50,7 @@ from cgp_ipvs_helper.plan.operations import (
 from cgp_ipvs_helper.plan.outgoing import filter_ops
 from cgp_ipvs_helper.plan.realservers import NO_IPV6, ip_order, key_order, real_servers
 from cgp_ipvs_helper.plan.steering import is_our_mark
-from cgp_ipvs_helper.plan.tcops import (
-    AddClsact,
-    AddGuard,
-    DelGuard,
-)
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddGuard, DelGuard
 
 OTHER_WEIGHT = 100
 DRAIN_SELF_WEIGHT = 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cgp_ipvs_helper.core.engine import Helper
-from cgp_ipvs_helper.core.protocol import Reply, Response
+from cgp_ipvs_helper.core.protocol import Reply, Response, render
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, KernelState, Settings
 from cgp_ipvs_helper.plan.planner import sysctl_paths
@@ -74,3 +74,8 @@ def infos(reply: Reply) -> list[str]:
 
 def kinds(ops) -> list[str]:
     return [type(op).__name__ for op in ops]
+
+
+def info_lines(reply: Reply) -> list[str]:
+    """The info lines as CGP reads them (rendered, escaped)."""
+    return [line[2:] for line in render(reply) if line.startswith("* ")]

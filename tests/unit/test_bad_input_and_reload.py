@@ -5,10 +5,7 @@ from __future__ import annotations
 from cgp_ipvs_helper.core.protocol import Reply, Response
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, KernelState, Role
-from cgp_ipvs_helper.plan.operations import (
-    AddAddress,
-    DelAddress,
-)
+from cgp_ipvs_helper.plan.operations import AddAddress, DelAddress
 
 from .conftest import VIPS, Clock, error, fresh_state, infos, make_helper, ok
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from cgp_ipvs_helper.core.protocol import Response
 from cgp_ipvs_helper.core.session import FLUSH_S, HANDOVER_S
 from cgp_ipvs_helper.plan.model import Daemon, Role
-from cgp_ipvs_helper.plan.operations import (
-    AddService,
-)
+from cgp_ipvs_helper.plan.operations import AddService
 
 from .conftest import VIPS, infos, kinds, make_helper, ok
 

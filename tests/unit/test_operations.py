@@ -28,10 +28,7 @@ from cgp_ipvs_helper.plan.operations import (
 )
 from cgp_ipvs_helper.plan.rendering import Renders
 from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
-from cgp_ipvs_helper.plan.tcops import (
-    AddFilter,
-    DelFilter,
-)
+from cgp_ipvs_helper.plan.tcops import AddFilter, DelFilter
 
 TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
 UDP = ServiceKey("udp", "198.51.100.10", 5060)

@@ -41,11 +41,7 @@ from cgp_ipvs_helper.plan.planner import (
     desired_state,
     plan,
 )
-from cgp_ipvs_helper.plan.tcops import (
-    AddClsact,
-    AddGuard,
-    DelGuard,
-)
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddGuard, DelGuard
 
 from .conftest import SELF, fresh_state
 
