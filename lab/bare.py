@@ -36,7 +36,7 @@ from cgp_ipvs_helper.kernel.netlink.sockets import (
 from cgp_ipvs_helper.kernel.netlink.wire import NLMSGHDR
 from cgp_ipvs_helper.plan import operations
 from cgp_ipvs_helper.plan.operations import AddDests
-from cgp_ipvs_helper.plan.planner import ip_order
+from cgp_ipvs_helper.plan.realservers import ip_order
 
 PROTOCOLS = {"genl": NETLINK_GENERIC, "rtnl": NETLINK_ROUTE}
 

@@ -7,12 +7,12 @@ range services, listed or not), the sync daemon and the VIPs on the LAN interfac
 converge has succeeded, `Balance` remembers for which VIP file, retired VIPs and member map the
 kernel was made, its families of services, the members' weights, the announcement round and its
 log lines, and the member checks of that state. The next ACTIVATE then plans against it
-(`change()`: `planner.real_server_changes`, the real servers that change, one value per family
+(`change()`: `realservers.real_server_changes`, the real servers that change, one value per family
 and kind) instead of reading the whole IPVS table back and planning it again.
 
 What it trusts: the kernel as this helper left it. The periodic refresh still reads the kernel
 and repairs what changed behind the helper's back; a change that makes one of these operations
-fail is read and repaired at once (engine.py). A change behind its back that fails nothing (a
+fail is read and repaired at once (converge.py). A change behind its back that fails nothing (a
 real server of ours added or re-weighted by hand, an address of this host added) waits for the
 refresh, at most -t seconds.
 """
@@ -29,7 +29,8 @@ from cgp_ipvs_helper.core.protocol import logged
 from cgp_ipvs_helper.plan.model import Role, Settings
 from cgp_ipvs_helper.plan.operations import Operation
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import Families, real_server_changes, weights
+from cgp_ipvs_helper.plan.planner import weights
+from cgp_ipvs_helper.plan.realservers import Families, real_server_changes
 
 
 @frozen(eq=False)

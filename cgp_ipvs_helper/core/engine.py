@@ -3,27 +3,26 @@
 It joins the pure parts (protocol, session, planner) with a kernel and a clock, and returns what
 to say as a `Reply` (info values, then at most one response); it never reads stdin or writes
 stdout itself (cli.py renders and writes), so every behaviour is testable with the in-memory
-kernel and a fake clock. Each kernel operation is logged as an info line holding its shell
-equivalent, the same text in real mode and in -m mode.
+kernel and a fake clock. Its kernel side (reading, converging, logging) is in converge.py.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Callable, Union
+from collections.abc import Sequence
+from typing import Callable
 
 from cgp_ipvs_helper import __version__
 from cgp_ipvs_helper.config.vipfile import load_vips
 from cgp_ipvs_helper.core import members
 from cgp_ipvs_helper.core.arpwatch import ArpWatch
 from cgp_ipvs_helper.core.balance import Balance
+from cgp_ipvs_helper.core.converge import Converger, Infos
 from cgp_ipvs_helper.core.hostaddrs import interface_exists
 from cgp_ipvs_helper.core.protocol import (
     INTF_VERSION,
     Activate,
     BadRequest,
-    Commands,
     Deactivate,
     Info,
     Intf,
@@ -38,30 +37,17 @@ from cgp_ipvs_helper.core.protocol import (
     parse_line,
     shown,
 )
-from cgp_ipvs_helper.core.ready import Ready, activation, prepare
+from cgp_ipvs_helper.core.ready import Ready
 from cgp_ipvs_helper.core.session import Event, Session, State
-from cgp_ipvs_helper.errors import KernelError, VipFileError
-from cgp_ipvs_helper.kernel.executor import execute
+from cgp_ipvs_helper.errors import VipFileError
 from cgp_ipvs_helper.kernel.interface import Kernel
-from cgp_ipvs_helper.plan.model import KernelState, Role, ServiceKey, Settings, is_ipv6
-from cgp_ipvs_helper.plan.operations import Operation, each
-from cgp_ipvs_helper.plan.outgoing import RESOLVED_WITHIN, MemberMap, unresolved
-from cgp_ipvs_helper.plan.planner import (
-    BALANCING,
-    Families,
-    announce,
-    desired_state,
-    families,
-    plan,
-    sysctl_paths,
-    weights,
-)
+from cgp_ipvs_helper.plan.model import KernelState, Settings, is_ipv6
+from cgp_ipvs_helper.plan.outgoing import MemberMap
+from cgp_ipvs_helper.plan.planner import sysctl_paths
 from cgp_ipvs_helper.shown import escaped
 
-Infos = list[Union[Info, Commands]]  # what one call has to say so far, in order
 
-
-class Helper:
+class Helper(Converger):
     """One helper run. Call start(), then handle()/tick() as lines and time arrive."""
 
     def __init__(
@@ -346,172 +332,3 @@ class Helper:
     def _quit_answer(self) -> Response | None:
         seq = self.session.answer_quit()
         return None if seq is None else Response(seq, "OK")
-
-    # -- kernel -----------------------------------------------------------------------------
-
-    def _held(self) -> Balance | None:
-        """The kernel as this helper last made it while active, if it still may be trusted (a
-        failure forgets it; a range dropped for want of its owner's MAC does not: it only asks
-        for an early refresh)."""
-        held = self.balance
-        if held is None or self.session.state is not State.ACTIVE:
-            return None
-        return held if held.fits(self.vips, self.retired, self.map) else None
-
-    def _change(self, held: Balance, infos: Infos) -> list[KernelError]:
-        """An ACTIVATE while active, the kernel as last made: only the real servers that change,
-        and the announcement round. An operation that fails says the kernel was changed behind
-        the helper's back: it is read and brought to the desired state at once."""
-        ses = self.session
-        assert ses.self_ip is not None  # (active)
-        self._ipv6_notes(infos, held.member_map.ipv6())
-        ops, after = held.change(self.settings, ses.members, ses.self_ip)
-        failures = execute(ops, self.kernel)
-        self._log(ops, failures, infos, held.logged)
-        if not failures:
-            self.balance = after
-            return []
-        self.balance = None
-        infos.append(Info("the kernel differs from what this helper made: reading it again"))
-        return self._converge(infos)
-
-    def _ipv6_notes(self, infos: Infos, members6: Mapping[str, str]) -> None:
-        """While balancing: say once per member that it lacks an IPv6 address, if it matters
-        (the map's members own a range service each, listed or not)."""
-        told, listed = self.told_no_ipv6, [*self.session.members, *self.map.ips()]
-        notes = members.without_ipv6(self.settings, self.vips, listed, members6, told)
-        infos += [Info(note) for note in notes]
-
-    def _converge(
-        self,
-        infos: Infos,
-        actual: KernelState | None = None,
-        garp: bool = False,
-        ready: Ready | None = None,
-        resolver: members.Resolver | None = None,
-    ) -> list[KernelError]:
-        """Bring the kernel to the desired state of the current role; log each operation.
-        `ready`: an ACTIVATE from standby planned against `actual`; `resolver`: the member
-        checks of `actual`, if made.
-
-        Returns the failures, each also logged as a FAILED line. A request waiting for this
-        step (ACTIVATE, DEACTIVATE) is answered ERROR with the first one. For the steps no
-        request waits for (start, SIGHUP, drain end, refresh, QUIT) the FAILED lines are the
-        report. Either way the desired state stays, retired VIPs stay in scope, and the session
-        is left unsettled, so the next refresh retries at most -t seconds later even while
-        requests keep arriving (a QUIT's last step excepted: the helper exits).
-        """
-        if self.vip_error is not None:
-            return []
-        if actual is None:
-            actual = self._observe(infos)
-        ses = self.session
-        ahead, self.ready, self.balance = self.ready, None, None
-        known: Mapping[Operation, bytes] = {}
-        members6 = self.map.ipv6()
-        balancing = ses.role in BALANCING
-        if balancing:
-            self._ipv6_notes(infos, members6)
-        services: Iterable[ServiceKey] = ()
-        if ready is not None and ses.self_ip is not None:
-            ops: Sequence[Operation] = activation(ready, self.settings, ses.members, ses.self_ip)
-            known, garps = ready.logged, ready.garp
-        else:
-            desired = desired_state(
-                self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
-            )
-            services = (s.key for s in desired.services if not s.key.fwmark)
-            desired = self.map.desired(desired, balancing, self.vips, actual)
-            ops = plan(desired, actual)
-            garps = announce(self.vips, self.settings.iface, members6)
-            if garp and ses.state is State.ACTIVE:
-                ops += garps
-        failures = execute(ops, self.kernel)
-        # a range newly dropped for want of its owner's MAC (asked for by the last read): read
-        # again soon, once (then every -t), whether it is dropped now or in the ACTIVATE ahead
-        recheck = balancing and unresolved(ops)
-        if not failures:
-            self.retired = frozenset()
-            if ses.state is State.STANDBY:  # what it did is all that changed: read it again
-                self._plan_ahead(ahead, self._read() if ops else actual)
-                recheck = self._unresolved(self.ready) and not self._unresolved(ahead)
-            elif ses.state is State.ACTIVE:
-                by_family = ready.families if ready is not None else families(services)
-                checks = resolver or members.Resolver.of(self.settings, self.vips, actual)
-                self._hold(by_family, garps, checks, known)
-        ses.settled = not failures
-        if recheck:
-            ses.settled = False
-            ses.refresh_due = min(ses.refresh_due, self.clock() + RESOLVED_WITHIN)
-        self._log(ops, failures, infos, known)
-        return failures
-
-    def _hold(
-        self,
-        by_family: Families,
-        garp: tuple[Operation, ...],
-        checks: members.Resolver,
-        known: Mapping[Operation, bytes],
-    ) -> None:
-        """Active, and the kernel as desired: remember it (balance.py); the announcement round
-        is built for the kernel, whose last preparation (standby's) is of no more use."""
-        ses = self.session
-        held = weights(self.settings, Role.ACTIVE, ses.members, ses.self_ip)
-        lines = {op: known[op] for op in garp} if known else None
-        self.balance = Balance.of(
-            self.vips, self.retired, self.map, by_family, held, garp, checks, lines
-        )
-        if not known:
-            self.kernel.prepare(garp)
-
-    def _unresolved(self, ready: Ready | None) -> bool:
-        return self.map.seen and ready is not None and unresolved(ready.ops())
-
-    def _plan_ahead(self, last: Ready | None, state: KernelState) -> None:
-        """While standby: plan the ACTIVATE against `state` now, and have the kernel build its
-        messages (the last plan is kept while it still fits: a quiet refresh costs nothing)."""
-        if last is None or not last.fits(self.vips, self.retired, self.map, state):
-            last = prepare(self.settings, self.vips, self.retired, self.map, state)
-            if last is not None:
-                self.kernel.prepare(last.ops())
-        self.ready = last
-
-    def _observe(self, infos: Infos) -> KernelState:
-        """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
-        actual = self._read()
-        problem = None if actual.ipvs else self.kernel.ipvs_problem
-        if problem != self.ipvs_problem:
-            infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))
-            self.ipvs_problem = problem
-        return actual
-
-    def _read(self) -> KernelState:
-        tc_dev = self.map.tc_dev(self.settings.iface)
-        if tc_dev is None:
-            return self.kernel.observe(self.paths, guard_dev=self.settings.iface)
-        paths, neighbours = self.paths | self.map.paths(), self.map.neighbours()
-        return self.kernel.observe(paths, tc_dev, neighbours, self.settings.iface)
-
-    def _garp_round(self, what: str, infos: Infos) -> None:
-        """A repeat or refresh announcement; a failed frame is logged, the next round resends."""
-        failures = execute(announce(self.vips, self.settings.iface, self.map.ipv6()), self.kernel)
-        infos.append(
-            Info(f"gratuitous ARP {what} for {len(self.vips)} VIPs on {self.settings.iface}")
-        )
-        self._log((), failures, infos)
-
-    @staticmethod
-    def _log(
-        ops: Sequence[Operation],
-        failures: Sequence[KernelError],
-        infos: Infos,
-        known: Mapping[Operation, bytes] | None = None,
-    ) -> None:
-        """The operations done (as shell commands; `known` has some lines already),
-        then one FAILED line per failure."""
-        if failures:
-            failed = {f.op for f in failures}
-            ops = [op for op in each(ops) if op not in failed]
-        if ops:
-            infos.append(Commands(tuple(ops), known or {}))
-        infos += [Info(f"FAILED {f.op}: {f.reason}") for f in failures]

@@ -6,7 +6,7 @@ and filters are the map's, whoever is listed), the sync daemons' switch, the VIP
 interface and the announcement round are known as soon as the VIP file, the member map and the
 kernel's state are. `prepare()` plans them then, with their log texts (and the kernel builds
 their messages: `Kernel.prepare`); at ACTIVATE, `activation()` adds the real servers the planner
-gives every service for the members (`planner.real_server_changes`: one AddDests value per
+gives every service for the members (`realservers.real_server_changes`: one AddDests value per
 family) instead of thousands of values planned again.
 
 With its AddDests values expanded (`operations.each`), it equals
@@ -28,16 +28,8 @@ from cgp_ipvs_helper.core.protocol import logged
 from cgp_ipvs_helper.plan.model import KernelState, Role, Settings
 from cgp_ipvs_helper.plan.operations import AddService, Operation, prepare_real_servers
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import (
-    Families,
-    announce,
-    desired_state,
-    families,
-    holds_ours,
-    plan,
-    real_server_changes,
-    weights,
-)
+from cgp_ipvs_helper.plan.planner import announce, desired_state, holds_ours, plan, weights
+from cgp_ipvs_helper.plan.realservers import Families, families, real_server_changes
 
 
 @frozen(eq=False)

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Callable
 
 from cgp_ipvs_helper.errors import KernelError
-from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan import operations, tcops
 from cgp_ipvs_helper.plan.guard import Guard
 from cgp_ipvs_helper.plan.model import (
     Address,
@@ -179,24 +179,24 @@ class MemoryKernel:
     def _send_frame(self, op: operations.SendGarp | operations.SendNa) -> None:
         """A frame on the wire changes no state; FakeKernel records it like any op."""
 
-    def _add_clsact(self, op: operations.AddClsact) -> None:
+    def _add_clsact(self, op: tcops.AddClsact) -> None:
         if self.ingress is not None:
             raise _fail(op, errno.EEXIST)
         self.ingress = "clsact"
 
-    def _add_filter(self, op: operations.AddFilter) -> None:
+    def _add_filter(self, op: tcops.AddFilter) -> None:
         key = (op.filter.pref, op.filter.chain, op.filter.handle)
         if self._filter_exists(op, key):
             raise _fail(op, errno.EEXIST)
         self.filters[key] = op.filter
 
-    def _del_filter(self, op: operations.DelFilter) -> None:
+    def _del_filter(self, op: tcops.DelFilter) -> None:
         key = (op.pref, op.chain, op.handle)
         if not self._filter_exists(op, key):
             raise _fail(op, errno.ENOENT)
         del self.filters[key]
 
-    def _add_guard(self, op: operations.AddGuard) -> None:
+    def _add_guard(self, op: tcops.AddGuard) -> None:
         key = (op.guard.pref, op.guard.handle)
         if self.ingress != "clsact":
             raise _fail(op, errno.EINVAL)  # no egress hook
@@ -204,7 +204,7 @@ class MemoryKernel:
             raise _fail(op, errno.EEXIST)
         self.guards[key] = op.guard
 
-    def _del_guard(self, op: operations.DelGuard) -> None:
+    def _del_guard(self, op: tcops.DelGuard) -> None:
         key = (op.pref, op.handle)
         if key not in self.guards:
             raise _fail(op, errno.ENOENT)
@@ -248,9 +248,9 @@ HANDLERS: dict[type, Callable[[MemoryKernel, Any], None]] = {
     operations.StopDaemon: MemoryKernel._stop_daemon,
     operations.SendGarp: MemoryKernel._send_frame,
     operations.SendNa: MemoryKernel._send_frame,
-    operations.AddClsact: MemoryKernel._add_clsact,
-    operations.AddFilter: MemoryKernel._add_filter,
-    operations.DelFilter: MemoryKernel._del_filter,
-    operations.AddGuard: MemoryKernel._add_guard,
-    operations.DelGuard: MemoryKernel._del_guard,
+    tcops.AddClsact: MemoryKernel._add_clsact,
+    tcops.AddFilter: MemoryKernel._add_filter,
+    tcops.DelFilter: MemoryKernel._del_filter,
+    tcops.AddGuard: MemoryKernel._add_guard,
+    tcops.DelGuard: MemoryKernel._del_guard,
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import re
 import shlex
 from collections.abc import Iterable
 from itertools import chain, groupby, product
@@ -17,7 +16,6 @@ from typing import ClassVar, Union
 
 from attrs import frozen
 
-from cgp_ipvs_helper.plan.guard import GUARD_PREF, GUARD_PREF6, Guard
 from cgp_ipvs_helper.plan.model import (
     SERVERS_KEPT,
     SERVICES_KEPT,
@@ -29,7 +27,8 @@ from cgp_ipvs_helper.plan.model import (
     Sysctl,
     is_ipv6,
 )
-from cgp_ipvs_helper.plan.steering import TC_CHAIN, TC_PREF, TC_PREF6, RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.rendering import Renders
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, AddGuard, DelFilter, DelGuard
 
 _PROTO_FLAG = {"tcp": "-t", "udp": "-u"}
 
@@ -60,30 +59,8 @@ def _address_command(verb: str, a: Address) -> list[str]:
     return ["ip", "-6", "address", verb, f"{a.ip}/{a.prefixlen}", "dev", a.dev, *nodad]
 
 
-# shlex.quote leaves a word alone when it is not empty and has only these characters; with the
-# space between words, one match over the joined line checks every word at once
-_PLAIN_LINE = re.compile(r"[\w@%+=:,./ -]*", re.ASCII)
-
-
-class _Renders:
-    """Mixin: `str(op)` is the quoted shell command."""
-
-    __slots__ = ()
-
-    def argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def __str__(self) -> str:
-        argv = self.argv()
-        line = " ".join(argv)
-        # what shlex.join gives when no word needs quotes (a /24 activation logs 3,330 of them)
-        if all(argv) and line.count(" ") == len(argv) - 1 and _PLAIN_LINE.fullmatch(line):
-            return line
-        return shlex.join(argv)
-
-
 @frozen(cache_hash=True)  # a key of the lines logged ahead
-class AddAddress(_Renders):
+class AddAddress(Renders):
     address: Address
 
     def argv(self) -> list[str]:
@@ -91,7 +68,7 @@ class AddAddress(_Renders):
 
 
 @frozen
-class DelAddress(_Renders):
+class DelAddress(Renders):
     address: Address
 
     def argv(self) -> list[str]:
@@ -99,7 +76,7 @@ class DelAddress(_Renders):
 
 
 @frozen
-class SetSysctl(_Renders):
+class SetSysctl(Renders):
     sysctl: Sysctl
 
     def argv(self) -> list[str]:
@@ -127,7 +104,7 @@ def _dest_command(flag: str, dest: Dest) -> list[str]:
 
 
 @frozen(cache_hash=True)  # a key of the lines logged ahead
-class AddService(_Renders):
+class AddService(Renders):
     service: Service
 
     def argv(self) -> list[str]:
@@ -135,7 +112,7 @@ class AddService(_Renders):
 
 
 @frozen
-class EditService(_Renders):
+class EditService(Renders):
     service: Service
 
     def argv(self) -> list[str]:
@@ -143,7 +120,7 @@ class EditService(_Renders):
 
 
 @frozen
-class DelService(_Renders):
+class DelService(Renders):
     service: Service
 
     def argv(self) -> list[str]:
@@ -187,7 +164,7 @@ def _dest_line(flag: str, dest: Dest) -> str:
 
 
 @frozen
-class AddDest(_Renders):
+class AddDest(Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
@@ -198,7 +175,7 @@ class AddDest(_Renders):
 
 
 @frozen
-class EditDest(_Renders):
+class EditDest(Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
@@ -209,7 +186,7 @@ class EditDest(_Renders):
 
 
 @frozen
-class DelDest(_Renders):
+class DelDest(Renders):
     dest: Dest
 
     def argv(self) -> list[str]:
@@ -292,7 +269,7 @@ _port = operator.attrgetter("port")  # a real server's port, and so its words, i
 
 
 @frozen
-class StartDaemon(_Renders):
+class StartDaemon(Renders):
     daemon: Daemon
 
     def argv(self) -> list[str]:
@@ -309,7 +286,7 @@ class StartDaemon(_Renders):
 
 
 @frozen
-class StopDaemon(_Renders):
+class StopDaemon(Renders):
     daemon: Daemon
 
     def argv(self) -> list[str]:
@@ -317,7 +294,7 @@ class StopDaemon(_Renders):
 
 
 @frozen(cache_hash=True)  # a key of the lines logged ahead
-class SendGarp(_Renders):
+class SendGarp(Renders):
     """One gratuitous ARP frame for `ip` out of `dev`: request form, or reply form."""
 
     ip: str
@@ -329,7 +306,7 @@ class SendGarp(_Renders):
 
 
 @frozen(cache_hash=True)  # a key of the lines logged ahead
-class SendNa(_Renders):
+class SendNa(Renders):
     """One unsolicited neighbour advertisement (override flag, to all-nodes) for the IPv6 `ip`
     out of `dev`: an IPv6 VIP's gratuitous ARP. Rendered as libndp's `ndptool` (Debian:
     libndp-tools; RHEL: libndp), which sends the same advertisement from a raw ICMPv6 socket."""
@@ -339,98 +316,6 @@ class SendNa(_Renders):
 
     def argv(self) -> list[str]:
         return ["ndptool", "-t", "na", "-U", "-i", self.dev, "-T", self.ip, "send"]
-
-
-# --- steering of replies to outgoing connections (see steering.py) -------------------------------
-
-_TC_PROTOCOL = {TC_PREF: "ip", TC_PREF6: "ipv6"}  # one protocol per preference of ours
-
-
-def _tc_filter(verb: str, dev: str, pref: int, chain: int, handle: int) -> list[str]:
-    head = ["tc", "filter", verb, "dev", dev, "ingress", "protocol", _TC_PROTOCOL[pref]]
-    return [*head, "pref", str(pref), "chain", str(chain), "handle", hex(handle), "flower"]
-
-
-@frozen
-class AddClsact(_Renders):
-    """The clsact qdisc that gives `dev` an ingress hook for filters (never removed: another
-    tool's filters may share it, and an empty one costs nothing)."""
-
-    dev: str
-
-    def argv(self) -> list[str]:
-        return ["tc", "qdisc", "add", "dev", self.dev, "clsact"]
-
-
-@frozen
-class AddFilter(_Renders):
-    """One of our flower filters on the ingress of `dev` (software only: what it does is for
-    this host's own path)."""
-
-    dev: str
-    filter: VipFilter | RangeFilter
-
-    def argv(self) -> list[str]:
-        f = self.filter
-        head = [*_tc_filter("add", self.dev, f.pref, f.chain, f.handle), "skip_hw"]
-        if isinstance(f, VipFilter):
-            return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(TC_CHAIN)]
-        match = [*head, "ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}", "action"]
-        if f.local:
-            return [*match, "skbedit", "mark", hex(f.mark)]
-        if f.dropped:
-            return [*match, "drop"]
-        rewrite = ["skbmod", "set", "dmac", f.dmac, "set", "smac", f.smac]
-        return [*match, *rewrite, "action", "mirred", "egress", "redirect", "dev", self.dev]
-
-
-@frozen
-class DelFilter(_Renders):
-    """Remove our filter `handle` of `chain` at `pref` (whatever it holds now) from the ingress
-    of `dev`."""
-
-    dev: str
-    pref: int
-    chain: int
-    handle: int
-
-    def argv(self) -> list[str]:
-        return _tc_filter("del", self.dev, self.pref, self.chain, self.handle)
-
-
-# --- the takeover's reset guard (see guard.py) ----------------------------------------------------
-
-_GUARD_PROTOCOL = {GUARD_PREF: "ip", GUARD_PREF6: "ipv6"}
-
-
-def _guard_filter(verb: str, dev: str, pref: int, handle: int) -> list[str]:
-    head = ["tc", "filter", verb, "dev", dev, "egress", "protocol", _GUARD_PROTOCOL[pref]]
-    return [*head, "pref", str(pref), "chain", "0", "handle", hex(handle), "flower"]
-
-
-@frozen
-class AddGuard(_Renders):
-    """Drop TCP resets from a block of VIPs on the egress of `dev` while taking over."""
-
-    dev: str
-    guard: Guard
-
-    def argv(self) -> list[str]:
-        g = self.guard
-        head = [*_guard_filter("add", self.dev, g.pref, g.handle), "skip_hw", "ip_proto", "tcp"]
-        return [*head, "src_ip", g.prefix, "tcp_flags", "0x4/0x4", "action", "drop"]
-
-
-@frozen
-class DelGuard(_Renders):
-    """Remove our guard `handle` at `pref` (whatever it holds now) from the egress of `dev`."""
-
-    dev: str
-    pref: int
-    handle: int
-
-    def argv(self) -> list[str]:
-        return _guard_filter("del", self.dev, self.pref, self.handle)
 
 
 ManyDests = Union[AddDests, EditDests, DelDests]

@@ -29,7 +29,7 @@ from cgp_ipvs_helper.plan.model import (
     balanced_vips,
     is_ipv6,
 )
-from cgp_ipvs_helper.plan.operations import AddClsact, AddFilter, DelFilter, Operation
+from cgp_ipvs_helper.plan.operations import Operation
 from cgp_ipvs_helper.plan.steering import (
     VIP_CHAIN,
     MemberRange,
@@ -38,6 +38,7 @@ from cgp_ipvs_helper.plan.steering import (
     range_filters,
     vip_blocks,
 )
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, DelFilter
 
 PORT_RANGE = "net/ipv4/ip_local_port_range"
 # When a plan drops a range (its owner's MAC not known yet), the kernel is read again this many

@@ -12,9 +12,7 @@ daemons on our interface and SyncID: nothing not ours is ever touched.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import groupby
 from types import MappingProxyType
 
 from cgp_ipvs_helper.plan.guard import guards
@@ -35,20 +33,13 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
-    AddClsact,
     AddDest,
-    AddDests,
-    AddGuard,
     AddService,
     DelAddress,
     DelDest,
-    DelDests,
-    DelGuard,
     DelService,
     EditDest,
-    EditDests,
     EditService,
-    ManyDests,
     Operation,
     SendGarp,
     SendNa,
@@ -57,9 +48,10 @@ from cgp_ipvs_helper.plan.operations import (
     StopDaemon,
 )
 from cgp_ipvs_helper.plan.outgoing import filter_ops
+from cgp_ipvs_helper.plan.realservers import NO_IPV6, ip_order, key_order, real_servers
 from cgp_ipvs_helper.plan.steering import is_our_mark
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddGuard, DelGuard
 
-_NONE: Mapping[str, str] = MappingProxyType({})  # no member's IPv6 address known
 OTHER_WEIGHT = 100
 DRAIN_SELF_WEIGHT = 100
 SCHEDULER = "wlc"
@@ -181,7 +173,7 @@ def desired_state(
     members: Sequence[str],
     self_ip: str | None,
     retired: frozenset[str] = frozenset(),
-    members6: Mapping[str, str] = _NONE,
+    members6: Mapping[str, str] = NO_IPV6,
 ) -> DesiredState:
     """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up.
 
@@ -197,7 +189,7 @@ def desired_state(
         Dest(s.key, ip, weight[m])
         for s in svcs
         for m in members
-        for ip in _real_server(m, s.key.vip, members6)
+        for ip in real_servers(m, s.key.vip, members6)
     )
     daemons = frozenset(Daemon(d, settings.iface, settings.syncid) for d in DAEMONS[role])
     return DesiredState(
@@ -214,25 +206,6 @@ def desired_state(
     )
 
 
-def _real_server(member: str, vip: str, members6: Mapping[str, str]) -> tuple[str, ...]:
-    """The address of `member` as a real server of `vip`: of the VIP's family, if it has one."""
-    if not is_ipv6(vip):
-        return (member,)
-    ip6 = members6.get(member)
-    return (ip6,) if ip6 else ()
-
-
-def ip_order(ip: str) -> bytes:
-    """Sort key of an address: IPv4 before IPv6, each in numeric order."""
-    if is_ipv6(ip):
-        return b"\6" + socket.inet_pton(socket.AF_INET6, ip)
-    return b"\4" + socket.inet_aton(ip)
-
-
-def _key_order(key: ServiceKey) -> tuple[int, bytes, str, int]:
-    return (key.fwmark, ip_order(key.vip), key.proto, key.port)
-
-
 def holds_ours(state: KernelState, scope: frozenset[str]) -> bool:
     """Whether `state` holds an IPVS service of ours (see `plan`)."""
     return any(_our_service(s.key, scope) for s in state.services)
@@ -244,7 +217,7 @@ def _our_service(key: ServiceKey, scope: frozenset[str]) -> bool:
 
 
 def _dest_order(k: tuple[ServiceKey, str]) -> tuple[tuple[int, bytes, str, int], bytes]:
-    return (_key_order(k[0]), ip_order(k[1]))
+    return (key_order(k[0]), ip_order(k[1]))
 
 
 def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
@@ -268,7 +241,7 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         s.key: s for s in actual.services if _our_service(s.key, scope)
     }
     want: dict[ServiceKey, Service] = {s.key: s for s in desired.services}
-    for key in sorted(want, key=_key_order):
+    for key in sorted(want, key=key_order):
         if key not in have:
             ops.append(AddService(want[key]))
         elif have[key] != want[key]:
@@ -286,7 +259,7 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
     ]
 
     ops += filter_ops(desired, actual)  # marks only for services that exist
-    ops += [DelService(have[k]) for k in sorted(have, key=_key_order) if k not in want]
+    ops += [DelService(have[k]) for k in sorted(have, key=key_order) if k not in want]
 
     ours_daemons = {d for d in actual.daemons if d.iface == iface and d.syncid == desired.syncid}
     ops += [StopDaemon(d) for d in sorted(ours_daemons - desired.daemons, key=_daemon_order)]
@@ -342,7 +315,7 @@ def _daemon_order(d: Daemon) -> int:
 
 
 def announce(
-    vips: Iterable[str], iface: str, members6: Mapping[str, str] = _NONE
+    vips: Iterable[str], iface: str, members6: Mapping[str, str] = NO_IPV6
 ) -> tuple[SendGarp | SendNa, ...]:
     """An announcement round for the balanced VIPs: per IPv4 VIP a gratuitous ARP in request
     and reply form (peers differ in what they learn), per IPv6 VIP one unsolicited neighbour
@@ -354,60 +327,3 @@ def announce(
         else:
             ops += [SendGarp(ip, iface, False), SendGarp(ip, iface, True)]
     return tuple(ops)
-
-
-Families = tuple[tuple[bool, tuple[ServiceKey, ...]], ...]
-"""The VIPs' services by family (IPv6 or not; IPv4 first), each in plan order."""
-
-
-def families(keys: Iterable[ServiceKey]) -> Families:
-    """`keys` (VIP services, no firewall-mark one) by family, each in plan order."""
-    ordered = sorted(keys, key=_key_order)
-    return tuple((v6, tuple(group)) for v6, group in groupby(ordered, _vip_ipv6))
-
-
-def _vip_ipv6(key: ServiceKey) -> bool:
-    return is_ipv6(key.vip)
-
-
-def real_server_changes(
-    services: Families,
-    before: Mapping[str, int],
-    after: Mapping[str, int],
-    members6: Mapping[str, str] = _NONE,
-) -> tuple[ManyDests, ...]:
-    """The operations that take the real servers of the VIPs' services from the members
-    `before` to the members `after` (member -> weight): the new ones given, then those whose
-    weight changed, then those gone taken; one value per family of each. plan() makes the same
-    (AddDests and its kin expanded) when the kernel holds exactly `before` on those services and
-    they stay; and a takeover's real servers, before = {}.
-
-    Its work is the real servers that change (one value per family, made as they are sent),
-    not the whole table: a member that leaves a group of a thousand VIPs costs the helper what
-    taking its real servers costs the kernel.
-    """
-    kinds: tuple[list[ManyDests], ...] = ([], [], [])
-    for _v6, keys in services:
-        if not keys:
-            continue
-        vip = keys[0].vip  # (any of the family's)
-        old, new = _servers(before, vip, members6), _servers(after, vip, members6)
-        changes = (
-            tuple((ip, w) for ip, w in new.items() if ip not in old),
-            tuple((ip, w) for ip, w in new.items() if ip in old and old[ip] != w),
-            tuple((ip, w) for ip, w in old.items() if ip not in new),
-        )
-        for ops, kind, servers in zip(kinds, (AddDests, EditDests, DelDests), changes):
-            if servers:
-                ops.append(kind(keys, servers))
-    return (*kinds[0], *kinds[1], *kinds[2])
-
-
-def _servers(weight: Mapping[str, int], vip: str, members6: Mapping[str, str]) -> dict[str, int]:
-    """The real servers (address -> weight) of the services of `vip`'s family, in order."""
-    pairs = ((ip, w) for m, w in weight.items() for ip in _real_server(m, vip, members6))
-    return dict(sorted(pairs, key=_first))
-
-
-def _first(pair: tuple[str, int]) -> bytes:
-    return ip_order(pair[0])

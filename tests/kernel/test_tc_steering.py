@@ -20,7 +20,7 @@ import pytest
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from cgp_ipvs_helper.plan.model import TcState
-from cgp_ipvs_helper.plan.operations import AddClsact, AddFilter, DelFilter, Operation
+from cgp_ipvs_helper.plan.operations import Operation
 from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
     TC_PREF,
@@ -30,6 +30,7 @@ from cgp_ipvs_helper.plan.steering import (
     range_filters,
     vip_blocks,
 )
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, DelFilter
 from lab.lan import Host, Lan, ipvsadm
 
 VIPS = ["198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.20"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cgp_ipvs_helper.core.engine import Helper
+from cgp_ipvs_helper.core.protocol import Reply, Response, render
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, KernelState, Settings
 from cgp_ipvs_helper.plan.planner import sysctl_paths
@@ -56,3 +57,25 @@ def helper(kernel: FakeKernel, clock: Clock) -> Helper:
     h.start()
     kernel.take()
     return h
+
+
+def ok(seq: str, text: str = "") -> Response:
+    return Response(seq, "OK", text)
+
+
+def error(seq: str, text: str) -> Response:
+    return Response(seq, "ERROR", text)
+
+
+def infos(reply: Reply) -> list[str]:
+    """The text of each info line, in order (operations as their shell commands)."""
+    return [text for i in reply.infos for text in i.texts()]
+
+
+def kinds(ops) -> list[str]:
+    return [type(op).__name__ for op in ops]
+
+
+def info_lines(reply: Reply) -> list[str]:
+    """The info lines as CGP reads them (rendered, escaped)."""
+    return [line[2:] for line in render(reply) if line.startswith("* ")]

@@ -11,13 +11,8 @@ from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, Dest, KernelState, Role, Settings
 from cgp_ipvs_helper.plan.operations import AddDest, DelDest, EditDest, EditDests, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import (
-    desired_state,
-    families,
-    plan,
-    real_server_changes,
-    weights,
-)
+from cgp_ipvs_helper.plan.planner import desired_state, plan, weights
+from cgp_ipvs_helper.plan.realservers import families, real_server_changes
 from cgp_ipvs_helper.plan.steering import MemberRange
 
 from .conftest import SELF, Clock, fresh_state, make_helper

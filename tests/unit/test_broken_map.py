@@ -11,14 +11,14 @@ import attrs
 import pytest
 
 from cgp_ipvs_helper.core.engine import Helper
-from cgp_ipvs_helper.core.protocol import Reply, render
+from cgp_ipvs_helper.core.protocol import render
 from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.errors import VipFileError
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import KernelState, TcState
 from cgp_ipvs_helper.plan.outgoing import PORT_RANGE
 
-from .conftest import VIPS, Clock, fresh_state, make_helper
+from .conftest import VIPS, Clock, fresh_state, info_lines, make_helper
 
 GOOD = b"192.0.2.11 50000-54999\n192.0.2.12 55000-59999\n192.0.2.14 60000-64999\n"
 # each kind of mistake: the file, and where and why the error says it is wrong
@@ -94,10 +94,6 @@ def taken_over(h: Helper, clock: Clock) -> None:
     h.tick()
 
 
-def infos(reply: Reply) -> list[str]:
-    return [line[2:] for line in render(reply) if line.startswith("* ")]
-
-
 def answer(h: Helper, request: str) -> str:
     return render(h.handle(request))[-1]
 
@@ -117,7 +113,7 @@ def test_at_start_the_helper_balances_as_without_a_map_and_says_why(
     path.write_bytes(text)
     kernel, clock = FakeKernel(booted()), Clock()
     h = make_helper(kernel, clock, member_map=str(path))
-    lines = infos(h.start())
+    lines = info_lines(h.start())
     assert f"ERROR {path}{where}; {NO_MAP}" in lines
     assert not [line for line in lines if line.startswith("no member map")]
     assert kernel_state(kernel) == kernel_state(plain_kernel)  # the port range left alone too
@@ -127,11 +123,12 @@ def test_at_start_the_helper_balances_as_without_a_map_and_says_why(
     assert answer(h, "2 STATUS") == answer(plain, "2 STATUS") + " map=error"
     for _ in range(2):  # every refresh says it again
         clock.advance(15)
-        assert f"ERROR {path}{where}; {NO_MAP}" in infos(h.tick())
+        assert f"ERROR {path}{where}; {NO_MAP}" in info_lines(h.tick())
     # fixed: SIGHUP turns steering on while active, as if the map had been good all along
     path.write_bytes(GOOD)
     assert (
-        infos(h.reload())[0] == f"reloaded /etc/sysconfig/vipaddrs: 2 VIPs; {path}: 3 port ranges"
+        info_lines(h.reload())[0]
+        == f"reloaded /etc/sysconfig/vipaddrs: 2 VIPs; {path}: 3 port ranges"
     )
     good, good_kernel, good_clock = started(tmp_path / "good", GOOD)
     assert answer(good, f"1 ACTIVATE {MEMBERS}") == "1 OK active vips=2 members=3"
@@ -139,7 +136,7 @@ def test_at_start_the_helper_balances_as_without_a_map_and_says_why(
     assert kernel_state(kernel) == kernel_state(good_kernel) != kernel_state(plain_kernel)
     assert answer(h, "3 STATUS") == answer(plain, "3 STATUS")
     clock.advance(15)
-    assert not [line for line in infos(h.tick()) if "ERROR" in line]
+    assert not [line for line in info_lines(h.tick()) if "ERROR" in line]
 
 
 @KINDS
@@ -151,14 +148,14 @@ def test_at_sighup_the_last_good_map_stays_in_force(
     assert answer(h, f"1 ACTIVATE {MEMBERS}") == "1 OK active vips=2 members=3"
     steered = kernel_state(kernel)
     path.write_bytes(text)
-    assert infos(h.reload())[:2] == [  # (then the VIPs announced again, as at every SIGHUP)
+    assert info_lines(h.reload())[:2] == [  # (then the VIPs announced again, as at every SIGHUP)
         "reloaded /etc/sysconfig/vipaddrs: 2 VIPs",
         f"ERROR {path}{where}; {KEPT}",
     ]
     assert kernel_state(kernel) == steered
     assert answer(h, "2 STATUS").endswith("conflicts=0 map=error")
     clock.advance(15)
-    assert f"ERROR {path}{where}; {KEPT}" in infos(h.tick())
+    assert f"ERROR {path}{where}; {KEPT}" in info_lines(h.tick())
     # membership changes still work, with the map in force
     assert answer(h, "3 ACTIVATE 192.0.2.11 192.0.2.12") == "3 OK active vips=2 members=2"
     good, good_kernel, good_clock = started(tmp_path / "good", GOOD)
@@ -166,7 +163,7 @@ def test_at_sighup_the_last_good_map_stays_in_force(
     taken_over(good, good_clock)
     assert kernel_state(kernel) == kernel_state(good_kernel)
     path.write_bytes(GOOD)
-    reloaded = infos(h.reload())
+    reloaded = info_lines(h.reload())
     assert reloaded[0] == f"reloaded /etc/sysconfig/vipaddrs: 2 VIPs; {path}: 3 port ranges"
     assert not [line for line in reloaded if "ERROR" in line]
     assert not answer(h, "4 STATUS").endswith("map=error")
@@ -179,7 +176,7 @@ def test_a_broken_map_never_holds_back_a_new_vip_file(tmp_path: Path) -> None:
     answer(h, f"1 ACTIVATE {MEMBERS}")
     path.write_bytes(BROKEN["member twice"][0])
     vips.append("198.51.100.12")
-    assert infos(h.reload())[:2] == [
+    assert info_lines(h.reload())[:2] == [
         "reloaded /etc/sysconfig/vipaddrs: 3 VIPs",
         f"ERROR {path}{BROKEN['member twice'][1]}; {KEPT}",
     ]
@@ -188,7 +185,7 @@ def test_a_broken_map_never_holds_back_a_new_vip_file(tmp_path: Path) -> None:
     assert kernel_state(kernel) == kernel_state(good_kernel)
     # a VIP file that makes a member of the last good map a VIP: that map no longer fits
     vips.append("192.0.2.14")
-    assert infos(h.reload())[:2] == [
+    assert info_lines(h.reload())[:2] == [
         "reloaded /etc/sysconfig/vipaddrs: 4 VIPs",
         f"ERROR {path}{BROKEN['member twice'][1]}; {NO_MAP}",
     ]
@@ -215,7 +212,7 @@ def test_a_bad_vip_file_still_stops_balancing_and_the_map_is_not_read(tmp_path: 
         raise VipFileError(vipfile, 2, "198.51.100.300", "not a valid IPv4 address")
 
     h = Helper(make_helper(kernel, Clock()).settings, kernel, Clock(), bad, lambda _dev: True)
-    lines = infos(h.start())
+    lines = info_lines(h.start())
     assert [line for line in lines if "ERROR" in line] == [
         "ERROR /etc/sysconfig/vipaddrs:2: '198.51.100.300': not a valid IPv4 address; nothing is "
         "changed until it is fixed (then send SIGHUP or restart the helper)"

@@ -6,7 +6,7 @@ import socket
 
 from cgp_ipvs_helper.kernel.netlink import tc
 from cgp_ipvs_helper.plan.guard import GUARD_PREF, GUARD_PREF6, Guard, guards
-from cgp_ipvs_helper.plan.operations import AddGuard, DelGuard
+from cgp_ipvs_helper.plan.tcops import AddGuard, DelGuard
 
 
 def test_one_guard_per_vip_block_numbered_as_the_steering_blocks() -> None:

@@ -14,11 +14,9 @@ from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
     AddDests,
-    AddFilter,
     AddService,
     DelAddress,
     DelDest,
-    DelFilter,
     DelService,
     EditDest,
     EditService,
@@ -28,7 +26,9 @@ from cgp_ipvs_helper.plan.operations import (
     StartDaemon,
     StopDaemon,
 )
+from cgp_ipvs_helper.plan.rendering import Renders
 from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.tcops import AddFilter, DelFilter
 
 TCP0 = ServiceKey("tcp", "198.51.100.10", 0)
 UDP = ServiceKey("udp", "198.51.100.10", 5060)
@@ -140,7 +140,7 @@ def test_operations_are_hashable_values() -> None:
     assert a == AddAddress(Address("198.51.100.10", "lo")) and len({a, a}) == 1
 
 
-class _Words(operations._Renders):
+class _Words(Renders):
     def __init__(self, argv: list[str]) -> None:
         self._argv = argv
 

@@ -7,87 +7,42 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from cgp_ipvs_helper.core.protocol import Reply, render
-from cgp_ipvs_helper.kernel.testing import FakeKernel
-from cgp_ipvs_helper.plan.model import (
-    Dest,
-    KernelState,
-    Role,
-    Service,
-    ServiceKey,
-    Settings,
-    TcState,
-)
-from cgp_ipvs_helper.plan.operations import (
-    AddAddress,
-    AddClsact,
-    AddDest,
-    AddFilter,
-    DelFilter,
-    DelService,
-    SetSysctl,
-)
-from cgp_ipvs_helper.plan.outgoing import (
-    PORT_RANGE,
-    RESOLVED_WITHIN,
-    MemberMap,
-    local_member,
-    steer,
-    unresolved,
-)
+from cgp_ipvs_helper.plan.model import Dest, Role, Service, ServiceKey, Settings
+from cgp_ipvs_helper.plan.operations import AddAddress, AddDest, DelService, SetSysctl
+from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, MemberMap, local_member, steer
 from cgp_ipvs_helper.plan.planner import desired_state, plan
 from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
     TC_PREF,
     TC_PREF6,
-    MemberRange,
     RangeFilter,
     VipFilter,
     vip_blocks,
 )
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, DelFilter
 
-from .conftest import SELF, VIPS, Clock, fresh_state, make_helper
-
-MAP = (
-    MemberRange(SELF, 50000, 54999),
-    MemberRange("192.0.2.12", 55000, 59999),
-    MemberRange("192.0.2.14", 60000, 64999),  # in the map, not in the ACTIVATE list
+from .conftest import SELF, VIPS, fresh_state
+from .mapcases import (
+    FILTERS,
+    FILTERS6,
+    LISTED,
+    MACS,
+    MACS6,
+    MAP,
+    MAP6,
+    OWN,
+    OWN6,
+    OWN_MAC,
+    VIPS6,
+    lan,
+    with_tc,
 )
-LISTED = (SELF, "192.0.2.12", "192.0.2.13")
-OWN_MAC = "02:00:00:00:00:11"  # this host's on eth0
-MACS = {"192.0.2.12": "02:00:00:00:00:12", "192.0.2.14": "02:00:00:00:00:14"}
-OWN = ServiceKey.for_mark(MAP[0].mark)  # the one firewall-mark service: this host's range
-FILTERS = {VipFilter("198.51.100.10/31")} | {
-    RangeFilter(p, m.first, m.last, False, MACS.get(m.ip), OWN_MAC if m != MAP[0] else None,
-                m == MAP[0])
-    for m in MAP
-    for p in ("tcp", "udp")
-}  # fmt: skip
-
-
-def lan(macs=MACS, mac=OWN_MAC, filters=(), ingress="clsact") -> TcState:
-    return TcState(
-        ingress,
-        frozenset((f.pref, f.chain, f.handle, f) for f in filters),
-        mac,
-        frozenset(macs.items()),
-    )
 
 
 def want(role: Role, members=MAP, local=MAP[0], tc=None):
     listed = LISTED if role in (Role.ACTIVE, Role.DRAINING) else ()
     base = desired_state(Settings(), VIPS, role, listed, SELF)
     return steer(base, members, role in (Role.ACTIVE, Role.DRAINING), VIPS, local, tc or lan())
-
-
-def with_tc(
-    state: KernelState, ingress: str | None = "clsact", filters=(), macs=MACS
-) -> KernelState:
-    return attrs.evolve(
-        state,
-        sysctls={**state.sysctls, PORT_RANGE: "32768\t60999"},
-        tc=lan(macs, OWN_MAC, filters, ingress),
-    )
 
 
 def test_vip_blocks_are_the_fewest_cidrs_per_family_ipv6_ones_numbered_in_order() -> None:
@@ -266,21 +221,6 @@ def test_leftovers_and_changed_filters_go_foreign_marks_stay() -> None:
 
 # --- IPv6 VIPs: the same ranges, by the members' IPv6 neighbours --------------------------------
 
-VIPS6 = (*VIPS, "2001:db8:10::", "2001:db8:10::1")
-MAP6 = (  # 192.0.2.14 has no IPv6 address: no IPv6 filter for its range
-    MemberRange(SELF, 50000, 54999, "2001:db8::11"),
-    MemberRange("192.0.2.12", 55000, 59999, "2001:db8::12"),
-    MAP[2],
-)
-OWN6 = ServiceKey.for_mark(MAP6[0].mark, ipv6=True)
-MACS6 = {**MACS, "2001:db8::12": "02:00:00:00:00:12"}
-FILTERS6 = {VipFilter("2001:db8:10::/127", 1)} | {
-    RangeFilter(p, m.first, m.last, True, MACS6.get(m.ip6), OWN_MAC if m != MAP6[0] else None,
-                m == MAP6[0])
-    for m in MAP6[:2]
-    for p in ("tcp", "udp")
-}  # fmt: skip
-
 
 def want6(role: Role, members=MAP6, vips=VIPS6):
     balancing = role in (Role.ACTIVE, Role.DRAINING)
@@ -346,128 +286,3 @@ def test_drain_end_removes_the_ipv6_filters_too_blocks_first() -> None:
     assert max(i for i, k in enumerate(kinds) if k is DelFilter) < kinds.index(DelService)
     gone = {op.service.key for op in ops if isinstance(op, DelService) and op.service.key.fwmark}
     assert gone == {OWN, OWN6}
-
-
-# --- the helper with a member map ---------------------------------------------------------------
-
-MAP_TEXT = "192.0.2.11 50000-54999\n192.0.2.12 55000-59999\n192.0.2.14 60000-64999\n"
-
-
-def map_helper(tmp_path, text: str | None = MAP_TEXT, state: KernelState | None = None):
-    path = tmp_path / "cgp-ipvs-members"
-    if text is not None:
-        path.write_text(text)
-    kernel = FakeKernel(state or with_tc(fresh_state(), ingress=None))
-    return make_helper(kernel, Clock(), member_map=str(path)), kernel, path
-
-
-def infos(reply: Reply) -> list[str]:
-    return [line[2:] for line in render(reply) if line.startswith("* ")]
-
-
-def test_start_logs_the_map_and_sets_this_members_range(tmp_path) -> None:
-    h, kernel, path = map_helper(tmp_path)
-    lines = infos(h.start())
-    assert f"member map {path}: 3 port ranges; replies to outgoing connections from VIPs are " \
-        "steered to their member while this helper balances" in lines  # fmt: skip
-    assert "this host is 192.0.2.11 in the member map: ip_local_port_range 50000-54999" in lines
-    assert "sysctl -w 'net.ipv4.ip_local_port_range=50000 54999'" in lines
-    assert kernel.sysctls[PORT_RANGE] == "50000 54999"
-    assert not kernel.filters and not [s for s in kernel.services if s.fwmark]
-    out = h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
-    assert render(out)[-1] == "1 OK active vips=2 members=3"
-    assert set(kernel.filters.values()) == FILTERS and kernel.ingress == "clsact"
-    assert {k for k in kernel.services if k.fwmark} == {OWN}
-    logged = infos(out)
-    assert "tc qdisc add dev eth0 clsact" in logged
-    assert logged.index("ipvsadm -A -f 1128776528 -s wlc") < logged.index(
-        "tc qdisc add dev eth0 clsact"
-    )
-    kernel.take()
-    h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
-    assert {type(op).__name__ for op in kernel.take()} == {"SendGarp"}  # converged: no change
-
-
-def test_no_map_is_one_line_and_nothing_is_steered(tmp_path) -> None:
-    h, kernel, path = map_helper(tmp_path, text=None)
-    lines = infos(h.start())
-    assert [line for line in lines if "member map" in line] == [
-        f"no member map ({path}): outgoing connections from VIPs are not steered"
-    ]
-    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
-    assert not kernel.filters  # (the clsact qdisc holds the takeover's reset guards)
-    assert kernel.sysctls[PORT_RANGE] == "32768\t60999"
-
-
-def test_an_emptied_map_removes_our_filters_and_services(tmp_path) -> None:
-    h, kernel, path = map_helper(tmp_path)
-    h.start()
-    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
-    path.write_text("# nobody\n")
-    h.reload()
-    assert not kernel.filters and not [k for k in kernel.services if k.fwmark]
-    assert kernel.services  # the VIP services stay
-
-
-MAP6_TEXT = "192.0.2.11 50000-54999 2001:db8::11\n192.0.2.12 55000-59999 2001:db8::12\n" \
-    "192.0.2.14 60000-64999\n"  # fmt: skip
-
-
-def test_the_helper_steers_ipv6_vips_converges_and_says_once_who_has_no_ipv6(tmp_path) -> None:
-    path = tmp_path / "cgp-ipvs-members"
-    path.write_text(MAP6_TEXT)
-    kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs=MACS6))
-    h = make_helper(kernel, Clock(), vips=VIPS6, member_map=str(path))
-    h.start()
-    out = h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
-    assert render(out)[-1] == "1 OK active vips=4 members=2"
-    assert set(kernel.filters.values()) == FILTERS | FILTERS6
-    assert {k for k in kernel.services if k.fwmark} == {OWN, OWN6}
-    # 192.0.2.14 is not in the ACTIVATE list, but its range is steered: said for it
-    said = [line for line in infos(out) if "no IPv6 address" in line]
-    assert said == [f"member 192.0.2.14 has no IPv6 address in {path}: left out of the IPv6 "
-                    "services"]  # fmt: skip
-    kernel.take()
-    again = h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12")
-    assert {type(op).__name__ for op in kernel.take()} == {"SendGarp", "SendNa"}
-    assert not [line for line in infos(again) if "no IPv6 address" in line]
-
-
-def test_a_range_dropped_for_want_of_a_mac_is_looked_at_again_within_a_second(tmp_path) -> None:
-    clock = Clock()
-    path = tmp_path / "cgp-ipvs-members"
-    path.write_text(MAP_TEXT)
-    kernel = FakeKernel(
-        with_tc(fresh_state(), ingress=None, macs={"192.0.2.12": MACS["192.0.2.12"]})
-    )
-    h = make_helper(kernel, clock, member_map=str(path))
-    h.start()
-    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
-    assert {f.first for f in kernel.filters.values() if getattr(f, "dropped", False)} == {60000}
-    assert h.next_deadline() == clock.now + RESOLVED_WITHIN
-    h.handle("2 STATUS")  # a request does not put it off
-    assert h.next_deadline() == clock.now + RESOLVED_WITHIN
-    kernel.neighbours["192.0.2.14"] = MACS["192.0.2.14"]  # the kernel resolved it meanwhile
-    clock.advance(RESOLVED_WITHIN)
-    assert "* refresh: the kernel drifted from the desired state" in render(h.tick())
-    assert set(kernel.filters.values()) == FILTERS
-    assert h.session.refresh_due == clock.now + h.settings.timeout  # back to -t
-
-
-def test_a_standby_reads_again_once_when_its_activate_ahead_would_drop_a_range(tmp_path) -> None:
-    clock = Clock()
-    path = tmp_path / "cgp-ipvs-members"
-    path.write_text(MAP_TEXT)
-    kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs={}))
-    h = make_helper(kernel, clock, member_map=str(path))
-    h.start()
-    assert h.session.refresh_due == clock.now + RESOLVED_WITHIN
-    clock.advance(RESOLVED_WITHIN)
-    h.tick()  # still unknown (a member that is down): back to every -t
-    assert h.session.refresh_due == clock.now + h.settings.timeout
-    kernel.neighbours.update(MACS)
-    clock.advance(h.settings.timeout)
-    h.tick()
-    assert h.ready is not None and not unresolved(h.ready.ops())
-    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
-    assert set(kernel.filters.values()) == FILTERS

@@ -22,12 +22,9 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
-    AddClsact,
     AddDest,
-    AddGuard,
     AddService,
     DelAddress,
-    DelGuard,
     DelService,
     EditDest,
     EditService,
@@ -44,6 +41,7 @@ from cgp_ipvs_helper.plan.planner import (
     desired_state,
     plan,
 )
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddGuard, DelGuard
 
 from .conftest import SELF, fresh_state
 

@@ -27,7 +27,7 @@ from cgp_ipvs_helper.kernel.netlink.sockets import (
     Request,
 )
 from cgp_ipvs_helper.kernel.netlink.wire import ADDRESS_DUMP, address_from, ifaddr
-from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan import operations, tcops
 from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, GuardState, Service, TcState
 
 IPVS_FAMILY = ipvswire.FAMILY  # looked up by this name (a kernel test renames it)
@@ -133,13 +133,13 @@ class Route:
             return GuardState()
 
     def tc_request(self, op: operations.Operation) -> Request:
-        if isinstance(op, operations.AddGuard):
+        if isinstance(op, tcops.AddGuard):
             return tc.add_guard(self._index(op.dev), op.guard)
-        if isinstance(op, operations.DelGuard):
+        if isinstance(op, tcops.DelGuard):
             return tc.del_guard(self._index(op.dev), op.pref, op.handle)
-        if isinstance(op, operations.AddClsact):
+        if isinstance(op, tcops.AddClsact):
             return tc.add_clsact(self._index(op.dev))
-        if isinstance(op, operations.AddFilter):
+        if isinstance(op, tcops.AddFilter):
             return tc.add_filter(self._index(op.dev), op.filter)
         return tc.del_filter(self._index(op.dev), op.pref, op.chain, op.handle)
 

@@ -52,7 +52,7 @@ from cgp_ipvs_helper.kernel.netlink.ipvs import (
     service_attrs,
 )
 from cgp_ipvs_helper.kernel.netlink.sockets import GenericNetlinkSocket, NetlinkSocket
-from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan import operations, tcops
 from cgp_ipvs_helper.plan.model import KernelState
 
 # --- the table ---------------------------------------------------------------------------------
@@ -110,11 +110,11 @@ HANDLERS: dict[type, Handler] = {
     operations.StopDaemon: _ipvs_row(CMD_DEL_DAEMON, lambda op: daemon_attrs(op.daemon, False)),
     operations.SendGarp: Handler("frames", lambda k, op: k._frames.arp(op.ip, op.dev, op.reply)),
     operations.SendNa: Handler("frames", lambda k, op: k._frames.na(op.ip, op.dev)),
-    operations.AddClsact: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
-    operations.AddFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
-    operations.DelFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
-    operations.AddGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
-    operations.DelGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    tcops.AddClsact: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    tcops.AddFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    tcops.DelFilter: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    tcops.AddGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
+    tcops.DelGuard: Handler("rtnl", lambda k, op: k._route.tc_request(op)),
 }
 
 
