@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cgp_ipvs_helper.core.engine import Helper
 from cgp_ipvs_helper.core.protocol import Reply, Response
+from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.plan.model import Settings
 from cgp_ipvs_helper.plan.planner import desired_state
 from lab.box import OUR_IP, Box, ip_batch, ipvsadm_rules, run
@@ -100,6 +101,8 @@ def test_after_each_change_of_the_members_the_kernel_table_is_the_plan(
 def test_a_table_changed_behind_the_helpers_back_is_repaired(box: Box, tmp_path: Path) -> None:
     helper, clock = _helper(box, tmp_path)
     _ok(helper.handle("1 ACTIVATE " + " ".join(MEMBERS[:4])), "1", 4)
+    clock.now += HANDOVER_S
+    helper.tick()  # the takeover's end reads the kernel: from here on it is trusted
     # by hand: a real server the next change takes is gone, another is re-weighted
     run("ipvsadm", "-d", "-t", "203.0.113.9:0", "-r", MEMBERS[3])
     run("ipvsadm", "-e", "-u", "[2001:db8:10::2]:0", "-r", "[2001:db8::3]:0", "-g", "-w", "7")
