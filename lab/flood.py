@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from cgp_ipvs_helper.kernel.frames import mmsg
 from cgp_ipvs_helper.kernel.frames.arp import sockaddr_ll
+from cgp_ipvs_helper.kernel.frames.nd import checksum
 
 from .lan import Host
 
@@ -26,23 +27,14 @@ ETH_P_IP = 0x0800
 ACK = 0x10
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ack(src_mac: bytes, dst_mac: bytes, src: str, dst: str, sport: int, dport: int) -> bytes:
     """One Ethernet frame: a TCP segment with only ACK set, of no connection anyone has."""
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     tcp = _TCP.pack(sport, dport, 1, 1, 5 << 4, ACK, 512, 0, 0)
     pseudo = s + d + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
     head = _IP.pack(0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP, 0, s, d)
-    head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
+    head = head[:10] + struct.pack("!H", checksum(head)) + head[12:]
     return _ETH.pack(dst_mac, src_mac, ETH_P_IP) + head + tcp
 
 
@@ -51,7 +43,7 @@ def datagram(src_mac: bytes, dst_mac: bytes, src: str, dst: str, sport: int, dpo
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     udp = struct.pack("!HHHH", sport, dport, 16, 0) + b"flooding"
     head = _IP.pack(0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0, s, d)
-    head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
+    head = head[:10] + struct.pack("!H", checksum(head)) + head[12:]
     return _ETH.pack(dst_mac, src_mac, ETH_P_IP) + head + udp
 
 
