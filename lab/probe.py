@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cgp_ipvs_helper import cli
@@ -67,13 +67,8 @@ class TimingKernel:
             self.spent[label] += time.perf_counter() - t0
             self.faults[label] += faults() - f0
 
-    def observe(
-        self,
-        sysctls: frozenset[str],
-        tc_dev: str | None = None,
-        neighbours: Collection[str] | None = None,
-    ) -> KernelState:
-        return self._timed("observe", lambda: self.inner.observe(sysctls, tc_dev, neighbours))
+    def observe(self, *args: Any, **kwargs: Any) -> KernelState:
+        return self._timed("observe", lambda: self.inner.observe(*args, **kwargs))
 
     def apply(self, op: Operation) -> None:
         for failure in self.apply_many([op]):
