@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cgp_ipvs_helper.core.engine import Helper
-from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
+from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.plan.model import Settings
 from cgp_ipvs_helper.plan.operations import Operation
 from lab.driver import HelperProcess, helper_argv, write_vipfile
