@@ -5,18 +5,8 @@ from __future__ import annotations
 from cgp_ipvs_helper.core.protocol import render
 from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan import operations
 from cgp_ipvs_helper.plan.model import Address, Daemon, KernelState, Role
-from cgp_ipvs_helper.plan.operations import (
-    AddAddress,
-    AddDest,
-    AddService,
-    DelAddress,
-    DelDest,
-    DelService,
-    SendGarp,
-    StartDaemon,
-    StopDaemon,
-)
 
 from .conftest import SELF, VIPS, Clock, error, fresh_state, infos, kinds, make_helper, ok
 
@@ -55,8 +45,8 @@ def test_start_converges_to_standby(kernel: FakeKernel, clock: Clock) -> None:
     h = make_helper(kernel, clock)
     lines = h.start()
     ops = kernel.take()
-    assert AddAddress(Address("198.51.100.10", "lo")) in ops
-    assert StartDaemon(Daemon("backup", "eth0", 0)) in ops
+    assert operations.AddAddress(Address("198.51.100.10", "lo")) in ops
+    assert operations.StartDaemon(Daemon("backup", "eth0", 0)) in ops
     assert kernel.sysctls["net/ipv4/conf/eth0/arp_ignore"] == "1"
     assert kernel.sysctls["net/ipv4/vs/backup_only"] == "1"
     assert "ip address add 198.51.100.10/32 dev lo" in infos(lines)
@@ -71,8 +61,8 @@ def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock)
     h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
     clock.advance(HANDOVER_S)
     h.tick()  # the takeover is over: a plain active balancer dies
-    kernel.apply(AddService(_foreign_service()))
-    kernel.apply(AddAddress(Address("203.0.113.9", "eth0")))
+    kernel.apply(operations.AddService(_foreign_service()))
+    kernel.apply(operations.AddAddress(Address("203.0.113.9", "eth0")))
     dead = kernel.observe(frozenset(kernel.sysctls))
     restarted = FakeKernel(
         KernelState(
@@ -85,7 +75,12 @@ def test_start_removes_leftovers_of_a_dead_run_but_nothing_foreign(clock: Clock)
     )
     make_helper(restarted, Clock()).start()
     ops = restarted.take()
-    assert {type(op) for op in ops} == {DelAddress, DelService, StopDaemon, StartDaemon}
+    assert {type(op) for op in ops} == {
+        operations.DelAddress,
+        operations.DelService,
+        operations.StopDaemon,
+        operations.StartDaemon,
+    }
     assert {s.key.vip for s in restarted.services.values()} == {"203.0.113.80"}
     assert Address("203.0.113.9", "eth0") in restarted.addresses
     assert not any(a.dev == "eth0" and a.ip in VIPS for a in restarted.addresses)
@@ -113,7 +108,7 @@ def test_activate_programs_ipvs_before_taking_the_vips(helper, kernel: FakeKerne
     assert kinds(ops).count("AddDest") == 12
     assert kernel.daemons == {Daemon("backup", "eth0", 0), Daemon("master", "eth0", 0)}
     assert kernel.sysctls["net/ipv4/vs/backup_only"] == "0" and kernel.guards
-    garps = [op for op in ops if isinstance(op, SendGarp)]
+    garps = [op for op in ops if isinstance(op, operations.SendGarp)]
     assert {(g.ip, g.reply) for g in garps} == {(v, r) for v in VIPS for r in (False, True)}
     weights = {d.ip: d.weight for d in kernel.dests.values()}
     assert weights == {"192.0.2.11": 100, "192.0.2.12": 100, "192.0.2.13": 100}
@@ -161,10 +156,10 @@ def test_member_change_applies_only_the_difference(helper, kernel: FakeKernel) -
     helper.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
     kernel.take()
     helper.handle("2 ACTIVATE 192.0.2.11 192.0.2.13 192.0.2.14")
-    ops = [op for op in kernel.take() if not isinstance(op, SendGarp)]
-    assert {type(op) for op in ops} == {AddDest, DelDest}
-    assert {op.dest.ip for op in ops if isinstance(op, DelDest)} == {"192.0.2.12"}
-    assert {op.dest.ip for op in ops if isinstance(op, AddDest)} == {"192.0.2.14"}
+    ops = [op for op in kernel.take() if not isinstance(op, operations.SendGarp)]
+    assert {type(op) for op in ops} == {operations.AddDest, operations.DelDest}
+    assert {op.dest.ip for op in ops if isinstance(op, operations.DelDest)} == {"192.0.2.12"}
+    assert {op.dest.ip for op in ops if isinstance(op, operations.AddDest)} == {"192.0.2.14"}
 
 
 def test_implicit_self_and_weight(kernel: FakeKernel, clock: Clock) -> None:

@@ -8,24 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan import operations as ops
 from cgp_ipvs_helper.plan.model import Address, Daemon, Dest, Service, ServiceKey, Sysctl
-from cgp_ipvs_helper.plan.operations import (
-    AddAddress,
-    AddDest,
-    AddDests,
-    AddService,
-    DelAddress,
-    DelDest,
-    DelService,
-    EditDest,
-    EditService,
-    SendGarp,
-    SendNa,
-    SetSysctl,
-    StartDaemon,
-    StopDaemon,
-)
 from cgp_ipvs_helper.plan.rendering import Renders
 from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
 from cgp_ipvs_helper.plan.tcops import AddFilter, DelFilter
@@ -38,61 +22,64 @@ UDP6 = ServiceKey("udp", VIP6, 5060)
 MARK6 = ServiceKey.for_mark(0x4347C350, ipv6=True)
 
 RENDERED = [
-    (AddAddress(Address("198.51.100.10", "lo")), "ip address add 198.51.100.10/32 dev lo"),
-    (DelAddress(Address("198.51.100.10", "eth0", 24)), "ip address del 198.51.100.10/24 dev eth0"),
+    (ops.AddAddress(Address("198.51.100.10", "lo")), "ip address add 198.51.100.10/32 dev lo"),
     (
-        SetSysctl(Sysctl("net/ipv4/conf/all/arp_ignore", "1")),
+        ops.DelAddress(Address("198.51.100.10", "eth0", 24)),
+        "ip address del 198.51.100.10/24 dev eth0",
+    ),
+    (
+        ops.SetSysctl(Sysctl("net/ipv4/conf/all/arp_ignore", "1")),
         "sysctl -w net.ipv4.conf.all.arp_ignore=1",
     ),
     (
-        SetSysctl(Sysctl("net/ipv4/conf/eth0.100/arp_announce", "2")),
+        ops.SetSysctl(Sysctl("net/ipv4/conf/eth0.100/arp_announce", "2")),
         "sysctl -w net/ipv4/conf/eth0.100/arp_announce=2",
     ),
-    (AddService(Service(TCP0, "wlc", 15)), "ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15"),
-    (EditService(Service(TCP0, "wlc", 30)), "ipvsadm -E -t 198.51.100.10:0 -s wlc -p 30"),
-    (AddService(Service(UDP, "wlc", 0)), "ipvsadm -A -u 198.51.100.10:5060 -s wlc"),
-    (DelService(Service(UDP, "wlc", 0)), "ipvsadm -D -u 198.51.100.10:5060"),
+    (ops.AddService(Service(TCP0, "wlc", 15)), "ipvsadm -A -t 198.51.100.10:0 -s wlc -p 15"),
+    (ops.EditService(Service(TCP0, "wlc", 30)), "ipvsadm -E -t 198.51.100.10:0 -s wlc -p 30"),
+    (ops.AddService(Service(UDP, "wlc", 0)), "ipvsadm -A -u 198.51.100.10:5060 -s wlc"),
+    (ops.DelService(Service(UDP, "wlc", 0)), "ipvsadm -D -u 198.51.100.10:5060"),
     (
-        AddDest(Dest(TCP0, "192.0.2.11", 100)),
+        ops.AddDest(Dest(TCP0, "192.0.2.11", 100)),
         "ipvsadm -a -t 198.51.100.10:0 -r 192.0.2.11 -g -w 100",
     ),
     (
-        EditDest(Dest(UDP, "192.0.2.11", 0)),
+        ops.EditDest(Dest(UDP, "192.0.2.11", 0)),
         "ipvsadm -e -u 198.51.100.10:5060 -r 192.0.2.11 -g -w 0",
     ),
-    (DelDest(Dest(TCP0, "192.0.2.12", 100)), "ipvsadm -d -t 198.51.100.10:0 -r 192.0.2.12"),
+    (ops.DelDest(Dest(TCP0, "192.0.2.12", 100)), "ipvsadm -d -t 198.51.100.10:0 -r 192.0.2.12"),
     (
-        StartDaemon(Daemon("backup", "eth0", 7)),
+        ops.StartDaemon(Daemon("backup", "eth0", 7)),
         "ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 7",
     ),
-    (StopDaemon(Daemon("master", "eth0", 7)), "ipvsadm --stop-daemon master"),
-    (SendGarp("198.51.100.10", "eth0", False), "arping -U -c 1 -I eth0 198.51.100.10"),
-    (SendGarp("198.51.100.10", "eth0", True), "arping -A -c 1 -I eth0 198.51.100.10"),
+    (ops.StopDaemon(Daemon("master", "eth0", 7)), "ipvsadm --stop-daemon master"),
+    (ops.SendGarp("198.51.100.10", "eth0", False), "arping -U -c 1 -I eth0 198.51.100.10"),
+    (ops.SendGarp("198.51.100.10", "eth0", True), "arping -A -c 1 -I eth0 198.51.100.10"),
     # IPv6: the same operations, as ip -6, bracketed ipvsadm addresses, and ndptool
-    (AddAddress(Address(VIP6, "lo")), "ip -6 address add 2001:db8:10::1/128 dev lo nodad"),
-    (DelAddress(Address(VIP6, "eth0")), "ip -6 address del 2001:db8:10::1/128 dev eth0"),
-    (AddService(Service(TCP6, "wlc", 15)), "ipvsadm -A -t '[2001:db8:10::1]:0' -s wlc -p 15"),
-    (DelService(Service(UDP6, "wlc", 0)), "ipvsadm -D -u '[2001:db8:10::1]:5060'"),
+    (ops.AddAddress(Address(VIP6, "lo")), "ip -6 address add 2001:db8:10::1/128 dev lo nodad"),
+    (ops.DelAddress(Address(VIP6, "eth0")), "ip -6 address del 2001:db8:10::1/128 dev eth0"),
+    (ops.AddService(Service(TCP6, "wlc", 15)), "ipvsadm -A -t '[2001:db8:10::1]:0' -s wlc -p 15"),
+    (ops.DelService(Service(UDP6, "wlc", 0)), "ipvsadm -D -u '[2001:db8:10::1]:5060'"),
     (
-        AddDest(Dest(TCP6, "2001:db8::12", 100)),
+        ops.AddDest(Dest(TCP6, "2001:db8::12", 100)),
         "ipvsadm -a -t '[2001:db8:10::1]:0' -r '[2001:db8::12]:0' -g -w 100",
     ),
     (
-        EditDest(Dest(UDP6, "2001:db8::12", 0)),
+        ops.EditDest(Dest(UDP6, "2001:db8::12", 0)),
         "ipvsadm -e -u '[2001:db8:10::1]:5060' -r '[2001:db8::12]:5060' -g -w 0",
     ),
     (
-        DelDest(Dest(TCP6, "2001:db8::12", 1)),
+        ops.DelDest(Dest(TCP6, "2001:db8::12", 1)),
         "ipvsadm -d -t '[2001:db8:10::1]:0' -r '[2001:db8::12]:0'",
     ),
-    (SendNa(VIP6, "eth0"), "ndptool -t na -U -i eth0 -T 2001:db8:10::1 send"),
+    (ops.SendNa(VIP6, "eth0"), "ndptool -t na -U -i eth0 -T 2001:db8:10::1 send"),
     # the steering for IPv6 VIPs: the range's mark with -6, the filters at their own preference
-    (AddService(Service(MARK6, "wlc", 0)), "ipvsadm -A -f 1128776528 -6 -s wlc"),
+    (ops.AddService(Service(MARK6, "wlc", 0)), "ipvsadm -A -f 1128776528 -6 -s wlc"),
     (
-        AddDest(Dest(MARK6, "2001:db8::11", 100)),
+        ops.AddDest(Dest(MARK6, "2001:db8::11", 100)),
         "ipvsadm -a -f 1128776528 -6 -r '[2001:db8::11]:0' -g -w 100",
     ),
-    (DelService(Service(MARK6, "wlc", 0)), "ipvsadm -D -f 1128776528 -6"),
+    (ops.DelService(Service(MARK6, "wlc", 0)), "ipvsadm -D -f 1128776528 -6"),
     (
         AddFilter("eth0", VipFilter("2001:db8:10::/124", 1)),
         "tc filter add dev eth0 ingress protocol ipv6 pref 65001 chain 0 handle 0x1 flower "
@@ -130,14 +117,14 @@ def test_render(op, command) -> None:
 
 
 def test_hostile_values_are_quoted() -> None:
-    op = AddAddress(Address("198.51.100.10", "eth0; rm -rf /"))
+    op = ops.AddAddress(Address("198.51.100.10", "eth0; rm -rf /"))
     assert str(op) == "ip address add 198.51.100.10/32 dev 'eth0; rm -rf /'"
     assert shlex.split(str(op))[-1] == "eth0; rm -rf /"
 
 
 def test_operations_are_hashable_values() -> None:
-    a = AddAddress(Address("198.51.100.10", "lo"))
-    assert a == AddAddress(Address("198.51.100.10", "lo")) and len({a, a}) == 1
+    a = ops.AddAddress(Address("198.51.100.10", "lo"))
+    assert a == ops.AddAddress(Address("198.51.100.10", "lo")) and len({a, a}) == 1
 
 
 class _Words(Renders):
@@ -164,7 +151,7 @@ _DEST = st.builds(
 )
 
 
-@given(_DEST, st.sampled_from([AddDest, EditDest]))
+@given(_DEST, st.sampled_from([ops.AddDest, ops.EditDest]))
 def test_a_real_servers_line_is_shlex_join_of_its_words(dest: Dest, kind: type) -> None:
     """Real server lines are built from cached quoted parts: the same text as shlex.join."""
     op = kind(dest)
@@ -181,7 +168,7 @@ _FAMILY = st.sampled_from(
 
 @given(_FAMILY, st.data())
 def test_the_real_servers_of_an_activation_are_logged_as_each_one(family, data) -> None:
-    """AddDests logs from kept parts exactly what its AddDest values render, in their order
+    """AddDests logs from kept parts exactly what its ops.AddDest values render, in their order
     (a service's port is in an IPv6 real server's words: services of several ports)."""
     vips, ips = family
     keys = data.draw(
@@ -203,13 +190,13 @@ def test_the_real_servers_of_an_activation_are_logged_as_each_one(family, data) 
             max_size=3,
         )
     )
-    block = AddDests(tuple(keys), tuple(servers))
-    each = [AddDest(Dest(k, ip, w)) for k in keys for ip, w in servers]
+    block = ops.AddDests(tuple(keys), tuple(servers))
+    each = [ops.AddDest(Dest(k, ip, w)) for k in keys for ip, w in servers]
     assert list(block.each()) == each and len(block) == len(each)
     assert [block.part(i) for i in range(len(each))] == each
     assert block.logged() == "".join(f"* {op}\n" for op in each).encode()
     assert str(block) == "\n".join(map(str, each))
-    assert operations.each([AddAddress(Address("198.51.100.10", "lo")), block]) == [
-        AddAddress(Address("198.51.100.10", "lo")),
+    assert ops.each([ops.AddAddress(Address("198.51.100.10", "lo")), block]) == [
+        ops.AddAddress(Address("198.51.100.10", "lo")),
         *each,
     ]

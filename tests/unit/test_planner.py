@@ -8,18 +8,8 @@ import attrs
 import netaddr
 
 from cgp_ipvs_helper.kernel.testing import FakeKernel
+from cgp_ipvs_helper.plan import model
 from cgp_ipvs_helper.plan.guard import GUARD_PREF, Guard
-from cgp_ipvs_helper.plan.model import (
-    Address,
-    Daemon,
-    Dest,
-    GuardState,
-    KernelState,
-    Service,
-    ServiceKey,
-    Settings,
-    Sysctl,
-)
 from cgp_ipvs_helper.plan.operations import (
     AddAddress,
     AddDest,
@@ -47,17 +37,19 @@ from .conftest import SELF, fresh_state
 
 VIPS = ("198.51.100.10", "198.51.100.11")
 MEMBERS = (SELF, "192.0.2.12", "192.0.2.13")
-BACKUP_ONLY_ON = Sysctl(BACKUP_ONLY, "1")
+BACKUP_ONLY_ON = model.Sysctl(BACKUP_ONLY, "1")
 
 
-def want(role: Role, settings: Settings | None = None, vips=VIPS, members=MEMBERS, retired=()):
-    settings = settings or Settings()
+def want(
+    role: Role, settings: model.Settings | None = None, vips=VIPS, members=MEMBERS, retired=()
+):
+    settings = settings or model.Settings()
     return desired_state(
         settings, vips, role, members if role is not Role.STANDBY else (), SELF, frozenset(retired)
     )
 
 
-def apply(state: KernelState, ops) -> KernelState:
+def apply(state: model.KernelState, ops) -> model.KernelState:
     k = FakeKernel(state)
     for op in ops:
         k.apply(op)
@@ -73,49 +65,49 @@ def test_standby_from_a_fresh_kernel() -> None:
     assert count(ops) == {"AddAddress": 2, "SetSysctl": 6, "StartDaemon": 1}
     assert all(op.address.dev == "lo" for op in ops if isinstance(op, AddAddress))
     # backup_only is raised once the backup daemon it blocks runs (a fresh kernel has 0)
-    assert ops[-2:] == (StartDaemon(Daemon("backup", "eth0", 0)), SetSysctl(BACKUP_ONLY_ON))
+    assert ops[-2:] == (StartDaemon(model.Daemon("backup", "eth0", 0)), SetSysctl(BACKUP_ONLY_ON))
 
 
 def test_taking_over_keeps_the_backup_forwarding_and_guards_against_resets() -> None:
-    def apply_read(state: KernelState, ops) -> KernelState:
+    def apply_read(state: model.KernelState, ops) -> model.KernelState:
         k = FakeKernel(state)
         for op in ops:
             k.apply(op)
         return k.observe(frozenset(state.sysctls), guard_dev="eth0")
 
-    fresh = KernelState(
-        addresses=fresh_state().addresses, sysctls=fresh_state().sysctls, guard=GuardState()
+    fresh = model.KernelState(
+        addresses=fresh_state().addresses, sysctls=fresh_state().sysctls, guard=model.GuardState()
     )
     standby = apply_read(fresh, plan(want(Role.STANDBY), fresh))
     ops = plan(want(Role.TAKING_OVER), standby)
-    assert ops[0] == SetSysctl(Sysctl(BACKUP_ONLY, "0"))  # first: the backup daemon stays
-    assert StopDaemon(Daemon("backup", "eth0", 0)) not in ops
+    assert ops[0] == SetSysctl(model.Sysctl(BACKUP_ONLY, "0"))  # first: the backup daemon stays
+    assert StopDaemon(model.Daemon("backup", "eth0", 0)) not in ops
     guard = Guard("198.51.100.10/31", int(netaddr.IPAddress("198.51.100.10")))
     assert ops[-5:] == (
-        StartDaemon(Daemon("master", "eth0", 0)),
+        StartDaemon(model.Daemon("master", "eth0", 0)),
         AddClsact("eth0"),
         AddGuard("eth0", guard),
-        AddAddress(Address("198.51.100.10", "eth0")),
-        AddAddress(Address("198.51.100.11", "eth0")),
+        AddAddress(model.Address("198.51.100.10", "eth0")),
+        AddAddress(model.Address("198.51.100.11", "eth0")),
     )
     taking_over = apply_read(standby, ops)
     assert plan(want(Role.TAKING_OVER), taking_over) == ()
     # over: the backup stops before backup_only blocks forwarding; the guard goes
     assert plan(want(Role.ACTIVE), taking_over) == (
-        StopDaemon(Daemon("backup", "eth0", 0)),
+        StopDaemon(model.Daemon("backup", "eth0", 0)),
         SetSysctl(BACKUP_ONLY_ON),
         DelGuard("eth0", GUARD_PREF, guard.handle),
     )
     # a guard someone changed is replaced
     changed = attrs.evolve(
-        taking_over, guard=GuardState("clsact", frozenset({(GUARD_PREF, guard.handle, None)}))
+        taking_over, guard=model.GuardState("clsact", frozenset({(GUARD_PREF, guard.handle, None)}))
     )
     assert plan(want(Role.TAKING_OVER), changed) == (
         DelGuard("eth0", GUARD_PREF, guard.handle),
         AddGuard("eth0", guard),
     )
     # no egress hook where an ingress qdisc is in the way: the takeover goes on unguarded
-    ingress = attrs.evolve(standby, guard=GuardState("ingress"))
+    ingress = attrs.evolve(standby, guard=model.GuardState("ingress"))
     assert not [op for op in plan(want(Role.TAKING_OVER), ingress) if isinstance(op, AddGuard)]
 
 
@@ -135,14 +127,14 @@ def test_activation_from_standby() -> None:
 
 def test_member_change_and_weight_change() -> None:
     active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
-    ops = plan(want(Role.ACTIVE, Settings(weight=50), members=(SELF, "192.0.2.12")), active)
+    ops = plan(want(Role.ACTIVE, model.Settings(weight=50), members=(SELF, "192.0.2.12")), active)
     assert count(ops) == {"DelDest": 4, "EditDest": 4}
     assert {op.dest.weight for op in ops if isinstance(op, EditDest)} == {50}
 
 
 def test_draining_drops_vips_from_lan_first_and_serves_new_connections_itself() -> None:
-    active = apply(fresh_state(), plan(want(Role.ACTIVE, Settings(weight=0)), fresh_state()))
-    ops = plan(want(Role.DRAINING, Settings(weight=0)), active)
+    active = apply(fresh_state(), plan(want(Role.ACTIVE, model.Settings(weight=0)), fresh_state()))
+    ops = plan(want(Role.DRAINING, model.Settings(weight=0)), active)
     assert count(ops) == {"DelAddress": 2, "EditDest": 12}
     assert [type(op) for op in ops[:2]] == [DelAddress, DelAddress]
     assert all(op.address.dev == "eth0" for op in ops[:2])
@@ -155,22 +147,22 @@ def test_draining_drops_vips_from_lan_first_and_serves_new_connections_itself() 
 
 def test_stopped_keeps_lo_aliases_and_sysctls() -> None:
     standby = apply(fresh_state(), plan(want(Role.STANDBY), fresh_state()))
-    assert plan(want(Role.STOPPED), standby) == (StopDaemon(Daemon("backup", "eth0", 0)),)
+    assert plan(want(Role.STOPPED), standby) == (StopDaemon(model.Daemon("backup", "eth0", 0)),)
 
 
 def test_no_persistence_uses_the_port_set() -> None:
-    ops = plan(want(Role.ACTIVE, Settings(persistence=0)), fresh_state())
+    ops = plan(want(Role.ACTIVE, model.Settings(persistence=0)), fresh_state())
     services = [op.service for op in ops if isinstance(op, AddService)]
     assert len(services) == len(VIPS) * len(DEFAULT_PORTS)
     assert {(s.key.proto, s.key.port) for s in services} == set(DEFAULT_PORTS)
     assert all(s.persistence == 0 and s.key.port for s in services)
-    ports = Settings(persistence=0, ports=(("tcp", 25), ("udp", 5060)))
+    ports = model.Settings(persistence=0, ports=(("tcp", 25), ("udp", 5060)))
     assert count(plan(want(Role.ACTIVE, ports), fresh_state()))["AddService"] == 4
 
 
 def test_switching_persistence_off_replaces_port_zero_services() -> None:
     active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
-    ops = plan(want(Role.ACTIVE, Settings(persistence=0, ports=(("tcp", 25),))), active)
+    ops = plan(want(Role.ACTIVE, model.Settings(persistence=0, ports=(("tcp", 25),))), active)
     assert count(ops) == {"AddService": 2, "AddDest": 6, "DelService": 4}
     assert ops.index(next(o for o in ops if isinstance(o, DelService))) > ops.index(
         next(o for o in ops if isinstance(o, AddService))
@@ -179,13 +171,13 @@ def test_switching_persistence_off_replaces_port_zero_services() -> None:
 
 def test_persistence_change_edits_in_place() -> None:
     active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
-    ops = plan(want(Role.ACTIVE, Settings(persistence=60)), active)
+    ops = plan(want(Role.ACTIVE, model.Settings(persistence=60)), active)
     assert count(ops) == {"EditService": 4}
     assert {op.service.persistence for op in ops if isinstance(op, EditService)} == {60}
 
 
 def test_weight_zero_keeps_self_as_quiesced_real_server() -> None:
-    ops = plan(want(Role.ACTIVE, Settings(weight=0)), fresh_state())
+    ops = plan(want(Role.ACTIVE, model.Settings(weight=0)), fresh_state())
     weights = {op.dest.ip: op.dest.weight for op in ops if isinstance(op, AddDest)}
     assert weights == {SELF: 0, "192.0.2.12": 100, "192.0.2.13": 100}
 
@@ -200,17 +192,17 @@ def test_a_slash_24() -> None:
 
 
 def test_drift_is_repaired_and_nothing_foreign_is_touched() -> None:
-    foreign_svc = Service(ServiceKey("tcp", "203.0.113.80", 80), "rr", 0)
-    foreign_dest = Dest(foreign_svc.key, "203.0.113.81", 1, "nat")
+    foreign_svc = model.Service(model.ServiceKey("tcp", "203.0.113.80", 80), "rr", 0)
+    foreign_dest = model.Dest(foreign_svc.key, "203.0.113.81", 1, "nat")
     active = apply(fresh_state(), plan(want(Role.ACTIVE), fresh_state()))
     svc = next(iter(sorted(active.services, key=str)))
-    drifted = KernelState(
+    drifted = model.KernelState(
         addresses=tuple(a for a in active.addresses if (a.ip, a.dev) != (VIPS[0], "eth0"))
-        + (Address("203.0.113.9", "eth0"), Address("203.0.113.10", "lo")),
+        + (model.Address("203.0.113.9", "eth0"), model.Address("203.0.113.10", "lo")),
         sysctls={**active.sysctls, "net/ipv4/conf/all/arp_announce": "0"},
-        services=(active.services - {svc}) | {foreign_svc, Service(svc.key, "rr", 15)},
+        services=(active.services - {svc}) | {foreign_svc, model.Service(svc.key, "rr", 15)},
         dests=(active.dests - {d for d in active.dests if d.ip == "192.0.2.13"}) | {foreign_dest},
-        daemons=active.daemons | {Daemon("backup", "eth1", 9)},
+        daemons=active.daemons | {model.Daemon("backup", "eth1", 9)},
     )
     ops = plan(want(Role.ACTIVE), drifted)
     assert count(ops) == {"SetSysctl": 1, "EditService": 1, "AddDest": 4, "AddAddress": 1}
@@ -222,7 +214,7 @@ def test_drift_is_repaired_and_nothing_foreign_is_touched() -> None:
 
 def test_sysctls_the_kernel_lacks_are_skipped() -> None:
     state = fresh_state()
-    state = KernelState(
+    state = model.KernelState(
         addresses=state.addresses, sysctls={**state.sysctls, "net/ipv4/vs/backup_only": None}
     )
     ops = plan(want(Role.STANDBY), state)
@@ -250,8 +242,8 @@ def test_without_a_members_ipv6_address_ipv6_vips_are_held_on_lo_only() -> None:
     vips = (*VIPS, "2001:db8:10::", "2001:db8:10::1")
     standby = apply(fresh_state(), plan(want(Role.STANDBY, vips=vips), fresh_state()))
     assert [a for a in standby.addresses_on("lo") if ":" in a.ip] == [
-        Address("2001:db8:10::", "lo", 128),
-        Address("2001:db8:10::1", "lo", 128),
+        model.Address("2001:db8:10::", "lo", 128),
+        model.Address("2001:db8:10::1", "lo", 128),
     ]
     ops = plan(want(Role.ACTIVE, vips=vips), standby)
     assert plan(want(Role.ACTIVE), standby) == ops  # exactly what the IPv4 VIPs alone need
@@ -266,12 +258,14 @@ MEMBERS6 = {SELF: "2001:db8::11", "192.0.2.12": "2001:db8::12"}  # .13 has none
 
 def test_ipv6_vips_are_balanced_over_the_members_ipv6_addresses() -> None:
     vips = (*VIPS, *V6)
-    settings = Settings(weight=50)
+    settings = model.Settings(weight=50)
     standby = apply(fresh_state(), plan(want(Role.STANDBY, vips=vips), fresh_state()))
     active = desired_state(settings, vips, Role.ACTIVE, MEMBERS, SELF, frozenset(), MEMBERS6)
     assert active.on_iface == frozenset(vips)
     v6 = {s for s in active.services if ":" in s.key.vip}
-    assert v6 == {Service(ServiceKey(p, v, 0), "wlc", 15) for v in V6 for p in ("tcp", "udp")}
+    assert v6 == {
+        model.Service(model.ServiceKey(p, v, 0), "wlc", 15) for v in V6 for p in ("tcp", "udp")
+    }
     assert {(d.service.vip, d.ip, d.weight) for d in active.dests if ":" in d.ip} == {
         (v, ip, 50 if ip == "2001:db8::11" else 100)
         for v in V6
@@ -286,13 +280,16 @@ def test_ipv6_vips_are_balanced_over_the_members_ipv6_addresses() -> None:
         i for i, op in enumerate(ops) if isinstance(op, AddAddress) and op.address.dev == "eth0"
     )
     assert all(not isinstance(op, (AddService, AddDest, StartDaemon)) for op in ops[first_iface:])
-    assert AddAddress(Address("2001:db8:10::1", "eth0", 128)) in ops
+    assert AddAddress(model.Address("2001:db8:10::1", "eth0", 128)) in ops
     after = apply(standby, ops)
     assert plan(active, after) == ()
     draining = desired_state(settings, vips, Role.DRAINING, MEMBERS, SELF, frozenset(), MEMBERS6)
     drain_ops = plan(draining, after)
-    assert DelAddress(Address("2001:db8:10::", "eth0", 128)) in drain_ops
-    assert EditDest(Dest(ServiceKey("tcp", "2001:db8:10::", 0), "2001:db8::12", 0)) in drain_ops
+    assert DelAddress(model.Address("2001:db8:10::", "eth0", 128)) in drain_ops
+    assert (
+        EditDest(model.Dest(model.ServiceKey("tcp", "2001:db8:10::", 0), "2001:db8::12", 0))
+        in drain_ops
+    )
     back = desired_state(settings, vips, Role.STANDBY, (), None, frozenset(), MEMBERS6)
     assert [a.dev for a in apply(after, plan(back, after)).addresses if ":" in a.ip] == ["lo"] * 2
 
@@ -307,8 +304,10 @@ def test_an_announcement_round_is_garp_for_ipv4_and_one_na_per_ipv6_vip() -> Non
 
 def test_only_host_routes_of_our_ipv6_vips_are_ever_deleted() -> None:
     vips = (*VIPS, *V6)
-    ours = Address("2001:db8:10::1", "eth0", 128)  # what a dead active run left behind
-    theirs = Address("2001:db8:10::", "eth0", 64)  # the host's own, listed as a VIP by mistake
-    state = KernelState(addresses=(*fresh_state().addresses, ours, theirs))
+    ours = model.Address("2001:db8:10::1", "eth0", 128)  # what a dead active run left behind
+    theirs = model.Address(
+        "2001:db8:10::", "eth0", 64
+    )  # the host's own, listed as a VIP by mistake
+    state = model.KernelState(addresses=(*fresh_state().addresses, ours, theirs))
     ops = plan(want(Role.STANDBY, vips=vips), state)
     assert DelAddress(ours) in ops and DelAddress(theirs) not in ops
