@@ -33,7 +33,8 @@ class Scripts:
         for name, state in (("ifup-eth", "up"), ("ifdown-eth", "down")):
             (self.dir / name).write_text(STUB.format(name=name, state=state))
             (self.dir / name).chmod(0o755)
-        self.launcher = REPO_ROOT / "packaging" / "cgp-ipvs-vip.py"
+        self.launcher = base / "cgp-ipvs-vip.py"  # the RPM's launcher, by the name it chooses by
+        self.launcher.symlink_to(REPO_ROOT / "packaging" / "launcher.py")
         self.cmd = base / "cgp-ipvs-vip"
         self.cmd.write_text(f'#!/bin/sh\nexec {sys.executable} {self.launcher} "$@"\n')
         self.cmd.chmod(0o755)

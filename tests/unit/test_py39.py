@@ -29,7 +29,7 @@ def runtime_sources() -> list[Path]:
 
 def test_the_sources_are_found() -> None:
     names = {p.name for p in runtime_sources()}
-    assert {"cli.py", "vipctl.py", "kernel.py", "IPVSHelper.py", "cgp-ipvs-vip.py"} <= names
+    assert {"cli.py", "vipctl.py", "kernel.py", "launcher.py"} <= names
 
 
 @pytest.mark.parametrize("path", runtime_sources(), ids=lambda p: str(p.relative_to(ROOT)))
