@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
+import attrs
+
 from cgp_ipvs_helper.errors import KernelError
-from cgp_ipvs_helper.plan.model import KernelState
+from cgp_ipvs_helper.plan.model import GuardState, KernelState, TcState
 from cgp_ipvs_helper.plan.operations import Operation
 
 
@@ -36,7 +38,24 @@ class Kernel(Protocol):
         with `tc_dev`, also that interface's ingress qdisc, our steering filters, its MAC and
         the MACs of its `neighbours` (None: of every neighbour) (`tc`). The real kernel has
         each of `neighbours` resolved or confirmed for the next read. With `guard_dev`, its qdisc
-        and our reset guards on its egress (`guard`)."""
+        and our reset guards on its egress (`guard`). Written once for the kernels that subclass
+        this protocol: read(), then read_tc() and read_guard() where asked."""
+        state = self.read(sysctls)
+        if tc_dev is None and guard_dev is None:
+            return state
+        tc = None if tc_dev is None else self.read_tc(tc_dev, neighbours)
+        return attrs.evolve(
+            state, tc=tc, guard=None if guard_dev is None else self.read_guard(guard_dev)
+        )
+
+    def read(self, sysctls: frozenset[str]) -> KernelState:
+        """observe() without a device's tc or guard."""
+
+    def read_tc(self, dev: str, neighbours: Collection[str] | None) -> TcState:
+        """observe()'s `tc` of `dev`."""
+
+    def read_guard(self, dev: str) -> GuardState:
+        """observe()'s `guard` of `dev`."""
 
     def apply(self, op: Operation) -> None:
         """Carry out `op`; raise KernelError with the kernel's reason if it fails."""

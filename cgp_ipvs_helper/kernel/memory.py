@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Callable
 
 from cgp_ipvs_helper.errors import KernelError
+from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan import operations, tcops
 from cgp_ipvs_helper.plan.guard import Guard
 from cgp_ipvs_helper.plan.model import (
@@ -33,7 +34,7 @@ def _fail(op: operations.Operation, code: int) -> KernelError:
     return KernelError(op, os.strerror(code))
 
 
-class MemoryKernel:
+class MemoryKernel(Kernel):
     """Holds a KernelState and changes it as the kernel would."""
 
     ipvs_problem: str | None = None  # IPVS is always there
@@ -60,32 +61,24 @@ class MemoryKernel:
             (pref, handle): g for pref, handle, g in guard.guards
         }
 
-    def observe(
-        self,
-        sysctls: frozenset[str],
-        tc_dev: str | None = None,
-        neighbours: Collection[str] | None = None,
-        guard_dev: str | None = None,
-    ) -> KernelState:
-        tc = guard = None
-        if tc_dev is not None:
-            found = frozenset((*key, f) for key, f in self.filters.items())
-            macs = {
-                ip: m for ip, m in self.neighbours.items() if neighbours is None or ip in neighbours
-            }
-            tc = TcState(self.ingress, found, self.mac, frozenset(macs.items()))
-        if guard_dev is not None:
-            held = frozenset((*key, g) for key, g in self.guards.items())
-            guard = GuardState(self.ingress, held)
+    def read(self, sysctls: frozenset[str]) -> KernelState:
         return KernelState(
             addresses=tuple(self.addresses),
             sysctls={p: self.sysctls.get(p) for p in sysctls},
             services=frozenset(self.services.values()),
             dests=frozenset(self.dests.values()),
             daemons=frozenset(self.daemons),
-            tc=tc,
-            guard=guard,
         )
+
+    def read_tc(self, dev: str, neighbours: Collection[str] | None) -> TcState:
+        found = frozenset((*key, f) for key, f in self.filters.items())
+        macs = {
+            ip: m for ip, m in self.neighbours.items() if neighbours is None or ip in neighbours
+        }
+        return TcState(self.ingress, found, self.mac, frozenset(macs.items()))
+
+    def read_guard(self, dev: str) -> GuardState:
+        return GuardState(self.ingress, frozenset((*key, g) for key, g in self.guards.items()))
 
     def close(self) -> None:
         """Nothing to release."""

@@ -36,6 +36,7 @@ from attrs import frozen
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel import sysctl
 from cgp_ipvs_helper.kernel.frames.arp import FrameSender
+from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
 from cgp_ipvs_helper.kernel.netlink.channels import Channel, Ipvs, Route, Unavailable, reason
 from cgp_ipvs_helper.kernel.netlink.ipvs import (
@@ -53,7 +54,7 @@ from cgp_ipvs_helper.kernel.netlink.ipvs import (
 )
 from cgp_ipvs_helper.kernel.netlink.sockets import GenericNetlinkSocket, NetlinkSocket
 from cgp_ipvs_helper.plan import operations, tcops
-from cgp_ipvs_helper.plan.model import KernelState
+from cgp_ipvs_helper.plan.model import GuardState, KernelState, TcState
 
 # --- the table ---------------------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ _UNSUPPORTED = Handler(None, _unsupported)
 # --- the kernel --------------------------------------------------------------------------------
 
 
-class NetlinkKernel:
+class NetlinkKernel(Kernel):
     """The `Kernel` of real mode, used from one thread; opens its sockets on first use.
 
     `ipvs_problem` is None while IPVS can be read, else why not (set by observe(), for one log
@@ -153,18 +154,9 @@ class NetlinkKernel:
             "frames": self._frames,
         }
 
-    def observe(
-        self,
-        sysctls: frozenset[str],
-        tc_dev: str | None = None,
-        neighbours: Collection[str] | None = None,
-        guard_dev: str | None = None,
-    ) -> KernelState:
-        """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` what the steering needs of
-        it (channels.Route.tc_state: `neighbours` are resolved as a side effect, as a packet to
-        them would be), with `guard_dev` our reset guards on it; KernelError if addresses cannot
-        be read. A device whose index changed drops the last preparation (its requests hold
-        indexes)."""
+    def read(self, sysctls: frozenset[str]) -> KernelState:
+        """Addresses, the asked-for sysctls, IPVS; KernelError if addresses cannot be read. A
+        device whose index changed drops the last preparation (its requests hold indexes)."""
         indexes = self._route.indexes()
         try:
             addresses = self._route.addresses()
@@ -186,9 +178,15 @@ class NetlinkKernel:
             dests=dests,
             daemons=daemons,
             ipvs=self.ipvs_problem is None,
-            tc=None if tc_dev is None else self._route.tc_state(tc_dev, neighbours),
-            guard=None if guard_dev is None else self._route.guard_state(guard_dev),
         )
+
+    def read_tc(self, dev: str, neighbours: Collection[str] | None) -> TcState:
+        """What the steering needs of `dev` (channels.Route.tc_state: `neighbours` are resolved
+        as a side effect, as a packet to them would be)."""
+        return self._route.tc_state(dev, neighbours)
+
+    def read_guard(self, dev: str) -> GuardState:
+        return self._route.guard_state(dev)
 
     def apply(self, op: operations.Operation) -> None:
         """Carry out one operation; KernelError with the kernel's reason if it fails."""
