@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.box import addresses
 from lab.lan import unique
-from lab.netns import create_netns, delete_netns, in_netns
+from lab.netns import fresh_netns, in_netns
 from lab.netscripts import Scripts
 
 from .report import Table, median, repeat, result, spread, times
@@ -35,20 +36,14 @@ ROWS = {  # key: (label, processes)
 def timed(argv: list[str], env: dict[str, str]) -> float:
     """Run argv once in a fresh namespace; seconds from fork to exit."""
     ns = unique("als")
-    create_netns(ns)
-    try:
-        with in_netns(ns):
-            t0 = time.monotonic()
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-            spent = time.monotonic() - t0
-            show = ["ip", "-4", "-o", "address", "show", "dev", "lo"]
-            held = subprocess.run(show, capture_output=True, text=True, check=True).stdout
-        count = sum(f" {ip}/32 " in held for ip in VIPS)
-        if proc.returncode != 0 or (argv[-1] != "check" and count != len(VIPS)):
-            raise RuntimeError(f"{argv} left {count} VIPs on lo: {proc.stderr[-300:]}")
-        return spent
-    finally:
-        delete_netns(ns)
+    with fresh_netns(ns), in_netns(ns):
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+        spent = time.monotonic() - t0
+        count = len(set(addresses("lo")) & {f"{ip}/32" for ip in VIPS})
+    if proc.returncode != 0 or (argv[-1] != "check" and count != len(VIPS)):
+        raise RuntimeError(f"{argv} left {count} VIPs on lo: {proc.stderr[-300:]}")
+    return spent
 
 
 def run(reps: int) -> dict[str, Any]:

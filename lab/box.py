@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from cgp_ipvs_helper.plan.operations import Operation
-from lab.netns import create_netns, delete_netns, in_netns
+from lab.netns import fresh_netns, in_netns
 
 OUR_IP, PEER_IP = "192.0.2.10", "192.0.2.20"
 OUR_MAC = "02:00:00:00:01:10"
@@ -56,9 +56,7 @@ def open_box() -> Iterator[Box]:
     """A new box with a NetlinkKernel in "ours"; both namespaces are deleted afterwards."""
     n = next(_names)
     ours, peer = f"nl{os.getpid()}-{n}a", f"nl{os.getpid()}-{n}b"
-    create_netns(ours)
-    create_netns(peer)
-    try:
+    with fresh_netns(ours, peer):
         with in_netns(peer):
             ip_batch("link set lo up\n")
         with in_netns(ours):
@@ -76,9 +74,6 @@ def open_box() -> Iterator[Box]:
                 yield Box(ours, peer, kernel)
             finally:
                 kernel.close()
-    finally:
-        delete_netns(ours)
-        delete_netns(peer)
 
 
 def addresses(dev: str, six: bool = False) -> list[str]:

@@ -106,3 +106,15 @@ def delete_netns(ns: str) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def fresh_netns(*names: str) -> Iterator[None]:
+    """Named network namespaces that exist for the body only."""
+    for ns in names:
+        create_netns(ns)
+    try:
+        yield
+    finally:
+        for ns in names:
+            delete_netns(ns)
