@@ -1,4 +1,5 @@
-"""The ACTIVATE planned while standby (ready.py) equals the full plan, whatever the state."""
+"""The ACTIVATE planned while standby: the planner's takeover, less its members, is the full plan
+whatever the state (plan/takeover.py); ready.py keeps it with its log lines."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import AddDests, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.plan.planner import announce, desired, plan, sysctl_paths
 from cgp_ipvs_helper.plan.steering import MemberRange, RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.takeover import takeover
 
 VIPS = [f"203.0.113.{i}" for i in range(12)] + ["2001:db8::5", "2001:db8::6"]
 FOREIGN = ["198.51.100.1", "198.51.100.2"]
@@ -89,26 +91,43 @@ def maps(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(cases())
-def test_the_prepared_activation_is_the_plan(case) -> None:
+def test_a_takeover_planned_before_its_members_is_the_plan(case) -> None:
+    """From a state with no service of ours, the plan made without the members, then given
+    them (one AddDests value per family), is the plan made with them."""
+    options, vips, retired, members, self_ip, member_map, state = case
+    ahead = takeover(options, vips, retired, member_map, state)
+    assert ahead is not None
+    want = desired(options, vips, Role.TAKING_OVER, members, self_ip, retired, member_map, state)
+    ops = ahead.ops(options, members, self_ip)
+    assert each(ops) == list(plan(want, state))
+    assert all(len(op) for op in ops if isinstance(op, AddDests))  # no empty one
+    assert [op for op in ops if not isinstance(op, AddDests)] == [*ahead.before, *ahead.after]
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases())
+def test_the_activation_is_kept_with_its_lines_while_it_fits(case) -> None:
     options, vips, retired, members, self_ip, member_map, state = case
     prepared = ready.prepare(options, vips, retired, member_map, state)
     assert prepared is not None and prepared.state == state
     members6 = member_map.ipv6()
-    desired = desired_state(options, vips, Role.TAKING_OVER, members, self_ip, retired, members6)
-    desired = member_map.desired(desired, True, vips, state)
-    expected = plan(desired, state) + announce(vips, options.iface, members6)
+    ahead = takeover(options, vips, retired, member_map, state)
+    assert ahead is not None and ahead.members6 == members6
+    garp = announce(vips, options.iface, members6)
     activation = ready.activation(prepared, options, members, self_ip)
-    assert each(activation) == list(expected)
-    assert all(len(op) for op in activation if isinstance(op, AddDests))  # no empty one
+    assert activation == ahead.ops(options, members, self_ip) + garp
     built = prepared.ops()
-    assert all(op in expected for op in built) and len(set(built)) == len(built)
+    assert built == ahead.before + ahead.after + garp and len(set(built)) == len(built)
     assert [prepared.logged[op] for op in built] == [f"* {op}\n".encode() for op in built]
     logged = Commands(activation, prepared.logged)
-    assert logged.lines() == [f"* {op}" for op in expected] == Commands(expected).lines()
+    assert logged.lines() == Commands(activation).lines() == [f"* {op}" for op in each(activation)]
     assert prepared.fits(vips, retired, member_map, state)
     assert not prepared.fits(vips + ("192.0.2.200",), retired, member_map, state)
     other = MemberMap("members", (MemberRange("192.0.2.11", 40000, 40999, "2001:db8::b"),), True)
     assert not prepared.fits(vips, retired, other, state)
+    if member_map.members:  # the map emptied after: the plan kept is not its plan
+        member_map.update(())
+        assert not prepared.fits(vips, retired, member_map, state)
 
 
 def test_a_state_with_a_service_of_ours_is_planned_in_full() -> None:
