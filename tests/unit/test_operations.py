@@ -17,8 +17,10 @@ from cgp_ipvs_helper.plan.operations import (
     AddService,
     DelAddress,
     DelDest,
+    DelDests,
     DelService,
     EditDest,
+    EditDests,
     EditService,
     SendGarp,
     SendNa,
@@ -164,7 +166,7 @@ _DEST = st.builds(
 )
 
 
-@given(_DEST, st.sampled_from([AddDest, EditDest]))
+@given(_DEST, st.sampled_from([AddDest, EditDest, DelDest]))
 def test_a_real_servers_line_is_shlex_join_of_its_words(dest: Dest, kind: type) -> None:
     """Real server lines are built from cached quoted parts: the same text as shlex.join."""
     op = kind(dest)
@@ -181,8 +183,9 @@ _FAMILY = st.sampled_from(
 
 @given(_FAMILY, st.data())
 def test_the_real_servers_of_an_activation_are_logged_as_each_one(family, data) -> None:
-    """AddDests logs from kept parts exactly what its AddDest values render, in their order
-    (a service's port is in an IPv6 real server's words: services of several ports)."""
+    """AddDests (EditDests, DelDests) logs from kept parts exactly what its AddDest (EditDest,
+    DelDest) values render, in their order (a service's port is in an IPv6 real server's
+    words: services of several ports)."""
     vips, ips = family
     keys = data.draw(
         st.lists(
@@ -203,8 +206,11 @@ def test_the_real_servers_of_an_activation_are_logged_as_each_one(family, data) 
             max_size=3,
         )
     )
-    block = AddDests(tuple(keys), tuple(servers))
-    each = [AddDest(Dest(k, ip, w)) for k in keys for ip, w in servers]
+    many, one = data.draw(
+        st.sampled_from([(AddDests, AddDest), (EditDests, EditDest), (DelDests, DelDest)])
+    )
+    block = many(tuple(keys), tuple(servers))
+    each = [one(Dest(k, ip, w)) for k in keys for ip, w in servers]
     assert list(block.each()) == each and len(block) == len(each)
     assert [block.part(i) for i in range(len(each))] == each
     assert block.logged() == "".join(f"* {op}\n" for op in each).encode()
