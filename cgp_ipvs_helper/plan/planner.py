@@ -170,16 +170,16 @@ DAEMONS: Mapping[Role, tuple[str, ...]] = MappingProxyType(
 )
 
 
-def desired_state(
+def _role_state(
     settings: Settings,
     vips: Sequence[str],
     role: Role,
     members: Sequence[str],
     self_ip: str | None,
-    retired: frozenset[str] = frozenset(),
-    members6: Mapping[str, str] = NO_IPV6,
+    retired: frozenset[str],
+    members6: Mapping[str, str],
 ) -> DesiredState:
-    """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up.
+    """What the kernel should hold for `role` but the member map's steering.
 
     `members6` maps a member (named by IPv4, as CGP names it) to its IPv6 address on -i's link
     (the member map's third column): an IPv6 VIP's real servers. A member without one is left
@@ -220,11 +220,12 @@ def desired(
     member_map: MemberMap | None = None,
     actual: KernelState | None = None,
 ) -> DesiredState:
-    """The desired state of `role` with the member map's part (its IPv6 addresses, its
-    steering: outgoing.py) as it stands against `actual`, the kernel read."""
+    """What the kernel should hold for `role`, the member map's part (its IPv6 addresses, its
+    steering: outgoing.py) as it stands against `actual`, the kernel read, included; `retired`
+    VIPs left the file and are cleaned up."""
     if member_map is None:
-        return desired_state(settings, vips, role, members, self_ip, retired)
-    state = desired_state(settings, vips, role, members, self_ip, retired, member_map.ipv6())
+        return _role_state(settings, vips, role, members, self_ip, retired, NO_IPV6)
+    state = _role_state(settings, vips, role, members, self_ip, retired, member_map.ipv6())
     steering = member_map.steering(role in BALANCING, vips, actual or KernelState())
     if steering is None:
         return state

@@ -10,7 +10,7 @@ import pytest
 from cgp_ipvs_helper.plan.model import Dest, Role, Service, ServiceKey, Settings
 from cgp_ipvs_helper.plan.operations import AddAddress, AddDest, DelService, SetSysctl
 from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, MemberMap, local_member
-from cgp_ipvs_helper.plan.planner import desired, desired_state, plan
+from cgp_ipvs_helper.plan.planner import desired, plan
 from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
     TC_PREF,
@@ -70,7 +70,7 @@ def test_the_local_entry_is_the_one_this_host_holds() -> None:
 
 
 def test_no_map_leaves_tc_alone_and_adds_nothing_an_emptied_one_cleans_up() -> None:
-    base = desired_state(Settings(), VIPS, Role.ACTIVE, LISTED, SELF)
+    base = desired(Settings(), VIPS, Role.ACTIVE, LISTED, SELF)
     state = with_tc(fresh_state())
     never = MemberMap("/etc/sysconfig/cgp-ipvs-members")
     args = (Settings(), VIPS, Role.ACTIVE, LISTED, SELF, frozenset())
