@@ -51,7 +51,8 @@ def local_member(members: Sequence[MemberRange], local_ips: Collection[str]) -> 
 
 @frozen
 class Steering:
-    """What the member map adds to a role's desired state (an emptied map: no filters)."""
+    """What the member map adds to a role's desired state (an emptied map: no filters, no
+    services: ours are removed)."""
 
     sysctls: tuple[Sysctl, ...] = ()
     services: frozenset[Service] = frozenset()
@@ -70,24 +71,25 @@ def steer(
     (its MAC, its neighbours' MACs)."""
     sysctls: tuple[Sysctl, ...] = ()
     if local is not None:
-        sysctls = (Sysctl(PORT_RANGE, f"{local.first} {local.last}"),)
-    if not (balancing and members):
-        return Steering(sysctls)
-    # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
-    # a member without one gets no IPv6 filter: its range's IPv6 replies are scheduled
-    members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
-    owners: list[tuple[ServiceKey, str]] = []
-    if local is not None:  # only this host's own range goes through IPVS
-        owners.append((ServiceKey.for_mark(local.mark), local.ip))
-        if local in members6:
-            owners.append((ServiceKey.for_mark(local.mark, True), str(local.ip6)))
-    services = frozenset(Service(key, SCHEDULER, 0) for key, _ in owners)
-    dests = frozenset(Dest(key, ip, WEIGHT) for key, ip in owners)
-    tc = tc or TcState()
-    macs = dict(tc.neighbours)
-    filters = range_filters(members, macs, tc.mac, local)
-    filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
-    filters |= vip_blocks(balanced_vips(vips, members6))
+        sysctls += (Sysctl(PORT_RANGE, f"{local.first} {local.last}"),)
+    services: frozenset[Service] = frozenset()
+    dests: frozenset[Dest] = frozenset()
+    filters: frozenset[VipFilter | RangeFilter] = frozenset()
+    if balancing and members:
+        # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
+        # a member without one gets no IPv6 filter: its range's IPv6 replies are scheduled
+        members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
+        if local is not None:  # only this host's own range goes through IPVS
+            owners = [(ServiceKey.for_mark(local.mark), local.ip)]
+            if local in members6:
+                owners.append((ServiceKey.for_mark(local.mark, True), str(local.ip6)))
+            services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
+            dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
+        tc = tc or TcState()
+        macs = dict(tc.neighbours)
+        filters = range_filters(members, macs, tc.mac, local)
+        filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
+        filters |= vip_blocks(balanced_vips(vips, members6))
     return Steering(sysctls, services, dests, filters)
 
 
