@@ -20,9 +20,9 @@ import attrs
 
 from cgp_ipvs_helper.config.memberfile import load_members
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
-from cgp_ipvs_helper.plan.model import Role, Settings, TcState
-from cgp_ipvs_helper.plan.outgoing import steer
-from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, desired_state, plan
+from cgp_ipvs_helper.plan.model import KernelState, Role, Settings, TcState
+from cgp_ipvs_helper.plan.outgoing import MemberMap
+from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, desired, plan
 from lab.driver import member_map, write_vipfile
 from lab.netns import in_netns
 from lab.standby import FE_IP, members_of, standby, vips_in
@@ -164,11 +164,12 @@ def steering_alone(vipfile: str, path: str, reps: int) -> tuple[list[float], ...
     vips, spent = vips_in(vipfile), ([], [], [])
     members = load_members(path, [p for _, p in DEFAULT_PORTS], vips)
     settings = Settings(vipfile=vipfile, iface="eth0", member_map=path)
-    want = desired_state(settings, vips, Role.ACTIVE, members_of(TARGET_CASE[1]), FE_IP)
     # the owners' MACs as the neighbour table would give them: every range sent to its owner
     macs = frozenset((m.ip, f"02:00:00:00:ff:{i:02x}") for i, m in enumerate(members))
     lan, none = TcState(mac="02:00:00:00:ff:fe", neighbours=macs), frozenset()
-    want = steer(attrs.evolve(want, services=none, dests=none), members, True, vips, None, lan)
+    listed, ranges = members_of(TARGET_CASE[1]), MemberMap(path, tuple(members), True)
+    want = desired(settings, vips, Role.ACTIVE, listed, FE_IP, none, ranges, KernelState(tc=lan))
+    want = attrs.evolve(want, services=none, dests=none)  # the steering changes alone
     undo = attrs.evolve(want, services=none, dests=none, filters=none)
     with standby("stc", vipfile) as (helper, fe, _client), in_netns(fe.ns):
         helper.kill()

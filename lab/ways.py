@@ -24,7 +24,7 @@ from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.kernel.netlink.sockets import datagram
 from cgp_ipvs_helper.plan.model import Role, Settings
 from cgp_ipvs_helper.plan.operations import AddDest, Operation
-from cgp_ipvs_helper.plan.planner import _weight, announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.plan.planner import _weight, announce, desired, plan, sysctl_paths
 
 from .bare import PROTOCOLS
 from .driver import HelperProcess, commands
@@ -84,8 +84,8 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
     vips, kernel = vips_in(vipfile), NetlinkKernel()
     settings = Settings(vipfile=vipfile, iface="eth0")
     try:
-        desired = desired_state(settings, vips, Role.ACTIVE, members, FE_IP)
-        ops = plan(desired, kernel.observe(sysctl_paths("eth0"))) + announce(vips, "eth0")
+        want = desired(settings, vips, Role.ACTIVE, members, FE_IP)
+        ops = plan(want, kernel.observe(sysctl_paths("eth0"))) + announce(vips, "eth0")
         runs = runs_of(kernel, ops)
     finally:
         kernel.close()

@@ -21,7 +21,7 @@ from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan.model import KernelState, Role, ServiceKey, Settings
 from cgp_ipvs_helper.plan.operations import Operation, each
 from cgp_ipvs_helper.plan.outgoing import RESOLVED_WITHIN, MemberMap, unresolved
-from cgp_ipvs_helper.plan.planner import BALANCING, announce, desired_state, plan, weights
+from cgp_ipvs_helper.plan.planner import BALANCING, announce, desired, plan, weights
 from cgp_ipvs_helper.plan.realservers import Families, families
 
 Infos = list[Union[Info, Commands]]  # what one call has to say so far, in order
@@ -112,12 +112,18 @@ class Converger:
             ops: Sequence[Operation] = activation(ready, self.settings, ses.members, ses.self_ip)
             known, garps = ready.logged, ready.garp
         else:
-            desired = desired_state(
-                self.settings, self.vips, ses.role, ses.members, ses.self_ip, self.retired, members6
+            want = desired(
+                self.settings,
+                self.vips,
+                ses.role,
+                ses.members,
+                ses.self_ip,
+                self.retired,
+                self.map,
+                actual,
             )
-            services = (s.key for s in desired.services if not s.key.fwmark)
-            desired = self.map.desired(desired, balancing, self.vips, actual)
-            ops = plan(desired, actual)
+            services = (s.key for s in want.services if not s.key.fwmark)  # steering: the map's
+            ops = plan(want, actual)
             garps = announce(self.vips, self.settings.iface, members6)
             if garp and ses.state is State.ACTIVE:
                 ops += garps
@@ -131,7 +137,7 @@ class Converger:
                 self._plan_ahead(ahead, self._read() if ops else actual)
                 recheck = self._unresolved(self.ready) and not self._unresolved(ahead)
             elif ses.state is State.ACTIVE:
-                by_family = ready.families if ready is not None else families(services)
+                by_family = ready.plan.families if ready is not None else families(services)
                 checks = resolver or members.Resolver.of(self.settings, self.vips, actual)
                 self._hold(by_family, garps, checks, known)
         ses.settled = not failures

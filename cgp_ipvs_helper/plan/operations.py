@@ -90,19 +90,6 @@ def _service_command(flag: str, service: Service) -> list[str]:
     return ["ipvsadm", flag, *_service_args(service.key), *opts]
 
 
-def _dest_command(flag: str, dest: Dest) -> list[str]:
-    return [
-        "ipvsadm",
-        flag,
-        *_service_args(dest.service),
-        "-r",
-        _real_server(dest.ip, dest.port),
-        "-g",
-        "-w",
-        str(dest.weight),
-    ]
-
-
 @frozen(cache_hash=True)  # a key of the lines logged ahead
 class AddService(Renders):
     service: Service
@@ -132,10 +119,16 @@ def _service_words(key: ServiceKey) -> str:
     return shlex.join(_service_args(key))
 
 
+def _dest_head(flag: str, key: ServiceKey) -> str:
+    """A real server's command up to its own words: the same for each real server of a
+    service."""
+    return f"ipvsadm {flag} {_service_words(key)} -r "
+
+
 @functools.lru_cache(maxsize=2 * SERVICES_KEPT)  # adding and deleting (-a, -d) while active
 def _logged_head(flag: str, key: ServiceKey) -> bytes:
     """The start of the info line of each real server of a service given, changed or taken."""
-    return f"* ipvsadm {flag} {_service_words(key)} -r ".encode()
+    return f"* {_dest_head(flag, key)}".encode()
 
 
 _quoted = functools.lru_cache(maxsize=SERVERS_KEPT)(shlex.quote)  # a member's -r word per port
@@ -155,47 +148,44 @@ def _server_words(ip: str, port: int, weight: int | None) -> str:
     return server if weight is None else f"{server} -g -w {weight}"
 
 
-def _dest_line(flag: str, dest: Dest) -> str:
-    """shlex.join(_dest_command(flag, dest)) from its quoted parts, each quoted once: an IPv6
-    real server's words need quotes ('[2001:db8::10]:0'), which shlex.join found word by word
-    (8-11 us a line, and a dual-stack /24 + /120 ACTIVATE logs 4,096 real servers)."""
-    words = _service_words(dest.service)
-    return f"ipvsadm {flag} {words} -r {_server_words(dest.ip, dest.port, dest.weight)}"
-
-
 @frozen
-class AddDest(Renders):
+class _RealServer(Renders):
+    """A real server given, changed or taken (`FLAG`; a deleted one names no method or weight):
+    `str()` is shlex.join(argv()) joined from words quoted once per service and per server (an
+    ACTIVATE logs thousands); `_Dests.logged()` joins the same words."""
+
     dest: Dest
 
-    def argv(self) -> list[str]:
-        return _dest_command("-a", self.dest)
+    FLAG: ClassVar[str]
+    WEIGHED: ClassVar[bool] = True
 
-    def __str__(self) -> str:
-        return _dest_line("-a", self.dest)
-
-
-@frozen
-class EditDest(Renders):
-    dest: Dest
+    def _weight(self) -> int | None:
+        return self.dest.weight if self.WEIGHED else None
 
     def argv(self) -> list[str]:
-        return _dest_command("-e", self.dest)
-
-    def __str__(self) -> str:
-        return _dest_line("-e", self.dest)
-
-
-@frozen
-class DelDest(Renders):
-    dest: Dest
-
-    def argv(self) -> list[str]:
-        d = self.dest
-        return ["ipvsadm", "-d", *_service_args(d.service), "-r", _real_server(d.ip, d.port)]
+        d, weight = self.dest, self._weight()
+        words = ["ipvsadm", self.FLAG, *_service_args(d.service), "-r", _real_server(d.ip, d.port)]
+        return words if weight is None else [*words, "-g", "-w", str(weight)]
 
     def __str__(self) -> str:
         d = self.dest
-        return f"ipvsadm -d {_service_words(d.service)} -r {_server_words(d.ip, d.port, None)}"
+        return _dest_head(self.FLAG, d.service) + _server_words(d.ip, d.port, self._weight())
+
+
+@frozen
+class AddDest(_RealServer):
+    FLAG = "-a"
+
+
+@frozen
+class EditDest(_RealServer):
+    FLAG = "-e"
+
+
+@frozen
+class DelDest(_RealServer):
+    FLAG = "-d"
+    WEIGHED = False
 
 
 @frozen
@@ -211,7 +201,6 @@ class _Dests:
     servers: tuple[tuple[str, int], ...]
 
     ONE: ClassVar[type[AddDest | EditDest | DelDest]]
-    FLAG: ClassVar[str]
 
     def each(self) -> tuple[AddDest | EditDest | DelDest, ...]:
         one = self.ONE
@@ -231,10 +220,10 @@ class _Dests:
     def logged(self) -> bytes:
         """Its info lines (`* ` command, newline), in UTF-8, joined from kept parts."""
         parts: list[bytes] = []
-        flag, full = self.FLAG, self.ONE is not DelDest
+        flag, weighed = self.ONE.FLAG, self.ONE.WEIGHED
         for port, keys in groupby(self.services, _port):
             tails = [
-                f"{_server_words(ip, port, w if full else None)}\n".encode()
+                f"{_server_words(ip, port, w if weighed else None)}\n".encode()
                 for ip, w in self.servers
             ]
             heads = [_logged_head(flag, key) for key in keys]
@@ -245,19 +234,16 @@ class _Dests:
 @frozen
 class AddDests(_Dests):
     ONE = AddDest
-    FLAG = "-a"
 
 
 @frozen
 class EditDests(_Dests):
     ONE = EditDest
-    FLAG = "-e"
 
 
 @frozen
 class DelDests(_Dests):
     ONE = DelDest
-    FLAG = "-d"
 
 
 def each(ops: Iterable[Operation]) -> list[Operation]:

@@ -1,25 +1,22 @@
 """Planning the steering of replies to outgoing connections from a VIP (pure; see steering.py).
 
-`steer()` adds to a role's desired state what the member map asks for: this member's
-ip_local_port_range (every role), and while it balances (`balancing`: ACTIVE or DRAINING) the
-tc filters that send each range's replies to its owner's MAC, read from the neighbour table of
-the LAN interface (`TcState.neighbours`), and for this host's own range a firewall-mark service
-with this host as its only real server, never quiesced by a drain. With IPv6 VIPs the same
-again for IPv6 packets, by the members' IPv6 neighbours (the kernel's range serves both
-families). `filter_ops()` turns our filters on the LAN interface into the desired ones; plan()
-runs it after the services and real servers are ready and before any service is deleted, so a
-mark is never set for a service that is not there.
+`steer()` gives what the member map asks of a role's desired state (`Steering`): this member's
+ip_local_port_range (every role), and while it balances (`balancing`: ACTIVE, TAKING_OVER or
+DRAINING) the tc filters that send each range's replies to its owner's MAC, read from the
+neighbour table of the LAN interface (`TcState.neighbours`), and for this host's own range a
+firewall-mark service with this host as its only real server, never quiesced by a drain. With
+IPv6 VIPs the same again for IPv6 packets, by the members' IPv6 neighbours (the kernel's range
+serves both families). The planner adds it to the role's state and plans the filters
+(planner.desired, planner.plan).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-import attrs
-from attrs import define
+from attrs import define, frozen
 
 from cgp_ipvs_helper.plan.model import (
-    DesiredState,
     Dest,
     KernelState,
     Service,
@@ -31,14 +28,13 @@ from cgp_ipvs_helper.plan.model import (
 )
 from cgp_ipvs_helper.plan.operations import Operation
 from cgp_ipvs_helper.plan.steering import (
-    VIP_CHAIN,
     MemberRange,
     RangeFilter,
     VipFilter,
     range_filters,
     vip_blocks,
 )
-from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, DelFilter
+from cgp_ipvs_helper.plan.tcops import AddFilter
 
 PORT_RANGE = "net/ipv4/ip_local_port_range"
 # When a plan drops a range (its owner's MAC not known yet), the kernel is read again this many
@@ -53,20 +49,31 @@ def local_member(members: Sequence[MemberRange], local_ips: Collection[str]) -> 
     return next((m for m in members if m.ip in local_ips), None)
 
 
+@frozen
+class Steering:
+    """What the member map adds to a role's desired state (an emptied map: no filters, no
+    services: ours are removed)."""
+
+    sysctls: tuple[Sysctl, ...] = ()
+    services: frozenset[Service] = frozenset()
+    dests: frozenset[Dest] = frozenset()
+    filters: frozenset[VipFilter | RangeFilter] = frozenset()
+
+
 def steer(
-    desired: DesiredState,
     members: Sequence[MemberRange],
     balancing: bool,
     vips: Collection[str],
     local: MemberRange | None,
     tc: TcState | None = None,
-) -> DesiredState:
-    """`desired` plus the member map's part (an empty map: our filters and services removed);
-    `tc`: what the LAN interface holds (its MAC, its neighbours' MACs)."""
-    sysctls = desired.sysctls
+) -> Steering:
+    """The member map's part of a role's desired state; `tc`: what the LAN interface holds
+    (its MAC, its neighbours' MACs)."""
+    sysctls: tuple[Sysctl, ...] = ()
     if local is not None:
         sysctls += (Sysctl(PORT_RANGE, f"{local.first} {local.last}"),)
-    services, dests = desired.services, desired.dests
+    services: frozenset[Service] = frozenset()
+    dests: frozenset[Dest] = frozenset()
     filters: frozenset[VipFilter | RangeFilter] = frozenset()
     if balancing and members:
         # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
@@ -83,30 +90,7 @@ def steer(
         filters = range_filters(members, macs, tc.mac, local)
         filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
         filters |= vip_blocks(balanced_vips(vips, members6))
-    return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
-
-
-def _order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
-    # the range filters before the VIP blocks that jump to them
-    return (f.chain == VIP_CHAIN, f.pref, f.handle)
-
-
-def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
-    """Delete our filters that are not wanted (or were changed), add the missing ones."""
-    if desired.filters is None or actual.tc is None:
-        return []
-    dev = desired.iface
-    have = {(pref, chain, handle): f for pref, chain, handle, f in actual.tc.filters}
-    ops: list[Operation] = [
-        DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
-        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
-        if f not in desired.filters
-    ]
-    missing = desired.filters - set(have.values())
-    if missing and actual.tc.ingress is None:
-        ops.append(AddClsact(dev))
-    ops += [AddFilter(dev, f) for f in sorted(missing, key=_order)]
-    return ops
+    return Steering(sysctls, services, dests, filters)
 
 
 def unresolved(ops: Sequence[Operation]) -> bool:
@@ -172,14 +156,16 @@ class MemberMap:
             else "no address of this host is in the member map: ip_local_port_range left as it is",
         ]
 
-    def desired(
-        self, desired: DesiredState, balancing: bool, vips: Collection[str], actual: KernelState
-    ) -> DesiredState:
+    def steering(
+        self, balancing: bool, vips: Collection[str], actual: KernelState
+    ) -> Steering | None:
+        """Its part of the desired state against `actual` (this host's entry is the one whose
+        address it holds, a VIP aside); None while it never had entries: tc is left alone."""
         if not self.seen:
-            return desired
+            return None
         local_ips = {a.ip for a in actual.addresses} - set(vips)
         local = local_member(self.members, local_ips)
-        return steer(desired, self.members, balancing, vips, local, actual.tc)
+        return steer(self.members, balancing, vips, local, actual.tc)
 
     def neighbours(self) -> frozenset[str]:
         """The members' addresses (IPv4 and IPv6) whose MACs the balancer's filters need."""

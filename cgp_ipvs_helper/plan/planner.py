@@ -1,4 +1,6 @@
-"""Pure planning: the desired kernel state for a role, and the operations that reach it.
+"""Pure planning: the desired kernel state for a role (`desired()`: the role's own, with the
+member map's steering), and the operations that reach it (takeover.py plans an ACTIVATE from
+standby ahead of its members from these).
 
 `plan()` compares desired with observed and returns only the difference, in an order that keeps
 traffic flowing: lo aliases and ARP sysctls first; VIPs leave the LAN interface before anything
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
+
+import attrs
 
 from cgp_ipvs_helper.plan.guard import guards
 from cgp_ipvs_helper.plan.model import (
@@ -47,10 +51,10 @@ from cgp_ipvs_helper.plan.operations import (
     StartDaemon,
     StopDaemon,
 )
-from cgp_ipvs_helper.plan.outgoing import filter_ops
+from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.realservers import NO_IPV6, ip_order, key_order, real_servers
-from cgp_ipvs_helper.plan.steering import is_our_mark
-from cgp_ipvs_helper.plan.tcops import AddClsact, AddGuard, DelGuard
+from cgp_ipvs_helper.plan.steering import VIP_CHAIN, RangeFilter, VipFilter, is_our_mark
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, AddGuard, DelFilter, DelGuard
 
 OTHER_WEIGHT = 100
 DRAIN_SELF_WEIGHT = 100
@@ -166,16 +170,16 @@ DAEMONS: Mapping[Role, tuple[str, ...]] = MappingProxyType(
 )
 
 
-def desired_state(
+def _role_state(
     settings: Settings,
     vips: Sequence[str],
     role: Role,
     members: Sequence[str],
     self_ip: str | None,
-    retired: frozenset[str] = frozenset(),
-    members6: Mapping[str, str] = NO_IPV6,
+    retired: frozenset[str],
+    members6: Mapping[str, str],
 ) -> DesiredState:
-    """What the kernel should hold for `role`; `retired` VIPs left the file and are cleaned up.
+    """What the kernel should hold for `role` but the member map's steering.
 
     `members6` maps a member (named by IPv4, as CGP names it) to its IPv6 address on -i's link
     (the member map's third column): an IPv6 VIP's real servers. A member without one is left
@@ -203,6 +207,34 @@ def desired_state(
         daemons=daemons,
         scope=frozenset(vips) | retired,
         guards=guards(balanced) if role is Role.TAKING_OVER else frozenset(),
+    )
+
+
+def desired(
+    settings: Settings,
+    vips: Sequence[str],
+    role: Role,
+    members: Sequence[str],
+    self_ip: str | None,
+    retired: frozenset[str] = frozenset(),
+    member_map: MemberMap | None = None,
+    actual: KernelState | None = None,
+) -> DesiredState:
+    """What the kernel should hold for `role`, the member map's part (its IPv6 addresses, its
+    steering: outgoing.py) as it stands against `actual`, the kernel read, included; `retired`
+    VIPs left the file and are cleaned up."""
+    if member_map is None:
+        return _role_state(settings, vips, role, members, self_ip, retired, NO_IPV6)
+    state = _role_state(settings, vips, role, members, self_ip, retired, member_map.ipv6())
+    steering = member_map.steering(role in BALANCING, vips, actual or KernelState())
+    if steering is None:
+        return state
+    return attrs.evolve(
+        state,
+        sysctls=state.sysctls + steering.sysctls,
+        services=state.services | steering.services,
+        dests=state.dests | steering.dests,
+        filters=steering.filters,
     )
 
 
@@ -258,7 +290,7 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         if k not in want_d and k[0] in want
     ]
 
-    ops += filter_ops(desired, actual)  # marks only for services that exist
+    ops += _filter_ops(desired, actual)  # marks only for services that exist
     ops += [DelService(have[k]) for k in sorted(have, key=key_order) if k not in want]
 
     ours_daemons = {d for d in actual.daemons if d.iface == iface and d.syncid == desired.syncid}
@@ -278,6 +310,30 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
         if _ours(a, scope) and a.ip not in desired.on_lo
     ]
     return tuple(ops)
+
+
+def _filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
+    """Delete our steering filters that are not wanted (or were changed), add the missing ones;
+    nothing while the member map never had entries (`desired.filters` None)."""
+    if desired.filters is None or actual.tc is None:
+        return []
+    dev = desired.iface
+    have = {(pref, chain, handle): f for pref, chain, handle, f in actual.tc.filters}
+    ops: list[Operation] = [
+        DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
+        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
+        if f not in desired.filters
+    ]
+    missing = desired.filters - set(have.values())
+    if missing and actual.tc.ingress is None:
+        ops.append(AddClsact(dev))
+    ops += [AddFilter(dev, f) for f in sorted(missing, key=_filter_order)]
+    return ops
+
+
+def _filter_order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
+    # the range filters before the VIP blocks that jump to them
+    return (f.chain == VIP_CHAIN, f.pref, f.handle)
 
 
 def _guard_ops(

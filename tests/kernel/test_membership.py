@@ -11,7 +11,7 @@ from cgp_ipvs_helper.core.engine import Helper
 from cgp_ipvs_helper.core.protocol import Reply, Response
 from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.plan.model import Settings
-from cgp_ipvs_helper.plan.planner import desired_state
+from cgp_ipvs_helper.plan.planner import desired
 from lab.box import OUR_IP, Box, ip_batch, ipvsadm_rules, run
 
 VIPS = ["203.0.113.8/30", "2001:db8:10::/126"]  # 4 IPv4 and 4 IPv6 VIPs
@@ -52,8 +52,8 @@ def _vip_rules() -> set[str]:
 def _planned(helper: Helper) -> set[str]:
     """The same rules for the real servers the helper's plan wants now."""
     ses = helper.session
-    want = desired_state(
-        helper.settings, helper.vips, ses.role, ses.members, ses.self_ip, members6=helper.map.ipv6()
+    want = desired(
+        helper.settings, helper.vips, ses.role, ses.members, ses.self_ip, frozenset(), helper.map
     )
 
     def host(ip: str) -> str:
@@ -63,6 +63,7 @@ def _planned(helper: Helper) -> set[str]:
     return {
         f"-a {flag[d.service.proto]} {host(d.service.vip)}:0 -r {host(d.ip)}:0 -g -w {d.weight}"
         for d in want.dests
+        if not d.service.fwmark
     }
 
 

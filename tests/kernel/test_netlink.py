@@ -238,7 +238,7 @@ def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) 
 
     vips = ["198.51.100.1", "198.51.100.2"]
     members = [OUR_IP, "192.0.2.11", "192.0.2.12"]
-    active = planner.desired_state(settings, vips, planner.Role.ACTIVE, members, OUR_IP)
+    active = planner.desired(settings, vips, planner.Role.ACTIVE, members, OUR_IP)
     assert k.apply_many(planner.plan(active, before)) == []
 
     after = k.observe(paths)
@@ -250,7 +250,7 @@ def test_plan_apply_observe_converges_and_leaves_foreign_things_alone(box: Box) 
     assert addresses("eth0") == [f"{OUR_IP}/24", "203.0.113.5/32", *(f"{v}/32" for v in vips)]
     assert sysctl("net.ipv4.vs.backup_only") == "1"
 
-    standby = planner.desired_state(settings, vips, planner.Role.STANDBY, members, OUR_IP)
+    standby = planner.desired(settings, vips, planner.Role.STANDBY, members, OUR_IP)
     assert k.apply_many(planner.plan(standby, after)) == []
     assert ipvsadm_rules() == foreign_rules
     assert addresses("eth0") == [f"{OUR_IP}/24", "203.0.113.5/32"]

@@ -11,7 +11,7 @@ from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import Address, Dest, KernelState, Role, Settings
 from cgp_ipvs_helper.plan.operations import AddDest, DelDest, EditDest, EditDests, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import desired_state, plan, weights
+from cgp_ipvs_helper.plan.planner import desired, plan, weights
 from cgp_ipvs_helper.plan.realservers import families, real_server_changes
 from cgp_ipvs_helper.plan.steering import MemberRange
 
@@ -47,8 +47,11 @@ def test_the_real_servers_that_change_are_what_the_full_plan_changes(case) -> No
     """From the kernel as the members `before` left it, the changes to the members `after`
     (expanded) are the full plan's real server operations, in its order."""
     options, vips, members6, (before, self_before), (after, self_after) = case
-    old = desired_state(options, vips, Role.ACTIVE, before, self_before, members6=members6)
-    new = desired_state(options, vips, Role.ACTIVE, after, self_after, members6=members6)
+    ranges = tuple(MemberRange(m, 40000 + i * 1000, 40999 + i * 1000, ip6)
+                   for i, (m, ip6) in enumerate(members6.items()))  # fmt: skip
+    member_map = MemberMap("members", ranges, bool(ranges))
+    old = desired(options, vips, Role.ACTIVE, before, self_before, frozenset(), member_map)
+    new = desired(options, vips, Role.ACTIVE, after, self_after, frozenset(), member_map)
     held = KernelState(services=old.services, dests=old.dests)
     expected = [op for op in plan(new, held) if isinstance(op, DEST_OPS)]
     by_family = families(s.key for s in old.services)
@@ -91,7 +94,7 @@ def _helper(clock: Clock, **options):
 
 def _desired(h) -> tuple[Dest, ...]:
     ses = h.session
-    d = desired_state(h.settings, h.vips, ses.role, ses.members, ses.self_ip)
+    d = desired(h.settings, h.vips, ses.role, ses.members, ses.self_ip)
     return tuple(sorted(d.dests, key=str))
 
 

@@ -12,7 +12,7 @@ from cgp_ipvs_helper.core import hostaddrs
 from cgp_ipvs_helper.core.hostaddrs import local_clashes, subnet_edges
 from cgp_ipvs_helper.plan.model import Address, KernelState, Settings
 from cgp_ipvs_helper.plan.operations import DelAddress
-from cgp_ipvs_helper.plan.planner import Role, desired_state, plan
+from cgp_ipvs_helper.plan.planner import Role, desired, plan
 
 LAN = Address("192.0.2.10", "eth0", 24)
 LOOPBACK = Address("127.0.0.1", "lo", 8)
@@ -32,13 +32,13 @@ def test_only_32s_of_our_vips_are_ever_deleted(role: Role, retired: frozenset[st
         Address("198.51.100.10", "eth1", 32),  # another interface: never ours
     )
     vips = () if retired else VIPS
-    desired = desired_state(Settings(), vips, role, ("192.0.2.12",), "192.0.2.12", retired)
-    deleted = [op.address for op in plan(desired, state(*foreign)) if isinstance(op, DelAddress)]
+    want = desired(Settings(), vips, role, ("192.0.2.12",), "192.0.2.12", retired)
+    deleted = [op.address for op in plan(want, state(*foreign)) if isinstance(op, DelAddress)]
     assert deleted == []
     ours = (Address("198.51.100.10", "eth0", 32), Address("198.51.100.10", "lo", 32))
-    desired = desired_state(Settings(), (), Role.STANDBY, (), None, frozenset({"198.51.100.10"}))
+    want = desired(Settings(), (), Role.STANDBY, (), None, frozenset({"198.51.100.10"}))
     deleted = [
-        op.address for op in plan(desired, state(*foreign, *ours)) if isinstance(op, DelAddress)
+        op.address for op in plan(want, state(*foreign, *ours)) if isinstance(op, DelAddress)
     ]
     assert deleted == list(ours)
 
@@ -57,10 +57,10 @@ def test_a_vip_held_by_this_host_is_a_clash_unless_it_is_ours() -> None:
 def test_ipv6_vips_are_128s() -> None:
     vip6 = "2001:db8:10::5"
     ours = Address(vip6, "lo", 128)
-    desired = desired_state(Settings(), (), Role.STANDBY, (), None, frozenset({vip6}))
-    assert [op.address for op in plan(desired, state(ours)) if isinstance(op, DelAddress)] == [ours]
+    want = desired(Settings(), (), Role.STANDBY, (), None, frozenset({vip6}))
+    assert [op.address for op in plan(want, state(ours)) if isinstance(op, DelAddress)] == [ours]
     lan6 = Address(vip6, "eth0", 64)
-    assert plan(desired, state(lan6)) == plan(desired, state())
+    assert plan(want, state(lan6)) == plan(want, state())
     assert local_clashes([vip6], state(lan6, Address(vip6, "eth0", 128)), "eth0") == [lan6]
 
 

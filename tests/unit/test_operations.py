@@ -151,7 +151,7 @@ _DEST = st.builds(
 )
 
 
-@given(_DEST, st.sampled_from([ops.AddDest, ops.EditDest]))
+@given(_DEST, st.sampled_from([ops.AddDest, ops.EditDest, ops.DelDest]))
 def test_a_real_servers_line_is_shlex_join_of_its_words(dest: Dest, kind: type) -> None:
     """Real server lines are built from cached quoted parts: the same text as shlex.join."""
     op = kind(dest)
@@ -168,8 +168,9 @@ _FAMILY = st.sampled_from(
 
 @given(_FAMILY, st.data())
 def test_the_real_servers_of_an_activation_are_logged_as_each_one(family, data) -> None:
-    """AddDests logs from kept parts exactly what its ops.AddDest values render, in their order
-    (a service's port is in an IPv6 real server's words: services of several ports)."""
+    """AddDests (EditDests, DelDests) logs from kept parts exactly what its AddDest (EditDest,
+    DelDest) values render, in their order (a service's port is in an IPv6 real server's
+    words: services of several ports)."""
     vips, ips = family
     keys = data.draw(
         st.lists(
@@ -190,8 +191,17 @@ def test_the_real_servers_of_an_activation_are_logged_as_each_one(family, data) 
             max_size=3,
         )
     )
-    block = ops.AddDests(tuple(keys), tuple(servers))
-    each = [ops.AddDest(Dest(k, ip, w)) for k in keys for ip, w in servers]
+    many, one = data.draw(
+        st.sampled_from(
+            [
+                (ops.AddDests, ops.AddDest),
+                (ops.EditDests, ops.EditDest),
+                (ops.DelDests, ops.DelDest),
+            ]
+        )
+    )
+    block = many(tuple(keys), tuple(servers))
+    each = [one(Dest(k, ip, w)) for k in keys for ip, w in servers]
     assert list(block.each()) == each and len(block) == len(each)
     assert [block.part(i) for i in range(len(each))] == each
     assert block.logged() == "".join(f"* {op}\n" for op in each).encode()

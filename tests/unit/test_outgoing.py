@@ -9,8 +9,8 @@ import pytest
 
 from cgp_ipvs_helper.plan.model import Dest, Role, Service, ServiceKey, Settings
 from cgp_ipvs_helper.plan.operations import AddAddress, AddDest, DelService, SetSysctl
-from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, MemberMap, local_member, steer
-from cgp_ipvs_helper.plan.planner import desired_state, plan
+from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, MemberMap, local_member
+from cgp_ipvs_helper.plan.planner import desired, plan
 from cgp_ipvs_helper.plan.steering import (
     TC_CHAIN,
     TC_PREF,
@@ -39,10 +39,12 @@ from .mapcases import (
 )
 
 
-def want(role: Role, members=MAP, local=MAP[0], tc=None):
+def want(role: Role, members=MAP, tc=None, vips=VIPS):
+    """The desired state of `role` with the map `members`, this host (SELF) in it first."""
     listed = LISTED if role in (Role.ACTIVE, Role.DRAINING) else ()
-    base = desired_state(Settings(), VIPS, role, listed, SELF)
-    return steer(base, members, role in (Role.ACTIVE, Role.DRAINING), VIPS, local, tc or lan())
+    member_map = MemberMap("members", members, True)
+    actual = attrs.evolve(fresh_state(), tc=tc or lan())
+    return desired(Settings(), vips, role, listed, SELF, frozenset(), member_map, actual)
 
 
 def test_vip_blocks_are_the_fewest_cidrs_per_family_ipv6_ones_numbered_in_order() -> None:
@@ -68,10 +70,11 @@ def test_the_local_entry_is_the_one_this_host_holds() -> None:
 
 
 def test_no_map_leaves_tc_alone_and_adds_nothing_an_emptied_one_cleans_up() -> None:
-    base = desired_state(Settings(), VIPS, Role.ACTIVE, LISTED, SELF)
+    base = desired(Settings(), VIPS, Role.ACTIVE, LISTED, SELF)
     state = with_tc(fresh_state())
     never = MemberMap("/etc/sysconfig/cgp-ipvs-members")
-    assert never.desired(base, True, VIPS, state) == base and base.filters is None
+    args = (Settings(), VIPS, Role.ACTIVE, LISTED, SELF, frozenset())
+    assert desired(*args, never, state) == base and base.filters is None
     assert never.paths() == frozenset() and never.tc_dev("eth0") is None
     assert never.notes({SELF}) == [
         "no member map (/etc/sysconfig/cgp-ipvs-members): outgoing connections from VIPs are "
@@ -87,7 +90,7 @@ def test_no_map_leaves_tc_alone_and_adds_nothing_an_emptied_one_cleans_up() -> N
     )
     emptied.update(())
     assert emptied.seen and emptied.paths() == {PORT_RANGE} and emptied.tc_dev("eth0") == "eth0"
-    cleaned = emptied.desired(base, True, VIPS, state)
+    cleaned = desired(*args, emptied, state)
     assert cleaned.filters == frozenset() and cleaned.services == base.services
 
 
@@ -223,11 +226,7 @@ def test_leftovers_and_changed_filters_go_foreign_marks_stay() -> None:
 
 
 def want6(role: Role, members=MAP6, vips=VIPS6):
-    balancing = role in (Role.ACTIVE, Role.DRAINING)
-    members6 = {m.ip: m.ip6 for m in members if m.ip6}
-    listed = LISTED if balancing else ()
-    base = desired_state(Settings(), vips, role, listed, SELF, members6=members6)
-    return steer(base, members, balancing, vips, members[0], lan(MACS6))
+    return want(role, members, lan(MACS6), vips)
 
 
 def test_ipv6_vips_are_steered_by_the_same_ranges_to_the_members_ipv6_neighbours() -> None:

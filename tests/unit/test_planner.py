@@ -23,14 +23,16 @@ from cgp_ipvs_helper.plan.operations import (
     StartDaemon,
     StopDaemon,
 )
+from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.planner import (
     BACKUP_ONLY,
     DEFAULT_PORTS,
     Role,
     announce,
-    desired_state,
+    desired,
     plan,
 )
+from cgp_ipvs_helper.plan.steering import MemberRange
 from cgp_ipvs_helper.plan.tcops import AddClsact, AddGuard, DelGuard
 
 from .conftest import SELF, fresh_state
@@ -44,7 +46,7 @@ def want(
     role: Role, settings: model.Settings | None = None, vips=VIPS, members=MEMBERS, retired=()
 ):
     settings = settings or model.Settings()
-    return desired_state(
+    return desired(
         settings, vips, role, members if role is not Role.STANDBY else (), SELF, frozenset(retired)
     )
 
@@ -254,13 +256,17 @@ def test_without_a_members_ipv6_address_ipv6_vips_are_held_on_lo_only() -> None:
 
 V6 = ("2001:db8:10::", "2001:db8:10::1")
 MEMBERS6 = {SELF: "2001:db8::11", "192.0.2.12": "2001:db8::12"}  # .13 has none
+RANGES = MemberMap(  # the member map that gives those addresses
+    "members", tuple(MemberRange(m, 40000 + i * 1000, 40999 + i * 1000, MEMBERS6.get(m))
+                     for i, m in enumerate(MEMBERS)), True
+)  # fmt: skip
 
 
 def test_ipv6_vips_are_balanced_over_the_members_ipv6_addresses() -> None:
     vips = (*VIPS, *V6)
     settings = model.Settings(weight=50)
     standby = apply(fresh_state(), plan(want(Role.STANDBY, vips=vips), fresh_state()))
-    active = desired_state(settings, vips, Role.ACTIVE, MEMBERS, SELF, frozenset(), MEMBERS6)
+    active = desired(settings, vips, Role.ACTIVE, MEMBERS, SELF, frozenset(), RANGES)
     assert active.on_iface == frozenset(vips)
     v6 = {s for s in active.services if ":" in s.key.vip}
     assert v6 == {
@@ -283,14 +289,14 @@ def test_ipv6_vips_are_balanced_over_the_members_ipv6_addresses() -> None:
     assert AddAddress(model.Address("2001:db8:10::1", "eth0", 128)) in ops
     after = apply(standby, ops)
     assert plan(active, after) == ()
-    draining = desired_state(settings, vips, Role.DRAINING, MEMBERS, SELF, frozenset(), MEMBERS6)
+    draining = desired(settings, vips, Role.DRAINING, MEMBERS, SELF, frozenset(), RANGES)
     drain_ops = plan(draining, after)
     assert DelAddress(model.Address("2001:db8:10::", "eth0", 128)) in drain_ops
     assert (
         EditDest(model.Dest(model.ServiceKey("tcp", "2001:db8:10::", 0), "2001:db8::12", 0))
         in drain_ops
     )
-    back = desired_state(settings, vips, Role.STANDBY, (), None, frozenset(), MEMBERS6)
+    back = desired(settings, vips, Role.STANDBY, (), None, frozenset(), RANGES)
     assert [a.dev for a in apply(after, plan(back, after)).addresses if ":" in a.ip] == ["lo"] * 2
 
 

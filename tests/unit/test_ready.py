@@ -1,4 +1,5 @@
-"""The ACTIVATE planned while standby (ready.py) equals the full plan, whatever the state."""
+"""The ACTIVATE planned while standby: the planner's takeover, less its members, is the full plan
+whatever the state (plan/takeover.py); ready.py keeps it with its log lines."""
 
 from __future__ import annotations
 
@@ -7,11 +8,22 @@ from hypothesis import strategies as st
 
 from cgp_ipvs_helper.core import ready
 from cgp_ipvs_helper.core.protocol import Commands
-from cgp_ipvs_helper.plan import model
+from cgp_ipvs_helper.plan.model import (
+    Address,
+    Daemon,
+    Dest,
+    KernelState,
+    Role,
+    Service,
+    ServiceKey,
+    Settings,
+    TcState,
+)
 from cgp_ipvs_helper.plan.operations import AddDests, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import announce, desired_state, plan, sysctl_paths
+from cgp_ipvs_helper.plan.planner import announce, desired, plan, sysctl_paths
 from cgp_ipvs_helper.plan.steering import MemberRange, RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.takeover import takeover
 
 VIPS = [f"203.0.113.{i}" for i in range(12)] + ["2001:db8::5", "2001:db8::6"]
 FOREIGN = ["198.51.100.1", "198.51.100.2"]
@@ -25,20 +37,20 @@ def cases(draw):
     retired = frozenset(draw(st.lists(st.sampled_from(VIPS), max_size=3))) - set(vips)
     members = draw(st.lists(st.sampled_from(HOSTS), unique=True, min_size=1, max_size=4))
     self_ip = draw(st.sampled_from(members))
-    options = model.Settings(
+    options = Settings(
         persistence=draw(st.sampled_from([0, 15])),
         weight=draw(st.sampled_from([0, 100, 7])),
         ports=draw(st.sampled_from([(), (("tcp", 25), ("udp", 5060))])),
     )
-    addresses = [model.Address("192.0.2.11", "eth0", 24)] + [
-        model.Address(ip, dev)
+    addresses = [Address("192.0.2.11", "eth0", 24)] + [
+        Address(ip, dev)
         for ip, dev in draw(
             st.lists(st.tuples(st.sampled_from(VIPS + FOREIGN), st.sampled_from(["lo", "eth0"])))
         )
     ]
-    foreign = [model.Service(model.ServiceKey("tcp", ip, 80), "wlc", 0) for ip in FOREIGN]
+    foreign = [Service(ServiceKey("tcp", ip, 80), "wlc", 0) for ip in FOREIGN]
     daemon = st.builds(
-        model.Daemon, st.sampled_from(["master", "backup"]), st.sampled_from(["eth0", "eth1"]),
+        Daemon, st.sampled_from(["master", "backup"]), st.sampled_from(["eth0", "eth1"]),
         st.sampled_from([0, 3]),
     )  # fmt: skip
     daemons = draw(st.sets(daemon))
@@ -54,12 +66,12 @@ def cases(draw):
         found = draw(st.sets(st.sampled_from([(f.pref, f.chain, f.handle, f) for f in ours])))
         known = draw(st.sets(st.sampled_from([*HOSTS, *(ip for six in IP6S for ip in six if ip)])))
         macs = frozenset((ip, owner) for ip in known)
-        tc = model.TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found), mac, macs)
-    state = model.KernelState(
+        tc = TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found), mac, macs)
+    state = KernelState(
         addresses=tuple(dict.fromkeys(addresses)),
         sysctls=dict(zip(sorted(sysctl_paths("eth0")), values)),
         services=frozenset(draw(st.sets(st.sampled_from(foreign)))),
-        dests=frozenset(model.Dest(s.key, "192.0.2.50", 1) for s in foreign),
+        dests=frozenset(Dest(s.key, "192.0.2.50", 1) for s in foreign),
         daemons=frozenset(daemons),
         tc=tc,
     )
@@ -79,37 +91,52 @@ def maps(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(cases())
-def test_the_prepared_activation_is_the_plan(case) -> None:
+def test_a_takeover_planned_before_its_members_is_the_plan(case) -> None:
+    """From a state with no service of ours, the plan made without the members, then given
+    them (one AddDests value per family), is the plan made with them."""
+    options, vips, retired, members, self_ip, member_map, state = case
+    ahead = takeover(options, vips, retired, member_map, state)
+    assert ahead is not None
+    want = desired(options, vips, Role.TAKING_OVER, members, self_ip, retired, member_map, state)
+    ops = ahead.ops(options, members, self_ip)
+    assert each(ops) == list(plan(want, state))
+    assert all(len(op) for op in ops if isinstance(op, AddDests))  # no empty one
+    assert [op for op in ops if not isinstance(op, AddDests)] == [*ahead.before, *ahead.after]
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases())
+def test_the_activation_is_kept_with_its_lines_while_it_fits(case) -> None:
     options, vips, retired, members, self_ip, member_map, state = case
     prepared = ready.prepare(options, vips, retired, member_map, state)
     assert prepared is not None and prepared.state == state
     members6 = member_map.ipv6()
-    desired = desired_state(
-        options, vips, model.Role.TAKING_OVER, members, self_ip, retired, members6
-    )
-    desired = member_map.desired(desired, True, vips, state)
-    expected = plan(desired, state) + announce(vips, options.iface, members6)
+    ahead = takeover(options, vips, retired, member_map, state)
+    assert ahead is not None and ahead.members6 == members6
+    garp = announce(vips, options.iface, members6)
     activation = ready.activation(prepared, options, members, self_ip)
-    assert each(activation) == list(expected)
-    assert all(len(op) for op in activation if isinstance(op, AddDests))  # no empty one
+    assert activation == ahead.ops(options, members, self_ip) + garp
     built = prepared.ops()
-    assert all(op in expected for op in built) and len(set(built)) == len(built)
+    assert built == ahead.before + ahead.after + garp and len(set(built)) == len(built)
     assert [prepared.logged[op] for op in built] == [f"* {op}\n".encode() for op in built]
     logged = Commands(activation, prepared.logged)
-    assert logged.lines() == [f"* {op}" for op in expected] == Commands(expected).lines()
+    assert logged.lines() == Commands(activation).lines() == [f"* {op}" for op in each(activation)]
     assert prepared.fits(vips, retired, member_map, state)
     assert not prepared.fits(vips + ("192.0.2.200",), retired, member_map, state)
     other = MemberMap("members", (MemberRange("192.0.2.11", 40000, 40999, "2001:db8::b"),), True)
     assert not prepared.fits(vips, retired, other, state)
+    if member_map.members:  # the map emptied after: the plan kept is not its plan
+        member_map.update(())
+        assert not prepared.fits(vips, retired, member_map, state)
 
 
 def test_a_state_with_a_service_of_ours_is_planned_in_full() -> None:
-    ours = model.Service(model.ServiceKey("udp", VIPS[0], 0), "wlc", 15)
-    state = model.KernelState(services=frozenset([ours]))
+    ours = Service(ServiceKey("udp", VIPS[0], 0), "wlc", 15)
+    state = KernelState(services=frozenset([ours]))
     none = MemberMap("members")
-    assert ready.prepare(model.Settings(), (VIPS[0],), frozenset(), none, state) is None
-    assert ready.prepare(model.Settings(), (VIPS[1],), frozenset([VIPS[0]]), none, state) is None
-    assert ready.prepare(model.Settings(), (VIPS[1],), frozenset(), none, state) is not None
-    steering = model.Service(model.ServiceKey.for_mark(0x4347C350), "wlc", 0)  # a range's: ours too
-    state = model.KernelState(services=frozenset([steering]), tc=model.TcState())
-    assert ready.prepare(model.Settings(), (VIPS[1],), frozenset(), none, state) is None
+    assert ready.prepare(Settings(), (VIPS[0],), frozenset(), none, state) is None
+    assert ready.prepare(Settings(), (VIPS[1],), frozenset([VIPS[0]]), none, state) is None
+    assert ready.prepare(Settings(), (VIPS[1],), frozenset(), none, state) is not None
+    steering = Service(ServiceKey.for_mark(0x4347C350), "wlc", 0)  # a range's: ours too
+    state = KernelState(services=frozenset([steering]), tc=TcState())
+    assert ready.prepare(Settings(), (VIPS[1],), frozenset(), none, state) is None
