@@ -8,17 +8,7 @@ from hypothesis import strategies as st
 
 from cgp_ipvs_helper.core import ready
 from cgp_ipvs_helper.core.protocol import Commands
-from cgp_ipvs_helper.plan.model import (
-    Address,
-    Daemon,
-    Dest,
-    KernelState,
-    Role,
-    Service,
-    ServiceKey,
-    Settings,
-    TcState,
-)
+from cgp_ipvs_helper.plan import model
 from cgp_ipvs_helper.plan.operations import AddDests, each
 from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.planner import announce, desired, plan, sysctl_paths
@@ -37,20 +27,20 @@ def cases(draw):
     retired = frozenset(draw(st.lists(st.sampled_from(VIPS), max_size=3))) - set(vips)
     members = draw(st.lists(st.sampled_from(HOSTS), unique=True, min_size=1, max_size=4))
     self_ip = draw(st.sampled_from(members))
-    options = Settings(
+    options = model.Settings(
         persistence=draw(st.sampled_from([0, 15])),
         weight=draw(st.sampled_from([0, 100, 7])),
         ports=draw(st.sampled_from([(), (("tcp", 25), ("udp", 5060))])),
     )
-    addresses = [Address("192.0.2.11", "eth0", 24)] + [
-        Address(ip, dev)
+    addresses = [model.Address("192.0.2.11", "eth0", 24)] + [
+        model.Address(ip, dev)
         for ip, dev in draw(
             st.lists(st.tuples(st.sampled_from(VIPS + FOREIGN), st.sampled_from(["lo", "eth0"])))
         )
     ]
-    foreign = [Service(ServiceKey("tcp", ip, 80), "wlc", 0) for ip in FOREIGN]
+    foreign = [model.Service(model.ServiceKey("tcp", ip, 80), "wlc", 0) for ip in FOREIGN]
     daemon = st.builds(
-        Daemon, st.sampled_from(["master", "backup"]), st.sampled_from(["eth0", "eth1"]),
+        model.Daemon, st.sampled_from(["master", "backup"]), st.sampled_from(["eth0", "eth1"]),
         st.sampled_from([0, 3]),
     )  # fmt: skip
     daemons = draw(st.sets(daemon))
@@ -66,12 +56,12 @@ def cases(draw):
         found = draw(st.sets(st.sampled_from([(f.pref, f.chain, f.handle, f) for f in ours])))
         known = draw(st.sets(st.sampled_from([*HOSTS, *(ip for six in IP6S for ip in six if ip)])))
         macs = frozenset((ip, owner) for ip in known)
-        tc = TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found), mac, macs)
-    state = KernelState(
+        tc = model.TcState(draw(st.sampled_from([None, "clsact"])), frozenset(found), mac, macs)
+    state = model.KernelState(
         addresses=tuple(dict.fromkeys(addresses)),
         sysctls=dict(zip(sorted(sysctl_paths("eth0")), values)),
         services=frozenset(draw(st.sets(st.sampled_from(foreign)))),
-        dests=frozenset(Dest(s.key, "192.0.2.50", 1) for s in foreign),
+        dests=frozenset(model.Dest(s.key, "192.0.2.50", 1) for s in foreign),
         daemons=frozenset(daemons),
         tc=tc,
     )
@@ -97,7 +87,9 @@ def test_a_takeover_planned_before_its_members_is_the_plan(case) -> None:
     options, vips, retired, members, self_ip, member_map, state = case
     ahead = takeover(options, vips, retired, member_map, state)
     assert ahead is not None
-    want = desired(options, vips, Role.TAKING_OVER, members, self_ip, retired, member_map, state)
+    want = desired(
+        options, vips, model.Role.TAKING_OVER, members, self_ip, retired, member_map, state
+    )
     ops = ahead.ops(options, members, self_ip)
     assert each(ops) == list(plan(want, state))
     assert all(len(op) for op in ops if isinstance(op, AddDests))  # no empty one
@@ -131,12 +123,12 @@ def test_the_activation_is_kept_with_its_lines_while_it_fits(case) -> None:
 
 
 def test_a_state_with_a_service_of_ours_is_planned_in_full() -> None:
-    ours = Service(ServiceKey("udp", VIPS[0], 0), "wlc", 15)
-    state = KernelState(services=frozenset([ours]))
+    ours = model.Service(model.ServiceKey("udp", VIPS[0], 0), "wlc", 15)
+    state = model.KernelState(services=frozenset([ours]))
     none = MemberMap("members")
-    assert ready.prepare(Settings(), (VIPS[0],), frozenset(), none, state) is None
-    assert ready.prepare(Settings(), (VIPS[1],), frozenset([VIPS[0]]), none, state) is None
-    assert ready.prepare(Settings(), (VIPS[1],), frozenset(), none, state) is not None
-    steering = Service(ServiceKey.for_mark(0x4347C350), "wlc", 0)  # a range's: ours too
-    state = KernelState(services=frozenset([steering]), tc=TcState())
-    assert ready.prepare(Settings(), (VIPS[1],), frozenset(), none, state) is None
+    assert ready.prepare(model.Settings(), (VIPS[0],), frozenset(), none, state) is None
+    assert ready.prepare(model.Settings(), (VIPS[1],), frozenset([VIPS[0]]), none, state) is None
+    assert ready.prepare(model.Settings(), (VIPS[1],), frozenset(), none, state) is not None
+    steering = model.Service(model.ServiceKey.for_mark(0x4347C350), "wlc", 0)  # a range's: ours too
+    state = model.KernelState(services=frozenset([steering]), tc=model.TcState())
+    assert ready.prepare(model.Settings(), (VIPS[1],), frozenset(), none, state) is None
