@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from cgp_ipvs_helper.errors import KernelError
-from cgp_ipvs_helper.plan.model import KernelState
+from cgp_ipvs_helper.plan.model import KernelState, TcState
 from cgp_ipvs_helper.plan.operations import Operation
 
 
@@ -37,6 +37,10 @@ class Kernel(Protocol):
         the MACs of its `neighbours` (None: of every neighbour) (`tc`). The real kernel has
         each of `neighbours` resolved or confirmed for the next read. With `guard_dev`, its qdisc
         and our reset guards on its egress (`guard`)."""
+
+    def steering(self, dev: str, neighbours: Collection[str]) -> TcState:
+        """observe()'s `tc` alone, without IPVS or addresses: what a member whose MAC was
+        missing needs looked at again (its neighbours resolved or confirmed likewise)."""
 
     def apply(self, op: Operation) -> None:
         """Carry out `op`; raise KernelError with the kernel's reason if it fails."""

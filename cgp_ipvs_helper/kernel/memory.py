@@ -69,11 +69,7 @@ class MemoryKernel:
     ) -> KernelState:
         tc = guard = None
         if tc_dev is not None:
-            found = frozenset((*key, f) for key, f in self.filters.items())
-            macs = {
-                ip: m for ip, m in self.neighbours.items() if neighbours is None or ip in neighbours
-            }
-            tc = TcState(self.ingress, found, self.mac, frozenset(macs.items()))
+            tc = self.steering(tc_dev, neighbours)
         if guard_dev is not None:
             held = frozenset((*key, g) for key, g in self.guards.items())
             guard = GuardState(self.ingress, held)
@@ -86,6 +82,13 @@ class MemoryKernel:
             tc=tc,
             guard=guard,
         )
+
+    def steering(self, dev: str, neighbours: Collection[str] | None) -> TcState:
+        found = frozenset((*key, f) for key, f in self.filters.items())
+        macs = self.neighbours
+        if neighbours is not None:
+            macs = {ip: m for ip, m in macs.items() if ip in neighbours}
+        return TcState(self.ingress, found, self.mac, frozenset(macs.items()))
 
     def close(self) -> None:
         """Nothing to release."""

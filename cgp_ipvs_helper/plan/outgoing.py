@@ -41,8 +41,9 @@ from cgp_ipvs_helper.plan.steering import (
 from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, DelFilter
 
 PORT_RANGE = "net/ipv4/ip_local_port_range"
-# When a plan drops a range (its owner's MAC not known yet), the kernel is read again this many
-# seconds later: by then the resolution the read asked for has been answered, if it will be.
+# When a plan drops a range (its owner's MAC not known yet), the neighbours are read again this
+# many seconds later (MemberMap.recheck): by then the resolution the read asked for has been
+# answered, if it will be.
 RESOLVED_WITHIN = 1.0
 SCHEDULER = "wlc"
 WEIGHT = 100
@@ -69,21 +70,35 @@ def steer(
     services, dests = desired.services, desired.dests
     filters: frozenset[VipFilter | RangeFilter] = frozenset()
     if balancing and members:
-        # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
-        # a member without one gets no IPv6 filter: its range's IPv6 replies are scheduled
-        members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
+        members6 = _members6(members, vips)
         if local is not None:  # only this host's own range goes through IPVS
             owners = [(ServiceKey.for_mark(local.mark), local.ip)]
             if local in members6:
                 owners.append((ServiceKey.for_mark(local.mark, True), str(local.ip6)))
             services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
             dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
-        tc = tc or TcState()
-        macs = dict(tc.neighbours)
-        filters = range_filters(members, macs, tc.mac, local)
-        filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
-        filters |= vip_blocks(balanced_vips(vips, members6))
+        filters = _filters(members, members6, vips, local, tc or TcState())
     return attrs.evolve(desired, sysctls=sysctls, services=services, dests=dests, filters=filters)
+
+
+def _members6(members: Sequence[MemberRange], vips: Collection[str]) -> list[MemberRange]:
+    # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
+    # a member without one gets no IPv6 filter: its range's IPv6 replies are scheduled
+    return [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
+
+
+def _filters(
+    members: Sequence[MemberRange],
+    members6: Sequence[MemberRange],
+    vips: Collection[str],
+    local: MemberRange | None,
+    tc: TcState,
+) -> frozenset[VipFilter | RangeFilter]:
+    """A balancer's filters, by the MACs `tc` holds."""
+    macs = dict(tc.neighbours)
+    filters = range_filters(members, macs, tc.mac, local)
+    filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
+    return filters | vip_blocks(balanced_vips(vips, members6))
 
 
 def _order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
@@ -95,15 +110,20 @@ def filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
     """Delete our filters that are not wanted (or were changed), add the missing ones."""
     if desired.filters is None or actual.tc is None:
         return []
-    dev = desired.iface
-    have = {(pref, chain, handle): f for pref, chain, handle, f in actual.tc.filters}
+    return _filter_changes(desired.iface, desired.filters, actual.tc)
+
+
+def _filter_changes(
+    dev: str, wanted: frozenset[VipFilter | RangeFilter], tc: TcState
+) -> list[Operation]:
+    have = {(pref, chain, handle): f for pref, chain, handle, f in tc.filters}
     ops: list[Operation] = [
         DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
         for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
-        if f not in desired.filters
+        if f not in wanted
     ]
-    missing = desired.filters - set(have.values())
-    if missing and actual.tc.ingress is None:
+    missing = wanted - set(have.values())
+    if missing and tc.ingress is None:
         ops.append(AddClsact(dev))
     ops += [AddFilter(dev, f) for f in sorted(missing, key=_order)]
     return ops
@@ -180,6 +200,18 @@ class MemberMap:
         local_ips = {a.ip for a in actual.addresses} - set(vips)
         local = local_member(self.members, local_ips)
         return steer(desired, self.members, balancing, vips, local, actual.tc)
+
+    def recheck(
+        self, dev: str, vips: Collection[str], local_ips: Collection[str], tc: TcState
+    ) -> list[Operation]:
+        """A balancer's steering looked at again alone (`tc` read without IPVS): the filters
+        the MACs now known change, for this host's addresses `local_ips` (VIPs excluded)."""
+        if not self.seen:
+            return []
+        local = local_member(self.members, local_ips)
+        members6 = _members6(self.members, vips)
+        wanted = _filters(self.members, members6, vips, local, tc) if self.members else frozenset()
+        return _filter_changes(dev, wanted, tc)
 
     def neighbours(self) -> frozenset[str]:
         """The members' addresses (IPv4 and IPv6) whose MACs the balancer's filters need."""

@@ -53,7 +53,7 @@ from cgp_ipvs_helper.kernel.netlink.ipvs import (
 )
 from cgp_ipvs_helper.kernel.netlink.sockets import GenericNetlinkSocket, NetlinkSocket
 from cgp_ipvs_helper.plan import operations, tcops
-from cgp_ipvs_helper.plan.model import KernelState
+from cgp_ipvs_helper.plan.model import KernelState, TcState
 
 # --- the table ---------------------------------------------------------------------------------
 
@@ -189,6 +189,9 @@ class NetlinkKernel:
             tc=None if tc_dev is None else self._route.tc_state(tc_dev, neighbours),
             guard=None if guard_dev is None else self._route.guard_state(guard_dev),
         )
+
+    def steering(self, dev: str, neighbours: Collection[str]) -> TcState:
+        return self._route.tc_state(dev, neighbours)
 
     def apply(self, op: operations.Operation) -> None:
         """Carry out one operation; KernelError with the kernel's reason if it fails."""
