@@ -64,12 +64,15 @@ class Converger:
         ses = self.session
         assert ses.self_ip is not None  # (active)
         self._ipv6_notes(infos, held.member_map.ipv6())
-        ops, after = held.change(self.settings, ses.members, ses.self_ip)
-        failures = execute(ops, self.kernel)
-        self._log(ops, failures, infos, held.logged)
+        changes, after = held.change(self.settings, ses.members, ses.self_ip)
+        failures = execute((*changes, *held.garp), self.kernel)
         if not failures:
+            if changes:
+                infos.append(Commands(changes))
+            infos.append(Commands(held.garp, joined=held.logged))
             self.balance = after
             return []
+        self._log((*changes, *held.garp), failures, infos)
         self.balance = None
         infos.append(Info("the kernel differs from what this helper made: reading it again"))
         return self._converge(infos)
