@@ -174,6 +174,27 @@ class Converger:
             self.session.settled = False
         self._log(ops, failures, infos)
 
+    def _taken_over(self, infos: Infos) -> None:
+        """The takeover's end: the backup sync daemon stops, backup_only and the reset guards
+        go back. IPVS's services and real servers stay as this helper made them (trusted as a
+        member change trusts them): read without them, and only the rest planned, so a request
+        arriving meanwhile is not held up by a read of the whole table. Not trusted: in full."""
+        held = self._held()
+        if held is None:
+            self._converge(infos)
+            return
+        ses, actual = self.session, self._observe(infos, tables=False)
+        desired = desired_state(
+            self.settings, self.vips, ses.role, (), None, self.retired, self.map.ipv6()
+        )
+        desired = self.map.desired(desired, True, self.vips, actual)
+        ops = plan(attrs.evolve(desired, services=frozenset(), dests=frozenset()), actual)
+        failures = execute(ops, self.kernel)
+        if failures:
+            self.balance = None  # the refresh reads it all
+        ses.settled = not failures
+        self._log(ops, failures, infos)
+
     def _hold(
         self,
         by_family: Families,
@@ -204,21 +225,21 @@ class Converger:
                 self.kernel.prepare(last.ops())
         self.ready = last
 
-    def _observe(self, infos: Infos) -> KernelState:
+    def _observe(self, infos: Infos, tables: bool = True) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
-        actual = self._read()
+        actual = self._read(tables)
         problem = None if actual.ipvs else self.kernel.ipvs_problem
         if problem != self.ipvs_problem:
             infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))
             self.ipvs_problem = problem
         return actual
 
-    def _read(self) -> KernelState:
-        tc_dev = self.map.tc_dev(self.settings.iface)
+    def _read(self, tables: bool = True) -> KernelState:
+        tc_dev, iface = self.map.tc_dev(self.settings.iface), self.settings.iface
         if tc_dev is None:
-            return self.kernel.observe(self.paths, guard_dev=self.settings.iface)
+            return self.kernel.observe(self.paths, guard_dev=iface, tables=tables)
         paths, neighbours = self.paths | self.map.paths(), self.map.neighbours()
-        return self.kernel.observe(paths, tc_dev, neighbours, self.settings.iface)
+        return self.kernel.observe(paths, tc_dev, neighbours, iface, tables=tables)
 
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""

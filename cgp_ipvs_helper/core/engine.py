@@ -213,7 +213,7 @@ class Helper(Converger):
                     self._converge(infos)
                 elif event is Event.TAKEN_OVER:
                     infos.append(Info("takeover over: the backup sync daemon stops"))
-                    self._converge(infos)
+                    self._taken_over(infos)
                 elif event is Event.GARP_REPEAT:
                     self._garp_round("repeated", infos)
                 else:

@@ -31,8 +31,10 @@ class Kernel(Protocol):
         tc_dev: str | None = None,
         neighbours: Collection[str] | None = None,
         guard_dev: str | None = None,
+        tables: bool = True,
     ) -> KernelState:
-        """Addresses, the asked-for sysctl paths, IPVS services, real servers, sync daemons;
+        """Addresses, the asked-for sysctl paths, IPVS services, real servers (neither without
+        `tables`: a step that trusts them as this helper made them), sync daemons;
         with `tc_dev`, also that interface's ingress qdisc, our steering filters, its MAC and
         the MACs of its `neighbours` (None: of every neighbour) (`tc`). The real kernel has
         each of `neighbours` resolved or confirmed for the next read. With `guard_dev`, its qdisc

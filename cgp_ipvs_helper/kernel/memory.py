@@ -66,6 +66,7 @@ class MemoryKernel:
         tc_dev: str | None = None,
         neighbours: Collection[str] | None = None,
         guard_dev: str | None = None,
+        tables: bool = True,
     ) -> KernelState:
         tc = guard = None
         if tc_dev is not None:
@@ -76,8 +77,8 @@ class MemoryKernel:
         return KernelState(
             addresses=tuple(self.addresses),
             sysctls={p: self.sysctls.get(p) for p in sysctls},
-            services=frozenset(self.services.values()),
-            dests=frozenset(self.dests.values()),
+            services=frozenset(self.services.values() if tables else ()),
+            dests=frozenset(self.dests.values() if tables else ()),
             daemons=frozenset(self.daemons),
             tc=tc,
             guard=guard,

@@ -187,12 +187,15 @@ class Ipvs:
         if codes & {errno.ENOENT, errno.EOPNOTSUPP}:
             self.sock.forget(IPVS_FAMILY)  # perhaps the module was reloaded: ask again next time
 
-    def state(self) -> tuple[frozenset[Service], frozenset[Dest], frozenset[Daemon]]:
+    def state(
+        self, tables: bool = True
+    ) -> tuple[frozenset[Service], frozenset[Dest], frozenset[Daemon]]:
+        """Services, real servers (none read without `tables`) and sync daemons."""
         family = self.family()
         dump = self.sock.dump
         try:
             services = []
-            for msg in dump(family, ipvswire.request(ipvswire.CMD_GET_SERVICE)):
+            for msg in dump(family, ipvswire.request(ipvswire.CMD_GET_SERVICE)) if tables else ():
                 svc = ipvswire.service_from(msg)
                 if svc is not None:
                     services.append(svc)

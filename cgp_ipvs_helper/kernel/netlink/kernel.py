@@ -159,6 +159,7 @@ class NetlinkKernel:
         tc_dev: str | None = None,
         neighbours: Collection[str] | None = None,
         guard_dev: str | None = None,
+        tables: bool = True,
     ) -> KernelState:
         """Addresses, the asked-for sysctls, IPVS, and with `tc_dev` what the steering needs of
         it (channels.Route.tc_state: `neighbours` are resolved as a side effect, as a packet to
@@ -174,7 +175,7 @@ class NetlinkKernel:
             self._prepared = {}
         values = {path: sysctl.read(path) for path in sorted(sysctls)}
         try:
-            services, dests, daemons = self._ipvs.state()
+            services, dests, daemons = self._ipvs.state(tables)
             self.ipvs_problem = None
         except Unavailable as exc:
             self.ipvs_problem = str(exc)
