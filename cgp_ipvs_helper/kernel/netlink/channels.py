@@ -101,8 +101,8 @@ class Route:
         """The ingress qdisc of `dev`, our filters on it, its MAC and its neighbours' MACs:
         those of `resolve`, each of which (but this host's own and those set by hand) is asked
         to be resolved or confirmed for the next read (the answers come later), or with None
-        every one, nothing asked. Nothing if it cannot be read (the plan then adds everything, and the kernel's
-        answer says why it cannot be done)."""
+        every one, nothing asked. Nothing if it cannot be read (the plan then adds everything,
+        and the kernel's answer says why it cannot be done)."""
         try:
             index = self._index(dev)
             kinds = {tc.ingress_kind(msg, index) for msg in self.sock.dump(*tc.dump_qdiscs())}
