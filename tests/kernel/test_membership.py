@@ -172,6 +172,8 @@ def test_a_mac_that_comes_later_is_steered_by_the_neighbours_alone(
     assert "PERMANENT" in run("ip", "neigh", "show", MEMBERS[2], "dev", "eth0")
     assert helper.recheck_due is None  # once; .13 and .14 wait for the refresh
 
+    clock.now += HANDOVER_S
+    helper.tick()  # the takeover's end (it plans the steering too)
     # behind the helper's back: .12's IPv4 filter goes; the refresh (a full read) repairs it
     steered = next(
         (p, c, h) for p, c, h, f in box.kernel.steering("eth0", ()).filters
