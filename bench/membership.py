@@ -244,9 +244,10 @@ def tables(runs: dict, reps: int) -> tuple[list[Table], list[Target]]:
         "so the takeover drops their ranges, and their MACs were looked at again a second "
         "later by such a refresh, which held up the next ACTIVATE: now by the neighbour table "
         "alone (only the filters it changes). So was the takeover's end (3.5 s after it: the "
-        "backup sync daemon stops, the reset guards go): now it reads no IPVS table. The rest "
-        "is the helper's own: its log lines (every real server that changes, the "
-        "announcement's kept) and the encoding of the requests.",
+        "backup sync daemon stops, the reset guards go): now it reads no IPVS table. The -t "
+        "refresh (15 s after the last request) still is such a read: a step it overlaps waits "
+        "for it. The rest is the helper's own: its log lines (every real server that changes, "
+        "the announcement's kept) and the encoding of the requests.",
         "Adding IPv6 addresses costs the kernel more than linearly (its per-device address "
         "list): the 4,096-VIP takeovers hold 3,584 IPv6 VIPs on lo and eth0.",
     ]
