@@ -37,7 +37,7 @@ from cgp_ipvs_helper.plan.realservers import Families, real_server_changes
 class Balance:
     """The kernel as the last converge made it while active: for `vips`, `retired` and
     `member_map` (a copy), the VIPs' services by family with the members `weights` (member ->
-    weight) on each, the announcement round `garp` with its info lines (`logged`), and the
+    weight) on each, the announcement round `garp` with its info lines joined (`logged`), and the
     member checks (`members`) of the state it was planned against."""
 
     vips: tuple[str, ...]
@@ -46,7 +46,7 @@ class Balance:
     families: Families
     weights: Mapping[str, int]
     garp: tuple[Operation, ...]
-    logged: Mapping[Operation, bytes]
+    logged: bytes
     members: Resolver
 
     @classmethod
@@ -61,7 +61,7 @@ class Balance:
         members: Resolver,
         logged_: Mapping[Operation, bytes] | None = None,
     ) -> Balance:
-        lines = logged_ if logged_ is not None else {op: logged(op) for op in garp}
+        lines = b"".join(logged_[op] if logged_ else logged(op) for op in garp)
         copy = attrs.evolve(member_map)
         return cls(vips, retired, copy, families, dict(weights), garp, lines, members)
 
@@ -72,8 +72,8 @@ class Balance:
     def change(
         self, settings: Settings, members: Sequence[str], self_ip: str
     ) -> tuple[tuple[Operation, ...], Balance]:
-        """The ACTIVATE's operations for `members` (the real servers that change, then the
-        announcement round), and the balance they leave."""
+        """The ACTIVATE's real servers that change for `members` (the announcement round
+        follows them), and the balance they leave."""
         after = weights(settings, Role.ACTIVE, members, self_ip)
         ops = real_server_changes(self.families, self.weights, after, self.member_map.ipv6())
-        return ops + self.garp, attrs.evolve(self, weights=after)
+        return ops, attrs.evolve(self, weights=after)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Callable, Union
 
+import attrs
+
 from cgp_ipvs_helper.core import members
 from cgp_ipvs_helper.core.balance import Balance
 from cgp_ipvs_helper.core.protocol import Commands, Info
@@ -21,10 +23,11 @@ from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan.model import KernelState, Role, ServiceKey, Settings
 from cgp_ipvs_helper.plan.operations import Operation, each
 from cgp_ipvs_helper.plan.outgoing import RESOLVED_WITHIN, MemberMap, unresolved
-from cgp_ipvs_helper.plan.planner import BALANCING, announce, desired, plan, weights
+from cgp_ipvs_helper.plan.planner import BALANCING, announce, desired, plan, recheck, weights
 from cgp_ipvs_helper.plan.realservers import Families, families
 
 Infos = list[Union[Info, Commands]]  # what one call has to say so far, in order
+RECHECKED = "steering: the members' MACs read again, the filters they change follow"
 
 
 class Converger:
@@ -42,6 +45,7 @@ class Converger:
     ipvs_problem: str | None
     ready: Ready | None
     balance: Balance | None
+    recheck_due: float | None
     told_no_ipv6: set[str]
 
     def _held(self) -> Balance | None:
@@ -60,12 +64,15 @@ class Converger:
         ses = self.session
         assert ses.self_ip is not None  # (active)
         self._ipv6_notes(infos, held.member_map.ipv6())
-        ops, after = held.change(self.settings, ses.members, ses.self_ip)
-        failures = execute(ops, self.kernel)
-        self._log(ops, failures, infos, held.logged)
+        changes, after = held.change(self.settings, ses.members, ses.self_ip)
+        failures = execute((*changes, *held.garp), self.kernel)
         if not failures:
+            if changes:
+                infos.append(Commands(changes))
+            infos.append(Commands(held.garp, joined=held.logged))
             self.balance = after
             return []
+        self._log((*changes, *held.garp), failures, infos)
         self.balance = None
         infos.append(Info("the kernel differs from what this helper made: reading it again"))
         return self._converge(infos)
@@ -142,10 +149,54 @@ class Converger:
                 self._hold(by_family, garps, checks, known)
         ses.settled = not failures
         if recheck:
-            ses.settled = False
-            ses.refresh_due = min(ses.refresh_due, self.clock() + RESOLVED_WITHIN)
+            due = self.clock() + RESOLVED_WITHIN
+            self.recheck_due = due if self.recheck_due is None else min(self.recheck_due, due)
         self._log(ops, failures, infos, known)
         return failures
+
+    def _recheck(self, infos: Infos) -> None:
+        """A second after a plan dropped a range for want of its owner's MAC: the steering
+        looked at again alone (planner.recheck), not the kernel read and planned in full,
+        which would hold up the next request. Active as last made: only the filters the MACs
+        now known change; standby: the ACTIVATE ahead planned again if they changed. Else (a
+        drain, a failure forgotten) the kernel is read and brought to the desired state."""
+        self.recheck_due = None
+        held, ahead, dev = self._held(), self.ready, self.settings.iface
+        standby = self.session.state is State.STANDBY and ahead is not None
+        if held is None and not standby:
+            self._converge(infos)
+            return
+        tc = self.kernel.read_tc(dev, self.map.neighbours())
+        if ahead is not None and standby:
+            self._plan_ahead(ahead, attrs.evolve(ahead.state, tc=tc))
+            return
+        assert held is not None
+        ops = recheck(self.map, dev, self.vips, held.members.local, tc)
+        if not ops:
+            return
+        infos.append(Info(RECHECKED))
+        failures = execute(ops, self.kernel)
+        if failures:  # the refresh retries
+            self.session.settled = False
+        self._log(ops, failures, infos)
+
+    def _taken_over(self, infos: Infos) -> None:
+        """The takeover's end: the backup sync daemon stops, backup_only and the reset guards
+        go back. IPVS's services and real servers stay as this helper made them (trusted as a
+        member change trusts them): read without them, and only the rest planned, so a request
+        arriving meanwhile is not held up by a read of the whole table. Not trusted: in full."""
+        held = self._held()
+        if held is None:
+            self._converge(infos)
+            return
+        ses, actual = self.session, self._observe(infos, tables=False)
+        want = desired(self.settings, self.vips, ses.role, (), None, self.retired, self.map, actual)
+        ops = plan(attrs.evolve(want, services=frozenset(), dests=frozenset()), actual)
+        failures = execute(ops, self.kernel)
+        if failures:
+            self.balance = None  # the refresh reads it all
+        ses.settled = not failures
+        self._log(ops, failures, infos)
 
     def _hold(
         self,
@@ -177,21 +228,21 @@ class Converger:
                 self.kernel.prepare(last.ops())
         self.ready = last
 
-    def _observe(self, infos: Infos) -> KernelState:
+    def _observe(self, infos: Infos, tables: bool = True) -> KernelState:
         """Read the kernel; log once (per change) why IPVS cannot be used, if it cannot."""
-        actual = self._read()
+        actual = self._read(tables)
         problem = None if actual.ipvs else self.kernel.ipvs_problem
         if problem != self.ipvs_problem:
             infos.append(Info(f"IPVS: {problem}" if problem else "IPVS: available again"))
             self.ipvs_problem = problem
         return actual
 
-    def _read(self) -> KernelState:
-        tc_dev = self.map.tc_dev(self.settings.iface)
+    def _read(self, tables: bool = True) -> KernelState:
+        tc_dev, iface = self.map.tc_dev(self.settings.iface), self.settings.iface
         if tc_dev is None:
-            return self.kernel.observe(self.paths, guard_dev=self.settings.iface)
+            return self.kernel.observe(self.paths, guard_dev=iface, tables=tables)
         paths, neighbours = self.paths | self.map.paths(), self.map.neighbours()
-        return self.kernel.observe(paths, tc_dev, neighbours, self.settings.iface)
+        return self.kernel.observe(paths, tc_dev, neighbours, iface, tables=tables)
 
     def _garp_round(self, what: str, infos: Infos) -> None:
         """A repeat or refresh announcement; a failed frame is logged, the next round resends."""

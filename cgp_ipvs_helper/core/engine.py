@@ -71,6 +71,7 @@ class Helper(Converger):
         self.ipvs_problem: str | None = None
         self.ready: Ready | None = None  # while standby: the ACTIVATE planned ahead (ready.py)
         self.balance: Balance | None = None  # while active: the kernel as last made (balance.py)
+        self.recheck_due: float | None = None  # when the steering is looked at again alone
         self.told_no_ipv6: set[str] = set()  # members said to lack an IPv6 address, once each
         s = settings
         self._options = f"persistence={s.persistence} syncid={s.syncid} weight={s.weight}"
@@ -194,9 +195,9 @@ class Helper(Converger):
         return Reply(tuple(infos), self._quit_answer())
 
     def next_deadline(self) -> float:
-        watch = self.arpwatch.deadline()
         due = self.session.next_deadline()
-        return due if watch is None else min(due, watch)
+        timers = (due, self.arpwatch.deadline(), self.recheck_due)
+        return min(t for t in timers if t is not None)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -212,11 +213,13 @@ class Helper(Converger):
                     self._converge(infos)
                 elif event is Event.TAKEN_OVER:
                     infos.append(Info("takeover over: the backup sync daemon stops"))
-                    self._converge(infos)
+                    self._taken_over(infos)
                 elif event is Event.GARP_REPEAT:
                     self._garp_round("repeated", infos)
                 else:
                     self._refresh(infos)
+            if self.recheck_due is not None and self.clock() >= self.recheck_due:
+                self._recheck(infos)
         except Exception as exc:  # the next tick or refresh tries again
             self.session.postpone_refresh(self.clock())
             del infos[mark:]

@@ -89,6 +89,7 @@ class Commands:
 
     ops: tuple[object, ...]
     known: Mapping[object, bytes] = field(factory=dict, eq=False)
+    joined: bytes | None = field(default=None, eq=False)  # all their lines, if built already
 
     def texts(self) -> tuple[str, ...]:
         return tuple(line[2:] for line in self.lines())
@@ -102,6 +103,10 @@ class Commands:
         from standby logs thousands: joined from the lines built while standby and the parts
         of its real servers (`logged()`), not rendered and encoded one by one."""
         known = self.known
+        if self.joined is not None:
+            return self.joined
+        if not known:  # (a lookup hashes an operation standing for many in full)
+            return b"".join(map(logged, self.ops))
         return b"".join([known.get(op) or logged(op) for op in self.ops])
 
 

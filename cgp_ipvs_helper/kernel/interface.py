@@ -33,14 +33,16 @@ class Kernel(Protocol):
         tc_dev: str | None = None,
         neighbours: Collection[str] | None = None,
         guard_dev: str | None = None,
+        tables: bool = True,
     ) -> KernelState:
-        """Addresses, the asked-for sysctl paths, IPVS services, real servers, sync daemons;
+        """Addresses, the asked-for sysctl paths, IPVS services, real servers (neither without
+        `tables`: a step that trusts them as this helper made them), sync daemons;
         with `tc_dev`, also that interface's ingress qdisc, our steering filters, its MAC and
         the MACs of its `neighbours` (None: of every neighbour) (`tc`). The real kernel has
         each of `neighbours` resolved or confirmed for the next read. With `guard_dev`, its qdisc
         and our reset guards on its egress (`guard`). Written once for the kernels that subclass
         this protocol: read(), then read_tc() and read_guard() where asked."""
-        state = self.read(sysctls)
+        state = self.read(sysctls, tables)
         if tc_dev is None and guard_dev is None:
             return state
         tc = None if tc_dev is None else self.read_tc(tc_dev, neighbours)
@@ -48,11 +50,12 @@ class Kernel(Protocol):
             state, tc=tc, guard=None if guard_dev is None else self.read_guard(guard_dev)
         )
 
-    def read(self, sysctls: frozenset[str]) -> KernelState:
+    def read(self, sysctls: frozenset[str], tables: bool = True) -> KernelState:
         """observe() without a device's tc or guard."""
 
     def read_tc(self, dev: str, neighbours: Collection[str] | None) -> TcState:
-        """observe()'s `tc` of `dev`."""
+        """observe()'s `tc` of `dev` alone, without IPVS or addresses: also what a member whose
+        MAC was missing needs looked at again (its neighbours resolved or confirmed likewise)."""
 
     def read_guard(self, dev: str) -> GuardState:
         """observe()'s `guard` of `dev`."""

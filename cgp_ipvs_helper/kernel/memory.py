@@ -61,12 +61,12 @@ class MemoryKernel(Kernel):
             (pref, handle): g for pref, handle, g in guard.guards
         }
 
-    def read(self, sysctls: frozenset[str]) -> KernelState:
+    def read(self, sysctls: frozenset[str], tables: bool = True) -> KernelState:
         return KernelState(
             addresses=tuple(self.addresses),
             sysctls={p: self.sysctls.get(p) for p in sysctls},
-            services=frozenset(self.services.values()),
-            dests=frozenset(self.dests.values()),
+            services=frozenset(self.services.values() if tables else ()),
+            dests=frozenset(self.dests.values() if tables else ()),
             daemons=frozenset(self.daemons),
         )
 

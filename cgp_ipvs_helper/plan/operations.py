@@ -136,9 +136,10 @@ _quoted = functools.lru_cache(maxsize=SERVERS_KEPT)(shlex.quote)  # a member's -
 
 def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
     """Quote these services' words now (while standby): an ACTIVATE then joins each real
-    server's own words to them."""
+    server's own words to them, and so does the first member leaving."""
     for key in keys:
         _logged_head("-a", key)
+        _logged_head("-d", key)
 
 
 def _server_words(ip: str, port: int, weight: int | None) -> str:

@@ -37,8 +37,9 @@ from cgp_ipvs_helper.plan.steering import (
 from cgp_ipvs_helper.plan.tcops import AddFilter
 
 PORT_RANGE = "net/ipv4/ip_local_port_range"
-# When a plan drops a range (its owner's MAC not known yet), the kernel is read again this many
-# seconds later: by then the resolution the read asked for has been answered, if it will be.
+# When a plan drops a range (its owner's MAC not known yet), the neighbours are read again this
+# many seconds later (planner.recheck): by then the resolution the read asked for has been
+# answered, if it will be.
 RESOLVED_WITHIN = 1.0
 SCHEDULER = "wlc"
 WEIGHT = 100
@@ -76,21 +77,35 @@ def steer(
     dests: frozenset[Dest] = frozenset()
     filters: frozenset[VipFilter | RangeFilter] = frozenset()
     if balancing and members:
-        # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
-        # a member without one gets no IPv6 filter: its range's IPv6 replies are scheduled
-        members6 = [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
+        members6 = _members6(members, vips)
         if local is not None:  # only this host's own range goes through IPVS
             owners = [(ServiceKey.for_mark(local.mark), local.ip)]
             if local in members6:
                 owners.append((ServiceKey.for_mark(local.mark, True), str(local.ip6)))
             services |= {Service(key, SCHEDULER, 0) for key, _ in owners}
             dests |= {Dest(key, ip, WEIGHT) for key, ip in owners}
-        tc = tc or TcState()
-        macs = dict(tc.neighbours)
-        filters = range_filters(members, macs, tc.mac, local)
-        filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
-        filters |= vip_blocks(balanced_vips(vips, members6))
+        filters = _filters(members, members6, vips, local, tc or TcState())
     return Steering(sysctls, services, dests, filters)
+
+
+def _members6(members: Sequence[MemberRange], vips: Collection[str]) -> list[MemberRange]:
+    # IPv6 VIPs are balanced once a member has an IPv6 address (model.balanced_vips);
+    # a member without one gets no IPv6 filter: its range's IPv6 replies are scheduled
+    return [m for m in members if m.ip6] if any(map(is_ipv6, vips)) else []
+
+
+def _filters(
+    members: Sequence[MemberRange],
+    members6: Sequence[MemberRange],
+    vips: Collection[str],
+    local: MemberRange | None,
+    tc: TcState,
+) -> frozenset[VipFilter | RangeFilter]:
+    """A balancer's filters, by the MACs `tc` holds."""
+    macs = dict(tc.neighbours)
+    filters = range_filters(members, macs, tc.mac, local)
+    filters |= range_filters(members6, macs, tc.mac, local, ipv6=True)
+    return filters | vip_blocks(balanced_vips(vips, members6))
 
 
 def unresolved(ops: Sequence[Operation]) -> bool:
@@ -166,6 +181,18 @@ class MemberMap:
         local_ips = {a.ip for a in actual.addresses} - set(vips)
         local = local_member(self.members, local_ips)
         return steer(self.members, balancing, vips, local, actual.tc)
+
+    def filters(
+        self, vips: Collection[str], local_ips: Collection[str], tc: TcState
+    ) -> frozenset[VipFilter | RangeFilter] | None:
+        """A balancer's filters by the MACs `tc` holds, for this host's addresses `local_ips`
+        (VIPs excluded); None while the map never had entries."""
+        if not self.seen:
+            return None
+        if not self.members:
+            return frozenset()
+        local = local_member(self.members, local_ips)
+        return _filters(self.members, _members6(self.members, vips), vips, local, tc)
 
     def neighbours(self) -> frozenset[str]:
         """The members' addresses (IPv4 and IPv6) whose MACs the balancer's filters need."""

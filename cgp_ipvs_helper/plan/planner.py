@@ -14,7 +14,7 @@ daemons on our interface and SyncID: nothing not ours is ever touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 import attrs
@@ -31,6 +31,7 @@ from cgp_ipvs_helper.plan.model import (
     ServiceKey,
     Settings,
     Sysctl,
+    TcState,
     balanced_vips,
     host_prefixlen,
     is_ipv6,
@@ -53,8 +54,8 @@ from cgp_ipvs_helper.plan.operations import (
 )
 from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.realservers import NO_IPV6, ip_order, key_order, real_servers
-from cgp_ipvs_helper.plan.steering import VIP_CHAIN, RangeFilter, VipFilter, is_our_mark
-from cgp_ipvs_helper.plan.tcops import AddClsact, AddFilter, AddGuard, DelFilter, DelGuard
+from cgp_ipvs_helper.plan.steering import is_our_mark
+from cgp_ipvs_helper.plan.tcops import AddClsact, AddGuard, DelGuard, filter_changes
 
 OTHER_WEIGHT = 100
 DRAIN_SELF_WEIGHT = 100
@@ -313,27 +314,19 @@ def plan(desired: DesiredState, actual: KernelState) -> tuple[Operation, ...]:
 
 
 def _filter_ops(desired: DesiredState, actual: KernelState) -> list[Operation]:
-    """Delete our steering filters that are not wanted (or were changed), add the missing ones;
-    nothing while the member map never had entries (`desired.filters` None)."""
+    # nothing while the member map never had entries (`desired.filters` None)
     if desired.filters is None or actual.tc is None:
         return []
-    dev = desired.iface
-    have = {(pref, chain, handle): f for pref, chain, handle, f in actual.tc.filters}
-    ops: list[Operation] = [
-        DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
-        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
-        if f not in desired.filters
-    ]
-    missing = desired.filters - set(have.values())
-    if missing and actual.tc.ingress is None:
-        ops.append(AddClsact(dev))
-    ops += [AddFilter(dev, f) for f in sorted(missing, key=_filter_order)]
-    return ops
+    return filter_changes(desired.iface, desired.filters, actual.tc)
 
 
-def _filter_order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
-    # the range filters before the VIP blocks that jump to them
-    return (f.chain == VIP_CHAIN, f.pref, f.handle)
+def recheck(
+    member_map: MemberMap, dev: str, vips: Sequence[str], local_ips: Collection[str], tc: TcState
+) -> list[Operation]:
+    """A balancer's steering looked at again alone (`tc` read without IPVS): the filters the
+    MACs now known change."""
+    wanted = member_map.filters(vips, local_ips, tc)
+    return [] if wanted is None else filter_changes(dev, wanted, tc)
 
 
 def _guard_ops(

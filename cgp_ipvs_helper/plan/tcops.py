@@ -6,8 +6,16 @@ from __future__ import annotations
 from attrs import frozen
 
 from cgp_ipvs_helper.plan.guard import GUARD_PREF, GUARD_PREF6, Guard
+from cgp_ipvs_helper.plan.model import TcState
 from cgp_ipvs_helper.plan.rendering import Renders
-from cgp_ipvs_helper.plan.steering import TC_CHAIN, TC_PREF, TC_PREF6, RangeFilter, VipFilter
+from cgp_ipvs_helper.plan.steering import (
+    TC_CHAIN,
+    TC_PREF,
+    TC_PREF6,
+    VIP_CHAIN,
+    RangeFilter,
+    VipFilter,
+)
 
 # --- steering of replies to outgoing connections (see steering.py) -------------------------------
 
@@ -99,3 +107,25 @@ class DelGuard(Renders):
 
     def argv(self) -> list[str]:
         return _guard_filter("del", self.dev, self.pref, self.handle)
+
+
+def filter_changes(
+    dev: str, wanted: frozenset[VipFilter | RangeFilter], tc: TcState
+) -> list[AddClsact | AddFilter | DelFilter]:
+    """Delete our filters that are not wanted (or were changed), add the missing ones."""
+    have = {(pref, chain, handle): f for pref, chain, handle, f in tc.filters}
+    ops: list[AddClsact | AddFilter | DelFilter] = [
+        DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
+        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
+        if f not in wanted
+    ]
+    missing = wanted - set(have.values())
+    if missing and tc.ingress is None:
+        ops.append(AddClsact(dev))
+    ops += [AddFilter(dev, f) for f in sorted(missing, key=_filter_order)]
+    return ops
+
+
+def _filter_order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
+    # the range filters before the VIP blocks that jump to them
+    return (f.chain == VIP_CHAIN, f.pref, f.handle)

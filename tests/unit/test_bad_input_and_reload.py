@@ -77,8 +77,8 @@ def test_a_missing_ipvs_is_said_once_and_when_it_is_back(clock: Clock) -> None:
     class NoIpvs(FakeKernel):
         ipvs_problem = "IPVS is not available: load the ip_vs kernel module"
 
-        def observe(self, sysctls, tc_dev=None, guard_dev=None):
-            state = super().observe(sysctls, tc_dev, guard_dev)
+        def observe(self, sysctls, *args, **kwargs):
+            state = super().observe(sysctls, *args, **kwargs)
             return KernelState(addresses=state.addresses, sysctls=state.sysctls, ipvs=False)
 
     kernel = NoIpvs(fresh_state())

@@ -74,10 +74,11 @@ def test_the_real_servers_that_change_are_what_the_full_plan_changes(case) -> No
 class Counting(FakeKernel):
     """A fake kernel that counts the helper's reads."""
 
-    reads = 0
+    reads = tables = 0  # reads, and those of the IPVS tables
 
     def observe(self, *args, **kwargs):
         self.reads += 1
+        self.tables += kwargs.get("tables", True)
         return super().observe(*args, **kwargs)
 
 
@@ -147,7 +148,7 @@ def test_a_change_behind_the_helpers_back_is_repaired_by_the_refresh(clock: Cloc
     h, kernel = _helper(clock)
     h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
     clock.advance(HANDOVER_S)
-    h.tick()  # the takeover's end reads the kernel: what follows is trusted
+    h.tick()  # the takeover's end
     key = next(k for k, d in kernel.dests.items() if d.ip == "192.0.2.12")
     kernel.dests[key] = Dest(key[0], key[1], 3)  # re-weighted by hand: nothing fails for it
     h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12")
@@ -157,6 +158,28 @@ def test_a_change_behind_the_helpers_back_is_repaired_by_the_refresh(clock: Cloc
     lines = h.tick()
     assert "refresh: the kernel drifted from the desired state" in infos(lines)
     assert {type(op).__name__ for op in kernel.take()} == {"EditDest", "SendGarp"}
+    assert _held(kernel) == _desired(h)
+
+
+def test_the_takeovers_end_reads_no_ipvs_table_and_keeps_what_was_made(clock: Clock) -> None:
+    h, kernel = _helper(clock)
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13")
+    key = next(k for k, d in kernel.dests.items() if d.ip == "192.0.2.12")
+    kernel.dests[key] = Dest(key[0], key[1], 3)  # by hand: left for the refresh
+    kernel.take()
+    reads, tables = kernel.reads, kernel.tables
+    clock.advance(HANDOVER_S)
+    assert "takeover over: the backup sync daemon stops" in infos(h.tick())
+    assert (kernel.reads, kernel.tables) == (reads + 1, tables)
+    done = {type(op).__name__ for op in kernel.take()}
+    assert "StopDaemon" in done and done <= {"StopDaemon", "SetSysctl", "DelGuard", "SendGarp"}
+    assert {d.state for d in kernel.daemons} == {"master"} and not kernel.guards
+    assert kernel.sysctls["net/ipv4/vs/backup_only"] == "1"
+    assert h.balance is not None and h.session.settled
+    h.handle("2 ACTIVATE 192.0.2.11 192.0.2.12")  # still trusted: a change, no read
+    assert kernel.reads == reads + 1 and _held(kernel) != _desired(h)
+    clock.advance(15)
+    assert "refresh: the kernel drifted from the desired state" in infos(h.tick())
     assert _held(kernel) == _desired(h)
 
 

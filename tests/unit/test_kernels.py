@@ -147,7 +147,7 @@ def test_prepared_operations_are_sent_as_built_until_a_failure(monkeypatch) -> N
     k.prepare(ops)
     indexes = [{"eth0": 2}, {"eth0": 2}, {"eth0": 7}]
     k._route.addresses = lambda: k._route._ifindex.update(indexes.pop(0)) or ()  # type: ignore
-    k._ipvs.state = lambda: (frozenset(), frozenset(), frozenset())  # type: ignore[method-assign]
+    k._ipvs.state = lambda _tables=True: (frozenset(), frozenset(), frozenset())  # type: ignore[method-assign]
     k.observe(frozenset())  # the device indexes read the first time: dropped
     assert k.apply_many(ops) == [] and len(built) == 9
     k.prepare(ops)

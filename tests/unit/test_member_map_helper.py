@@ -3,7 +3,9 @@ a second when a MAC is missing."""
 
 from __future__ import annotations
 
+from cgp_ipvs_helper.core.converge import RECHECKED
 from cgp_ipvs_helper.core.protocol import render
+from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.kernel.testing import FakeKernel
 from cgp_ipvs_helper.plan.model import KernelState
 from cgp_ipvs_helper.plan.outgoing import PORT_RANGE, RESOLVED_WITHIN, unresolved
@@ -106,9 +108,36 @@ def test_a_range_dropped_for_want_of_a_mac_is_looked_at_again_within_a_second(tm
     assert h.next_deadline() == clock.now + RESOLVED_WITHIN
     kernel.neighbours["192.0.2.14"] = MACS["192.0.2.14"]  # the kernel resolved it meanwhile
     clock.advance(RESOLVED_WITHIN)
+    kernel.take()
+    reads, kernel.observe = kernel.observe, None  # the neighbours alone are read again
+    out = render(h.tick())
+    kernel.observe = reads
+    assert f"* {RECHECKED}" in out and "* refresh: the kernel drifted" not in " ".join(out)
+    assert set(kernel.filters.values()) == FILTERS
+    assert {type(op).__name__ for op in kernel.take()} == {"DelFilter", "AddFilter"}
+    assert h.recheck_due is None  # once
+    h.handle("3 ACTIVATE 192.0.2.11")  # the kernel as made is still trusted: a change, no read
+    assert {f.first for f in kernel.filters.values() if getattr(f, "dropped", False)} == set()
+
+
+def test_a_mac_still_missing_at_the_recheck_waits_for_the_refresh(tmp_path) -> None:
+    clock = Clock()
+    path = tmp_path / "cgp-ipvs-members"
+    path.write_text(MAP_TEXT)
+    kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs={}))
+    h = make_helper(kernel, clock, member_map=str(path))
+    h.start()
+    h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
+    clock.advance(RESOLVED_WITHIN)
+    kernel.take()
+    assert render(h.tick()) == [] and not kernel.take()  # nothing changes, nothing said
+    assert h.recheck_due is None
+    clock.advance(HANDOVER_S)
+    h.tick()  # the takeover's end (a full step)
+    kernel.neighbours.update(MACS)
+    clock.now = h.session.refresh_due
     assert "* refresh: the kernel drifted from the desired state" in render(h.tick())
     assert set(kernel.filters.values()) == FILTERS
-    assert h.session.refresh_due == clock.now + h.settings.timeout  # back to -t
 
 
 def test_a_standby_reads_again_once_when_its_activate_ahead_would_drop_a_range(tmp_path) -> None:
@@ -118,12 +147,13 @@ def test_a_standby_reads_again_once_when_its_activate_ahead_would_drop_a_range(t
     kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs={}))
     h = make_helper(kernel, clock, member_map=str(path))
     h.start()
-    assert h.session.refresh_due == clock.now + RESOLVED_WITHIN
+    assert h.next_deadline() == clock.now + RESOLVED_WITHIN
     clock.advance(RESOLVED_WITHIN)
+    ahead = h.ready
     h.tick()  # still unknown (a member that is down): back to every -t
-    assert h.session.refresh_due == clock.now + h.settings.timeout
+    assert h.ready is ahead and h.next_deadline() == h.session.refresh_due
     kernel.neighbours.update(MACS)
-    clock.advance(h.settings.timeout)
+    clock.now = h.session.refresh_due
     h.tick()
     assert h.ready is not None and not unresolved(h.ready.ops())
     h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")

@@ -99,22 +99,22 @@ class Route:
 
     def tc_state(self, dev: str, resolve: Collection[str] | None = None) -> TcState:
         """The ingress qdisc of `dev`, our filters on it, its MAC and its neighbours' MACs:
-        those of `resolve`, each of which (but this host's own) is asked to be resolved or
-        confirmed for the next read (the answers come later), or with None every one, nothing
-        asked. Nothing if it cannot be read (the plan then adds everything, and the kernel's
-        answer says why it cannot be done)."""
+        those of `resolve`, each of which (but this host's own and those set by hand) is asked
+        to be resolved or confirmed for the next read (the answers come later), or with None
+        every one, nothing asked. Nothing if it cannot be read (the plan then adds everything,
+        and the kernel's answer says why it cannot be done)."""
         try:
             index = self._index(dev)
             kinds = {tc.ingress_kind(msg, index) for msg in self.sock.dump(*tc.dump_qdiscs())}
             found = (tc.parse_filter(msg) for msg in self.sock.dump(*tc.dump_filters(index)))
             ingress = next((k for k in kinds if k is not None), None)
             mac = neigh.link_mac(self.sock.dump(*neigh.dump_links()), index)
-            macs = neigh.neighbours(self.sock.dump(*neigh.dump_neighbours()), index)
+            macs, fixed = neigh.neighbours(self.sock.dump(*neigh.dump_neighbours()), index)
             filters = frozenset(f for f in found if f is not None)
         except (OSError, ValueError, KeyError, struct.error):
             return TcState()
         if resolve is not None:
-            asked = [ip for ip in resolve if ip not in self._own]
+            asked = [ip for ip in resolve if ip not in self._own and ip not in fixed]
             if asked:
                 self.sock.batch(neigh.use(asked, index))
             macs = {ip: m for ip, m in macs.items() if ip in resolve}
@@ -187,12 +187,15 @@ class Ipvs:
         if codes & {errno.ENOENT, errno.EOPNOTSUPP}:
             self.sock.forget(IPVS_FAMILY)  # perhaps the module was reloaded: ask again next time
 
-    def state(self) -> tuple[frozenset[Service], frozenset[Dest], frozenset[Daemon]]:
+    def state(
+        self, tables: bool = True
+    ) -> tuple[frozenset[Service], frozenset[Dest], frozenset[Daemon]]:
+        """Services, real servers (none read without `tables`) and sync daemons."""
         family = self.family()
         dump = self.sock.dump
         try:
             services = []
-            for msg in dump(family, ipvswire.request(ipvswire.CMD_GET_SERVICE)):
+            for msg in dump(family, ipvswire.request(ipvswire.CMD_GET_SERVICE)) if tables else ():
                 svc = ipvswire.service_from(msg)
                 if svc is not None:
                     services.append(svc)

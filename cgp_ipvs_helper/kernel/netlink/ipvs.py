@@ -159,9 +159,11 @@ _port = operator.attrgetter("port")  # a real server's port is its service's (di
 
 def prepare_real_servers(keys: Iterable[ServiceKey]) -> None:
     """Build the command and service part of these services' NEW_DEST requests now (while
-    standby): an ACTIVATE then joins each real server's own attributes to it."""
+    standby): an ACTIVATE then joins each real server's own attributes to it; and of their
+    DEL_DEST requests, for the first member leaving."""
     for key in keys:
         _dest_head(CMD_NEW_DEST, key)
+        _dest_head(CMD_DEL_DEST, key)
 
 
 @functools.lru_cache(maxsize=3 * SERVICES_KEPT)  # NEW_DEST, SET_DEST and DEL_DEST

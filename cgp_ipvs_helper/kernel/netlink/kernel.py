@@ -154,7 +154,7 @@ class NetlinkKernel(Kernel):
             "frames": self._frames,
         }
 
-    def read(self, sysctls: frozenset[str]) -> KernelState:
+    def read(self, sysctls: frozenset[str], tables: bool = True) -> KernelState:
         """Addresses, the asked-for sysctls, IPVS; KernelError if addresses cannot be read. A
         device whose index changed drops the last preparation (its requests hold indexes)."""
         indexes = self._route.indexes()
@@ -166,7 +166,7 @@ class NetlinkKernel(Kernel):
             self._prepared = {}
         values = {path: sysctl.read(path) for path in sorted(sysctls)}
         try:
-            services, dests, daemons = self._ipvs.state()
+            services, dests, daemons = self._ipvs.state(tables)
             self.ipvs_problem = None
         except Unavailable as exc:
             self.ipvs_problem = str(exc)

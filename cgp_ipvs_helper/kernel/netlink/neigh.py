@@ -28,6 +28,9 @@ NTF_USE = 0x01
 # NUD_VALID: the states whose link-layer address the kernel reports and uses (reachable,
 # stale, delay, probe, noarp, permanent); an incomplete or failed entry has none
 NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
+# NUD_FIXED: an entry set by hand (permanent, noarp): never asked to be resolved, which would
+# make a permanent one (kernels from 5.16) an ordinary entry that a silent member loses
+NUD_FIXED = 0x40 | 0x80
 
 Request = tuple[int, int, bytes]
 
@@ -54,9 +57,10 @@ def dump_neighbours() -> tuple[int, bytes]:
     return RTM_GETNEIGH, NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0)
 
 
-def neighbours(msgs: Iterable[bytes], ifindex: int) -> dict[str, str]:
-    """Address -> MAC of the usable entries on `ifindex` among the RTM_NEWNEIGH answers."""
-    out = {}
+def neighbours(msgs: Iterable[bytes], ifindex: int) -> tuple[dict[str, str], set[str]]:
+    """Address -> MAC of the usable entries on `ifindex` among the RTM_NEWNEIGH answers, and
+    the addresses of those set by hand (NUD_FIXED)."""
+    out, fixed = {}, set()
     for msg in msgs:
         family, _p1, _p2, index, state, _flags, _type = NDMSG.unpack_from(msg, 16)
         if index != ifindex or not state & NUD_VALID:
@@ -64,8 +68,11 @@ def neighbours(msgs: Iterable[bytes], ifindex: int) -> dict[str, str]:
         found = attrs(msg, 16 + NDMSG.size)
         raw = found.get(NDA_LLADDR, b"")
         if NDA_DST in found and len(raw) == 6:
-            out[unpacked(family, found[NDA_DST])] = mac_text(raw)
-    return out
+            ip = unpacked(family, found[NDA_DST])
+            out[ip] = mac_text(raw)
+            if state & NUD_FIXED:
+                fixed.add(ip)
+    return out, fixed
 
 
 def use(ips: Collection[str], ifindex: int) -> list[Request]:
