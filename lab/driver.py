@@ -108,6 +108,7 @@ class HelperProcess:
         self._pending: deque[tuple[bytes, float]] = deque()
         self._ready = threading.Condition()
         self._partial = b""
+        self._chunk = b""  # what the last read returned
         self._buffer = bytearray(1 << 20)
         self.read_at = 0.0  # time.time() right after the last read returned
         self._at_end = False  # the reader saw the end of output
@@ -132,6 +133,7 @@ class HelperProcess:
         chunk = self._buffer[:n]
         if not chunk:
             raise EOFError(f"process exited with {self.proc.poll()}")
+        self._chunk = chunk
         parts = (self._partial + chunk).split(b"\n")
         self._partial = parts.pop()
         return parts
@@ -214,6 +216,8 @@ class HelperProcess:
         prefix = f"{seq} "
         before: list[str] = []
         deadline = time.monotonic() + timeout
+        if self._thread is None:
+            self._read_through(prefix.encode(), deadline)
         while True:
             try:
                 item = self._next(deadline)
@@ -227,6 +231,21 @@ class HelperProcess:
             if line.startswith(prefix):
                 return Response(line, sent, read_at, tuple(before))
             before.append(line)
+
+    def _read_through(self, marker: bytes, deadline: float) -> None:
+        """Timed: read on, without a look at the lines, until a read returns `marker` (or the
+        deadline, or the end): after a big ACTIVATE (tens of thousands of lines) the reader's
+        own work per line, done between reads, would hold the pipe full and so delay the
+        response's read, timed as the helper's. CGP's reader is no such Python loop."""
+        with self._ready:
+            if any(raw.startswith(marker) for raw in self._pending):
+                return
+        self._chunk = b""
+        while not self._at_end and marker not in self._chunk:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._read(left)
 
     def __enter__(self) -> HelperProcess:
         """Answering (its start waited for), and killed on leaving."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import chain, groupby, product
 from typing import ClassVar, Union
 
@@ -230,7 +230,12 @@ class _Dests:
 
     def logged(self) -> bytes:
         """Its info lines (`* ` command, newline), in UTF-8, joined from kept parts."""
-        parts: list[bytes] = []
+        return b"".join(self.logged_parts())
+
+    def logged_parts(self) -> Iterator[bytes]:
+        """The kept parts its info lines join (each line a service's head and a server's tail):
+        joined once with the rest of a reply, the lines of tens of thousands of real servers
+        are not copied from buffer to buffer (fresh memory: a page fault per page)."""
         flag, full = self.FLAG, self.ONE is not DelDest
         for port, keys in groupby(self.services, _port):
             tails = [
@@ -238,8 +243,7 @@ class _Dests:
                 for ip, w in self.servers
             ]
             heads = [_logged_head(flag, key) for key in keys]
-            parts += chain.from_iterable(product(heads, tails))
-        return b"".join(parts)
+            yield from chain.from_iterable(product(heads, tails))
 
 
 @frozen
