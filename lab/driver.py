@@ -238,7 +238,7 @@ class HelperProcess:
         own work per line, done between reads, would hold the pipe full and so delay the
         response's read, timed as the helper's. CGP's reader is no such Python loop."""
         with self._ready:
-            if any(raw.startswith(marker) for raw in self._pending):
+            if any(raw.startswith(marker) for raw, _at in self._pending):
                 return
         self._chunk = b""
         while not self._at_end and marker not in self._chunk:
