@@ -108,8 +108,8 @@ class HelperProcess:
         self._pending: deque[tuple[bytes, float]] = deque()
         self._ready = threading.Condition()
         self._partial = b""
-        self._chunk = b""  # what the last read returned
         self._buffer = bytearray(1 << 20)
+        self._through = bytearray((1 << 22) if timed else 0)  # see _read_through
         self.read_at = 0.0  # time.time() right after the last read returned
         self._at_end = False  # the reader saw the end of output
         self._seq = 0
@@ -133,7 +133,6 @@ class HelperProcess:
         chunk = self._buffer[:n]
         if not chunk:
             raise EOFError(f"process exited with {self.proc.poll()}")
-        self._chunk = chunk
         parts = (self._partial + chunk).split(b"\n")
         self._partial = parts.pop()
         return parts
@@ -233,19 +232,34 @@ class HelperProcess:
             before.append(line)
 
     def _read_through(self, marker: bytes, deadline: float) -> None:
-        """Timed: read on, without a look at the lines, until a read returns `marker` (or the
-        deadline, or the end): after a big ACTIVATE (tens of thousands of lines) the reader's
-        own work per line, done between reads, would hold the pipe full and so delay the
-        response's read, timed as the helper's. CGP's reader is no such Python loop."""
+        """Timed: read on into kept memory (`_through`), no line looked at, until a read
+        returns `marker` (or the deadline, or the end); then queue the lines, all read at that
+        last read. After a big ACTIVATE (tens of thousands of lines, megabytes) the reader's
+        own work per read and per line, done between reads, would keep the pipe full and so
+        delay the response's read, timed as the helper's: CGP's reader does no such work."""
         with self._ready:
             if any(raw.startswith(marker) for raw, _at in self._pending):
                 return
-        self._chunk = b""
-        while not self._at_end and marker not in self._chunk:
+        got = 0
+        while not self._at_end:
             left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._read(left)
+            if left <= 0 or not select.select([self.stdout], [], [], left)[0]:
+                break
+            if got == len(self._through):
+                self._through += bytes(len(self._through))  # (rare: the memory is touched)
+            with memoryview(self._through) as view:
+                n = os.readv(self.stdout, [view[got:]])
+            self.read_at = time.time()
+            self._at_end = n == 0
+            got += n
+            if self._through.find(marker, max(0, got - n - len(marker)), got) >= 0:
+                break
+        parts = (self._partial + self._through[:got]).split(b"\n")  # (bytes + bytearray: bytes)
+        self._partial = parts.pop()
+        with self._ready:
+            self._raw_log += parts
+            self._pending.extend((part, self.read_at) for part in parts)
+            self._ready.notify_all()
 
     def __enter__(self) -> HelperProcess:
         """Answering (its start waited for), and killed on leaving."""
