@@ -236,14 +236,17 @@ class _Dests:
         """The kept parts its info lines join (each line a service's head and a server's tail):
         joined once with the rest of a reply, the lines of tens of thousands of real servers
         are not copied from buffer to buffer (fresh memory: a page fault per page)."""
+        return chain.from_iterable(map(chain.from_iterable, self._logged_blocks()))
+
+    def _logged_blocks(self) -> Iterator[Iterator[tuple[bytes, bytes]]]:
+        """(head, tail) of each line, by port (whose words a line's tail holds)."""
         flag, full = self.FLAG, self.ONE is not DelDest
         for port, keys in groupby(self.services, _port):
             tails = [
                 f"{_server_words(ip, port, w if full else None)}\n".encode()
                 for ip, w in self.servers
             ]
-            heads = [_logged_head(flag, key) for key in keys]
-            yield from chain.from_iterable(product(heads, tails))
+            yield product([_logged_head(flag, key) for key in keys], tails)
 
 
 @frozen
