@@ -150,8 +150,9 @@ def cost_table(costs: dict[tuple[int, int, bool, bool], list[float]], reps: int)
         "hence the row without the copies on lo. The walk costs more still per address once "
         "thousands no longer fit the CPU's caches. No flag of the request avoids it: the "
         "addresses are already permanent and nodad (no duplicate address detection), and "
-        "IFA_F_NOPREFIXROUTE (no /128 route per address) changes nothing measurable, so the "
-        'helper does not use it. A kernel change proposed on netdev in December 2024 ("Do not '
-        'invoke addrconf_verify_rtnl unnecessarily") skips the walk for permanent addresses.',
+        "IFA_F_NOPREFIXROUTE (no /128 route per address) leaves the growth as it is (its "
+        "row), so the helper does not use it. A kernel change proposed on netdev in December "
+        '2024 ("Do not invoke addrconf_verify_rtnl unnecessarily") skips the walk for permanent '
+        "addresses.",
     ]
     return table
