@@ -246,6 +246,9 @@ def encoded(reply: Reply) -> bytes:
     return joined(chain(chain.from_iterable(i.parts() for i in reply.infos), (last,)))
 
 
+JOINED = 1024  # parts joined at a time: their descriptors (80 KiB) reuse the same memory
+
+
 def joined(parts: Iterable[bytes]) -> bytes:
     """The parts as one bytes, joined a run of JOINED at a time into a growing buffer: the lines
     of a big ACTIVATE (megabytes, tens of thousands of parts) are copied once into memory
@@ -257,9 +260,6 @@ def joined(parts: Iterable[bytes]) -> bytes:
         out.write(b"".join(run))
         run = list(islice(more, JOINED))
     return out.getvalue()
-
-
-JOINED = 1024
 
 
 def response_line(r: Response) -> str:
