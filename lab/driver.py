@@ -109,6 +109,7 @@ class HelperProcess:
         self._ready = threading.Condition()
         self._partial = b""
         self._buffer = bytearray(1 << 20)
+        self._through = bytearray((1 << 22) if timed else 0)  # see _read_through
         self.read_at = 0.0  # time.time() right after the last read returned
         self._at_end = False  # the reader saw the end of output
         self._seq = 0
@@ -214,6 +215,8 @@ class HelperProcess:
         prefix = f"{seq} "
         before: list[str] = []
         deadline = time.monotonic() + timeout
+        if self._thread is None:
+            self._read_through(prefix.encode(), deadline)
         while True:
             try:
                 item = self._next(deadline)
@@ -227,6 +230,36 @@ class HelperProcess:
             if line.startswith(prefix):
                 return Response(line, sent, read_at, tuple(before))
             before.append(line)
+
+    def _read_through(self, marker: bytes, deadline: float) -> None:
+        """Timed: read on into kept memory (`_through`), no line looked at, until a read
+        returns `marker` (or the deadline, or the end); then queue the lines, all read at that
+        last read. After a big ACTIVATE (tens of thousands of lines, megabytes) the reader's
+        own work per read and per line, done between reads, would keep the pipe full and so
+        delay the response's read, timed as the helper's: CGP's reader does no such work."""
+        with self._ready:
+            if any(raw.startswith(marker) for raw, _at in self._pending):
+                return
+        got = 0
+        while not self._at_end:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.stdout], [], [], left)[0]:
+                break
+            if got == len(self._through):
+                self._through += bytes(len(self._through))  # (rare: the memory is touched)
+            with memoryview(self._through) as view:
+                n = os.readv(self.stdout, [view[got:]])
+            self.read_at = time.time()
+            self._at_end = n == 0
+            got += n
+            if self._through.find(marker, max(0, got - n - len(marker)), got) >= 0:
+                break
+        parts = (self._partial + self._through[:got]).split(b"\n")  # (bytes + bytearray: bytes)
+        self._partial = parts.pop()
+        with self._ready:
+            self._raw_log += parts
+            self._pending.extend((part, self.read_at) for part in parts)
+            self._ready.notify_all()
 
     def __enter__(self) -> HelperProcess:
         """Answering (its start waited for), and killed on leaving."""

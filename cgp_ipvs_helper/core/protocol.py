@@ -9,9 +9,11 @@ writes out what comes back.
 
 from __future__ import annotations
 
+import io
 import re
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, islice
 from typing import Callable, Literal, Union
 
 from attrs import field, frozen
@@ -80,6 +82,9 @@ class Info:
         """Its lines in UTF-8, each ended by a newline."""
         return "".join(f"{line}\n" for line in self.lines()).encode("utf-8", "replace")
 
+    def parts(self) -> Iterable[bytes]:
+        return (self.encoded(),)
+
 
 @frozen
 class Commands:
@@ -102,12 +107,24 @@ class Commands:
         validated values, the only info lines that start with a command word. An ACTIVATE
         from standby logs thousands: joined from the lines built while standby and the parts
         of its real servers (`logged()`), not rendered and encoded one by one."""
+        return joined(self.parts())
+
+    def parts(self) -> Iterator[bytes]:
+        """What encoded() joins: each operation's lines, and those of an operation standing for
+        many as their kept parts (not joined apart first: see joined())."""
         known = self.known
         if self.joined is not None:
-            return self.joined
+            return iter((self.joined,))
         if not known:  # (a lookup hashes an operation standing for many in full)
-            return b"".join(map(logged, self.ops))
-        return b"".join([known.get(op) or logged(op) for op in self.ops])
+            return chain.from_iterable(map(_parts, self.ops))
+        return chain.from_iterable(
+            [(line,) if (line := known.get(op)) is not None else _parts(op) for op in self.ops]
+        )
+
+
+def _parts(op: object) -> Iterable[bytes]:
+    many = getattr(op, "logged_parts", None)  # (an operation standing for many)
+    return many() if many is not None else (logged(op),)
 
 
 def logged(op: object) -> bytes:
@@ -231,7 +248,23 @@ def encoded(reply: Reply) -> bytes:
     last = b"" if r is None else f"{response_line(r)}\n".encode("utf-8", "replace")
     if not reply.infos:  # most replies: a response alone
         return last
-    return b"".join([*(i.encoded() for i in reply.infos), last])
+    return joined(chain(chain.from_iterable(i.parts() for i in reply.infos), (last,)))
+
+
+JOINED = 1024  # parts joined at a time: their descriptors (80 KiB) reuse the same memory
+
+
+def joined(parts: Iterable[bytes]) -> bytes:
+    """The parts as one bytes, joined a run of JOINED at a time into a growing buffer: the lines
+    of a big ACTIVATE (megabytes, tens of thousands of parts) are copied once into memory
+    touched once. (b"".join of them all would take a buffer descriptor of 80 bytes per part
+    as well: fresh memory, a page fault per page, more than the lines themselves.)"""
+    out, more = io.BytesIO(), iter(parts)
+    run = list(islice(more, JOINED))
+    while run:
+        out.write(b"".join(run))
+        run = list(islice(more, JOINED))
+    return out.getvalue()
 
 
 def response_line(r: Response) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import operator
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import chain, groupby, product
 from typing import ClassVar, Union
 
@@ -220,16 +220,23 @@ class _Dests:
 
     def logged(self) -> bytes:
         """Its info lines (`* ` command, newline), in UTF-8, joined from kept parts."""
-        parts: list[bytes] = []
+        return b"".join(self.logged_parts())
+
+    def logged_parts(self) -> Iterator[bytes]:
+        """The kept parts its info lines join (each line a service's head and a server's tail):
+        joined once with the rest of a reply, the lines of tens of thousands of real servers
+        are not copied from buffer to buffer (fresh memory: a page fault per page)."""
+        return chain.from_iterable(map(chain.from_iterable, self._logged_blocks()))
+
+    def _logged_blocks(self) -> Iterator[Iterator[tuple[bytes, bytes]]]:
+        """(head, tail) of each line, by port (whose words a line's tail holds)."""
         flag, weighed = self.ONE.FLAG, self.ONE.WEIGHED
         for port, keys in groupby(self.services, _port):
             tails = [
                 f"{_server_words(ip, port, w if weighed else None)}\n".encode()
                 for ip, w in self.servers
             ]
-            heads = [_logged_head(flag, key) for key in keys]
-            parts += chain.from_iterable(product(heads, tails))
-        return b"".join(parts)
+            yield product([_logged_head(flag, key) for key in keys], tails)
 
 
 @frozen

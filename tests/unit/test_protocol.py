@@ -6,6 +6,10 @@ import pytest
 
 from cgp_ipvs_helper.core import protocol
 from cgp_ipvs_helper.core.protocol import Activate, BadRequest, Deactivate, Intf, Quit, Status
+from cgp_ipvs_helper.plan.model import Service, ServiceKey
+from cgp_ipvs_helper.plan.operations import AddDests, AddService
+
+PROTOS, VIPS = ("tcp", "udp"), ("203.0.113.1", "203.0.113.2")
 
 PARSED = [
     ("00001 INTF 3", Intf("00001", "3")),
@@ -89,3 +93,23 @@ def test_info_lines_fit_and_keep_all_text() -> None:
 def test_only_ascii_digits_make_an_address() -> None:
     with pytest.raises(BadRequest, match="not a dotted-quad"):
         protocol.parse_line("1 ACTIVATE \u0661.0.0.1")
+
+
+def test_a_reply_is_its_lines_joined_once_from_kept_parts() -> None:
+    """Info lines, then operations (one kept ahead, real servers standing for many, logged from
+    their kept parts), then the response: every line as rendered alone, in order."""
+    keys = tuple(ServiceKey(p, vip, port) for vip in VIPS for port in (0, 25) for p in PROTOS)
+    servers = (("192.0.2.11", 100), ("192.0.2.12", 50))
+    dests, service = AddDests(keys, servers), AddService(Service(keys[0], persistence=15))
+    info = protocol.Info("taking over")
+    commands = protocol.Commands((service, dests), {service: b"* kept ahead\n"})
+    reply = protocol.Reply((info, commands), protocol.Response("00002", "OK", "active"))
+    lines = [
+        "* taking over",
+        "* kept ahead",
+        *(f"* {op}" for op in dests.each()),
+        "00002 OK active",
+    ]
+    assert protocol.encoded(reply) == "".join(f"{line}\n" for line in lines).encode()
+    assert commands.encoded() == "".join(f"{line}\n" for line in lines[1:-1]).encode()
+    assert protocol.encoded(protocol.Reply((), reply.response)) == b"00002 OK active\n"
