@@ -1,11 +1,5 @@
-"""Benchmark 1 (inside UML): how soon after ACTIVATE the LAN can use the VIPs.
-
-From standby (`lab.standby`), each way of `lab.ways` in turn: the helper's ACTIVATE -> OK and
--> first gratuitous ARP at a client; the classic way, the commands the helper logs for it run by
-bash one process each until the client sees the first ARP (a long list sampled per kind of
-command and extrapolated); the kernel's own limit (bench/limit.py), for the limit's cases also
-behind the helper's pipe, and the least helper there; and the target case with a member map.
-"""
+"""Benchmark 1 (inside UML): how soon after ACTIVATE the LAN can use the VIPs, against the
+commands of the classic way and against the kernel's own limit (bench/limit.py)."""
 
 from __future__ import annotations
 
@@ -44,8 +38,8 @@ def steers(command: str) -> bool:
 
 
 def run(reps: int) -> dict[str, Any]:
-    """Every case `reps` times (helper, classic, limit in turn, the limit's cases behind the pipe
-    too), more rounds of the limit's cases without the classic way; then the steering."""
+    """Every case `reps` times (every way in turn), the limit's cases again without the classic
+    way up to PAIRS runs; then the steering."""
     tmp = tempfile.mkdtemp(prefix="bench-act-")
     files = {v: write_vipfile(os.path.join(tmp, f"vips{v}"), e) for v, e in VIP_ENTRIES.items()}
     cmds: dict[tuple[int, int], list[str]] = {}  # those of the first run of each case
@@ -108,13 +102,13 @@ def latency(runs: limit.Runs, reps: int) -> tuple[Table, list[Target]]:
         f"Median of {reps} runs (min-max in brackets), each from standby in fresh namespaces; "
         "members other than the frontend are LAN addresses nobody holds (IPVS accepts them).",
         "classic = the commands the helper logs for that ACTIVATE (what -m prints), run by bash "
-        "one process each from the same standby state until the client receives the first ARP; "
-        f"cost per command (median): {kinds}. Extrapolated rows: per-kind cost of the sampled "
-        f"commands x their number; for {CHECK_CASE[0]} x {CHECK_CASE[1]}, measured in full "
-        f"{full:.2f} s, so extrapolated {check:.2f} s ({check / full - 1:+.0%}).",
-        "speed-up vs OK compares the classic first ARP with the helper's OK, which also covers "
-        "its whole first ARP round (2 frames per VIP) and logging every change. same state: "
-        "after a fully measured classic run, the kernel holds what the helper made.",
+        "one process each from the same standby until the client receives the first ARP; per "
+        f"command (median): {kinds}. Extrapolated: the sampled commands' cost per kind x their "
+        f"number; {CHECK_CASE[0]} x {CHECK_CASE[1]} measured in full {full:.2f} s, extrapolated "
+        f"{check:.2f} s ({check / full - 1:+.0%}).",
+        "speed-up vs OK: against the helper's OK, which also covers its whole first ARP round "
+        "(2 frames per VIP) and logging every change. same state: after a fully measured "
+        "classic run, the kernel holds what the helper made.",
     ]
     return table, targets
 
@@ -147,20 +141,20 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     tc_reads = "reading tc in each observe (2 netlink dumps; difference of medians)"
     table.add(tc_reads, "", ms(median(with_tc) - median(without), 2), "")
     table.notes.append(
-        f"Median of {reps} runs each, with and without the map alternately (the changes alone "
-        "and the reads: 9 or more runs in one namespace); the steering changes are 1 clsact "
-        "qdisc, 1 tc filter per CIDR block of the VIPs and 2 per range (TCP, UDP: the "
-        "owner's MAC written and the packet sent back out, or dropped while that MAC is not "
-        "known), sent in the same netlink batches, and for the balancer's own range a "
-        "firewall-mark service and its real server (none here: the balancer is not in this map)."
+        f"Median of {reps} runs each, with and without the map in turn (the changes alone and "
+        "the reads: 9 or more in one namespace). The steering: 1 clsact qdisc, 1 tc filter per "
+        "CIDR block of the VIPs and 2 per range (TCP, UDP: the owner's MAC written and the "
+        "packet sent back out, or dropped while that MAC is unknown), in the same netlink "
+        "batches; for the balancer's own range a firewall-mark service and its real server "
+        "(none here: the balancer is not in this map)."
     )
     name = f"{v} VIPs x {m} members with a {m}-range member map: OK under 100 ms"
     return table, under("activation", name, median(ok) * 1000, 100, "ms")
 
 
 def steering_alone(vipfile: str, path: str, reps: int) -> tuple[list[float], ...]:
-    """From standby: the target case's steering changes applied (and removed) in one
-    apply_many each, and an observe that reads tc against one that does not."""
+    """From standby: the target case's steering changes applied (and removed) in one call each,
+    and an observe that reads tc against one that does not."""
     vips, spent = vips_in(vipfile), ([], [], [])
     members = load_members(path, [p for _, p in DEFAULT_PORTS], vips)
     settings = Settings(vipfile=vipfile, iface="eth0", member_map=path)

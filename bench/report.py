@@ -1,6 +1,5 @@
-"""Tables, targets and the figures in them. Results cross the UML boundary as JSON, so tables and
-targets are plain data, rendered on the host as text (the terminal) and as Markdown
-(docs/benchmarks.md)."""
+"""Tables, targets and their figures: plain data, to cross the UML boundary as JSON and be
+rendered on the host as text and as Markdown (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
-
-from lab.probe import per as per  # the machine's costs are timed as the probe's steps
 
 K, T = TypeVar("K"), TypeVar("T")
 
