@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import mmap
 import os
 import platform
 import subprocess
@@ -21,19 +22,61 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cgp_ipvs_helper.core.protocol import parse_line
+from lab.probe import per  # timed as the probe's steps are
 from lab.uml import REPO_ROOT, LabSetupError, find_kernel, kernel_version, pinned, run_uml, uml_cpu
 
-from . import footprint, hotspots, machine
-from .report import Table, Target, failed
+from . import footprint, hotspots
+from .report import Table, Target, failed, median
 
 KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover", "membership")
 ALL = (*KERNEL, "footprint")
 RESULTS = REPO_ROOT / "bench" / "results"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
+MACHINE = {  # the rows of The machine: cost of basic operations
+    "syscall": "one system call (write 1 byte to /dev/null)",
+    "clock": "one clock read (time.perf_counter)",
+    "page_fault": "one page fault (first touch of a fresh page)",
+    "fork_exec": "one fork + exec from sh (/bin/true)",
+    "python_warm": "a Python call, warm: the parse of an ACTIVATE line (protocol.parse_line)",
+    "python_woken": "the same call as the first thing after a 20 ms sleep",
+}
+LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
+
+
+def costs(n: int = 1000) -> dict[str, float]:
+    """Seconds per operation of The machine's rows, here (on the host or inside UML): which of
+    the figures are the lab's."""
+    fd, area = os.open(os.devnull, os.O_WRONLY), mmap.mmap(-1, n * mmap.PAGESIZE)
+    forks = ["sh", "-c", "i=0; while [ $i -lt 20 ]; do /bin/true; i=$((i+1)); done"]
+    try:
+        return {
+            "syscall": per(lambda: [os.write(fd, b"x") for _ in range(n)], n),
+            "clock": per(lambda: [time.perf_counter() for _ in range(n)], n),
+            "page_fault": per(
+                lambda: [area.__setitem__(i * mmap.PAGESIZE, 1) for i in range(n)], n
+            ),
+            "fork_exec": per(lambda: subprocess.run(forks, check=True), 20),
+            "python_warm": per(lambda: [parse_line(LINE) for _ in range(n)], n),
+            "python_woken": woken(lambda: parse_line(LINE)) - woken(lambda: None),
+        }
+    finally:
+        os.close(fd)
+        area.close()
+
+
+def woken(fn: Callable[[], object], samples: int = 21, sleep: float = 0.02) -> float:
+    """Median seconds of `fn` as the first thing after a sleep, as a helper handles a request."""
+    spent = []
+    for _ in range(samples):
+        time.sleep(sleep)
+        t0 = time.perf_counter()
+        fn()
+        spent.append(time.perf_counter() - t0)
+    return median(spent)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -52,14 +95,14 @@ def attempt(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[st
 
 def inside(path: Path, reps: int, names: Sequence[str]) -> int:
     """Inside UML (root): the kernel benchmarks in turn, `path` written after each."""
-    data: dict[str, Any] = {"costs_start": machine.costs(), "benchmarks": {}}
+    data: dict[str, Any] = {"costs_start": costs(), "benchmarks": {}}
     for name in names:
         t0 = time.monotonic()
         print(f"[uml] {name} ...", flush=True)
         data["benchmarks"][name] = attempt(name, importlib.import_module(f"bench.{name}").run, reps)
         print(f"[uml] {name} done in {time.monotonic() - t0:.0f} s", flush=True)
         write_json(path, data)
-    write_json(path, {**data, "costs_end": machine.costs()})
+    write_json(path, {**data, "costs_end": costs()})
     return 0
 
 
@@ -120,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return inside(args.inside, args.reps, only)
     t_start, info, results = time.monotonic(), meta(args.reps, only), {}
     print(f"cgp-ipvs-helper benchmarks, {info['date']}, commit {info['commit']}", flush=True)
-    measured: list[dict[str, float] | None] = [machine.costs()]
+    measured: list[dict[str, float] | None] = [costs()]
     host = attempt("hotspots", hotspots.host, args.reps) if "hotspots" in only else None
     if "footprint" in only:
         results["footprint"] = attempt("footprint", footprint.run, args.reps, args.lines, args.idle)
@@ -138,21 +181,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return finish(info, results, measured)
 
 
-def head(info: dict[str, Any]) -> str:
-    """When, on what commit and machine: the line under the document's title and the tables."""
-    pin = info["uml_pinned_cpu"]
-    pinning = f"pinned to host CPU {pin}" if pin is not None else "not pinned"
-    dirty = " with uncommitted changes in cgp_ipvs_helper/" if info["uncommitted"] else ""
-    return (
-        f"`make bench` on {info['date']}, commit {info['commit']}{dirty}, {info['cpus']} CPUs "
-        f"({info['cpu']}), Python {info['python']}; kernel figures inside user-mode Linux "
-        f"{info['uml_kernel']} (lab/uml.py, {pinning}: see The machine), host figures on the "
-        f"host through pipes only. The run took {info['total_s'] / 60:.1f} minutes."
+def machine(measured: Sequence[dict[str, float] | None]) -> Table:
+    """The costs on the host, then inside UML at its boot and at its end."""
+    return Table(
+        "The machine: cost of basic operations (us)",
+        ["operation", "host", "inside UML, at boot", "inside UML, at the end"],
+        [
+            [label, *(f"{d[key] * 1e6:.1f}" if d else "-" for d in [*measured, None, None][:3])]
+            for key, label in MACHINE.items()
+        ],
+        [
+            "Inside user-mode Linux every system call and page fault is a hand-over between two "
+            "host processes (the process, the UML kernel); unpinned (--no-pin), it tends to "
+            "become a cross-CPU wake-up, many times dearer.",
+            "The last two rows: the same Python warm, and as the first thing after a sleep "
+            "(median of 21, less an empty clock pair), as a helper woken by its request runs "
+            "it; the limit's clock starts warm, the limit behind the pipe wakes like a helper.",
+        ],
     )
 
 
 def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
-    """docs/benchmarks.md: what it is, when, on what commit and machine, then every table."""
+    """docs/benchmarks.md (and the terminal's report): what it is, when, on what commit and
+    machine, then every table."""
     about = (
         "Written by `make bench` (`bench/__main__.py`) from a run of every benchmark: do not "
         "edit it, change the benchmarks and run them. Every figure is the median of the run's "
@@ -164,13 +215,22 @@ def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
     if set(info["ran"]) != set(ALL):
         about = f"A partial run ({', '.join(info['ran'])}), not published: a run of every "
         about += "benchmark writes docs/benchmarks.md."
+    pin = info["uml_pinned_cpu"]
+    head = (
+        f"`make bench` on {info['date']}, commit {info['commit']}"
+        + (" with uncommitted changes in cgp_ipvs_helper/" if info["uncommitted"] else "")
+        + f", {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}; kernel figures "
+        f"inside user-mode Linux {info['uml_kernel']} (lab/uml.py, "
+        + (f"pinned to host CPU {pin}" if pin is not None else "not pinned")
+        + ": see The machine), host figures on the host through pipes only. The run took "
+        f"{info['total_s'] / 60:.1f} minutes."
+    )
     tables_ = [t.markdown() + "\n" for t in tables]
-    return "\n".join(["# Benchmarks", "", about, "", head(info), "", *tables_])
+    return "\n".join(["# Benchmarks", "", about, "", head, "", *tables_])
 
 
 def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -> int:
-    """Print every table and the summary; write latest.json and the Markdown document."""
-    tables = [Table(**t) for n in ALL if n in results for t in results[n]["tables"]]
+    """Print the document of the run and write it; its raw figures to latest.json."""
     targets = [Target(**t) for n in ALL if n in results for t in results[n]["targets"]]
     verdict = {True: "met", False: "NOT MET", None: "not measured"}
     summary = Table(
@@ -179,15 +239,13 @@ def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -
         [[t.benchmark, f"{t.name} ({t.goal})", t.value, verdict[t.met]] for t in targets],
         [f"FAILED TO RUN: {r['name']}: {r['error']}" for r in results.values() if r["error"]],
     )
-    tables.append(machine.table(measured))
-    print("\n" + "\n\n".join(t.text() for t in [*tables, summary]) + f"\n\n{head(info)}\n")
+    tables = [Table(**t) for n in ALL if n in results for t in results[n]["tables"]]
+    text = document(info, [summary, *tables, machine(measured)])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    targets_ = [asdict(t) for t in targets]
-    data = {"meta": info, "costs": measured, "benchmarks": results, "targets": targets_}
-    write_json(RESULTS / "latest.json", data)
+    write_json(RESULTS / "latest.json", {"meta": info, "costs": measured, "benchmarks": results})
     path = DOC if set(info["ran"]) == set(ALL) else RESULTS / "latest.md"
-    path.write_text(document(info, [summary, *tables]))
-    print(f"wrote {RESULTS / 'latest.json'} and {path}")
+    path.write_text(text)
+    print(f"\n{text}\nwrote {RESULTS / 'latest.json'} and {path}")
     return 1 if any(r["error"] for r in results.values()) else 0
 
 

@@ -55,9 +55,9 @@ def run(reps: int) -> dict[str, Any]:
             out["check_s"] = classic(files[v], todo, False)["arp_s"] if check else None
         return out | {way: activate_by(way, files[v], members_of(m)) for way in ways[1:]}
 
-    runs = repeat(reps, {vm: lambda vm=vm: case(*vm) for vm in CASES}, what="activation")
+    runs = repeat(reps, {vm: lambda vm=vm: case(*vm) for vm in CASES})
     more = {vm: lambda vm=vm: case(*vm, False) for vm in limit.LIMIT_CASES}
-    pairs = repeat(max(0, limit.PAIRS - reps), more, what="activation")
+    pairs = repeat(max(0, limit.PAIRS - reps), more)
     both = {vm: rs + pairs.get(vm, []) for vm, rs in runs.items()}
     (table, targets), (versus, more_targets) = latency(runs, reps), limit.table(both)
     steering, target = steering_runs(files[TARGET_CASE[0]], tmp, reps)
@@ -124,7 +124,6 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
             "without a map": lambda: activate_by("helper", vipfile, members),
             "with a map": lambda: activate_by("helper", vipfile, members, "--member-map", path),
         },
-        what=f"activation {v}x{m}",
     )
     ok, plain = pick(runs["with a map"], "ok_s"), pick(runs["without a map"], "ok_s")
     changes = sum(map(steers, runs["with a map"][0]["cmds"]))

@@ -10,7 +10,7 @@ from typing import Any
 from lab.driver import HelperProcess, host_options
 from lab.uml import REPO_ROOT
 
-from .report import Table, median, repeat, result, spread, under
+from .report import Table, Target, median, repeat, result, spread, under
 
 VIPFILE = str(REPO_ROOT / "sysconfig" / "vipaddrs")
 FAKE_MEMBERS = ["192.0.2.201", "192.0.2.202", "192.0.2.203"]  # text only: -m sends nothing
@@ -36,11 +36,26 @@ def run(reps: int, count: int, idle_s: float) -> dict[str, Any]:
     """On the host before the kernel benchmarks, the CPU-bound throughput runs one at a time."""
     cases = {key: lambda v=verb: throughput(v, count) for key, (verb, _) in VERBS.items()}
     rates = repeat(reps, cases, lambda key, s: f"[host] throughput {key}: {s:.3f} s")
-    return report(idle(idle_s), rates, count)
+    speed = Table(
+        f"Request throughput: {count:,} pipelined lines, first byte written -> last answer "
+        "read (host)",
+        ["process", "seconds", "min-max", "lines/s", "rate vs echo loop"],
+    )
+    med = {k: median(v) for k, v in rates.items()}
+    for key, (_, label) in VERBS.items():
+        rate, vs_echo = f"{count / med[key]:,.0f}", f"{med['echo'] / med[key]:.0%}"
+        speed.add(label, f"{med[key]:.3f}", spread(rates[key], 1, 3), rate, vs_echo)
+    speed.notes.append(
+        f"Median of {reps} runs, a fresh process each; the echo loop flushes each line as the "
+        "helper flushes each answer (the floor of a line protocol): the gap to it is the "
+        "helper's own work per request (parsing, dispatch, formatting)."
+    )
+    mem, targets = idle(idle_s)
+    return result("footprint", [mem, speed], targets, throughput_s=rates, lines=count)
 
 
-def idle(seconds: float) -> dict[str, Any]:
-    """An active -m helper left alone for `seconds`."""
+def idle(seconds: float) -> tuple[Table, list[Target]]:
+    """An active -m helper left alone for `seconds`: its memory and CPU time."""
     with HelperProcess(None, *host_options(), "-f", VIPFILE, timed=True) as proc:
         reply = proc.request("ACTIVATE " + " ".join(FAKE_MEMBERS), timeout=60)
         lines, t0 = 0, time.monotonic() + 3.0  # the GARP repeats at 1.1 and 2.2 s are not idle
@@ -53,52 +68,25 @@ def idle(seconds: float) -> dict[str, Any]:
             rss.append(proc.usage()[2]["VmRSS"])
         cpu1, faults1, kib = proc.usage()
         elapsed = time.monotonic() - t0
-    return {
-        "role": "active" if " OK active" in reply else f"standby ({reply})",
-        "seconds": elapsed,
-        "cpu_s": cpu1 - cpu0,
-        "rss_kib_max": max(rss),
-        "hwm_kib": kib["VmHWM"],
-        "minor_faults": faults1 - faults0,
-        "lines_written": lines,
-    }
-
-
-def report(d: dict[str, Any], rates: dict[str, list[float]], count: int) -> dict[str, Any]:
-    """The two tables from the idle measurement and the throughput runs."""
+    role = "active" if " OK active" in reply else f"standby ({reply})"
+    mb, cpu = max(rss) / 1024, (cpu1 - cpu0) / elapsed * 100
     mem = Table(
         "Footprint of an idle helper (host, -m mode, sysconfig/vipaddrs, active, 4 members)",
         ["metric", "value", "target"],
+        notes=[
+            f"Role during the window: {role}; -t 15 (default), so about {elapsed / 15:.0f} "
+            "refreshes, each re-announcing every VIP; CPU from /proc/PID/schedstat, memory "
+            "sampled at least once a second."
+        ],
     )
-    rss, cpu = d["rss_kib_max"] / 1024, d["cpu_s"] / d["seconds"] * 100
-    mem.add("resident memory (VmRSS), max over the window", f"{rss:.1f} MB", "< 40 MB")
-    mem.add("peak resident memory since start (VmHWM)", f"{d['hwm_kib'] / 1024:.1f} MB", "")
+    mem.add("resident memory (VmRSS), max over the window", f"{mb:.1f} MB", "< 40 MB")
+    mem.add("peak resident memory since start (VmHWM)", f"{kib['VmHWM'] / 1024:.1f} MB", "")
     mem.add(
-        f"CPU over {d['seconds']:.0f} s idle", f"{cpu:.4f} % ({d['cpu_s'] * 1e3:.1f} ms)", "< 1 %"
+        f"CPU over {elapsed:.0f} s idle", f"{cpu:.4f} % ({(cpu1 - cpu0) * 1e3:.1f} ms)", "< 1 %"
     )
-    mem.add("lines written while idle (refresh + GARP rounds)", d["lines_written"], "")
-    mem.add("page faults while idle", d["minor_faults"], "")
-    mem.notes.append(
-        f"Role during the window: {d['role']}; -t 15 (default), so about {d['seconds'] / 15:.0f} "
-        "refreshes, each re-announcing every VIP; CPU from /proc/PID/schedstat, memory sampled "
-        "at least once a second."
-    )
-    targets = [
-        under("footprint", "idle resident memory under 40 MB", rss, 40, "MB"),
+    mem.add("lines written while idle (refresh + GARP rounds)", lines, "")
+    mem.add("page faults while idle", faults1 - faults0, "")
+    return mem, [
+        under("footprint", "idle resident memory under 40 MB", mb, 40, "MB"),
         under("footprint", "idle CPU under 1 %", cpu, 1, "%", 4),
     ]
-    speed = Table(
-        f"Request throughput: {count:,} pipelined lines, first byte written -> last answer "
-        "read (host)",
-        ["process", "seconds", "min-max", "lines/s", "rate vs echo loop"],
-    )
-    med = {k: median(v) for k, v in rates.items()}
-    for key, (_, label) in VERBS.items():
-        rate, vs_echo = f"{count / med[key]:,.0f}", f"{med['echo'] / med[key]:.0%}"
-        speed.add(label, f"{med[key]:.3f}", spread(rates[key], 1, 3), rate, vs_echo)
-    speed.notes.append(
-        f"Median of {len(rates['status'])} runs, a fresh process each; the echo loop flushes "
-        "each line as the helper flushes each answer (the floor of a line protocol): the gap to "
-        "it is the helper's own work per request (parsing, dispatch, formatting)."
-    )
-    return result("footprint", [mem, speed], targets, idle=d, throughput_s=rates, lines=count)

@@ -35,6 +35,7 @@ PHASES = {
     "output": "output: the info lines and the OK encoded (cli.Output)",
     "write": "output: their write() to the pipe, in which the woken reader may run first",
 }
+ON_HOST = ("engine", "output", "write", "total", "wall_ok", "wall_intf")  # -m has no kernel
 ROWS = {
     **PHASES,
     "limit": "limit: the same kernel changes from prebuilt messages (bench/limit.py)",
@@ -62,7 +63,8 @@ def probed(probe: HelperProcess, members: list[str], path: Path, vips: int) -> d
 
 
 def run(reps: int) -> dict[str, Any]:
-    """Inside UML: `reps` probed ACTIVATEs from standby of each case, each beside the limit."""
+    """Inside UML: `reps` probed ACTIVATEs from standby of each case, each beside the limit; the
+    tables are made on the host (`rebuild`)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-hot-"))
     path = tmp / "record"
 
@@ -77,8 +79,7 @@ def run(reps: int) -> dict[str, Any]:
         return f"hotspots {case}: OK {ms(r['wall_ok'])} ms (engine {engine}, output {output})"
 
     cases = {f"{v} x {m}": functools.partial(once, v, m) for v, m in limit.LIMIT_CASES}
-    runs = repeat(reps, cases, show)
-    return result("hotspots", tables(runs, None), uml=runs)
+    return result("hotspots", [], uml=repeat(reps, cases, show))
 
 
 def host(reps: int) -> dict[str, Any]:
@@ -107,38 +108,19 @@ def _where(file: str) -> str:
     return file.split("site-packages/")[1] if "site-packages/" in file else os.path.basename(file)
 
 
-def rebuild(res: dict[str, Any], host: dict[str, Any] | None) -> dict[str, Any]:
-    """The in-UML result with the host's figures (on the host, after the boot)."""
-    if res["error"] or host is None:
-        return res
-    top = Table(
-        f"Hottest functions of the {VIPS} x {MEMBERS} ACTIVATE (cProfile on the host, -m mode, "
-        "by own time)",
-        ["function", "calls", "own ms", "cumulative ms"],
-    )
-    for name, calls, own, cumulative in host["profile"]:
-        top.add(name, calls, ms(own), ms(cumulative))
-    top.notes.append(
-        "cProfile roughly doubles Python's run time; read the calls and the ranking. With -m "
-        "the kernel is the in-memory one, so netlink encoding is not in this list."
-    )
-    uml = res["raw"]["uml"]
-    return result("hotspots", [*tables(uml, host["runs"]), top], uml=uml, host=host)
-
-
-KERNEL_PHASES = ("ipvs", "addresses", "garp")
-ON_HOST = ("engine", "output", "write", "total", "wall_ok", "wall_intf")  # -m has no kernel
-
-
 def figure(runs: list[dict[str, Any]] | None, key: str) -> float:
     """A row's median over the probe's records: a phase, a figure of the record, or the rest."""
     if key == "rest":
-        return sum(figure(runs, k) for k in KERNEL_PHASES) - figure(runs, "limit")
+        return sum(figure(runs, k) for k in ("ipvs", "addresses", "garp")) - figure(runs, "limit")
     path = ("phases", key) if key in PHASES else ("limit_s",) if key == "limit" else (key,)
     return median_of(runs or [], *path) or 0.0
 
 
-def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | None) -> list[Table]:
+def rebuild(res: dict[str, Any], host: dict[str, Any] | None) -> dict[str, Any]:
+    """On the host after the boot: the tables of the in-UML runs and the host's (if it ran)."""
+    if res["error"]:
+        return res
+    by_case, h = res["raw"]["uml"], (host or {}).get("runs")
     cases = list(by_case)
     u = by_case[cases[0]]  # the target case: the host and the steps are measured for it
     columns = [f"{c} {head}" for c in cases for head in ("UML ms", "UML share", "page faults")]
@@ -160,10 +142,9 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
         "-m mode (in-memory kernel, no netlink, no ARP), i.e. the helper's own Python work.",
         "lab.probe times the helper's parts on its seams: a Kernel wrapper times each batch of "
         "one kind of operation, encoding included; the engine row is the rest of handle(). "
-        "Page faults: the process's minor faults in that phase.",
-        "Beyond the limit: the Python work per real server (plan, encode, log line), rendering "
-        "and writing the lines, and the page faults of that memory, each far dearer in "
-        "user-mode Linux than on a host (The machine).",
+        "Page faults: the process's minor faults in that phase. Beyond the limit: the Python "
+        "work per real server (plan, encode, log line), rendering and writing the lines, and "
+        "the page faults of that memory, each far dearer inside user-mode Linux (The machine).",
     ]
     steps = Table(
         f"The costly steps of the {VIPS} x {MEMBERS} ACTIVATE timed alone",
@@ -180,4 +161,16 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
         "No cProfile inside UML: it reads the clock twice per Python call, and every clock read "
         "is a system call there.",
     ]
-    return [phases, steps]
+    if not h:
+        return result("hotspots", [phases, steps], uml=by_case, host=host)
+    top = Table(
+        f"Hottest functions of the {VIPS} x {MEMBERS} ACTIVATE (cProfile on the host, -m mode, "
+        "by own time)",
+        ["function", "calls", "own ms", "cumulative ms"],
+        [[name, str(calls), ms(own), ms(cum)] for name, calls, own, cum in host["profile"]],
+        [
+            "cProfile roughly doubles Python's run time; read the calls and the ranking. With -m "
+            "the kernel is the in-memory one, so netlink encoding is not in this list."
+        ],
+    )
+    return result("hotspots", [phases, steps, top], uml=by_case, host=host)

@@ -1,5 +1,5 @@
-"""The limit of the activation benchmark (inside UML): what the kernel itself needs for an
-ACTIVATE, and where the helper's distance to it goes."""
+"""The activation benchmark's limit (inside UML): what the kernel itself needs for an ACTIVATE,
+and where the helper's distance to it goes."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ Runs = dict[tuple[int, int], list[dict[str, Any]]]
 NOTES = [
     "limit = a bare process (lab/bare.py) making, from the same standby, the kernel changes of "
     "the helper's ACTIVATE from the messages its netlink kernel encodes: one datagram per "
-    "protocol acked once, then the gratuitous ARP frames in one sendmmsg (again one sendto() "
-    "each, after the timed part); its clock covers only the system calls.",
-    "same state: the limit's IPVS services, real servers, sync daemons and addresses equal the "
-    "helper's in every run. helper OK: ACTIVATE written -> OK read, so also the pipe both ways, "
-    "the plan, the encoding and the log lines.",
-    f"runs: every case's runs of the bench, and at least {PAIRS} for the target cases (more "
-    "helper and limit runs in turn), as a median of a few moves between runs of the bench.",
+    "protocol acked once, then the gratuitous ARP frames in one sendmmsg (and one sendto() "
+    "each, untimed); its clock covers only the system calls. same state: its IPVS services, "
+    "real servers, sync daemons and addresses equal the helper's in every run.",
+    "helper OK: ACTIVATE written -> OK read, so also the pipe both ways, the plan, the "
+    "encoding, the log lines and their write.",
+    f"runs: of every case the bench's, of the target cases at least {PAIRS} (more helper and "
+    "limit runs in turn), as a median of a few moves between runs of the bench.",
 ]
 PIPED_ROWS = [
     "limit: the system calls alone",
@@ -40,16 +40,15 @@ PIPED_ROWS = [
     "same state, and the least helper logs the helper's lines (every run)",
 ]
 PIPED_NOTES = [
-    "the limit behind the pipe = the limit's process where the helper stands (lab/bare.py "
-    "piped): from the same standby it answers the INTF, waits in read(), reads the ACTIVATE, "
-    "sends the same prebuilt messages and frames and writes OK; timed by the same reader as "
-    "the helper in the same runs. No helper behind CGP's pipe answers sooner.",
-    "the least helper = that process keeping, while standby, only what does not depend on the "
-    "members, as the helper does: it splits the line, orders and checks the members, makes "
-    "the real servers' requests (the helper's encoder and kept parts) and log lines, sends, "
-    "and writes the log and OK. It skips the helper's checks (interface, members against the "
-    "VIPs and the host's addresses, the device's MAC) and state: the smallest Python answer "
-    "we could write, so its distance to the limit is not the helper's to close.",
+    "the limit behind the pipe = the limit's process where the helper stands: from the same "
+    "standby it answers the INTF, waits in read(), reads the ACTIVATE, sends the same messages "
+    "and frames and writes OK, timed by the same reader in the same runs as the helper. No "
+    "helper behind CGP's pipe answers sooner.",
+    "the least helper = that process keeping while standby, as the helper does, what does not "
+    "depend on the members: it splits the line, orders and checks the members, makes the real "
+    "servers' requests (the helper's encoder and kept parts) and log lines, sends, writes the "
+    "log and OK; it skips the helper's checks (interface, members against the VIPs and the "
+    "host's addresses, the MAC) and state: the smallest Python answer we could write.",
 ]
 
 
@@ -80,23 +79,15 @@ def table(runs: Runs) -> tuple[Table, list[Target]]:
 def piped_table(runs: Runs) -> Table:
     """LIMIT_CASES: the helper's distance to the limit split into the pipe's part, the part any
     Python helper spends on the request, and its own."""
-    cases = [vm for vm in LIMIT_CASES if vm in runs]
-    t = Table(
-        "Where the distance to the limit goes: the limit and the least helper behind the "
-        "helper's pipe (inside user-mode Linux)",
-        ["ms (median, min-max)", *(f"{v} x {m}" for v, m in cases)],
-        notes=list(PIPED_NOTES),
-    )
     columns = []
-    for rs in (runs[vm] for vm in cases):
+    for rs in (runs[vm] for vm in LIMIT_CASES):
         oks = {"limit": pick(rs, "limit", "total_s")} | {k: pick(rs, k, "ok_s") for k in PIPED}
         lim, pipe, least, ok = (median(oks[k]) for k in ("limit", *PIPED))
         same = all(
-            r[k]["state"] == r["helper"]["state"] and r[k]["errors"] == 0
+            r[k]["state"] == r["helper"]["state"] and not r[k]["errors"]
             for r in rs
-            for k in ("piped", "least")
-        )
-        same = same and all(r["least"]["cmds"] == r["helper"]["cmds"] for r in rs)
+            for k in PIPED[:2]
+        ) and all(r["least"]["cmds"] == r["helper"]["cmds"] for r in rs)
         columns.append(
             [
                 *(mm(oks[k], 1000, 2, 2) for k in ("limit", *PIPED)),
@@ -106,6 +97,10 @@ def piped_table(runs: Runs) -> Table:
                 "yes" if same else "NO",
             ]
         )
-    for row in zip(PIPED_ROWS, *columns):
-        t.add(*row)
-    return t
+    return Table(
+        "Where the distance to the limit goes: the limit and the least helper behind the "
+        "helper's pipe (inside user-mode Linux)",
+        ["ms (median, min-max)", *(f"{v} x {m}" for v, m in LIMIT_CASES)],
+        [list(row) for row in zip(PIPED_ROWS, *columns)],
+        list(PIPED_NOTES),
+    )
