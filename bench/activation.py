@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +71,11 @@ def latency(runs: limit.Runs, reps: int) -> tuple[Table, list[Target]]:
         "classic measured how | speed-up 1st ARP | speed-up vs OK | same state".split(" | "),
     )
     targets: list[Target] = []
-    per_kind: dict[str, list[float]] = defaultdict(list)
     for (v, m), rs in runs.items():
         ok, base, arp = (
             pick(rs, w, k)
             for w, k in (("helper", "ok_s"), ("classic", "arp_s"), ("helper", "arp_s"))
         )
-        for k, s in ((k, s) for r in rs for k, s in r["classic"]["each_s"].items()):
-            per_kind[k].append(s)
         ok_m, base_m, arp_m = median(ok), median(base), median(arp) if arp else None
         states = [r["classic"]["state"] for r in rs if r["classic"]["state"] is not None]
         same = all(s == r["helper"]["state"] for s in states for r in rs)
@@ -96,7 +92,10 @@ def latency(runs: limit.Runs, reps: int) -> tuple[Table, list[Target]]:
             met = None if not value else base_m / value >= 20
             targets.append(Target("activation", name, ">= 20x", times(base_m, value), met))
     targets = targets[::2] + targets[1::2]  # the two under 100 ms first
-    kinds = ", ".join(f"{k} {median(s) * 1000:.0f} ms" for k, s in per_kind.items())
+    each = [(k, s) for rs in runs.values() for r in rs for k, s in r["classic"]["each_s"].items()]
+    kinds = ", ".join(
+        f"{k} {median([s for j, s in each if j == k]) * 1e3:.0f} ms" for k in dict(each)
+    )
     full, check = (median(pick(runs[CHECK_CASE], *k)) for k in (("classic", "arp_s"), ("check_s",)))
     table.notes += [
         f"Median of {reps} runs (min-max in brackets), each from standby in fresh namespaces; "
@@ -118,12 +117,9 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     (v, m), members = TARGET_CASE, members_of(TARGET_CASE[1])
     path = os.path.join(tmp, "cgp-ipvs-members")
     Path(path).write_text(member_map([(ip, None) for ip in members], first=40000))
+    cases = {"without a map": (), "with a map": ("--member-map", path)}
     runs = repeat(
-        reps,
-        {
-            "without a map": lambda: activate_by("helper", vipfile, members),
-            "with a map": lambda: activate_by("helper", vipfile, members, "--member-map", path),
-        },
+        reps, {k: lambda o=o: activate_by("helper", vipfile, members, *o) for k, o in cases.items()}
     )
     ok, plain = pick(runs["with a map"], "ok_s"), pick(runs["without a map"], "ok_s")
     changes = sum(map(steers, runs["with a map"][0]["cmds"]))
