@@ -73,9 +73,7 @@ def woken(fn: Callable[[], object], samples: int = 21, sleep: float = 0.02) -> f
     spent = []
     for _ in range(samples):
         time.sleep(sleep)
-        t0 = time.perf_counter()
-        fn()
-        spent.append(time.perf_counter() - t0)
+        spent.append(per(fn, 1))
     return median(spent)
 
 
