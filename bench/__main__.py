@@ -1,16 +1,11 @@
-"""`python -m bench` (`make bench`): run every benchmark, print the tables, write the results.
+"""`python -m bench` (`make bench`): run the benchmarks, print their tables and the targets.
 
-    python -m bench [--reps N] [--only activation,dualstack,hotspots,aliases,failover,membership,
-                                       footprint]
-                    [--idle SECONDS] [--lines N] [--no-pin]
+    python -m bench [--reps N] [--only PART,...] [--idle SECONDS] [--lines N] [--no-pin]
 
-The host's CPU-bound parts first (the -m ACTIVATE of the hotspots, the throughput runs); then
-the idle footprint helper in a thread while one user-mode Linux boot, pinned to one CPU, runs
-the kernel benchmarks (`--inside FILE`: that boot's half, FILE rewritten after each benchmark);
-then the tables and the summary of the targets, written to bench/results/latest.json and, by a
-run of every benchmark, to docs/benchmarks.md (a partial run: bench/results/latest.md), so the
-published figures are always one run's. Exit status 1 if a benchmark could not run (a missed
-target is a result, not a failure).
+The host's parts run first (the footprint, the hotspots' -m ACTIVATEs), alone; then one
+user-mode Linux boot, pinned to one CPU, runs the kernel benchmarks (`--inside FILE`). Results go
+to bench/results/latest.json and, from a run of every part, to docs/benchmarks.md (else
+bench/results/latest.md). Exit status 1 if a part could not run; a missed target is a result.
 """
 
 from __future__ import annotations
@@ -21,37 +16,27 @@ import json
 import mmap
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from cgp_ipvs_helper.core.protocol import parse_line
-from lab.uml import (
-    REPO_ROOT,
-    LabSetupError,
-    find_kernel,
-    kernel_version,
-    pinned,
-    run_uml,
-    uml_cpu,
-)
+from lab.probe import per  # timed as the probe's steps are
+from lab.uml import REPO_ROOT, LabSetupError, find_kernel, kernel_version, pinned, run_uml, uml_cpu
 
 from . import footprint, hotspots
-from .report import Table, Target, failed, per
+from .report import Table, Target, failed, median
 
 KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover", "membership")
 ALL = (*KERNEL, "footprint")
 RESULTS = REPO_ROOT / "bench" / "results"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
-COSTS = {
+MACHINE = {  # the rows of The machine: cost of basic operations
     "syscall": "one system call (write 1 byte to /dev/null)",
     "clock": "one clock read (time.perf_counter)",
     "page_fault": "one page fault (first touch of a fresh page)",
@@ -59,11 +44,12 @@ COSTS = {
     "python_warm": "a Python call, warm: the parse of an ACTIVATE line (protocol.parse_line)",
     "python_woken": "the same call as the first thing after a 20 ms sleep",
 }
-ACTIVATE_LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
+LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
 
 
 def costs(n: int = 1000) -> dict[str, float]:
-    """Seconds per basic operation here (host or UML): which figures are the lab's."""
+    """Seconds per operation of The machine's rows, here (on the host or inside UML): which of
+    the figures are the lab's."""
     fd, area = os.open(os.devnull, os.O_WRONLY), mmap.mmap(-1, n * mmap.PAGESIZE)
     forks = ["sh", "-c", "i=0; while [ $i -lt 20 ]; do /bin/true; i=$((i+1)); done"]
     try:
@@ -74,8 +60,8 @@ def costs(n: int = 1000) -> dict[str, float]:
                 lambda: [area.__setitem__(i * mmap.PAGESIZE, 1) for i in range(n)], n
             ),
             "fork_exec": per(lambda: subprocess.run(forks, check=True), 20),
-            "python_warm": per(lambda: [parse_line(ACTIVATE_LINE) for _ in range(n)], n),
-            "python_woken": woken(lambda: parse_line(ACTIVATE_LINE)) - woken(lambda: None),
+            "python_warm": per(lambda: [parse_line(LINE) for _ in range(n)], n),
+            "python_woken": woken(lambda: parse_line(LINE)) - woken(lambda: None),
         }
     finally:
         os.close(fd)
@@ -83,15 +69,12 @@ def costs(n: int = 1000) -> dict[str, float]:
 
 
 def woken(fn: Callable[[], object], samples: int = 21, sleep: float = 0.02) -> float:
-    """Median seconds of `fn` as the first thing a process does after sleeping, as a helper's
-    request handling is (the clock pair around it included)."""
+    """Median seconds of `fn` as the first thing after a sleep, as a helper handles a request."""
     spent = []
     for _ in range(samples):
         time.sleep(sleep)
-        t0 = time.perf_counter()
-        fn()
-        spent.append(time.perf_counter() - t0)
-    return statistics.median(spent)
+        spent.append(per(fn, 1))
+    return median(spent)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -99,17 +82,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
+def attempt(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """`fn`'s result, or the benchmark `name` recorded as failed, so the others still count."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        traceback.print_exc()
+        return failed(name, f"{type(exc).__name__}: {exc}")
+
+
 def inside(path: Path, reps: int, names: Sequence[str]) -> int:
-    """Inside UML (root, as PID 1's child): the kernel benchmarks one after the other."""
+    """Inside UML (root): the kernel benchmarks in turn, `path` written after each."""
     data: dict[str, Any] = {"costs_start": costs(), "benchmarks": {}}
     for name in names:
         t0 = time.monotonic()
         print(f"[uml] {name} ...", flush=True)
-        try:
-            data["benchmarks"][name] = importlib.import_module(f"bench.{name}").run(reps)
-        except Exception as exc:
-            traceback.print_exc()
-            data["benchmarks"][name] = failed(name, f"{type(exc).__name__}: {exc}")
+        data["benchmarks"][name] = attempt(name, importlib.import_module(f"bench.{name}").run, reps)
         print(f"[uml] {name} done in {time.monotonic() - t0:.0f} s", flush=True)
         write_json(path, data)
     write_json(path, {**data, "costs_end": costs()})
@@ -124,14 +112,16 @@ def boot(names: Sequence[str], reps: int, cpu: int | None) -> dict[str, Any]:
         with pinned(cpu):
             status = run_uml([*argv, ",".join(names)], timeout=2400, output=sys.stdout.buffer)
         data = json.loads(path.read_text() or "{}")
-        return {**data, "error": f"the boot ended with status {status.status}", "s": status.total_s}
+        return {**data, "error": f"the boot ended with status {status.status}"}
     except LabSetupError as exc:
         return {"error": str(exc)}
     finally:
         path.unlink()
 
 
-def meta(reps: int) -> dict[str, Any]:
+def meta(reps: int, ran: list[str]) -> dict[str, Any]:
+    """When, on what commit and machine: the head of the document."""
+
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
         return out.stdout.strip()
@@ -151,6 +141,7 @@ def meta(reps: int) -> dict[str, Any]:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "reps": reps,
+        "ran": ran,
     }
 
 
@@ -168,20 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"unknown benchmark(s): {', '.join(sorted(set(only) - set(ALL)))}")
     if args.inside:
         return inside(args.inside, args.reps, only)
-    t_start, info, results = time.monotonic(), {**meta(args.reps), "ran": only}, {}
+    t_start, info, results = time.monotonic(), meta(args.reps, only), {}
     print(f"cgp-ipvs-helper benchmarks, {info['date']}, commit {info['commit']}", flush=True)
     measured: list[dict[str, float] | None] = [costs()]
-    host, idle, rates = None, None, {}
-    try:
-        host = hotspots.host(args.reps) if "hotspots" in only else None
-    except Exception as exc:  # the in-UML half still has its tables
-        print(f"[host] hotspots on the host failed: {exc}", flush=True)
+    host = attempt("hotspots", hotspots.host, args.reps) if "hotspots" in only else None
     if "footprint" in only:
-        try:
-            rates = footprint.run_throughput(args.reps, args.lines)
-            idle = ThreadPoolExecutor(1).submit(footprint.idle, args.idle)  # meanwhile
-        except Exception as exc:
-            results["footprint"] = failed("footprint", f"{type(exc).__name__}: {exc}")
+        results["footprint"] = attempt("footprint", footprint.run, args.reps, args.lines, args.idle)
     names = [n for n in KERNEL if n in only]
     cpu = info["uml_pinned_cpu"] = uml_cpu(not args.no_pin) if names else None
     if names:
@@ -192,94 +175,75 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "hotspots" in results:
             results["hotspots"] = hotspots.rebuild(results["hotspots"], host)
         measured += [kernel.get("costs_start"), kernel.get("costs_end")]
-    if idle is not None:
-        try:
-            results["footprint"] = footprint.report(idle.result(), rates, args.lines)
-        except Exception as exc:
-            results["footprint"] = footprint.report(f"{exc!r}", rates, args.lines)
     info["total_s"] = time.monotonic() - t_start
     return finish(info, results, measured)
 
 
-def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
-    """docs/benchmarks.md: when, on what commit and machine, then every table of the run."""
-    pin = info["uml_pinned_cpu"]
-    pinning = "pinned to one CPU" if pin is not None else "not pinned"
-    dirty = " with uncommitted changes in cgp_ipvs_helper/" if info["uncommitted"] else ""
-    head = (
-        f"`make bench` on {info['date']}, commit {info['commit']}{dirty}, {info['cpus']} CPUs "
-        f"({info['cpu']}), Python {info['python']}; kernel figures inside user-mode Linux "
-        f"{info['uml_kernel']} (lab/uml.py, {pinning}: see The machine below), "
-        "host figures on the host through pipes only. "
-        f"The run took {info['total_s'] / 60:.1f} minutes."
+def machine(measured: Sequence[dict[str, float] | None]) -> Table:
+    """The costs on the host, then inside UML at its boot and at its end."""
+    return Table(
+        "The machine: cost of basic operations (us)",
+        ["operation", "host", "inside UML, at boot", "inside UML, at the end"],
+        [
+            [label, *(f"{d[key] * 1e6:.1f}" if d else "-" for d in [*measured, None, None][:3])]
+            for key, label in MACHINE.items()
+        ],
+        [
+            "Inside user-mode Linux every system call and page fault is a hand-over between two "
+            "host processes (the process, the UML kernel); unpinned (--no-pin), it tends to "
+            "become a cross-CPU wake-up, many times dearer.",
+            "The last two rows: the same Python warm, and as the first thing after a sleep "
+            "(median of 21, less an empty clock pair), as a helper woken by its request runs "
+            "it; the limit's clock starts warm, the limit behind the pipe wakes like a helper.",
+        ],
     )
+
+
+def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
+    """docs/benchmarks.md (and the terminal's report): what it is, when, on what commit and
+    machine, then every table."""
     about = (
-        "Written by `make bench` (`bench/__main__.py`) at the end of a run of every benchmark: "
-        "do not edit it, change the benchmarks and run them. Each figure is a median of the "
-        "run's repetitions, taken in rounds (every case once a round); each table's notes say "
-        "how. A system call or page fault inside user-mode Linux costs many times what it costs "
-        "on the host (The machine): compare a run's figures with each other, not across "
-        "machines. Figures taken once while the code was written, behind its design choices: "
-        "[design.md](design.md)."
+        "Written by `make bench` (`bench/__main__.py`) from a run of every benchmark: do not "
+        "edit it, change the benchmarks and run them. Every figure is the median of the run's "
+        "repetitions, taken in rounds (each case once a round); each table's notes say how. "
+        "Inside user-mode Linux a system call or page fault costs many times what it does on "
+        "the host (The machine): compare a run's figures with each other, not across machines. "
+        "Figures behind the design choices, taken once: [design.md](design.md)."
     )
     if set(info["ran"]) != set(ALL):
-        about = (
-            f"A partial run ({', '.join(info['ran'])}), not published: a run of every "
-            "benchmark writes docs/benchmarks.md."
-        )
-    return "\n".join(
-        ["# Benchmarks", "", about, "", head, "", *(t.markdown() + "\n" for t in tables)]
+        about = f"A partial run ({', '.join(info['ran'])}), not published: a run of every "
+        about += "benchmark writes docs/benchmarks.md."
+    pin = info["uml_pinned_cpu"]
+    head = (
+        f"`make bench` on {info['date']}, commit {info['commit']}"
+        + (" with uncommitted changes in cgp_ipvs_helper/" if info["uncommitted"] else "")
+        + f", {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}; kernel figures "
+        f"inside user-mode Linux {info['uml_kernel']} (lab/uml.py, "
+        + (f"pinned to host CPU {pin}" if pin is not None else "not pinned")
+        + ": see The machine), host figures on the host through pipes only. The run took "
+        f"{info['total_s'] / 60:.1f} minutes."
     )
+    tables_ = [t.markdown() + "\n" for t in tables]
+    return "\n".join(["# Benchmarks", "", about, "", head, "", *tables_])
 
 
 def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -> int:
-    """Print every table and the summary; write latest.json and the Markdown document."""
-    tables = [Table(**t) for n in ALL if n in results for t in results[n]["tables"]]
+    """Print the document of the run and write it; its raw figures to latest.json."""
     targets = [Target(**t) for n in ALL if n in results for t in results[n]["targets"]]
-    machine = Table(
-        "The machine: cost of basic operations (us)",
-        ["operation", "host", "inside UML, at boot", "inside UML, at the end"],
+    verdict = {True: "met", False: "NOT MET", None: "not measured"}
+    summary = Table(
+        "Summary: targets",
+        ["benchmark", "target", "measured", "verdict"],
+        [[t.benchmark, f"{t.name} ({t.goal})", t.value, verdict[t.met]] for t in targets],
+        [f"FAILED TO RUN: {r['name']}: {r['error']}" for r in results.values() if r["error"]],
     )
-    for key, label in COSTS.items():
-        cells = [f"{d[key] * 1e6:.1f}" if d else "-" for d in measured]
-        machine.add(label, *(cells + ["-", "-"])[:3])
-    pin = info["uml_pinned_cpu"]
-    machine.notes.append(
-        "Inside user-mode Linux every system call and page fault of a process is a hand-over "
-        "between two host processes (the process and the UML kernel). Unpinned, each "
-        "hand-over tends to become a cross-CPU wake-up, many times dearer (compare the rows "
-        "above of an unpinned run, --no-pin). This run "
-        + (f"pinned the boot to host CPU {pin}." if pin is not None else "did not pin the boot.")
-    )
-    machine.notes.append(
-        "The last two rows: the same Python, warm and as the first thing after a sleep (median "
-        "of 21, less an empty clock pair). A helper sleeps until its request arrives, so the "
-        "Python of an ACTIVATE runs like the second row; the limit's clock starts "
-        "warm, and the limit behind the pipe runs a few lines of Python after its sleep."
-    )
-    summary = Table("Summary: targets", ["benchmark", "target", "measured", "verdict"])
-    for t in targets:
-        verdict = {True: "met", False: "NOT MET", None: "not measured"}[t.met]
-        summary.add(t.benchmark, f"{t.name} ({t.goal})", t.value, verdict)
-    summary.notes += [
-        f"FAILED TO RUN: {r['name']}: {r['error']}" for r in results.values() if r["error"]
-    ]
-    summary.notes.append(
-        f"Total run time {info['total_s']:.0f} s on {info['cpus']} CPUs ({info['cpu']}); "
-        f"user-mode Linux {info['uml_kernel']}"
-        + (f" pinned to CPU {pin}" if pin is not None else ", not pinned to a CPU")
-        + f", Python {info['python']}."
-        + (" cgp_ipvs_helper/ had uncommitted changes." if info["uncommitted"] else "")
-    )
-    tables.append(machine)
-    print("\n" + "\n\n".join(t.text() for t in [*tables, summary]) + "\n")
+    tables = [Table(**t) for n in ALL if n in results for t in results[n]["tables"]]
+    text = document(info, [summary, *tables, machine(measured)])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    targets_ = [asdict(t) for t in targets]
-    data = {"meta": info, "costs": measured, "benchmarks": results, "targets": targets_}
-    write_json(RESULTS / "latest.json", data)
+    write_json(RESULTS / "latest.json", {"meta": info, "costs": measured, "benchmarks": results})
     path = DOC if set(info["ran"]) == set(ALL) else RESULTS / "latest.md"
-    path.write_text(document(info, [summary, *tables]))
-    print(f"wrote {RESULTS / 'latest.json'} and {path}")
+    path.write_text(text)
+    print(f"\n{text}\nwrote {RESULTS / 'latest.json'} and {path}")
     return 1 if any(r["error"] for r in results.values()) else 0
 
 

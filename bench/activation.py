@@ -1,18 +1,11 @@
-"""Benchmark 1 (inside UML): how soon after ACTIVATE the LAN can use the VIPs.
-
-From standby (`lab.standby`), each way of `lab.ways` in turn: the helper's ACTIVATE -> OK and
--> first gratuitous ARP at a client; the classic way, the commands the helper logs for it run by
-bash one process each until the client sees the first ARP (a long list sampled per kind of
-command and extrapolated); the kernel's own limit (bench/limit.py), for the limit's cases also
-behind the helper's pipe, and the least helper there; and the target case with a member map.
-"""
+"""Benchmark 1 (inside UML): how soon after ACTIVATE the LAN can use the VIPs, against the
+commands of the classic way and against the kernel's own limit (bench/limit.py)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +37,8 @@ def steers(command: str) -> bool:
 
 
 def run(reps: int) -> dict[str, Any]:
-    """Every case `reps` times (helper, classic, limit in turn, the limit's cases behind the pipe
-    too), more rounds of the limit's cases without the classic way; then the steering."""
+    """Every case `reps` times (every way in turn), the limit's cases again without the classic
+    way up to PAIRS runs; then the steering."""
     tmp = tempfile.mkdtemp(prefix="bench-act-")
     files = {v: write_vipfile(os.path.join(tmp, f"vips{v}"), e) for v, e in VIP_ENTRIES.items()}
     cmds: dict[tuple[int, int], list[str]] = {}  # those of the first run of each case
@@ -61,9 +54,9 @@ def run(reps: int) -> dict[str, Any]:
             out["check_s"] = classic(files[v], todo, False)["arp_s"] if check else None
         return out | {way: activate_by(way, files[v], members_of(m)) for way in ways[1:]}
 
-    runs = repeat(reps, {vm: lambda vm=vm: case(*vm) for vm in CASES}, what="activation")
+    runs = repeat(reps, {vm: lambda vm=vm: case(*vm) for vm in CASES})
     more = {vm: lambda vm=vm: case(*vm, False) for vm in limit.LIMIT_CASES}
-    pairs = repeat(max(0, limit.PAIRS - reps), more, what="activation")
+    pairs = repeat(max(0, limit.PAIRS - reps), more)
     both = {vm: rs + pairs.get(vm, []) for vm, rs in runs.items()}
     (table, targets), (versus, more_targets) = latency(runs, reps), limit.table(both)
     steering, target = steering_runs(files[TARGET_CASE[0]], tmp, reps)
@@ -78,14 +71,11 @@ def latency(runs: limit.Runs, reps: int) -> tuple[Table, list[Target]]:
         "classic measured how | speed-up 1st ARP | speed-up vs OK | same state".split(" | "),
     )
     targets: list[Target] = []
-    per_kind: dict[str, list[float]] = defaultdict(list)
     for (v, m), rs in runs.items():
         ok, base, arp = (
             pick(rs, w, k)
             for w, k in (("helper", "ok_s"), ("classic", "arp_s"), ("helper", "arp_s"))
         )
-        for k, s in ((k, s) for r in rs for k, s in r["classic"]["each_s"].items()):
-            per_kind[k].append(s)
         ok_m, base_m, arp_m = median(ok), median(base), median(arp) if arp else None
         states = [r["classic"]["state"] for r in rs if r["classic"]["state"] is not None]
         same = all(s == r["helper"]["state"] for s in states for r in rs)
@@ -102,19 +92,22 @@ def latency(runs: limit.Runs, reps: int) -> tuple[Table, list[Target]]:
             met = None if not value else base_m / value >= 20
             targets.append(Target("activation", name, ">= 20x", times(base_m, value), met))
     targets = targets[::2] + targets[1::2]  # the two under 100 ms first
-    kinds = ", ".join(f"{k} {median(s) * 1000:.0f} ms" for k, s in per_kind.items())
+    each = [(k, s) for rs in runs.values() for r in rs for k, s in r["classic"]["each_s"].items()]
+    kinds = ", ".join(
+        f"{k} {median([s for j, s in each if j == k]) * 1e3:.0f} ms" for k in dict(each)
+    )
     full, check = (median(pick(runs[CHECK_CASE], *k)) for k in (("classic", "arp_s"), ("check_s",)))
     table.notes += [
         f"Median of {reps} runs (min-max in brackets), each from standby in fresh namespaces; "
         "members other than the frontend are LAN addresses nobody holds (IPVS accepts them).",
         "classic = the commands the helper logs for that ACTIVATE (what -m prints), run by bash "
-        "one process each from the same standby state until the client receives the first ARP; "
-        f"cost per command (median): {kinds}. Extrapolated rows: per-kind cost of the sampled "
-        f"commands x their number; for {CHECK_CASE[0]} x {CHECK_CASE[1]}, measured in full "
-        f"{full:.2f} s, so extrapolated {check:.2f} s ({check / full - 1:+.0%}).",
-        "speed-up vs OK compares the classic first ARP with the helper's OK, which also covers "
-        "its whole first ARP round (2 frames per VIP) and logging every change. same state: "
-        "after a fully measured classic run, the kernel holds what the helper made.",
+        "one process each from the same standby until the client receives the first ARP; per "
+        f"command (median): {kinds}. Extrapolated: the sampled commands' cost per kind x their "
+        f"number; {CHECK_CASE[0]} x {CHECK_CASE[1]} measured in full {full:.2f} s, extrapolated "
+        f"{check:.2f} s ({check / full - 1:+.0%}).",
+        "speed-up vs OK: against the helper's OK, which also covers its whole first ARP round "
+        "(2 frames per VIP) and logging every change. same state: after a fully measured "
+        "classic run, the kernel holds what the helper made.",
     ]
     return table, targets
 
@@ -124,13 +117,9 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     (v, m), members = TARGET_CASE, members_of(TARGET_CASE[1])
     path = os.path.join(tmp, "cgp-ipvs-members")
     Path(path).write_text(member_map([(ip, None) for ip in members], first=40000))
+    cases = {"without a map": (), "with a map": ("--member-map", path)}
     runs = repeat(
-        reps,
-        {
-            "without a map": lambda: activate_by("helper", vipfile, members),
-            "with a map": lambda: activate_by("helper", vipfile, members, "--member-map", path),
-        },
-        what=f"activation {v}x{m}",
+        reps, {k: lambda o=o: activate_by("helper", vipfile, members, *o) for k, o in cases.items()}
     )
     ok, plain = pick(runs["with a map"], "ok_s"), pick(runs["without a map"], "ok_s")
     changes = sum(map(steers, runs["with a map"][0]["cmds"]))
@@ -147,20 +136,20 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     tc_reads = "reading tc in each observe (2 netlink dumps; difference of medians)"
     table.add(tc_reads, "", ms(median(with_tc) - median(without), 2), "")
     table.notes.append(
-        f"Median of {reps} runs each, with and without the map alternately (the changes alone "
-        "and the reads: 9 or more runs in one namespace); the steering changes are 1 clsact "
-        "qdisc, 1 tc filter per CIDR block of the VIPs and 2 per range (TCP, UDP: the "
-        "owner's MAC written and the packet sent back out, or dropped while that MAC is not "
-        "known), sent in the same netlink batches, and for the balancer's own range a "
-        "firewall-mark service and its real server (none here: the balancer is not in this map)."
+        f"Median of {reps} runs each, with and without the map in turn (the changes alone and "
+        "the reads: 9 or more in one namespace). The steering: 1 clsact qdisc, 1 tc filter per "
+        "CIDR block of the VIPs and 2 per range (TCP, UDP: the owner's MAC written and the "
+        "packet sent back out, or dropped while that MAC is unknown), in the same netlink "
+        "batches; for the balancer's own range a firewall-mark service and its real server "
+        "(none here: the balancer is not in this map)."
     )
     name = f"{v} VIPs x {m} members with a {m}-range member map: OK under 100 ms"
     return table, under("activation", name, median(ok) * 1000, 100, "ms")
 
 
 def steering_alone(vipfile: str, path: str, reps: int) -> tuple[list[float], ...]:
-    """From standby: the target case's steering changes applied (and removed) in one
-    apply_many each, and an observe that reads tc against one that does not."""
+    """From standby: the target case's steering changes applied (and removed) in one call each,
+    and an observe that reads tc against one that does not."""
     vips, spent = vips_in(vipfile), ([], [], [])
     members = load_members(path, [p for _, p in DEFAULT_PORTS], vips)
     settings = Settings(vipfile=vipfile, iface="eth0", member_map=path)

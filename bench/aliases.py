@@ -1,10 +1,5 @@
-"""Benchmark 2 (inside UML): the VIPs of a /24 on lo at boot, one process vs one per address.
-
-Each method runs in a fresh network namespace, forked from a thread already inside it, and must
-leave the 256 addresses on lo: a shell loop of `ip address add` (an admin's script); the RPM's
-launcher `cgp-ipvs-vip -f FILE up`; ifup-lo as RHEL runs it (lab/netscripts.py); for
-reference `ip -batch` and `cgp-ipvs-vip check` (Python start-up and parsing alone).
-"""
+"""Benchmark (inside UML): the VIPs of a /24 on lo at boot, one process against one per address
+(each method run in a fresh network namespace, forked from a thread inside it)."""
 
 from __future__ import annotations
 
@@ -76,10 +71,9 @@ def run(reps: int) -> dict[str, Any]:
     table.notes += [
         f"Median of {reps} runs, each in a fresh network namespace; every method but `check` "
         "must leave exactly the 256 addresses on lo (checked).",
-        f"cgp-ipvs-vip's time is mostly Python start-up and imports: `check` alone takes "
-        f"{med['check']:.2f} s; applying the /24 in one netlink batch adds "
-        f"{max(0.0, med['vip'] - med['check']):.2f} s. Forks and page faults are much slower in "
-        "user-mode Linux than on bare metal: the loop pays a fork+exec per address, Python its "
-        "start-up once.",
+        f"cgp-ipvs-vip's time is mostly Python start-up and imports (`check`, {med['check']:.2f} "
+        "s); applying the /24 in one netlink batch adds "
+        f"{max(0.0, med['vip'] - med['check']):.2f} s. The loop pays a fork+exec per address, "
+        "Python its start-up once (The machine).",
     ]
     return result("aliases", [table], samples_s=samples)

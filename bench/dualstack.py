@@ -1,12 +1,5 @@
-"""Benchmark (inside UML): ACTIVATE of a dual-stack group beside the same group without IPv6.
-
-From standby in fresh namespaces with IPv6 on the LAN and a member map giving every member an
-IPv6 address: ACTIVATE -> OK. Target: a /24 plus a /120, 4 members, under 200 ms.
-
-Beside it, the kernel's own cost of adding VIPs to eth0 at each count (`kernel_cost`): the
-requests the helper sends, in one batch, timed alone; IPv6 addresses cost more each the more
-IPv6 addresses the namespace holds (see the table's notes).
-"""
+"""Benchmark (inside UML): ACTIVATE of a dual-stack group beside the same group without IPv6,
+and the kernel's own cost of adding VIPs to eth0 at each count (`kernel_cost`)."""
 
 from __future__ import annotations
 
@@ -103,9 +96,9 @@ def run(reps: int) -> dict[str, Any]:
     table.add("the /120's part (difference of the medians)", 256, ms(part))
     table.notes.append(
         f"Median of {reps} runs (min-max in brackets), from standby in fresh namespaces with "
-        "IPv6 on the LAN, the member map giving all 4 members an IPv6 address; the OK covers "
-        "IPVS for both families, the VIPs on eth0 and the first announcement round (2 ARP frames "
-        "per IPv4 VIP, 1 neighbour advertisement per IPv6 VIP)."
+        "IPv6 on the LAN, a member map giving every member an IPv6 address; the OK covers IPVS "
+        "for both families, the VIPs on eth0 and the first announcement round (2 ARP frames per "
+        "IPv4 VIP, 1 neighbour advertisement per IPv6 VIP)."
     )
     name = f"a /24 plus a /120 x {MEMBERS} members: OK under 200 ms"
     target = under("dualstack", name, median(oks["/24 + /120"]) * 1000, 200, "ms")

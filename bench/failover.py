@@ -1,11 +1,5 @@
-"""Benchmark 3 (inside UML): what a planned switch of the active balancer costs the clients.
-
-A group of three frontends (lab/group.py) and a client with 12 long-lived TCP connections
-through a VIP, pinged every 20 ms; `Group.switch` writes DEACTIVATE to fe1 and ACTIVATE to fe2
-back to back (CGP sends both at about the same time). Measured: the longest time a connection
-went unanswered, and how many answer at the end of the window. Baseline: the old balancer's
-state cut at once (`--drain 0`); both again with the ACTIVATE 0.5 s late, what the drain is for.
-"""
+"""Benchmark (inside UML): what a planned switch of the active balancer (CGP sends DEACTIVATE and
+ACTIVATE at about the same time) costs the clients, with the drain and with a cut at once."""
 
 from __future__ import annotations
 
@@ -77,8 +71,9 @@ def run(reps: int) -> dict[str, Any]:
     before = "; ".join(" ".join(f"{k}={v}" for k, v in sorted(r["before"].items())) for r in drain)
     table.notes += [
         f"Median of {reps} runs (min-max in brackets), each with fresh namespaces and helpers "
-        f"(-t 3); window {WINDOW_S:g} s after the ACTIVATE; a connection is lost when it errs "
-        "or has no answer in the last second of the window, and then its gap runs to the end.",
+        f"(-t 3), each connection pinged every 20 ms for {WINDOW_S:g} s after the ACTIVATE; one "
+        "is lost when it errs or has no answer in the window's last second (its gap then runs "
+        "to the end).",
         "new balancer OK: from writing its ACTIVATE to reading the OK (2 VIPs, 3 members).",
         f"Connections by first frontend before the switch (drain runs): {before}. lost, by "
         "first frontend: summed over all runs, who served each lost connection before.",

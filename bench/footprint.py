@@ -1,12 +1,5 @@
-"""Benchmark 4 (host, pipes only): what an idle helper costs, and how fast it answers.
-
-The helper runs on the host in -m mode (it plans against an in-memory kernel and only writes
-lines) with the shipped sysconfig/vipaddrs, as the active balancer of a 4-member group. Idle:
-resident memory and CPU time (/proc/PID/schedstat, ns: utime counts 10 ms ticks) over the
-window, refreshes and their ARP rounds included. Throughput: 20,000 pipelined lines, first byte
-written -> last answer read; STATUS, INTF (the cheapest verb) and a Python loop that echoes each
-line and flushes it, as the helper flushes every answer (the floor for a line protocol).
-"""
+"""Benchmark (host, pipes only): what an idle helper costs, and how fast it answers; the helper in
+-m mode (an in-memory kernel: it only writes lines) with the shipped sysconfig/vipaddrs."""
 
 from __future__ import annotations
 
@@ -17,18 +10,21 @@ from typing import Any
 from lab.driver import HelperProcess, host_options
 from lab.uml import REPO_ROOT
 
-from .report import Table, median, repeat, result, spread, under
+from .report import Table, Target, median, repeat, result, spread, under
 
 VIPFILE = str(REPO_ROOT / "sysconfig" / "vipaddrs")
 FAKE_MEMBERS = ["192.0.2.201", "192.0.2.202", "192.0.2.203"]  # text only: -m sends nothing
 ECHO = "import sys\nout = sys.stdout.buffer\nfor line in sys.stdin.buffer:\n    out.write(line)\n"
 ECHO += "    out.flush()\n"
-VERBS = {"status": "STATUS", "intf": "INTF 1", "echo": None}
+VERBS = {  # key: (verb, label); no verb: the echo loop
+    "status": ("STATUS", "helper (-m), STATUS"),
+    "intf": ("INTF 1", "helper (-m), INTF (cheapest verb)"),
+    "echo": (None, "baseline: Python loop echoing each line, flushed"),
+}
 
 
 def throughput(verb: str | None, count: int) -> float:
-    """Seconds from the first byte of `count` pipelined requests to the last answer read; no
-    verb: the echo loop."""
+    """Seconds from the first byte of `count` pipelined requests to the last answer read."""
     argv = [sys.executable, "-c", ECHO] if verb is None else None
     # answering before the clock starts (the echo too)
     with HelperProcess(None, *host_options(), "-f", VIPFILE, argv=argv, timed=True) as proc:
@@ -36,15 +32,30 @@ def throughput(verb: str | None, count: int) -> float:
         return proc.pipelined(b"".join(lines), count)
 
 
-def run_throughput(reps: int, count: int) -> dict[str, list[float]]:
-    """Sequential runs: they are CPU-bound and must not share the CPU."""
-    cases = {key: lambda v=verb: throughput(v, count) for key, verb in VERBS.items()}
-    return repeat(reps, cases, lambda key, s: f"[host] throughput {key}: {s:.3f} s")
+def run(reps: int, count: int, idle_s: float) -> dict[str, Any]:
+    """On the host before the kernel benchmarks, the CPU-bound throughput runs one at a time."""
+    cases = {key: lambda v=verb: throughput(v, count) for key, (verb, _) in VERBS.items()}
+    rates = repeat(reps, cases, lambda key, s: f"[host] throughput {key}: {s:.3f} s")
+    speed = Table(
+        f"Request throughput: {count:,} pipelined lines, first byte written -> last answer "
+        "read (host)",
+        ["process", "seconds", "min-max", "lines/s", "rate vs echo loop"],
+    )
+    med = {k: median(v) for k, v in rates.items()}
+    for key, (_, label) in VERBS.items():
+        rate, vs_echo = f"{count / med[key]:,.0f}", f"{med['echo'] / med[key]:.0%}"
+        speed.add(label, f"{med[key]:.3f}", spread(rates[key], 1, 3), rate, vs_echo)
+    speed.notes.append(
+        f"Median of {reps} runs, a fresh process each; the echo loop flushes each line as the "
+        "helper flushes each answer (the floor of a line protocol): the gap to it is the "
+        "helper's own work per request (parsing, dispatch, formatting)."
+    )
+    mem, targets = idle(idle_s)
+    return result("footprint", [mem, speed], targets, throughput_s=rates, lines=count)
 
 
-def idle(seconds: float) -> dict[str, Any]:
-    """An active -m helper left alone for `seconds` (in a thread while the kernel benchmarks
-    run: an idle process's CPU time and memory are its own)."""
+def idle(seconds: float) -> tuple[Table, list[Target]]:
+    """An active -m helper left alone for `seconds`: its memory and CPU time."""
     with HelperProcess(None, *host_options(), "-f", VIPFILE, timed=True) as proc:
         reply = proc.request("ACTIVATE " + " ".join(FAKE_MEMBERS), timeout=60)
         lines, t0 = 0, time.monotonic() + 3.0  # the GARP repeats at 1.1 and 2.2 s are not idle
@@ -57,56 +68,25 @@ def idle(seconds: float) -> dict[str, Any]:
             rss.append(proc.usage()[2]["VmRSS"])
         cpu1, faults1, kib = proc.usage()
         elapsed = time.monotonic() - t0
-    return {
-        "role": "active" if " OK active" in reply else f"standby ({reply})",
-        "seconds": elapsed,
-        "cpu_s": cpu1 - cpu0,
-        "rss_kib_max": max(rss),
-        "hwm_kib": kib["VmHWM"],
-        "minor_faults": faults1 - faults0,
-        "lines_written": lines,
-    }
-
-
-def report(d: dict[str, Any] | str, rates: dict[str, list[float]], count: int) -> dict[str, Any]:
-    """The two tables; `d` is the idle measurement or why it failed."""
+    role = "active" if " OK active" in reply else f"standby ({reply})"
+    mb, cpu = max(rss) / 1024, (cpu1 - cpu0) / elapsed * 100
     mem = Table(
         "Footprint of an idle helper (host, -m mode, sysconfig/vipaddrs, active, 4 members)",
         ["metric", "value", "target"],
+        notes=[
+            f"Role during the window: {role}; -t 15 (default), so about {elapsed / 15:.0f} "
+            "refreshes, each re-announcing every VIP; CPU from /proc/PID/schedstat, memory "
+            "sampled at least once a second."
+        ],
     )
-    targets = []
-    if isinstance(d, str):
-        mem.notes.append(f"idle measurement failed: {d}")
-    else:
-        rss, cpu = d["rss_kib_max"] / 1024, d["cpu_s"] / d["seconds"] * 100
-        mem.add("resident memory (VmRSS), max over the window", f"{rss:.1f} MB", "< 40 MB")
-        mem.add("peak resident memory since start (VmHWM)", f"{d['hwm_kib'] / 1024:.1f} MB", "")
-        idle_cpu = f"{cpu:.4f} % ({d['cpu_s'] * 1000:.1f} ms)"
-        mem.add(f"CPU over {d['seconds']:.0f} s idle", idle_cpu, "< 1 %")
-        mem.add("lines written while idle (refresh + GARP rounds)", d["lines_written"], "")
-        mem.add("page faults while idle", d["minor_faults"], "")
-        mem.notes.append(
-            f"Role during the window: {d['role']}; -t 15 (default), so about "
-            f"{d['seconds'] / 15:.0f} refreshes, each re-announcing every VIP; sampled at least "
-            "once a second while the kernel benchmarks ran (an idle process's CPU and memory are "
-            "its own)."
-        )
-        targets = [
-            under("footprint", "idle resident memory under 40 MB", rss, 40, "MB"),
-            under("footprint", "idle CPU under 1 %", cpu, 1, "%", 4),
-        ]
-    speed = Table(
-        f"Request throughput: {count:,} pipelined lines, first byte written -> last answer "
-        "read (host)",
-        ["process", "seconds", "min-max", "lines/s", "rate vs echo loop"],
+    mem.add("resident memory (VmRSS), max over the window", f"{mb:.1f} MB", "< 40 MB")
+    mem.add("peak resident memory since start (VmHWM)", f"{kib['VmHWM'] / 1024:.1f} MB", "")
+    mem.add(
+        f"CPU over {elapsed:.0f} s idle", f"{cpu:.4f} % ({(cpu1 - cpu0) * 1e3:.1f} ms)", "< 1 %"
     )
-    med = {k: median(v) for k, v in rates.items()}
-    labels = ["helper (-m), STATUS", "helper (-m), INTF (cheapest verb)"]
-    for key, label in zip(VERBS, [*labels, "baseline: Python loop echoing each line, flushed"]):
-        rate, vs_echo = f"{count / med[key]:,.0f}", f"{med['echo'] / med[key]:.0%}"
-        speed.add(label, f"{med[key]:.3f}", spread(rates[key], 1, 3), rate, vs_echo)
-    speed.notes.append(
-        f"Median of {len(rates['status'])} runs, a fresh process each; the gap to the echo loop "
-        "is the helper's own per-request work (parsing, dispatch, formatting)."
-    )
-    return result("footprint", [mem, speed], targets, idle=d, throughput_s=rates, lines=count)
+    mem.add("lines written while idle (refresh + GARP rounds)", lines, "")
+    mem.add("page faults while idle", faults1 - faults0, "")
+    return mem, [
+        under("footprint", "idle resident memory under 40 MB", mb, 40, "MB"),
+        under("footprint", "idle CPU under 1 %", cpu, 1, "%", 4),
+    ]

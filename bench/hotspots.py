@@ -1,8 +1,5 @@
-"""Where the time of the limit's ACTIVATEs (256 and 8 VIPs x 4 members) goes, to explain
-benchmark 1's figures: lab.probe (the helper with a stopwatch on its seams) driven inside UML
-in real mode from standby (`run`), and for 256 x 4 on the host in -m mode (`host`: the helper's
-own Python work, without UML's price for system calls and page faults), where a cProfile of the
-ACTIVATE is taken too."""
+"""Where the time of the limit's ACTIVATEs goes, to explain the activation benchmark: lab.probe
+(the helper with a stopwatch on its seams) in real mode inside UML, and on the host in -m mode."""
 
 from __future__ import annotations
 
@@ -38,6 +35,7 @@ PHASES = {
     "output": "output: the info lines and the OK encoded (cli.Output)",
     "write": "output: their write() to the pipe, in which the woken reader may run first",
 }
+ON_HOST = ("engine", "output", "write", "total", "wall_ok", "wall_intf")  # -m has no kernel
 ROWS = {
     **PHASES,
     "limit": "limit: the same kernel changes from prebuilt messages (bench/limit.py)",
@@ -65,7 +63,8 @@ def probed(probe: HelperProcess, members: list[str], path: Path, vips: int) -> d
 
 
 def run(reps: int) -> dict[str, Any]:
-    """Inside UML: `reps` probed ACTIVATEs from standby of each case, each beside the limit."""
+    """Inside UML: `reps` probed ACTIVATEs from standby of each case, each beside the limit; the
+    tables are made on the host (`rebuild`)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-hot-"))
     path = tmp / "record"
 
@@ -80,8 +79,7 @@ def run(reps: int) -> dict[str, Any]:
         return f"hotspots {case}: OK {ms(r['wall_ok'])} ms (engine {engine}, output {output})"
 
     cases = {f"{v} x {m}": functools.partial(once, v, m) for v, m in limit.LIMIT_CASES}
-    runs = repeat(reps, cases, show)
-    return result("hotspots", tables(runs, None), uml=runs)
+    return result("hotspots", [], uml=repeat(reps, cases, show))
 
 
 def host(reps: int) -> dict[str, Any]:
@@ -110,38 +108,19 @@ def _where(file: str) -> str:
     return file.split("site-packages/")[1] if "site-packages/" in file else os.path.basename(file)
 
 
+def figure(runs: list[dict[str, Any]] | None, key: str) -> float:
+    """A row's median over the probe's records: a phase, a figure of the record, or the rest."""
+    if key == "rest":
+        return sum(figure(runs, k) for k in ("ipvs", "addresses", "garp")) - figure(runs, "limit")
+    path = ("phases", key) if key in PHASES else ("limit_s",) if key == "limit" else (key,)
+    return median_of(runs or [], *path) or 0.0
+
+
 def rebuild(res: dict[str, Any], host: dict[str, Any] | None) -> dict[str, Any]:
-    """The in-UML result with the host's figures (on the host, after the boot)."""
-    if res["error"] or host is None:
+    """On the host after the boot: the tables of the in-UML runs and the host's (if it ran)."""
+    if res["error"]:
         return res
-    top = Table(
-        f"Hottest functions of the {VIPS} x {MEMBERS} ACTIVATE (cProfile on the host, -m mode, "
-        "by own time)",
-        ["function", "calls", "own ms", "cumulative ms"],
-    )
-    for name, calls, own, cumulative in host["profile"]:
-        top.add(name, calls, ms(own), ms(cumulative))
-    top.notes.append(
-        "cProfile roughly doubles Python's run time; read the calls and the ranking. With -m "
-        "the kernel is the in-memory one, so netlink encoding is not in this list."
-    )
-    uml = res["raw"]["uml"]
-    return result("hotspots", [*tables(uml, host["runs"]), top], uml=uml, host=host)
-
-
-def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | None) -> list[Table]:
-    def values(u: list[dict[str, Any]]) -> dict[str, float | None]:
-        total, limit_s = median_of(u, "total") or 0.0, median_of(u, "limit_s") or 0.0
-        kernel = sum(median_of(u, "phases", k) or 0.0 for k in ("ipvs", "addresses", "garp"))
-        value = {k: median_of(u, "phases", k) for k in PHASES}
-        value |= {k: median_of(u, k) for k in ("first_garp", "wall_ok", "wall_intf")}
-        return value | {"limit": limit_s, "rest": kernel - limit_s, "total": total}
-
-    def on_host(key: str) -> str:
-        path = ("phases", key) if key in ("engine", "output", "write") else (key,)
-        shown = key in ("engine", "output", "write", "total", "wall_ok", "wall_intf")
-        return ms(median_of(h, *path)) if h and shown else "-"
-
+    by_case, h = res["raw"]["uml"], (host or {}).get("runs")
     cases = list(by_case)
     u = by_case[cases[0]]  # the target case: the host and the steps are measured for it
     columns = [f"{c} {head}" for c in cases for head in ("UML ms", "UML share", "page faults")]
@@ -149,29 +128,23 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
         f"Where the {' and the '.join(cases)} ACTIVATEs spend their time",
         ["phase", *columns, f"{cases[0]} host ms (-m)"],
     )
-    every = {c: values(runs) for c, runs in by_case.items()}
     for key, label in ROWS.items():
         cells: list[str] = []
-        for c, runs in by_case.items():
-            value, total, faults = (
-                every[c][key],
-                every[c]["total"] or 1.0,
-                median_of(runs, "faults", key),
-            )
-            shared = (key in PHASES and key != "write") or key == "limit"
-            share = f"{(value or 0) / total:.0%}" if shared else ""
-            cells += [ms(value or 0.0), share, "" if faults is None else f"{faults:.0f}"]
+        for runs in by_case.values():
+            value, faults = figure(runs, key), median_of(runs, "faults", key)
+            shared = key == "limit" or (key in PHASES and key != "write")
+            share = f"{value / (figure(runs, 'total') or 1.0):.0%}" if shared else ""
+            cells += [ms(value), share, "" if faults is None else f"{faults:.0f}"]
         label += f": {median_of(u, 'output_writes'):.0f} call(s)" if key == "write" else ""
-        phases.add(label, *cells, on_host(key))
+        phases.add(label, *cells, ms(figure(h, key)) if h and key in ON_HOST else "-")
     phases.notes += [
         f"Median of {len(u)} runs each. UML: real mode from standby in fresh namespaces; host: "
         "-m mode (in-memory kernel, no netlink, no ARP), i.e. the helper's own Python work.",
-        "lab.probe times the helper's own parts on its seams: a Kernel wrapper times each "
-        "batch of one kind of operation, encoding included; the engine row is the rest of "
-        "handle(). Page faults are the process's minor faults in that phase.",
-        "Beyond the limit: the Python work per real server (plan, encode, log line), rendering "
-        "and writing the lines, and the page faults of that memory, each far dearer in "
-        "user-mode Linux than on a host (The machine).",
+        "lab.probe times the helper's parts on its seams: a Kernel wrapper times each batch of "
+        "one kind of operation, encoding included; the engine row is the rest of handle(). "
+        "Page faults: the process's minor faults in that phase. Beyond the limit: the Python "
+        "work per real server (plan, encode, log line), rendering and writing the lines, and "
+        "the page faults of that memory, each far dearer inside user-mode Linux (The machine).",
     ]
     steps = Table(
         f"The costly steps of the {VIPS} x {MEMBERS} ACTIVATE timed alone",
@@ -183,9 +156,21 @@ def tables(by_case: dict[str, list[dict[str, Any]]], h: list[dict[str, Any]] | N
         steps.add(label, f"{items:.0f}", ms(items * each), f"{each * 1e6:.1f}", host_each)
     steps.notes += [
         f"One ACTIVATE writes {median_of(u, 'steps', 'lines'):.0f} lines "
-        f"({(median_of(u, 'steps', 'bytes') or 0) / 1024:.0f} KiB). One write() per line costs "
-        "lines x (a system call + waking the reader), which user-mode Linux charges far more for.",
-        "cProfile is not used inside UML: it reads the clock twice per Python call and every "
-        "clock read is a system call there, which would bury the real costs.",
+        f"({(median_of(u, 'steps', 'bytes') or 0) / 1024:.0f} KiB): one write() per line costs "
+        "a system call and a wake-up of the reader each, which user-mode Linux charges far more.",
+        "No cProfile inside UML: it reads the clock twice per Python call, and every clock read "
+        "is a system call there.",
     ]
-    return [phases, steps]
+    if not h:
+        return result("hotspots", [phases, steps], uml=by_case, host=host)
+    top = Table(
+        f"Hottest functions of the {VIPS} x {MEMBERS} ACTIVATE (cProfile on the host, -m mode, "
+        "by own time)",
+        ["function", "calls", "own ms", "cumulative ms"],
+        [[name, str(calls), ms(own), ms(cum)] for name, calls, own, cum in host["profile"]],
+        [
+            "cProfile roughly doubles Python's run time; read the calls and the ranking. With -m "
+            "the kernel is the in-memory one, so netlink encoding is not in this list."
+        ],
+    )
+    return result("hotspots", [phases, steps, top], uml=by_case, host=host)

@@ -1,10 +1,5 @@
-"""The limit of benchmark 1 (inside UML): what the kernel itself needs for an ACTIVATE.
-
-The limit is a bare process making the helper's kernel changes from the messages its netlink
-kernel encodes, with only the system calls timed (lab/ways.py, lab/bare.py), the state it leaves
-compared with the helper's; behind the helper's pipe, alone and as the least helper, it splits
-the distance to the limit into the pipe's part, the request's own work, and the helper's own.
-"""
+"""The activation benchmark's limit (inside UML): what the kernel itself needs for an ACTIVATE,
+and where the helper's distance to it goes."""
 
 from __future__ import annotations
 
@@ -18,17 +13,15 @@ PARTS = ("netlink_s", "frames_s", "frames_one_send_each_s")  # the columns after
 PIPED = ("piped", "least", "helper")  # behind the pipe, timed alike
 Runs = dict[tuple[int, int], list[dict[str, Any]]]
 NOTES = [
-    "limit = a bare process making the same kernel changes as the helper's ACTIVATE from "
-    "the same standby state: the messages the helper's netlink kernel encodes for the "
-    "helper's plan, one datagram per protocol acked once, then the gratuitous ARP frames "
-    "in one sendmmsg; its clock covers only the system calls (lab/bare.py).",
-    "same state: the limit's IPVS services, real servers, sync daemons and addresses equal "
-    "the helper's in every run. helper OK: from writing ACTIVATE to reading OK, so it also "
-    "holds the pipe both ways, the plan, the encoding, the log lines and their write.",
-    "frames, one sendto() each: the same frames again after the timed part.",
-    f"runs: medians of the bench's runs of every case, and of at least {PAIRS} for the "
-    "target cases (more helper and limit runs in turn): their ratio is the target, as a "
-    "median of a few runs moves between runs of the bench.",
+    "limit = a bare process (lab/bare.py) making, from the same standby, the kernel changes of "
+    "the helper's ACTIVATE from the messages its netlink kernel encodes: one datagram per "
+    "protocol acked once, then the gratuitous ARP frames in one sendmmsg (and one sendto() "
+    "each, untimed); its clock covers only the system calls. same state: its IPVS services, "
+    "real servers, sync daemons and addresses equal the helper's in every run.",
+    "helper OK: ACTIVATE written -> OK read, so also the pipe both ways, the plan, the "
+    "encoding, the log lines and their write.",
+    f"runs: of every case the bench's, of the target cases at least {PAIRS} (more helper and "
+    "limit runs in turn), as a median of a few moves between runs of the bench.",
 ]
 PIPED_ROWS = [
     "limit: the system calls alone",
@@ -47,20 +40,15 @@ PIPED_ROWS = [
     "same state, and the least helper logs the helper's lines (every run)",
 ]
 PIPED_NOTES = [
-    "the limit behind the pipe = the limit's process (lab/bare.py piped) standing "
-    "where the helper stands: started from the same standby, it answers the INTF, waits "
-    "idle in read() like the helper in select(), reads the ACTIVATE line, sends the "
-    "same prebuilt messages and frames, writes OK, and waits for the end of input; timed "
-    "by the same reader as the helper, from writing ACTIVATE to reading OK (the same runs "
-    "as the table above). No helper behind CGP's pipe answers sooner.",
-    "the least helper (least) = the same process, but with only what does not depend on "
-    "the members kept while standby, as the helper keeps it: once the line is read it "
-    "splits it, orders the members (checking each is an address), makes the real "
-    "servers' requests (the helper's encoder and kept parts) and their log lines, joins "
-    "them to the kept messages and lines, sends, and writes the log and OK. It skips what "
-    "the helper checks: the interface, the members against the VIPs and the host's "
-    "addresses, the device's MAC; and its state. The smallest Python answer to this "
-    "request we could write: its distance to the limit is not the helper's to close.",
+    "the limit behind the pipe = the limit's process where the helper stands: from the same "
+    "standby it answers the INTF, waits in read(), reads the ACTIVATE, sends the same messages "
+    "and frames and writes OK, timed by the same reader in the same runs as the helper. No "
+    "helper behind CGP's pipe answers sooner.",
+    "the least helper = that process keeping while standby, as the helper does, what does not "
+    "depend on the members: it splits the line, orders and checks the members, makes the real "
+    "servers' requests (the helper's encoder and kept parts) and log lines, sends, writes the "
+    "log and OK; it skips the helper's checks (interface, members against the VIPs and the "
+    "host's addresses, the MAC) and state: the smallest Python answer we could write.",
 ]
 
 
@@ -71,7 +59,7 @@ def table(runs: Runs) -> tuple[Table, list[Target]]:
         "VIPs x members | runs | messages (IPVS + address) | frames | limit ms | "
         "of it netlink ms | of it frames ms (sendmmsg) | frames ms, one sendto() each | "
         "helper OK ms | helper / limit | same state".split(" | "),
-        notes=[*NOTES],
+        notes=list(NOTES),
     )
     targets = []
     for (v, m), rs in runs.items():
@@ -89,26 +77,17 @@ def table(runs: Runs) -> tuple[Table, list[Target]]:
 
 
 def piped_table(runs: Runs) -> Table:
-    """LIMIT_CASES: the helper against the limit, the limit behind the helper's pipe and
-    the least helper behind it, so the distance splits into the pipe's part, the part any
-    Python helper spends on the request, and the helper's own beyond that."""
-    cases = [vm for vm in LIMIT_CASES if vm in runs]
-    t = Table(
-        "Where the distance to the limit goes: the limit and the least helper behind the "
-        "helper's pipe (inside user-mode Linux)",
-        ["ms (median, min-max)", *(f"{v} x {m}" for v, m in cases)],
-        notes=[*PIPED_NOTES],
-    )
+    """LIMIT_CASES: the helper's distance to the limit split into the pipe's part, the part any
+    Python helper spends on the request, and its own."""
     columns = []
-    for rs in (runs[vm] for vm in cases):
+    for rs in (runs[vm] for vm in LIMIT_CASES):
         oks = {"limit": pick(rs, "limit", "total_s")} | {k: pick(rs, k, "ok_s") for k in PIPED}
         lim, pipe, least, ok = (median(oks[k]) for k in ("limit", *PIPED))
         same = all(
-            r[k]["state"] == r["helper"]["state"] and r[k]["errors"] == 0
+            r[k]["state"] == r["helper"]["state"] and not r[k]["errors"]
             for r in rs
-            for k in ("piped", "least")
-        )
-        same = same and all(r["least"]["cmds"] == r["helper"]["cmds"] for r in rs)
+            for k in PIPED[:2]
+        ) and all(r["least"]["cmds"] == r["helper"]["cmds"] for r in rs)
         columns.append(
             [
                 *(mm(oks[k], 1000, 2, 2) for k in ("limit", *PIPED)),
@@ -118,6 +97,10 @@ def piped_table(runs: Runs) -> Table:
                 "yes" if same else "NO",
             ]
         )
-    for row in zip(PIPED_ROWS, *columns):
-        t.add(*row)
-    return t
+    return Table(
+        "Where the distance to the limit goes: the limit and the least helper behind the "
+        "helper's pipe (inside user-mode Linux)",
+        ["ms (median, min-max)", *(f"{v} x {m}" for v, m in LIMIT_CASES)],
+        [list(row) for row in zip(PIPED_ROWS, *columns)],
+        list(PIPED_NOTES),
+    )

@@ -1,6 +1,5 @@
-"""Tables, targets and the figures in them. Results cross the UML boundary as JSON, so tables and
-targets are plain data, rendered on the host as text (the terminal) and as Markdown
-(docs/benchmarks.md)."""
+"""Tables, targets and their figures: plain data, to cross the UML boundary as JSON and be
+rendered on the host as text and as Markdown (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
-
-from lab.probe import per as per  # the machine's costs are timed as the probe's steps
 
 K, T = TypeVar("K"), TypeVar("T")
 
@@ -44,28 +41,22 @@ def times(slow: float | None, fast: float | None) -> str:
 
 
 def repeat(
-    reps: int,
-    cases: Mapping[K, Callable[[], T]],
-    show: Callable[[K, T], str] | None = None,
-    what: str = "",
+    reps: int, cases: Mapping[K, Callable[[], T]], show: Callable[[K, T], str] | None = None
 ) -> dict[K, list[T]]:
     """Each case once a round for `reps` rounds (a drift of the machine hits all cases alike):
-    every case's results, and a line of progress for each (`show`, or `what`, the case and the
-    run's figures)."""
-
-    def figured(case: K, run: T) -> str:
-        return f"{what} {case}: {', '.join(figures(run))}"
-
+    every case's results, and a line of progress for each (`show`, or the case and its figures)."""
     out: dict[K, list[T]] = {case: [] for case in cases}
     for rep in range(reps):
         for case, fn in cases.items():
-            out[case].append(fn())
-            print(f"  {(show or figured)(case, out[case][-1])} (run {rep + 1}/{reps})", flush=True)
+            run = fn()
+            line = show(case, run) if show else f"{case}: {', '.join(figures(run))}"
+            print(f"  {line} (run {rep + 1}/{reps})", flush=True)
+            out[case].append(run)
     return out
 
 
 def figures(run: Any, name: str = "") -> list[str]:
-    """The seconds (keys ending in _s) of a run's record, in ms, for the line of progress."""
+    """The seconds (keys ending in _s) of a run's record in ms."""
     if isinstance(run, dict):
         return [f for key, value in run.items() for f in figures(value, f"{name} {key}".strip())]
     if isinstance(run, float) and name.endswith("_s"):
@@ -94,7 +85,8 @@ def median_of(runs: Sequence[Any], *path: str | int) -> float | None:
 
 @dataclass
 class Table:
-    """A title, column names, rows of text cells, and notes under it."""
+    """A title, column names, rows of text cells, and notes under it; Markdown on the terminal
+    too."""
 
     title: str
     columns: list[str]
@@ -103,14 +95,6 @@ class Table:
 
     def add(self, *cells: object) -> None:
         self.rows.append([str(c) for c in cells])
-
-    def text(self) -> str:
-        rows = [self.columns, *self.rows]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
-        rows.insert(1, ["-" * w for w in widths])
-        lines = [self.title, "=" * len(self.title)]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        return "\n".join(lines + [f"  * {note}" for note in self.notes])
 
     def markdown(self) -> str:
         rows = [self.columns, ["---"] * len(self.columns), *self.rows]
