@@ -5,21 +5,16 @@ from __future__ import annotations
 
 from attrs import frozen
 
+from cgp_ipvs_helper.plan import steering
 from cgp_ipvs_helper.plan.guard import GUARD_PREF, GUARD_PREF6, Guard
 from cgp_ipvs_helper.plan.model import TcState
 from cgp_ipvs_helper.plan.rendering import Renders
-from cgp_ipvs_helper.plan.steering import (
-    TC_CHAIN,
-    TC_PREF,
-    TC_PREF6,
-    VIP_CHAIN,
-    RangeFilter,
-    VipFilter,
-)
+from cgp_ipvs_helper.plan.steering import RangeFilter, VipFilter
 
 # --- steering of replies to outgoing connections (see steering.py) -------------------------------
 
-_TC_PROTOCOL = {TC_PREF: "ip", TC_PREF6: "ipv6"}  # one protocol per preference of ours
+# one protocol per preference of ours
+_TC_PROTOCOL = {steering.TC_PREF: "ip", steering.TC_PREF6: "ipv6"}
 
 
 def _tc_filter(verb: str, dev: str, pref: int, chain: int, handle: int) -> list[str]:
@@ -50,7 +45,7 @@ class AddFilter(Renders):
         f = self.filter
         head = [*_tc_filter("add", self.dev, f.pref, f.chain, f.handle), "skip_hw"]
         if isinstance(f, VipFilter):
-            return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(TC_CHAIN)]
+            return [*head, "dst_ip", f.prefix, "action", "goto", "chain", str(steering.TC_CHAIN)]
         match = [*head, "ip_proto", f.proto, "dst_port", f"{f.first}-{f.last}", "action"]
         if f.local:
             return [*match, "skbedit", "mark", hex(f.mark)]
@@ -116,7 +111,7 @@ def filter_changes(
     have = {(pref, chain, handle): f for pref, chain, handle, f in tc.filters}
     ops: list[AddClsact | AddFilter | DelFilter] = [
         DelFilter(dev, *key)  # the VIP blocks first: nothing jumps to a range filter gone
-        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != VIP_CHAIN, kv[0]))
+        for key, f in sorted(have.items(), key=lambda kv: (kv[0][1] != steering.VIP_CHAIN, kv[0]))
         if f not in wanted
     ]
     missing = wanted - set(have.values())
@@ -128,4 +123,4 @@ def filter_changes(
 
 def _filter_order(f: VipFilter | RangeFilter) -> tuple[bool, int, int]:
     # the range filters before the VIP blocks that jump to them
-    return (f.chain == VIP_CHAIN, f.pref, f.handle)
+    return (f.chain == steering.VIP_CHAIN, f.pref, f.handle)
