@@ -4,6 +4,7 @@ a second when a MAC is missing."""
 from __future__ import annotations
 
 from cgp_ipvs_helper.core.converge import RECHECKED
+from cgp_ipvs_helper.core.engine import Helper
 from cgp_ipvs_helper.core.protocol import render
 from cgp_ipvs_helper.core.session import HANDOVER_S
 from cgp_ipvs_helper.kernel.testing import FakeKernel
@@ -120,13 +121,19 @@ def test_a_range_dropped_for_want_of_a_mac_is_looked_at_again_within_a_second(tm
     assert {f.first for f in kernel.filters.values() if getattr(f, "dropped", False)} == set()
 
 
-def test_a_mac_still_missing_at_the_recheck_waits_for_the_refresh(tmp_path) -> None:
+def _started_without_macs(tmp_path) -> tuple[Clock, FakeKernel, Helper]:
+    """A helper started with the member map, no member's MAC known yet."""
     clock = Clock()
     path = tmp_path / "cgp-ipvs-members"
     path.write_text(MAP_TEXT)
     kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs={}))
     h = make_helper(kernel, clock, member_map=str(path))
     h.start()
+    return clock, kernel, h
+
+
+def test_a_mac_still_missing_at_the_recheck_waits_for_the_refresh(tmp_path) -> None:
+    clock, kernel, h = _started_without_macs(tmp_path)
     h.handle("1 ACTIVATE 192.0.2.11 192.0.2.12")
     clock.advance(RESOLVED_WITHIN)
     kernel.take()
@@ -141,12 +148,7 @@ def test_a_mac_still_missing_at_the_recheck_waits_for_the_refresh(tmp_path) -> N
 
 
 def test_a_standby_reads_again_once_when_its_activate_ahead_would_drop_a_range(tmp_path) -> None:
-    clock = Clock()
-    path = tmp_path / "cgp-ipvs-members"
-    path.write_text(MAP_TEXT)
-    kernel = FakeKernel(with_tc(fresh_state(), ingress=None, macs={}))
-    h = make_helper(kernel, clock, member_map=str(path))
-    h.start()
+    clock, kernel, h = _started_without_macs(tmp_path)
     assert h.next_deadline() == clock.now + RESOLVED_WITHIN
     clock.advance(RESOLVED_WITHIN)
     ahead = h.ready
