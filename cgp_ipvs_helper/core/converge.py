@@ -51,7 +51,7 @@ class Converger:
     def _held(self) -> Balance | None:
         """The kernel as this helper last made it while active, if it still may be trusted (a
         failure forgets it; a range dropped for want of its owner's MAC does not: it only asks
-        for an early refresh)."""
+        for the neighbours to be read again, _recheck)."""
         held = self.balance
         if held is None or self.session.state is not State.ACTIVE:
             return None
@@ -69,7 +69,7 @@ class Converger:
         if not failures:
             if changes:
                 infos.append(Commands(changes))
-            infos.append(Commands(held.garp, joined=held.logged))
+            infos.append(Commands(held.garp, built=held.logged))
             self.balance = after
             return []
         self._log((*changes, *held.garp), failures, infos)
@@ -161,13 +161,13 @@ class Converger:
         now known change; standby: the ACTIVATE ahead planned again if they changed. Else (a
         drain, a failure forgotten) the kernel is read and brought to the desired state."""
         self.recheck_due = None
-        held, ahead, dev = self._held(), self.ready, self.settings.iface
-        standby = self.session.state is State.STANDBY and ahead is not None
-        if held is None and not standby:
+        held, dev = self._held(), self.settings.iface
+        ahead = self.ready if self.session.state is State.STANDBY else None
+        if held is None and ahead is None:
             self._converge(infos)
             return
         tc = self.kernel.read_tc(dev, self.map.neighbours())
-        if ahead is not None and standby:
+        if ahead is not None:
             self._plan_ahead(ahead, attrs.evolve(ahead.state, tc=tc))
             return
         assert held is not None

@@ -94,7 +94,7 @@ class Commands:
 
     ops: tuple[object, ...]
     known: Mapping[object, bytes] = field(factory=dict, eq=False)
-    joined: bytes | None = field(default=None, eq=False)  # all their lines, if built already
+    built: bytes | None = field(default=None, eq=False)  # all their lines, if built already
 
     def texts(self) -> tuple[str, ...]:
         return tuple(line[2:] for line in self.lines())
@@ -107,14 +107,14 @@ class Commands:
         validated values, the only info lines that start with a command word. An ACTIVATE
         from standby logs thousands: joined from the lines built while standby and the parts
         of its real servers (`logged()`), not rendered and encoded one by one."""
-        return joined(self.parts())
+        return self.built if self.built is not None else joined(self.parts())
 
     def parts(self) -> Iterator[bytes]:
         """What encoded() joins: each operation's lines, and those of an operation standing for
         many as their kept parts (not joined apart first: see joined())."""
         known = self.known
-        if self.joined is not None:
-            return iter((self.joined,))
+        if self.built is not None:
+            return iter((self.built,))
         if not known:  # (a lookup hashes an operation standing for many in full)
             return chain.from_iterable(map(_parts, self.ops))
         return chain.from_iterable(
