@@ -30,12 +30,14 @@ from lab.probe import per  # timed as the probe's steps are
 from lab.uml import REPO_ROOT, LabSetupError, find_kernel, kernel_version, pinned, run_uml, uml_cpu
 
 from . import footprint, hotspots
-from .report import Table, Target, failed, median
+from .report import Table, Target, median, result
 
 KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover", "membership")
 ALL = (*KERNEL, "footprint")
-RESULTS = REPO_ROOT / "bench" / "results"
-DOC = REPO_ROOT / "docs" / "benchmarks.md"
+RESULTS, DOC = REPO_ROOT / "bench" / "results", REPO_ROOT / "docs" / "benchmarks.md"
+LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
+
+
 MACHINE = {  # the rows of The machine: cost of basic operations
     "syscall": "one system call (write 1 byte to /dev/null)",
     "clock": "one clock read (time.perf_counter)",
@@ -44,7 +46,6 @@ MACHINE = {  # the rows of The machine: cost of basic operations
     "python_warm": "a Python call, warm: the parse of an ACTIVATE line (protocol.parse_line)",
     "python_woken": "the same call as the first thing after a 20 ms sleep",
 }
-LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
 
 
 def costs(n: int = 1000) -> dict[str, float]:
@@ -68,13 +69,9 @@ def costs(n: int = 1000) -> dict[str, float]:
         area.close()
 
 
-def woken(fn: Callable[[], object], samples: int = 21, sleep: float = 0.02) -> float:
+def woken(fn: Callable[[], object], samples: int = 21) -> float:
     """Median seconds of `fn` as the first thing after a sleep, as a helper handles a request."""
-    spent = []
-    for _ in range(samples):
-        time.sleep(sleep)
-        spent.append(per(fn, 1))
-    return median(spent)
+    return median([time.sleep(0.02) or per(fn, 1) for _ in range(samples)])
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -88,7 +85,7 @@ def attempt(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[st
         return fn(*args)
     except Exception as exc:
         traceback.print_exc()
-        return failed(name, f"{type(exc).__name__}: {exc}")
+        return result(name, [], error=f"{type(exc).__name__}: {exc}")
 
 
 def inside(path: Path, reps: int, names: Sequence[str]) -> int:
@@ -123,26 +120,24 @@ def meta(reps: int, ran: list[str]) -> dict[str, Any]:
     """When, on what commit and machine: the head of the document."""
 
     def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
-        return out.stdout.strip()
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout
 
     try:
         uml = kernel_version(find_kernel())
     except LabSetupError as exc:
         uml = f"unavailable: {exc}"
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted": bool(git("status", "--porcelain", "cgp_ipvs_helper")),
-        "python": platform.python_version(),
-        "uml_kernel": uml,
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "reps": reps,
-        "ran": ran,
-    }
+    cpu = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("model name")), ":?")
+    return dict(
+        date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        commit=git("rev-parse", "--short", "HEAD").strip(),
+        uncommitted=bool(git("status", "--porcelain", "cgp_ipvs_helper").strip()),
+        python=platform.python_version(),
+        uml_kernel=uml,
+        cpu=cpu.split(":", 1)[1].strip(),
+        cpus=os.cpu_count(),
+        reps=reps,
+        ran=ran,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[host] user-mode Linux (CPU {cpu}) for: {', '.join(names)}", flush=True)
         kernel = boot(names, args.reps, cpu)
         got = kernel.get("benchmarks", {})
-        results.update({n: got.get(n) or failed(n, kernel["error"]) for n in names})
+        results |= {n: got.get(n) or result(n, [], error=kernel["error"]) for n in names}
         if "hotspots" in results:
             results["hotspots"] = hotspots.rebuild(results["hotspots"], host)
         measured += [kernel.get("costs_start"), kernel.get("costs_end")]
@@ -179,9 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return finish(info, results, measured)
 
 
-def machine(measured: Sequence[dict[str, float] | None]) -> Table:
-    """The costs on the host, then inside UML at its boot and at its end."""
-    return Table(
+def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -> int:
+    """The run's document (summary, every table, The machine) printed and written; its raw
+    figures to latest.json."""
+    targets = [Target(**t) for n in ALL if n in results for t in results[n]["targets"]]
+    verdict = {True: "met", False: "NOT MET", None: "not measured"}
+    summary = Table(
+        "Summary: targets",
+        ["benchmark", "target", "measured", "verdict"],
+        [[t.benchmark, f"{t.name} ({t.goal})", t.value, verdict[t.met]] for t in targets],
+        [f"FAILED TO RUN: {r['name']}: {r['error']}" for r in results.values() if r["error"]],
+    )
+    machine = Table(
         "The machine: cost of basic operations (us)",
         ["operation", "host", "inside UML, at boot", "inside UML, at the end"],
         [
@@ -197,11 +201,18 @@ def machine(measured: Sequence[dict[str, float] | None]) -> Table:
             "it; the limit's clock starts warm, the limit behind the pipe wakes like a helper.",
         ],
     )
+    tables = [Table(**t) for n in ALL if n in results for t in results[n]["tables"]]
+    text = document(info, [summary, *tables, machine])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / "latest.json", {"meta": info, "costs": measured, "benchmarks": results})
+    path = DOC if set(info["ran"]) == set(ALL) else RESULTS / "latest.md"
+    path.write_text(text)
+    print(f"\n{text}\nwrote {RESULTS / 'latest.json'} and {path}")
+    return 1 if any(r["error"] for r in results.values()) else 0
 
 
 def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
-    """docs/benchmarks.md (and the terminal's report): what it is, when, on what commit and
-    machine, then every table."""
+    """docs/benchmarks.md: what it is, when, on what commit and machine, then every table."""
     about = (
         "Written by `make bench` (`bench/__main__.py`) from a run of every benchmark: do not "
         "edit it, change the benchmarks and run them. Every figure is the median of the run's "
@@ -213,38 +224,18 @@ def document(info: dict[str, Any], tables: Sequence[Table]) -> str:
     if set(info["ran"]) != set(ALL):
         about = f"A partial run ({', '.join(info['ran'])}), not published: a run of every "
         about += "benchmark writes docs/benchmarks.md."
-    pin = info["uml_pinned_cpu"]
+    pin, dirty = info["uml_pinned_cpu"], info["uncommitted"]
     head = (
         f"`make bench` on {info['date']}, commit {info['commit']}"
-        + (" with uncommitted changes in cgp_ipvs_helper/" if info["uncommitted"] else "")
-        + f", {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}; kernel figures "
-        f"inside user-mode Linux {info['uml_kernel']} (lab/uml.py, "
-        + (f"pinned to host CPU {pin}" if pin is not None else "not pinned")
-        + ": see The machine), host figures on the host through pipes only. The run took "
-        f"{info['total_s'] / 60:.1f} minutes."
+        f"{' with uncommitted changes in cgp_ipvs_helper/' if dirty else ''}, {info['cpus']} "
+        f"CPUs ({info['cpu']}), Python {info['python']}; kernel figures inside user-mode Linux "
+        f"{info['uml_kernel']} (lab/uml.py, "
+        f"{'not pinned' if pin is None else f'pinned to host CPU {pin}'}: see The machine), host "
+        f"figures on the host through pipes only. The run took {info['total_s'] / 60:.1f} minutes."
     )
-    tables_ = [t.markdown() + "\n" for t in tables]
-    return "\n".join(["# Benchmarks", "", about, "", head, "", *tables_])
-
-
-def finish(info: dict[str, Any], results: dict[str, Any], measured: list[Any]) -> int:
-    """Print the document of the run and write it; its raw figures to latest.json."""
-    targets = [Target(**t) for n in ALL if n in results for t in results[n]["targets"]]
-    verdict = {True: "met", False: "NOT MET", None: "not measured"}
-    summary = Table(
-        "Summary: targets",
-        ["benchmark", "target", "measured", "verdict"],
-        [[t.benchmark, f"{t.name} ({t.goal})", t.value, verdict[t.met]] for t in targets],
-        [f"FAILED TO RUN: {r['name']}: {r['error']}" for r in results.values() if r["error"]],
+    return "\n".join(
+        ["# Benchmarks", "", about, "", head, "", *(f"{t.markdown()}\n" for t in tables)]
     )
-    tables = [Table(**t) for n in ALL if n in results for t in results[n]["tables"]]
-    text = document(info, [summary, *tables, machine(measured)])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "latest.json", {"meta": info, "costs": measured, "benchmarks": results})
-    path = DOC if set(info["ran"]) == set(ALL) else RESULTS / "latest.md"
-    path.write_text(text)
-    print(f"\n{text}\nwrote {RESULTS / 'latest.json'} and {path}")
-    return 1 if any(r["error"] for r in results.values()) else 0
 
 
 if __name__ == "__main__":

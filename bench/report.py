@@ -125,13 +125,8 @@ def under(
 
 
 def result(
-    name: str, tables: Sequence[Table], targets: Sequence[Target] = (), **raw: Any
+    name: str, tables: Sequence[Table], targets: Sequence[Target] = (), error: str = "", **raw: Any
 ) -> dict[str, Any]:
-    """One benchmark's outcome as latest.json holds it."""
+    """One benchmark's outcome as latest.json holds it (`error`: it could not run)."""
     tables_, targets_ = [asdict(t) for t in tables], [asdict(t) for t in targets]
-    return dict(name=name, error="", tables=tables_, targets=targets_, raw=raw)
-
-
-def failed(name: str, error: str) -> dict[str, Any]:
-    """A benchmark that could not run: recorded, so the others still count."""
-    return dict(name=name, error=error, tables=[], targets=[], raw={})
+    return dict(name=name, error=error, tables=tables_, targets=targets_, raw=raw)
