@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-from cgp_ipvs_helper.config.memberfile import load_members
-from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
-from cgp_ipvs_helper.plan.model import KernelState, Role, Settings, TcState
-from cgp_ipvs_helper.plan.outgoing import MemberMap
-from cgp_ipvs_helper.plan.planner import DEFAULT_PORTS, desired, plan
 from lab.driver import member_map, write_vipfile
-from lab.netns import in_netns
-from lab.standby import FE_IP, members_of, standby, vips_in
-from lab.ways import WAYS, activate_by, classic
+from lab.standby import members_of
+from lab.ways import WAYS, activate_by, classic, steering_alone, steers
 
 from . import limit
 from .report import Table, Target, median, mm, ms, pick, repeat, result, times, under
@@ -29,11 +20,6 @@ CASES = [(v, m) for v in VIP_ENTRIES for m in (2, 4, 16)]
 TARGET_CASE = (256, 4)
 FULL_LIMIT = 300  # commands before the first ARP up to which the classic way runs them all
 CHECK_CASE = (8, 16)  # measured in full and also extrapolated, to check the extrapolation
-
-
-def steers(command: str) -> bool:
-    """A change of the steering: tc, or an IPVS firewall-mark service or server."""
-    return command.startswith("tc ") or " -f " in command
 
 
 def run(reps: int) -> dict[str, Any]:
@@ -123,7 +109,7 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     )
     ok, plain = pick(runs["with a map"], "ok_s"), pick(runs["without a map"], "ok_s")
     changes = sum(map(steers, runs["with a map"][0]["cmds"]))
-    alone, with_tc, without = steering_alone(vipfile, path, reps)
+    alone, with_tc, without = steering_alone(vipfile, path, members, reps)
     table = Table(
         f"Steering of outgoing connections: ACTIVATE {v} VIPs x {m} members with a "
         f"member map of {m} ranges (inside user-mode Linux)",
@@ -145,38 +131,3 @@ def steering_runs(vipfile: str, tmp: str, reps: int) -> tuple[Table, Target]:
     )
     name = f"{v} VIPs x {m} members with a {m}-range member map: OK under 100 ms"
     return table, under("activation", name, median(ok) * 1000, 100, "ms")
-
-
-def steering_alone(vipfile: str, path: str, reps: int) -> tuple[list[float], ...]:
-    """From standby: the target case's steering changes applied (and removed) in one call each,
-    and an observe that reads tc against one that does not."""
-    vips, spent = vips_in(vipfile), ([], [], [])
-    members = load_members(path, [p for _, p in DEFAULT_PORTS], vips)
-    settings = Settings(vipfile=vipfile, iface="eth0", member_map=path)
-    # the owners' MACs as the neighbour table would give them: every range sent to its owner
-    macs = frozenset((m.ip, f"02:00:00:00:ff:{i:02x}") for i, m in enumerate(members))
-    lan, none = TcState(mac="02:00:00:00:ff:fe", neighbours=macs), frozenset()
-    listed, ranges = members_of(TARGET_CASE[1]), MemberMap(path, tuple(members), True)
-    want = desired(settings, vips, Role.ACTIVE, listed, FE_IP, none, ranges, KernelState(tc=lan))
-    want = attrs.evolve(want, services=none, dests=none)  # the steering changes alone
-    undo = attrs.evolve(want, services=none, dests=none, filters=none)
-    with standby("stc", vipfile) as (helper, fe, _client), in_netns(fe.ns):
-        helper.kill()
-        kernel = NetlinkKernel()
-        try:
-            for _ in range(max(reps, 9)):
-                ops = [op for op in plan(want, kernel.observe(none, "eth0")) if steers(str(op))]
-                t0 = time.perf_counter()
-                failures = kernel.apply_many(ops)
-                t1 = time.perf_counter()
-                kernel.observe(none)
-                t2 = time.perf_counter()
-                busy = kernel.observe(none, "eth0")
-                for each, t in zip(spent, (t1 - t0, time.perf_counter() - t2, t2 - t1)):
-                    each.append(t)
-                if failures:
-                    raise RuntimeError(f"steering changes failed: {failures[:3]}")
-                kernel.apply_many([op for op in plan(undo, busy) if steers(str(op))])
-        finally:
-            kernel.close()
-    return spent

@@ -3,26 +3,21 @@
 
 from __future__ import annotations
 
-import cProfile
 import functools
-import json
-import os
-import pstats
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from cgp_ipvs_helper.cli import Output, make_kernel, parse_settings
-from cgp_ipvs_helper.core.engine import Helper
 from lab.driver import HelperProcess, host_options, write_vipfile
-from lab.standby import activate, members_of, standby
+from lab.probe import profiled
+from lab.standby import members_of, probed, standby
 from lab.ways import activate_by
 
 from . import limit
 from .activation import TARGET_CASE, VIP_ENTRIES
 from .footprint import FAKE_MEMBERS
-from .report import Table, median, median_of, ms, repeat, result
+from .report import Table, median_of, ms, repeat, result
 
 VIPS, MEMBERS = TARGET_CASE
 PROBE = [sys.executable, "-m", "lab.probe"]
@@ -53,15 +48,6 @@ STEPS = {
 }
 
 
-def probed(probe: HelperProcess, members: list[str], path: Path, vips: int) -> dict[str, Any]:
-    """The timed ACTIVATE of a started probe, and the record it wrote about it; before it,
-    the pipe's round trip alone (INTF: no kernel work)."""
-    intf = median([probe.exchange("INTF 1", timeout=60).seconds for _ in range(5)])
-    reply = activate(probe, members, vips)
-    probe.request("STATUS", timeout=180)  # answered once the record is written
-    return {**json.loads(path.read_text()), "wall_ok": reply.seconds, "wall_intf": intf}
-
-
 def run(reps: int) -> dict[str, Any]:
     """Inside UML: `reps` probed ACTIVATEs from standby of each case, each beside the limit; the
     tables are made on the host (`rebuild`)."""
@@ -84,28 +70,13 @@ def run(reps: int) -> dict[str, Any]:
 
 def host(reps: int) -> dict[str, Any]:
     """On the host in -m mode: `reps` probed ACTIVATEs, then a cProfile of one in-process."""
-    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "wb") as sink:
+    with tempfile.TemporaryDirectory() as tmp:
         options = [*host_options(), "-f", write_vipfile(f"{tmp}/vips", VIP_ENTRIES[VIPS])]
         runs, path = [], Path(tmp, "record")
         for _ in range(reps):
             with HelperProcess(None, argv=[*PROBE, str(path), *options], timed=True) as probe:
                 runs.append(probed(probe, FAKE_MEMBERS, path, VIPS))
-        settings = parse_settings(options)
-        kernel, notes = make_kernel(settings)
-        helper = Helper(settings, kernel)
-        helper.start(notes)
-        with cProfile.Profile() as profile:
-            Output(sink).write(helper.handle("00002 ACTIVATE " + " ".join(FAKE_MEMBERS)))
-    stats = pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
-    rows = [(f"{_where(f)}:{n}({fn})", c, own, cum) for (f, n, fn), (_, c, own, cum, _) in stats]
-    return {"runs": runs, "profile": sorted(rows, key=lambda r: -r[2])[:15]}
-
-
-def _where(file: str) -> str:
-    """cgp_ipvs_helper/x.py, a module below site-packages, or the file's bare name."""
-    if "cgp_ipvs_helper/" in file:
-        return file[file.index("cgp_ipvs_helper/") :]
-    return file.split("site-packages/")[1] if "site-packages/" in file else os.path.basename(file)
+        return {"runs": runs, "profile": profiled(options, FAKE_MEMBERS)}
 
 
 def figure(runs: list[dict[str, Any]] | None, key: str) -> float:

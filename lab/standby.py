@@ -3,14 +3,18 @@
 `standby` gives fresh namespaces (fe at 192.0.2.11 and a client on a LAN) with a real-mode
 helper on fe, started and in standby: every ACTIVATE measured starts from there (the helper's,
 the probe's, and, with the helper killed, the classic script's and the limit's); `activate`
-times one; `snapshot` is what a namespace's kernel holds, to compare two ways of reaching a
-state. `lab.sniff.ArpWatch` times the first gratuitous ARP the client receives.
+times one, `probed` a probe's; `snapshot` is what a namespace's kernel holds, to compare two
+ways of reaching a state. `lab.sniff.ArpWatch` times the first gratuitous ARP the client receives.
 """
 
 from __future__ import annotations
 
+import json
+import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from cgp_ipvs_helper.kernel.netlink.kernel import NetlinkKernel
 from lab.driver import HelperProcess, Response, helper_argv
@@ -54,6 +58,15 @@ def activate(helper: HelperProcess, members: Sequence[str], vips: int) -> Respon
     if f" OK active vips={vips} " not in reply.line + " ":
         raise RuntimeError(f"ACTIVATE answered {reply.line!r}")
     return reply
+
+
+def probed(probe: HelperProcess, members: list[str], path: Path, vips: int) -> dict[str, Any]:
+    """The timed ACTIVATE of a started lab.probe and the record it wrote about it (`path`);
+    before it, the pipe's round trip alone (INTF: no kernel work)."""
+    intf = statistics.median([probe.exchange("INTF 1", timeout=60).seconds for _ in range(5)])
+    reply = activate(probe, members, vips)
+    probe.request("STATUS", timeout=180)  # answered once the record is written
+    return {**json.loads(path.read_text()), "wall_ok": reply.seconds, "wall_intf": intf}
 
 
 def snapshot(host: Host) -> tuple[frozenset, ...]:

@@ -2,8 +2,9 @@
 (`lab.standby`), one runner for all: `activate_by` the helper itself; or, the helper killed (its
 standby state stays), the limit's process (lab/bare.py) from the messages the helper's netlink
 kernel encodes for the helper's plan (`build`), alone (`limit`), behind the helper's pipe
-(`piped`), or as the least helper (`least`); and `classic`, the commands the helper logs run by
-bash one process each until the client sees the first ARP.
+(`piped`), or as the least helper (`least`); `classic`, the commands the helper logs run by
+bash one process each until the client sees the first ARP; and `steering_alone`, the member
+map's steering changes alone.
 """
 
 from __future__ import annotations
@@ -13,18 +14,30 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
+from cgp_ipvs_helper.config.memberfile import load_members
 from cgp_ipvs_helper.core.protocol import logged
 from cgp_ipvs_helper.kernel.frames import arp, nd
 from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.kernel.netlink.sockets import datagram
-from cgp_ipvs_helper.plan.model import Role, Settings
+from cgp_ipvs_helper.plan.model import KernelState, Role, Settings, TcState
 from cgp_ipvs_helper.plan.operations import AddDest, Operation
-from cgp_ipvs_helper.plan.planner import _weight, announce, desired, plan, sysctl_paths
+from cgp_ipvs_helper.plan.outgoing import MemberMap
+from cgp_ipvs_helper.plan.planner import (
+    DEFAULT_PORTS,
+    _weight,
+    announce,
+    desired,
+    plan,
+    sysctl_paths,
+)
 
 from .bare import PROTOCOLS
 from .driver import HelperProcess, commands
@@ -229,3 +242,44 @@ def classic(vipfile: str, cmds: list[str], full: bool) -> dict[str, Any]:
     how = f"all {total} commands" if full else f"extrapolated from {ran} of {total} commands"
     arp_s = arp_at - stamps[0] if full else guess
     return {"arp_s": arp_s, "how": how, "each_s": each, "state": state}
+
+
+def steers(command: str) -> bool:
+    """A change of the steering: tc, or an IPVS firewall-mark service or server."""
+    return command.startswith("tc ") or " -f " in command
+
+
+def steering_alone(vipfile: str, path: str, members: list[str], reps: int) -> list[list[float]]:
+    """From standby, the helper killed: the steering of the member map `path` (its owners' MACs
+    known) applied and removed, each in one call, `reps` times (9 at least): the seconds of the
+    apply, of an observe that reads tc and of one that does not."""
+    vips, none, spent = vips_in(vipfile), frozenset(), [[], [], []]
+    owners = load_members(path, [p for _, p in DEFAULT_PORTS], vips)
+    settings = Settings(vipfile=vipfile, iface="eth0", member_map=path)
+    # the owners' MACs as the neighbour table would give them: every range sent to its owner
+    macs = frozenset((m.ip, f"02:00:00:00:ff:{i:02x}") for i, m in enumerate(owners))
+    now = KernelState(tc=TcState(mac="02:00:00:00:ff:fe", neighbours=macs))
+    ranges = MemberMap(path, tuple(owners), True)
+    want = desired(settings, vips, Role.ACTIVE, members, FE_IP, none, ranges, now)
+    want = attrs.evolve(want, services=none, dests=none)  # the steering changes alone
+    undo = attrs.evolve(want, filters=none)
+    with standby("stc", vipfile) as (helper, fe, _client), in_netns(fe.ns):
+        helper.kill()
+        kernel = NetlinkKernel()
+        try:
+            for _ in range(max(reps, 9)):
+                ops = [op for op in plan(want, kernel.observe(none, "eth0")) if steers(str(op))]
+                t0 = time.perf_counter()
+                failures = kernel.apply_many(ops)
+                t1 = time.perf_counter()
+                busy = kernel.observe(none, "eth0")
+                t2 = time.perf_counter()
+                kernel.observe(none)
+                for each, t in zip(spent, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+                    each.append(t)
+                if failures:
+                    raise RuntimeError(f"steering changes failed: {failures[:3]}")
+                kernel.apply_many([op for op in plan(undo, busy) if steers(str(op))])
+        finally:
+            kernel.close()
+    return spent
