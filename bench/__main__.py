@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import mmap
 import os
 import platform
 import subprocess
@@ -25,17 +24,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cgp_ipvs_helper.core.protocol import parse_line
-from lab.probe import per  # timed as the probe's steps are
+from lab.probe import machine_costs
 from lab.uml import REPO_ROOT, LabSetupError, find_kernel, kernel_version, pinned, run_uml, uml_cpu
 
 from . import footprint, hotspots
-from .report import Table, Target, median, result
+from .report import Table, Target, result
 
 KERNEL = ("activation", "dualstack", "hotspots", "aliases", "failover", "membership")
 ALL = (*KERNEL, "footprint")
 RESULTS, DOC = REPO_ROOT / "bench" / "results", REPO_ROOT / "docs" / "benchmarks.md"
-LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
 
 
 MACHINE = {  # the rows of The machine: cost of basic operations
@@ -46,32 +43,6 @@ MACHINE = {  # the rows of The machine: cost of basic operations
     "python_warm": "a Python call, warm: the parse of an ACTIVATE line (protocol.parse_line)",
     "python_woken": "the same call as the first thing after a 20 ms sleep",
 }
-
-
-def costs(n: int = 1000) -> dict[str, float]:
-    """Seconds per operation of The machine's rows, here (on the host or inside UML): which of
-    the figures are the lab's."""
-    fd, area = os.open(os.devnull, os.O_WRONLY), mmap.mmap(-1, n * mmap.PAGESIZE)
-    forks = ["sh", "-c", "i=0; while [ $i -lt 20 ]; do /bin/true; i=$((i+1)); done"]
-    try:
-        return {
-            "syscall": per(lambda: [os.write(fd, b"x") for _ in range(n)], n),
-            "clock": per(lambda: [time.perf_counter() for _ in range(n)], n),
-            "page_fault": per(
-                lambda: [area.__setitem__(i * mmap.PAGESIZE, 1) for i in range(n)], n
-            ),
-            "fork_exec": per(lambda: subprocess.run(forks, check=True), 20),
-            "python_warm": per(lambda: [parse_line(LINE) for _ in range(n)], n),
-            "python_woken": woken(lambda: parse_line(LINE)) - woken(lambda: None),
-        }
-    finally:
-        os.close(fd)
-        area.close()
-
-
-def woken(fn: Callable[[], object], samples: int = 21) -> float:
-    """Median seconds of `fn` as the first thing after a sleep, as a helper handles a request."""
-    return median([time.sleep(0.02) or per(fn, 1) for _ in range(samples)])
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -90,14 +61,14 @@ def attempt(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[st
 
 def inside(path: Path, reps: int, names: Sequence[str]) -> int:
     """Inside UML (root): the kernel benchmarks in turn, `path` written after each."""
-    data: dict[str, Any] = {"costs_start": costs(), "benchmarks": {}}
+    data: dict[str, Any] = {"costs_start": machine_costs(), "benchmarks": {}}
     for name in names:
         t0 = time.monotonic()
         print(f"[uml] {name} ...", flush=True)
         data["benchmarks"][name] = attempt(name, importlib.import_module(f"bench.{name}").run, reps)
         print(f"[uml] {name} done in {time.monotonic() - t0:.0f} s", flush=True)
         write_json(path, data)
-    write_json(path, {**data, "costs_end": costs()})
+    write_json(path, {**data, "costs_end": machine_costs()})
     return 0
 
 
@@ -156,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return inside(args.inside, args.reps, only)
     t_start, info, results = time.monotonic(), meta(args.reps, only), {}
     print(f"cgp-ipvs-helper benchmarks, {info['date']}, commit {info['commit']}", flush=True)
-    measured: list[dict[str, float] | None] = [costs()]
+    measured: list[dict[str, float] | None] = [machine_costs()]
     host = attempt("hotspots", hotspots.host, args.reps) if "hotspots" in only else None
     if "footprint" in only:
         results["footprint"] = attempt("footprint", footprint.run, args.reps, args.lines, args.idle)

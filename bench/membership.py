@@ -133,12 +133,10 @@ def limit_run(vipfile: str, options: list[str], members: list[str], ipv6: bool) 
                 reply = engine.handle(f"{i + 1} ACTIVATE " + " ".join(listed))
                 if reply.response is None or reply.response.kind != "OK":
                     raise RuntimeError(f"{step}: {reply.response}")
-                # what has no netlink channel (a sysctl written to /proc) is done first, as
-                # the helper does it, and left out of the limit's clock
+                # what has no netlink channel (a sysctl) the bare process writes to /proc
                 direct = [op for op in kernel.ops if HANDLERS[type(op)].channel is None]
-                NetlinkKernel.apply_many(kernel, direct)
                 batched = [op for op in kernel.ops if op not in direct]
-                data = encode(kernel, batched, mac)
+                data = encode(kernel, batched, mac) | {"sysctls": [op.sysctl for op in direct]}
                 path = Path(tmp, f"{step}.pickle")
                 path.write_bytes(pickle.dumps(data))
                 argv = [sys.executable, "-m", "lab.bare", str(path), "limit"]

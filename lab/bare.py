@@ -22,6 +22,7 @@ from typing import Any
 from pyroute2.netlink import NLMSG_ERROR
 
 from cgp_ipvs_helper import cli
+from cgp_ipvs_helper.kernel import sysctl
 from cgp_ipvs_helper.kernel.frames import arp, mmsg
 from cgp_ipvs_helper.kernel.netlink import ipvs as ipvswire
 from cgp_ipvs_helper.kernel.netlink.sockets import (
@@ -60,13 +61,16 @@ def _opened(data: dict[str, Any]) -> tuple[dict[int, socket.socket], socket.sock
 
 
 def _send(
+    data: dict[str, Any],
     datagrams: list[tuple[int, int, bytes]],
     socks: dict[int, socket.socket],
     packet: socket.socket,
     round_: mmsg.Round,
 ) -> tuple[int, float]:
-    """The datagrams, each run acked once, then the frames in one sendmmsg: (errors, the time
-    the netlink part ended)."""
+    """The sysctls written (to /proc, as the helper writes them), the datagrams, each run acked
+    once, then the frames in one sendmmsg: (errors, the time the netlink part ended)."""
+    for setting in data["sysctls"]:
+        sysctl.write(setting)
     buf, errors, sent = bytearray(1 << 16), 0, 0
     for proto, last, payload in datagrams:
         socks[proto].send(payload)
@@ -90,7 +94,7 @@ def bare(path: str) -> dict[str, Any]:
     data = pickle.loads(Path(path).read_bytes())
     socks, packet, round_ = _opened(data)
     t0 = time.perf_counter()
-    errors, t1 = _send(data["datagrams"], socks, packet, round_)
+    errors, t1 = _send(data, data["datagrams"], socks, packet, round_)
     t2 = time.perf_counter()
     for proto, frame in data["frames"]:
         packet.sendto(frame, ("eth0", proto))
@@ -137,7 +141,7 @@ def piped(path: str, least: bool) -> None:
         seq, log, datagrams = _members(data["least"], line)
     else:
         seq, log, datagrams = line.split(b" ", 1)[0], b"", data["datagrams"]
-    errors, _t1 = _send(datagrams, socks, packet, round_)
+    errors, _t1 = _send(data, datagrams, socks, packet, round_)
     os.write(1, log + seq + b" OK active vips=%d\n" % data["vips"])
     while os.read(0, 1 << 16):
         pass

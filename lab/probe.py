@@ -3,7 +3,7 @@ public seams (a timing Kernel, Helper.handle, the stream Output writes to), comp
 composes it; nothing of the product is patched. Its first ACTIVATE is timed phase by phase; at
 the next request (the reader has read it all) its costly steps are timed alone on its very
 operations and lines, and the record goes to RESULT.json. `profiled`: cProfile's view of one
-ACTIVATE in-process."""
+ACTIVATE in-process; `machine_costs`: what basic operations cost where it runs."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import functools
 import gc
 import itertools
 import json
+import mmap
 import os
 import pstats
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -24,12 +26,13 @@ from typing import Any
 
 from cgp_ipvs_helper import cli
 from cgp_ipvs_helper.core.engine import Helper
-from cgp_ipvs_helper.core.protocol import Commands, logged
+from cgp_ipvs_helper.core.protocol import Commands, logged, parse_line
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.interface import Kernel
 from cgp_ipvs_helper.plan.model import KernelState
 from cgp_ipvs_helper.plan.operations import AddDests, Operation, each
 
+LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
 KINDS = {"AddAddress": "addresses", "DelAddress": "addresses", "SendGarp": "garp"}
 KINDS["SetSysctl"] = "sysctl"  # anything else is an IPVS request (generic netlink)
 
@@ -39,6 +42,33 @@ def per(fn: Callable[[], object], items: int) -> float:
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) / max(items, 1)
+
+
+def machine_costs(n: int = 1000) -> dict[str, float]:
+    """Seconds per basic operation here, on the host or inside UML (the benchmarks' table The
+    machine): which of the figures are the lab's. Python's is the parse of an ACTIVATE line,
+    warm and as the first thing after a sleep (`woken`)."""
+    fd, area = os.open(os.devnull, os.O_WRONLY), mmap.mmap(-1, n * mmap.PAGESIZE)
+    forks = ["sh", "-c", "i=0; while [ $i -lt 20 ]; do /bin/true; i=$((i+1)); done"]
+    try:
+        return {
+            "syscall": per(lambda: [os.write(fd, b"x") for _ in range(n)], n),
+            "clock": per(lambda: [time.perf_counter() for _ in range(n)], n),
+            "page_fault": per(
+                lambda: [area.__setitem__(i * mmap.PAGESIZE, 1) for i in range(n)], n
+            ),
+            "fork_exec": per(lambda: subprocess.run(forks, check=True), 20),
+            "python_warm": per(lambda: [parse_line(LINE) for _ in range(n)], n),
+            "python_woken": woken(lambda: parse_line(LINE)) - woken(lambda: None),
+        }
+    finally:
+        os.close(fd)
+        area.close()
+
+
+def woken(fn: Callable[[], object], samples: int = 21) -> float:
+    """Median seconds of `fn` as the first thing after a sleep, as a helper handles a request."""
+    return statistics.median([time.sleep(0.02) or per(fn, 1) for _ in range(samples)])
 
 
 def faults() -> int:

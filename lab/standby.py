@@ -69,12 +69,13 @@ def probed(probe: HelperProcess, members: list[str], path: Path, vips: int) -> d
     return {**json.loads(path.read_text()), "wall_ok": reply.seconds, "wall_intf": intf}
 
 
-def snapshot(host: Host) -> tuple[frozenset, ...]:
-    """IPVS services, real servers, sync daemons and addresses of `host` (the helper's reader)."""
+def snapshot(host: Host) -> tuple[object, ...]:
+    """IPVS services, real servers, sync daemons, addresses and eth0's reset guard of `host`
+    (the helper's reader)."""
     with in_netns(host.ns):
         kernel = NetlinkKernel()
         try:
-            s = kernel.observe(frozenset())
+            s = kernel.observe(frozenset(), guard_dev="eth0")
         finally:
             kernel.close()
-    return s.services, s.dests, s.daemons, frozenset((a.dev, a.ip) for a in s.addresses)
+    return s.services, s.dests, s.daemons, frozenset((a.dev, a.ip) for a in s.addresses), s.guard

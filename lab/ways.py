@@ -28,15 +28,15 @@ from cgp_ipvs_helper.kernel.frames import arp, nd
 from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.kernel.netlink.sockets import datagram
 from cgp_ipvs_helper.plan.model import KernelState, Role, Settings, TcState
-from cgp_ipvs_helper.plan.operations import AddDest, Operation
+from cgp_ipvs_helper.plan.operations import AddDest, Operation, SetSysctl
 from cgp_ipvs_helper.plan.outgoing import MemberMap
 from cgp_ipvs_helper.plan.planner import (
     DEFAULT_PORTS,
-    _weight,
     announce,
     desired,
     plan,
     sysctl_paths,
+    weights,
 )
 
 from .bare import PROTOCOLS
@@ -97,16 +97,23 @@ def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
     vips, kernel = vips_in(vipfile), NetlinkKernel()
     settings = Settings(vipfile=vipfile, iface="eth0")
     try:
-        want = desired(settings, vips, Role.ACTIVE, members, FE_IP)
-        ops = plan(want, kernel.observe(sysctl_paths("eth0"))) + announce(vips, "eth0")
-        runs = runs_of(kernel, ops)
+        want = desired(settings, vips, Role.TAKING_OVER, members, FE_IP)  # ACTIVATE from standby
+        now = kernel.observe(sysctl_paths("eth0"), guard_dev="eth0")  # the reset guard's too
+        ops = plan(want, now) + announce(vips, "eth0")
+        sysctls = [op.sysctl for op in ops if isinstance(op, SetSysctl)]  # written to /proc
+        runs = runs_of(kernel, [op for op in ops if not isinstance(op, SetSysctl)])
     finally:
         kernel.close()
-    own, others = (_weight(settings, Role.ACTIVE, is_self) for is_self in (True, False))
+    weight = weights(settings, Role.TAKING_OVER, members, FE_IP)
     datagrams, frames, counts = encoded(runs, mac)
-    least = _least(runs, datagrams, (FE_IP, own, others))
+    least = _least(ops, runs, datagrams, (FE_IP, weight[FE_IP], weight[members[-1]]))
     return dict(
-        datagrams=datagrams, frames=frames, counts=dict(counts), vips=len(vips), least=least
+        sysctls=sysctls,
+        datagrams=datagrams,
+        frames=frames,
+        counts=dict(counts),
+        vips=len(vips),
+        least=least,
     )
 
 
@@ -152,6 +159,7 @@ def encoded(
 
 
 def _least(
+    every: list[Operation],
     runs: list[tuple[str, list[Any], list[Operation]]],
     datagrams: list[tuple[int, int, bytes]],
     weights: tuple[str, int, int],
@@ -159,8 +167,8 @@ def _least(
     """What the least helper keeps while standby: the limit's datagrams but the one holding the
     real servers (None), and for that one its protocol and the requests before and after the
     real servers (`around`); the real servers' services and message type (the IPVS family's
-    id); the log lines before and after theirs; (self, its weight, the others')."""
-    every = [op for _channel, _requests, ops in runs for op in ops]
+    id); the log lines of `every` operation before and after theirs; (self, its weight, the
+    others')."""
     dests = [i for i, op in enumerate(every) if isinstance(op, AddDest)]
     if dests != list(range(dests[0], dests[-1] + 1)):
         raise RuntimeError("the least helper expects the real servers in one run")
