@@ -14,10 +14,11 @@ PIPED = ("piped", "least", "helper")  # behind the pipe, timed alike
 Runs = dict[tuple[int, int], list[dict[str, Any]]]
 NOTES = [
     "limit = a bare process (lab/bare.py) making, from the same standby, the kernel changes of "
-    "the helper's ACTIVATE from the messages its netlink kernel encodes: one datagram per "
-    "protocol acked once, then the gratuitous ARP frames in one sendmmsg (and one sendto() "
-    "each, untimed); its clock covers only the system calls. same state: its IPVS services, "
-    "real servers, sync daemons and addresses equal the helper's in every run.",
+    "the helper's ACTIVATE (a takeover, planned by the helper's planner) from the messages its "
+    "netlink kernel encodes: the sysctls written, one datagram per protocol acked once, then "
+    "the gratuitous ARP frames in one sendmmsg (and one sendto() each, untimed); its clock "
+    "covers only the system calls. same state: its IPVS services, real servers, sync daemons, "
+    "addresses and reset guard equal the helper's in every run.",
     "helper OK: ACTIVATE written -> OK read, so also the pipe both ways, the plan, the "
     "encoding, the log lines and their write.",
     f"runs: of every case the bench's, of the target cases at least {PAIRS} (more helper and "
@@ -56,7 +57,7 @@ def table(runs: Runs) -> tuple[Table, list[Target]]:
     """The helper's ACTIVATE -> OK beside the limit, per case; the targets of LIMIT_CASES."""
     t = Table(
         "ACTIVATE against the kernel's own limit (inside user-mode Linux)",
-        "VIPs x members | runs | messages (IPVS + address) | frames | limit ms | "
+        "VIPs x members | runs | messages (IPVS + addresses, tc) | frames | limit ms | "
         "of it netlink ms | of it frames ms (sendmmsg) | frames ms, one sendto() each | "
         "helper OK ms | helper / limit | same state".split(" | "),
         notes=list(NOTES),
