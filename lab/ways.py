@@ -2,8 +2,9 @@
 (`lab.standby`), one runner for all: `activate_by` the helper itself; or, the helper killed (its
 standby state stays), the limit's process (lab/bare.py) from the messages the helper's netlink
 kernel encodes for the helper's plan (`build`), alone (`limit`), behind the helper's pipe
-(`piped`), or as the least helper (`least`); and `classic`, the commands the helper logs run by
-bash one process each until the client sees the first ARP.
+(`piped`), or as the least helper (`least`); the helper's engine in-process on a `Recorder`,
+each step's changes sent by the limit's process (`send_bare`); and `classic`, the commands the
+helper logs run by bash one process each until the client sees the first ARP.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cgp_ipvs_helper.core.protocol import logged
+from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.frames import arp, nd
 from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.kernel.netlink.sockets import datagram
@@ -47,14 +49,10 @@ def activate_by(way: str, vipfile: str, members: list[str], *options: str) -> di
             helper.kill()
             with in_netns(fe.ns):
                 data = build(vipfile, members, bytes.fromhex(fe.mac.replace(":", "")))
+                if way == "limit":
+                    return {**send_bare(data), "counts": data["counts"], "state": snapshot(fe)}
             path.write_bytes(pickle.dumps(data))
             argv = [sys.executable, "-m", "lab.bare", str(path), way]
-        if way == "limit":
-            out = fe.call(lambda: subprocess.run(argv, capture_output=True, text=True))
-            if out.returncode != 0:
-                raise RuntimeError(f"the limit's process failed: {out.stderr[-500:]}")
-            return {**json.loads(out.stdout), "counts": data["counts"], "state": snapshot(fe)}
-        if way != "helper":
             proc = HelperProcess(fe, argv=argv, timed=True)
         try:
             if proc is not helper:
@@ -75,6 +73,46 @@ def activate_by(way: str, vipfile: str, members: list[str], *options: str) -> di
             "errors": errors,
             "state": state,
         }
+
+
+def send_bare(data: dict[str, Any]) -> dict[str, Any]:
+    """The limit's process (lab/bare.py) sending `data`'s datagrams and frames from this
+    thread's namespace: its times; an error if it failed or the kernel refused a message."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "limit.pickle")
+        path.write_bytes(pickle.dumps(data))
+        argv = [sys.executable, "-m", "lab.bare", str(path), "limit"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the limit's process failed: {done.stderr[-500:]}")
+    sent = json.loads(done.stdout)
+    if sent["errors"]:
+        raise RuntimeError(f"the kernel refused {sent['errors']} of the limit's messages")
+    return sent
+
+
+class Recorder(NetlinkKernel):
+    """Real mode's netlink kernel for the helper's engine in-process: what has no netlink
+    channel (a sysctl written to /proc) done at once, as the helper does it; the rest recorded,
+    for the limit's process to send (`send`)."""
+
+    def __init__(self, mac: bytes) -> None:
+        super().__init__()
+        self.mac = mac
+        self.ops: list[Operation] = []
+
+    def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
+        ops = list(ops)
+        self.ops += [op for op in ops if HANDLERS[type(op)].channel is not None]
+        return super().apply_many([op for op in ops if HANDLERS[type(op)].channel is None])
+
+    def send(self) -> dict[str, Any]:
+        """What was recorded, encoded and sent pre-encoded by the limit's process
+        (`send_bare`): its times, the netlink messages and the frames."""
+        datagrams, frames, counts = encoded(runs_of(self, self.ops), self.mac)
+        self.ops = []
+        sent = send_bare({"datagrams": datagrams, "frames": frames})
+        return {**sent, "messages": sum(counts.values()) - counts["frames"], "frames": len(frames)}
 
 
 def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
