@@ -88,8 +88,8 @@ def run(reps: int) -> dict[str, Any]:
     )
     name = f"a /24 plus a /120 x {MEMBERS} members: OK under 200 ms"
     target = under("dualstack", name, median(oks["/24 + /120"]) * 1000, 200, "ms")
-    cases = {c: (lambda c=c: kernel_cost(*c)) for c in KERNEL_CASES}
-    costs = repeat(reps, cases, lambda c, s: f"dualstack kernel cost {c}: {ms(s)} ms")
+    costly = {c: (lambda c=c: kernel_cost(*c)) for c in KERNEL_CASES}
+    costs = repeat(reps, costly, lambda c, s: f"dualstack kernel cost {c}: {ms(s)} ms")
     return result("dualstack", [table, cost_table(costs, reps)], [target], ok_s=oks)
 
 

@@ -80,7 +80,7 @@ def limit_run(vipfile: str, options: list[str], steps: list[tuple[str, list[str]
             kernel, now = Recorder(bytes.fromhex(fe.mac.replace(":", ""))), [1000.0]
             engine = Helper(settings, kernel, clock=lambda: now[0], link_exists=lambda _dev: True)
             engine.start()
-            kernel.ops = []  # (the killed helper's standby is there)
+            kernel.ops = []  # what start() would redo: the killed helper's standby is there
             for i, (step, listed) in enumerate(steps):
                 reply = engine.handle(f"{i + 1} ACTIVATE " + " ".join(listed)).response
                 if reply is None or reply.kind != "OK":
