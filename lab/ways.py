@@ -2,9 +2,10 @@
 (`lab.standby`), one runner for all: `activate_by` the helper itself; or, the helper killed (its
 standby state stays), the limit's process (lab/bare.py) from the messages the helper's netlink
 kernel encodes for the helper's plan (`build`), alone (`limit`), behind the helper's pipe
-(`piped`), or as the least helper (`least`); `classic`, the commands the helper logs run by
-bash one process each until the client sees the first ARP; and `steering_alone`, the member
-map's steering changes alone.
+(`piped`), or as the least helper (`least`); the helper's engine in-process on a `Recorder`,
+each step's changes sent by the limit's process (`send_bare`); `classic`, the commands the
+helper logs run by bash one process each until the client sees the first ARP; and
+`steering_alone`, the member map's steering changes alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import attrs
 
 from cgp_ipvs_helper.config.memberfile import load_members
 from cgp_ipvs_helper.core.protocol import logged
+from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.frames import arp, nd
 from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS, NetlinkKernel
 from cgp_ipvs_helper.kernel.netlink.sockets import datagram
@@ -60,14 +62,10 @@ def activate_by(way: str, vipfile: str, members: list[str], *options: str) -> di
             helper.kill()
             with in_netns(fe.ns):
                 data = build(vipfile, members, bytes.fromhex(fe.mac.replace(":", "")))
+                if way == "limit":
+                    return {**send_bare(data), "counts": data["counts"], "state": snapshot(fe)}
             path.write_bytes(pickle.dumps(data))
             argv = [sys.executable, "-m", "lab.bare", str(path), way]
-        if way == "limit":
-            out = fe.call(lambda: subprocess.run(argv, capture_output=True, text=True))
-            if out.returncode != 0:
-                raise RuntimeError(f"the limit's process failed: {out.stderr[-500:]}")
-            return {**json.loads(out.stdout), "counts": data["counts"], "state": snapshot(fe)}
-        if way != "helper":
             proc = HelperProcess(fe, argv=argv, timed=True)
         try:
             if proc is not helper:
@@ -90,31 +88,71 @@ def activate_by(way: str, vipfile: str, members: list[str], *options: str) -> di
         }
 
 
+def send_bare(data: dict[str, Any]) -> dict[str, Any]:
+    """The limit's process (lab/bare.py) making `data`'s sysctls, datagrams and frames from this
+    thread's namespace: its times; an error if it failed or the kernel refused a message."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "limit.pickle")
+        path.write_bytes(pickle.dumps(data))
+        argv = [sys.executable, "-m", "lab.bare", str(path), "limit"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the limit's process failed: {done.stderr[-500:]}")
+    sent = json.loads(done.stdout)
+    if sent["errors"]:
+        raise RuntimeError(f"the kernel refused {sent['errors']} of the limit's messages")
+    return sent
+
+
+class Recorder(NetlinkKernel):
+    """Real mode's netlink kernel for the helper's engine in-process: what it applies is
+    recorded, for the limit's process to make (`send`)."""
+
+    def __init__(self, mac: bytes) -> None:
+        super().__init__()
+        self.mac = mac
+        self.ops: list[Operation] = []
+
+    def apply_many(self, ops: Iterable[Operation]) -> list[KernelError]:
+        self.ops += ops
+        return []
+
+    def send(self) -> dict[str, Any]:
+        """What was recorded, made by the limit's process (`send_bare`): its times, the netlink
+        messages and the frames."""
+        data, _runs = prebuilt(self, self.ops, self.mac)
+        self.ops, frames = [], data["counts"].get("frames", 0)
+        sent = send_bare(data)
+        return {**sent, "messages": sum(data["counts"].values()) - frames, "frames": frames}
+
+
 def build(vipfile: str, members: list[str], mac: bytes) -> dict[str, Any]:
-    """In the frontend's namespace, in standby: the helper's ACTIVATE, encoded by its kernel, one
-    datagram per channel run as the helper frames it (the last request acked); and for the least
-    helper the same less what depends on the members (`_least`)."""
+    """In the frontend's namespace, in standby: the helper's ACTIVATE (a takeover, as its planner
+    plans it) as the limit's process makes it (`prebuilt`); and for the least helper the same
+    less what depends on the members (`_least`)."""
     vips, kernel = vips_in(vipfile), NetlinkKernel()
     settings = Settings(vipfile=vipfile, iface="eth0")
     try:
-        want = desired(settings, vips, Role.TAKING_OVER, members, FE_IP)  # ACTIVATE from standby
+        want = desired(settings, vips, Role.TAKING_OVER, members, FE_IP)
         now = kernel.observe(sysctl_paths("eth0"), guard_dev="eth0")  # the reset guard's too
         ops = plan(want, now) + announce(vips, "eth0")
-        sysctls = [op.sysctl for op in ops if isinstance(op, SetSysctl)]  # written to /proc
-        runs = runs_of(kernel, [op for op in ops if not isinstance(op, SetSysctl)])
+        data, runs = prebuilt(kernel, ops, mac)
     finally:
         kernel.close()
     weight = weights(settings, Role.TAKING_OVER, members, FE_IP)
+    least = _least(ops, runs, data["datagrams"], (FE_IP, weight[FE_IP], weight[members[-1]]))
+    return {**data, "vips": len(vips), "least": least}
+
+
+def prebuilt(
+    kernel: NetlinkKernel, ops: Sequence[Operation], mac: bytes
+) -> tuple[dict[str, Any], list[tuple[str, list[Any], list[Operation]]]]:
+    """`ops` as the limit's process makes them: the sysctls it writes to /proc (no netlink
+    channel), the datagrams and frames (`encoded`), the requests per channel; and the runs."""
+    runs = runs_of(kernel, [op for op in ops if not isinstance(op, SetSysctl)])
     datagrams, frames, counts = encoded(runs, mac)
-    least = _least(ops, runs, datagrams, (FE_IP, weight[FE_IP], weight[members[-1]]))
-    return dict(
-        sysctls=sysctls,
-        datagrams=datagrams,
-        frames=frames,
-        counts=dict(counts),
-        vips=len(vips),
-        least=least,
-    )
+    sysctls = [op.sysctl for op in ops if isinstance(op, SetSysctl)]
+    return dict(sysctls=sysctls, datagrams=datagrams, frames=frames, counts=dict(counts)), runs
 
 
 def runs_of(
