@@ -25,11 +25,13 @@ PHASES = {
     "observe": "observe: netlink dumps of addresses and IPVS, sysctl reads",
     "engine": "engine: session, planner, logging (Python, between kernel calls)",
     "ipvs": "netlink: IPVS requests, encoded and batched (generic netlink)",
-    "addresses": "netlink: VIP addresses on eth0, encoded and batched (rtnetlink)",
+    "addresses": "netlink: VIP addresses on eth0, the reset guard, encoded and batched (rtnetlink)",
+    "sysctl": "sysctls written to /proc",
     "garp": "gratuitous ARP round (2 frames per VIP)",
     "output": "output: the info lines and the OK encoded (cli.Output)",
     "write": "output: their write() to the pipe, in which the woken reader may run first",
 }
+KERNEL_PHASES = ("ipvs", "addresses", "sysctl", "garp")  # less the limit: the rest
 ON_HOST = ("engine", "output", "write", "total", "wall_ok", "wall_intf")  # -m has no kernel
 ROWS = {
     **PHASES,
@@ -82,7 +84,7 @@ def host(reps: int) -> dict[str, Any]:
 def figure(runs: list[dict[str, Any]] | None, key: str) -> float:
     """A row's median over the probe's records: a phase, a figure of the record, or the rest."""
     if key == "rest":
-        return sum(figure(runs, k) for k in ("ipvs", "addresses", "garp")) - figure(runs, "limit")
+        return sum(figure(runs, k) for k in KERNEL_PHASES) - figure(runs, "limit")
     path = ("phases", key) if key in PHASES else ("limit_s",) if key == "limit" else (key,)
     return median_of(runs or [], *path) or 0.0
 

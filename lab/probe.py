@@ -29,12 +29,13 @@ from cgp_ipvs_helper.core.engine import Helper
 from cgp_ipvs_helper.core.protocol import Commands, logged, parse_line
 from cgp_ipvs_helper.errors import KernelError
 from cgp_ipvs_helper.kernel.interface import Kernel
+from cgp_ipvs_helper.kernel.netlink.kernel import HANDLERS
 from cgp_ipvs_helper.plan.model import KernelState
 from cgp_ipvs_helper.plan.operations import AddDests, Operation, each
 
 LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
-KINDS = {"AddAddress": "addresses", "DelAddress": "addresses", "SendGarp": "garp"}
-KINDS["SetSysctl"] = "sysctl"  # anything else is an IPVS request (generic netlink)
+# the phase of an operation, by the channel the netlink kernel sends it on (None: /proc)
+KINDS = {"genl": "ipvs", "rtnl": "addresses", "frames": "garp", None: "sysctl"}
 
 
 def per(fn: Callable[[], object], items: int) -> float:
@@ -112,7 +113,7 @@ class TimingKernel:
         ops = list(ops)
         self.ops += ops
         failures: list[KernelError] = []
-        for kind, run in itertools.groupby(ops, lambda op: KINDS.get(type(op).__name__, "ipvs")):
+        for kind, run in itertools.groupby(ops, lambda op: KINDS[HANDLERS[type(op)].channel]):
             failures += self._timed(kind, functools.partial(self.inner.apply_many, list(run)))
         return failures
 
@@ -184,7 +185,7 @@ class Probe(Helper):
         if "t1" not in m or "t2" in m:
             return
         m["t2"], handle = t2, m["f1"] - m["f0"]
-        phases = {key: k.spent[key] for key in ("observe", "ipvs", "addresses", "garp")}
+        phases = {key: k.spent[key] for key in ("observe", *KINDS.values())}
         phases["engine"] = max(0.0, m["t1"] - m["t0"] - sum(k.spent.values()))
         phases["output"] = m.get("tw", t2) - m["t1"]
         phases["write"] = t2 - m.get("tw", t2)
