@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from pyroute2 import IPRoute
+from pyroute2.iproute import IPRoute
 
 from .netns import NETNS_DIR, create_netns, delete_netns, in_netns
 

@@ -99,6 +99,18 @@ def test_version_and_help() -> None:
         assert run.returncode == 0 and text in run.stdout
 
 
+def test_the_helper_loads_only_the_netlink_modules_of_pyroute2() -> None:
+    """pyroute2's package __init__ (every protocol it speaks, its databases) is never run."""
+    code = (
+        "import sys, cgp_ipvs_helper.cli, cgp_ipvs_helper.kernel.netlink.kernel\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('pyroute2')))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    loaded = set(run.stdout.split())
+    assert run.returncode == 0 and "pyroute2.netlink.generic.ipvs" in loaded, run.stderr
+    assert not loaded & {f"pyroute2.{name}" for name in ("ndb", "ipdb", "iproute", "conntrack")}
+
+
 def test_line_reader_splits_and_bounds() -> None:
     r = LineReader()
     assert r.feed(b"1 INTF 3\r\n2 STA") == [b"1 INTF 3\r"]
