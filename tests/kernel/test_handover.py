@@ -122,10 +122,16 @@ def test_while_taking_over_the_new_balancer_receives_and_guards(
     assert any(line.startswith("* takeover over") for line in h2.log), h2.log
 
 
-def test_a_crash_keeps_the_young_connections_of_the_survivors(group: Group, tmp_path: Path) -> None:
+def test_a_crash_keeps_the_young_connections_the_new_balancer_serves(
+    group: Group, tmp_path: Path
+) -> None:
+    """Connections 0.05 s old at a crash: those the new balancer serves itself are kept however
+    young (its own stack has them). Those of the other survivors are kept only if the dead
+    balancer's sync master had sent their entries, which it does once a message is full or its
+    oldest entry 2 s old: no helper can promise them (older ones: test_scenarios)."""
     h1, h2, _ = group.start_all(*helper_args(group, tmp_path))
     assert h1.request(f"ACTIVATE {group.members()}").endswith("members=3")
     move = group.crash(h1, h2, count=YOUNG, settle=0.05, window=WINDOW_S)
     assert move.new_reply.endswith("members=2"), move.new_reply
-    survivors = move.survivors
-    assert survivors and all(not c.broken for c in survivors), move.summary()
+    own = [c for c in move.survivors if c.frontend == move.new]
+    assert own and all(not c.broken for c in own), move.summary()
