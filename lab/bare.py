@@ -36,6 +36,7 @@ from cgp_ipvs_helper.kernel.netlink.sockets import (
 )
 from cgp_ipvs_helper.kernel.netlink.wire import NLMSGHDR
 from cgp_ipvs_helper.plan import operations
+from cgp_ipvs_helper.plan.model import Sysctl
 from cgp_ipvs_helper.plan.operations import AddDests
 from cgp_ipvs_helper.plan.realservers import ip_order
 
@@ -61,7 +62,7 @@ def _opened(data: dict[str, Any]) -> tuple[dict[int, socket.socket], socket.sock
 
 
 def _send(
-    data: dict[str, Any],
+    sysctls: list[Sysctl],
     datagrams: list[tuple[int, int, bytes]],
     socks: dict[int, socket.socket],
     packet: socket.socket,
@@ -69,7 +70,7 @@ def _send(
 ) -> tuple[int, float]:
     """The sysctls written (to /proc, as the helper writes them), the datagrams, each run acked
     once, then the frames in one sendmmsg: (errors, the time the netlink part ended)."""
-    for setting in data["sysctls"]:
+    for setting in sysctls:
         sysctl.write(setting)
     buf, errors, sent = bytearray(1 << 16), 0, 0
     for proto, last, payload in datagrams:
@@ -94,7 +95,7 @@ def bare(path: str) -> dict[str, Any]:
     data = pickle.loads(Path(path).read_bytes())
     socks, packet, round_ = _opened(data)
     t0 = time.perf_counter()
-    errors, t1 = _send(data, data["datagrams"], socks, packet, round_)
+    errors, t1 = _send(data["sysctls"], data["datagrams"], socks, packet, round_)
     t2 = time.perf_counter()
     for proto, frame in data["frames"]:
         packet.sendto(frame, ("eth0", proto))
@@ -141,7 +142,7 @@ def piped(path: str, least: bool) -> None:
         seq, log, datagrams = _members(data["least"], line)
     else:
         seq, log, datagrams = line.split(b" ", 1)[0], b"", data["datagrams"]
-    errors, _t1 = _send(data, datagrams, socks, packet, round_)
+    errors, _t1 = _send(data["sysctls"], datagrams, socks, packet, round_)
     os.write(1, log + seq + b" OK active vips=%d\n" % data["vips"])
     while os.read(0, 1 << 16):
         pass
