@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyroute2.netlink import NLMSG_ERROR
-
 from cgp_ipvs_helper import cli
 from cgp_ipvs_helper.kernel import sysctl
 from cgp_ipvs_helper.kernel.frames import arp, mmsg
@@ -29,6 +27,7 @@ from cgp_ipvs_helper.kernel.netlink.sockets import (
     NETLINK_CAP_ACK,
     NETLINK_GENERIC,
     NETLINK_ROUTE,
+    NLMSG_ERROR,
     SO_RCVBUFFORCE,
     SO_SNDBUFFORCE,
     SOL_NETLINK,
