@@ -25,13 +25,14 @@ PHASES = {
     "observe": "observe: netlink dumps of addresses and IPVS, sysctl reads",
     "engine": "engine: session, planner, logging (Python, between kernel calls)",
     "ipvs": "netlink: IPVS requests, encoded and batched (generic netlink)",
-    "addresses": "netlink: VIP addresses on eth0, the reset guard, encoded and batched (rtnetlink)",
+    "rtnetlink": "netlink: VIP addresses on eth0 and tc (reset guard, steering), encoded and "
+    "batched (rtnetlink)",
     "sysctl": "sysctls written to /proc",
     "garp": "gratuitous ARP round (2 frames per VIP)",
     "output": "output: the info lines and the OK encoded (cli.Output)",
     "write": "output: their write() to the pipe, in which the woken reader may run first",
 }
-KERNEL_PHASES = ("ipvs", "addresses", "sysctl", "garp")  # less the limit: the rest
+KERNEL_PHASES = ("ipvs", "rtnetlink", "sysctl", "garp")  # less the limit: the rest
 ON_HOST = ("engine", "output", "write", "total", "wall_ok", "wall_intf")  # -m has no kernel
 ROWS = {
     **PHASES,

@@ -35,7 +35,7 @@ from cgp_ipvs_helper.plan.operations import AddDests, Operation, each
 
 LINE = b"00002 ACTIVATE 192.0.2.11 192.0.2.12 192.0.2.13 192.0.2.14"
 # the phase of an operation, by the channel the netlink kernel sends it on (None: /proc)
-KINDS = {"genl": "ipvs", "rtnl": "addresses", "frames": "garp", None: "sysctl"}
+KINDS = {"genl": "ipvs", "rtnl": "rtnetlink", "frames": "garp", None: "sysctl"}
 
 
 def per(fn: Callable[[], object], items: int) -> float:
@@ -69,7 +69,11 @@ def machine_costs(n: int = 1000) -> dict[str, float]:
 
 def woken(fn: Callable[[], object], samples: int = 21) -> float:
     """Median seconds of `fn` as the first thing after a sleep, as a helper handles a request."""
-    return statistics.median([time.sleep(0.02) or per(fn, 1) for _ in range(samples)])
+    spent = []
+    for _ in range(samples):
+        time.sleep(0.02)
+        spent.append(per(fn, 1))
+    return statistics.median(spent)
 
 
 def faults() -> int:
